@@ -1,0 +1,3 @@
+"""reconciler: GitOps for LLM agent configuration."""
+
+__version__ = "0.1.0"

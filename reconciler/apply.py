@@ -1,0 +1,217 @@
+"""Execute a plan against the database in one transaction: all or nothing.
+
+The caller holds the apply lock (``reconciler.state.lock.apply_lock``). Rows are written in bulk,
+one statement per (action, kind) group, with ids generated here, so there are no per-resource round
+trips. The plan is re-checked against the database inside the transaction, so a plan made against
+a different state is refused instead of half-applied.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from itertools import groupby
+from typing import Any
+
+from sqlalchemy import Connection, Engine, bindparam, delete, insert, update
+
+from reconciler.errors import ReconcilerError, StalePlan
+from reconciler.plan.model import Action, Change, Plan
+from reconciler.state.snapshot import StateSnapshot, ciphertext_digest, read_snapshot
+from reconciler.state.tables import KIND_TABLES, ApplyRecord, ManagedResource, utcnow
+
+CHUNK = 500
+
+
+@dataclass(frozen=True)
+class ApplyMeta:
+    """Who applied what, from where: recorded in the history."""
+
+    user: str
+    command: str = "apply"
+    source: str = ""
+    git: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    apply_id: int | None
+    created: int
+    updated: int
+    deleted: int
+    changed_providers: tuple[str, ...]
+
+
+SecretResolver = Callable[[Change], tuple[bytes, str]]  # change -> (ciphertext, hmac)
+
+
+def execute_plan(engine: Engine, plan: Plan, meta: ApplyMeta, encrypt_secret: SecretResolver | None) -> ApplyResult:
+    """Apply ``plan`` in a single transaction; refuse if the database no longer matches it."""
+    started = utcnow()
+    with engine.connect() as conn:
+        conn = conn.execution_options(sqlite_begin="IMMEDIATE")
+        with conn.begin():
+            snapshot = read_snapshot(conn)
+            if snapshot.fingerprint != plan.state_fingerprint:
+                raise StalePlan(
+                    "the database changed after this plan was made; applying it could undo those changes",
+                    hint="make a new plan (reconciler plan ... --out FILE) and apply that",
+                )
+            if plan.is_empty:
+                return ApplyResult(None, 0, 0, 0, ())
+            apply_id = _record_history(conn, plan, meta, started)
+            _write_changes(conn, plan, snapshot, apply_id, encrypt_secret)
+    s = plan.summary()
+    providers = tuple(c.name for c in plan.changes if c.kind == "Provider" and c.action is not Action.DELETE)
+    return ApplyResult(apply_id, s["create"], s["update"], s["delete"], providers)
+
+
+def _record_history(conn: Connection, plan: Plan, meta: ApplyMeta, started: datetime) -> int:
+    s = plan.summary()
+    git = meta.git or {}
+    result = conn.execute(
+        insert(ApplyRecord.__table__).returning(ApplyRecord.__table__.c.id),
+        {
+            "started_at": started,
+            "finished_at": utcnow(),
+            "user": meta.user,
+            "command": meta.command,
+            "source": meta.source,
+            "git_commit": git.get("commit"),
+            "git_dirty": git.get("dirty"),
+            "git_ref": git.get("ref"),
+            "git_author": git.get("author"),
+            "git_subject": git.get("subject"),
+            "created": s["create"],
+            "updated": s["update"],
+            "deleted": s["delete"],
+            "plan": plan.to_dict(),
+        },
+    )
+    return int(result.scalar_one())
+
+
+def _applied(desired: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in desired.items() if not k.startswith("_")}
+
+
+def _row_values(kind: str, d: dict[str, Any], ids: dict[tuple[str, str], uuid.UUID]) -> dict[str, Any]:
+    if kind == "Provider":
+        return {"type": d["type"], "base_url": d["base_url"], "is_active": d["is_active"]}
+    if kind == "Agent":
+        return {
+            "description": d["description"],
+            "provider_id": ids[("Provider", d["provider"])],
+            "model_name": d["model_name"],
+            "system_prompt": d["system_prompt"],
+            "temperature": d["temperature"],
+            "max_tokens": d["max_tokens"],
+            "is_active": d["is_active"],
+        }
+    if kind == "Task":
+        return {"description": d["description"], "response_schema": d["response_schema"], "is_active": d["is_active"]}
+    if kind == "Assignment":
+        return {"agent_id": ids[("Agent", d["agent"])], "task_id": ids[("Task", d["task"])], "is_active": d["is_active"]}
+    raise ValueError(kind)
+
+
+def _write_changes(
+    conn: Connection, plan: Plan, snapshot: StateSnapshot, apply_id: int, encrypt_secret: SecretResolver | None
+) -> None:
+    now = utcnow()
+    ids: dict[tuple[str, str], uuid.UUID] = {}
+    for (kind, name), r in snapshot.resources.items():
+        ids[(kind, name)] = uuid.UUID(r.row_id)
+    book_rows: list[dict[str, Any]] = []
+    book_delete: list[tuple[str, str]] = []
+    for (action, kind), group in groupby(plan.changes, key=lambda c: (c.action, c.kind)):
+        changes = list(group)
+        table = KIND_TABLES[kind]
+        if action is Action.DELETE:
+            row_ids = [uuid.UUID(c.row_id) for c in changes if c.row_id]
+            for i in range(0, len(row_ids), CHUNK):
+                conn.execute(delete(table).where(table.c.id.in_(row_ids[i : i + CHUNK])))
+            book_delete += [c.key for c in changes]
+            continue
+        rows = []
+        for c in changes:
+            assert c.desired is not None
+            row_id = uuid.UUID(c.row_id) if c.row_id else uuid.uuid4()
+            ids[c.key] = row_id
+            values = _row_values(kind, c.desired, ids)
+            values["_id"] = row_id
+            if kind != "Assignment":
+                values["name"] = c.name
+            digest = None
+            if kind == "Provider":
+                digest, secret_values = _provider_secret(c, snapshot, encrypt_secret)
+                values.update(secret_values)
+            rows.append(values)
+            book_rows.append(
+                {
+                    "kind": kind,
+                    "name": c.name,
+                    "row_id": row_id,
+                    "applied": _applied(c.desired),
+                    "labels": c.labels,
+                    "annotations": c.annotations,
+                    "secret_digest": digest,
+                    "apply_id": apply_id,
+                    "updated_at": now,
+                }
+            )
+            if action is Action.UPDATE:
+                book_delete.append(c.key)
+        if action is Action.CREATE:
+            stamp = {"assigned_at": now} if kind == "Assignment" else {"created_at": now, "updated_at": now}
+            payload = [{**{k: v for k, v in r.items() if k != "_id"}, "id": r["_id"], **stamp} for r in rows]
+            if kind == "Provider":
+                for p in payload:
+                    p.setdefault("validation_status", "pending")
+            conn.execute(insert(table), payload)
+        else:
+            stamp = {} if kind == "Assignment" else {"updated_at": now}
+            # one executemany per distinct column set (a provider whose key is unchanged keeps its ciphertext)
+            for columns, same in groupby(sorted(rows, key=lambda r: tuple(sorted(r))), key=lambda r: tuple(sorted(r))):
+                cols = [c for c in columns if c != "_id"]
+                stmt = update(table).where(table.c.id == bindparam("_id")).values(
+                    **{c: bindparam(c) for c in cols}, **stamp
+                )
+                conn.execute(stmt, list(same))
+    _write_bookkeeping(conn, book_delete, book_rows)
+
+
+def _provider_secret(
+    c: Change, snapshot: StateSnapshot, encrypt_secret: SecretResolver | None
+) -> tuple[str | None, dict[str, Any]]:
+    """(digest for bookkeeping, columns to write) for a provider's api_key."""
+    d = c.desired or {}
+    touched = c.action is Action.CREATE or any(f.field in {"api_key", "type", "base_url"} for f in c.fields)
+    status = {"validation_status": "pending", "validation_error": None, "validated_at": None} if touched else {}
+    if d.get("api_key") is None:
+        return None, {"api_key_encrypted": None, **status}
+    key_changed = c.action is Action.CREATE or any(f.field == "api_key" for f in c.fields)
+    if not key_changed:
+        current = snapshot.resources.get(c.key)
+        return (current.secret_digest if current is not None else None), status
+    if encrypt_secret is None:
+        raise ReconcilerError(f"provider {c.name!r}: no secret key available to encrypt its api_key")
+    token, mac = encrypt_secret(c)
+    if mac != d["api_key"]["hmac"]:
+        raise StalePlan(
+            f"provider {c.name!r}: the api_key it refers to ({d['api_key']['ref']}) changed after the plan was made",
+            hint="make a new plan and apply that",
+        )
+    return ciphertext_digest(token), {"api_key_encrypted": token, **status}
+
+
+def _write_bookkeeping(conn: Connection, deletes: list[tuple[str, str]], rows: list[dict[str, Any]]) -> None:
+    table = ManagedResource.__table__
+    for kind, group in groupby(sorted(deletes), key=lambda k: k[0]):
+        names = [n for _, n in group]
+        for i in range(0, len(names), CHUNK):
+            conn.execute(delete(table).where(table.c.kind == kind, table.c.name.in_(names[i : i + CHUNK])))
+    if rows:
+        conn.execute(insert(table), rows)

@@ -1,0 +1,242 @@
+"""validate, plan, apply, get, history."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from reconciler.cli import cli
+
+db_option = click.option(
+    "--db",
+    envvar="RECONCILER_DATABASE_URL",
+    metavar="URL",
+    help="State database (default: sqlite .reconciler/state.db; env RECONCILER_DATABASE_URL).",
+)
+paths_argument = click.argument("paths", nargs=-1, required=True, type=click.Path())
+
+
+@cli.command()
+@paths_argument
+@click.option("-o", "--output", "fmt", type=click.Choice(["text", "json"]), default="text", help="Output format.")
+def validate(paths: tuple[str, ...], fmt: str) -> int:
+    """Check manifests without a database or network; report every problem at once."""
+    from reconciler.errors import ReconcilerError
+    from reconciler.manifests.loader import load_manifests
+
+    try:
+        manifests = load_manifests(list(paths))
+    except ReconcilerError as exc:
+        if fmt == "json":
+            click.echo(json.dumps({"valid": False, "problems": [p.to_dict() for p in exc.problems]}, indent=2))
+            return 1
+        errors = [p for p in exc.problems if p.severity == "error"]
+        raise ReconcilerError(exc.problems + [_count_problem(len(errors))]) from None
+    if fmt == "json":
+        click.echo(json.dumps({"valid": True, "resources": len(manifests.manifests), "files": len(manifests.files), "problems": [p.to_dict() for p in manifests.warnings]}, indent=2))
+        return 0
+    for w in manifests.warnings:
+        click.echo(w.render(), err=True)
+    counts: dict[str, int] = {}
+    for m in manifests.manifests:
+        counts[m.kind] = counts.get(m.kind, 0) + 1
+    detail = ", ".join(f"{n} {k.lower()}{'s' if n != 1 else ''}" for k, n in counts.items())
+    click.echo(f"Valid: {len(manifests.manifests)} resources in {len(manifests.files)} files ({detail}).")
+    return 0
+
+
+def _count_problem(n: int):  # type: ignore[no-untyped-def]
+    from reconciler.errors import Problem
+
+    return Problem(f"found {n} error{'s' if n != 1 else ''}; nothing was changed", severity="summary")
+
+
+def _git_for(paths: list[str]) -> dict[str, Any] | None:
+    from reconciler.gitinfo import describe_checkout
+
+    return describe_checkout(paths)
+
+
+@cli.command()
+@paths_argument
+@db_option
+@click.option("--out", type=click.Path(dir_okay=False), help="Save the plan to FILE for `reconciler apply FILE`.")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON (same as --format json).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text", help="Output format.")
+@click.option("--detailed-exitcode", is_flag=True, help="Exit 0 when there are no changes, 2 when there are.")
+@click.option("--no-prune", is_flag=True, help="Keep managed resources that are no longer in the manifests.")
+def plan(paths: tuple[str, ...], db: str | None, out: str | None, as_json: bool, fmt: str, detailed_exitcode: bool, no_prune: bool) -> int:
+    """Show what apply would change in the database."""
+    from reconciler.plan.render import RENDERERS
+    from reconciler.workflow import PlanRequest, plan_from_paths
+
+    the_plan, manifests = plan_from_paths(PlanRequest(list(paths), db, prune=not no_prune, git=_git_for(list(paths))))
+    for w in manifests.warnings:
+        click.echo(w.render(), err=True)
+    if out:
+        _save_plan(the_plan, out)
+    click.echo(RENDERERS["json" if as_json else fmt](the_plan), nl=False)
+    if out and not as_json and fmt == "text":
+        click.echo(f"Saved the plan to {out}. Apply exactly this plan with: reconciler apply {out}")
+    return 2 if detailed_exitcode and not the_plan.is_empty else 0
+
+
+def _save_plan(the_plan: Any, out: str) -> None:
+    from reconciler.errors import ReconcilerError
+    from reconciler.plan.render import render_json
+
+    try:
+        Path(out).write_text(render_json(the_plan), encoding="utf-8")
+    except OSError as exc:
+        raise ReconcilerError(f"cannot write plan file {out}: {exc.strerror}") from None
+
+
+def _load_saved_plan(path: str):  # type: ignore[no-untyped-def]
+    from reconciler.errors import Location, Problem, ReconcilerError
+    from reconciler.plan.model import Plan
+
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        return Plan.from_dict(data)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ReconcilerError(Problem(f"cannot read saved plan: {exc}", Location(path))) from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ReconcilerError(
+            Problem(f"not a saved reconciler plan: {exc}", Location(path), hint="create one with `reconciler plan PATH --out FILE`")
+        ) from None
+
+
+def _is_saved_plan(paths: tuple[str, ...]) -> bool:
+    if len(paths) != 1:
+        return False
+    p = Path(paths[0])
+    return p.is_file() and p.suffix.lower() not in {".yaml", ".yml"}
+
+
+def _confirm(auto_approve: bool) -> None:
+    from reconciler.errors import ReconcilerError
+
+    if auto_approve:
+        return
+    if not sys.stdin.isatty():
+        raise ReconcilerError(
+            "refusing to apply without confirmation: there is no terminal to ask on",
+            hint="review the plan above and pass --auto-approve (as CI pipelines do)",
+        )
+    click.confirm("Apply these changes?", abort=True)
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@db_option
+@click.option("--auto-approve", is_flag=True, help="Apply without asking for confirmation.")
+@click.option("--no-prune", is_flag=True, help="Keep managed resources that are no longer in the manifests.")
+@click.option("--lock-timeout", type=float, default=None, help="Seconds to wait for another apply to finish (default 60).")
+def apply(paths: tuple[str, ...], db: str | None, auto_approve: bool, no_prune: bool, lock_timeout: float | None) -> int:
+    """Make the database match the manifests (PATH...) or apply a saved plan (FILE)."""
+    from reconciler.manifests.loader import load_manifests
+    from reconciler.plan.render import render_text
+    from reconciler.state.lock import DEFAULT_LOCK_TIMEOUT, apply_lock
+    from reconciler.state.snapshot import load_snapshot
+    from reconciler.workflow import apply_meta, compute_plan, open_for_apply, run_apply
+
+    timeout = DEFAULT_LOCK_TIMEOUT if lock_timeout is None else lock_timeout
+    if _is_saved_plan(paths):
+        saved = _load_saved_plan(paths[0])
+        engine = open_for_apply(db)
+        with apply_lock(engine, timeout):
+            click.echo(render_text(saved), nl=False)
+            result = run_apply(engine, saved, apply_meta("apply-plan", list(saved.sources), saved.git))
+    else:
+        path_list = list(paths)
+        manifests = load_manifests(path_list)  # bad input stops here, before the database is touched
+        for w in manifests.warnings:
+            click.echo(w.render(), err=True)
+        git = _git_for(path_list)
+        engine = open_for_apply(db)
+        with apply_lock(engine, timeout):
+            from reconciler.state.db import translate_db_errors
+
+            with translate_db_errors(engine.url, "reading the current state"):
+                snapshot = load_snapshot(engine)
+            the_plan = compute_plan(manifests, snapshot, prune=not no_prune, sources=path_list, git=git)
+            click.echo(render_text(the_plan), nl=False)
+            if the_plan.is_empty:
+                return 0
+            _confirm(auto_approve)
+            result = run_apply(engine, the_plan, apply_meta("apply", path_list, git))
+    if result.apply_id is None:
+        click.echo("Nothing to apply.")
+    else:
+        click.echo(
+            f"Apply complete (#{result.apply_id}): {result.created} created, {result.updated} updated, {result.deleted} deleted."
+        )
+    return 0
+
+
+_GET_COLUMNS = {
+    "providers": ["name", "type", "base_url", "is_active", "validation_status", "validated_at", "validation_error", "managed"],
+    "agents": ["name", "provider", "model_name", "temperature", "max_tokens", "is_active", "managed"],
+    "tasks": ["name", "description", "is_active", "managed"],
+    "assignments": ["name", "agent_name", "task_name", "provider_name", "provider_type", "is_active", "managed"],
+}
+_KIND_ALIASES = {
+    "provider": "providers", "providers": "providers", "agent": "agents", "agents": "agents",
+    "task": "tasks", "tasks": "tasks", "assignment": "assignments", "assignments": "assignments",
+}
+
+
+@cli.command()
+@click.argument("kind", type=click.Choice(sorted(_KIND_ALIASES), case_sensitive=False), metavar="KIND")
+@click.argument("name", required=False)
+@db_option
+@click.option("-o", "--output", "fmt", type=click.Choice(["table", "json", "yaml"]), default="table")
+def get(kind: str, name: str | None, db: str | None, fmt: str) -> int:
+    """List providers, agents, tasks or assignments as stored in the database."""
+    from reconciler.errors import ReconcilerError
+    from reconciler.state.db import open_engine, translate_db_errors
+    from reconciler.state.queries import list_resources
+
+    what = _KIND_ALIASES[kind.lower()]
+    engine = open_engine(db, create=False)
+    if engine is not None:
+        with translate_db_errors(engine.url, f"listing {what}"):
+            rows = list_resources(engine, what, name)
+    else:
+        rows = []
+    if name is not None and not rows:
+        raise ReconcilerError(f"no {what[:-1]} named {name!r} in the database", hint=f"list them with `reconciler get {what}`")
+    from reconciler.cli.output import emit_rows
+
+    emit_rows(rows, fmt, _GET_COLUMNS[what])
+    return 0
+
+
+@cli.command()
+@db_option
+@click.option("-n", "--limit", type=click.IntRange(1), default=20, help="How many applies to show.")
+@click.option("-o", "--output", "fmt", type=click.Choice(["table", "json", "yaml"]), default="table")
+def history(db: str | None, limit: int, fmt: str) -> int:
+    """List past applies: when, who, which commit, what changed."""
+    from reconciler.cli.output import emit_rows
+    from reconciler.state.db import open_engine, translate_db_errors
+    from reconciler.state.queries import list_history
+
+    engine = open_engine(db, create=False)
+    rows = []
+    if engine is not None:
+        with translate_db_errors(engine.url, "reading history"):
+            rows = list_history(engine, limit)
+    if fmt == "table":
+        for r in rows:
+            commit = (r["git_commit"] or "")[:10] + ("+dirty" if r["git_dirty"] else "") if r["git_commit"] else None
+            r["commit"] = commit
+            r["changes"] = f"+{r['created']} ~{r['updated']} -{r['deleted']}"
+        emit_rows(rows, fmt, ["id", "finished_at", "user", "command", "commit", "git_author", "git_subject", "changes"])
+    else:
+        emit_rows(rows, fmt, [])
+    return 0

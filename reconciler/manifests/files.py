@@ -1,0 +1,129 @@
+"""Files that manifests point at (schemas, inputs, secrets), confined to the manifests' root.
+
+A pull request must not be able to make CI read an arbitrary file, so every ``from_file`` and
+``inputs_file`` path is resolved against the manifest and must stay inside the root directory
+unless the user explicitly allows otherwise.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import string
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ALLOW_OUTSIDE_ROOT_ENV = "RECONCILER_ALLOW_FILES_OUTSIDE_ROOT"
+MAX_REFERENCED_FILE_BYTES = 64 * 1024 * 1024
+
+
+class FileRefError(Exception):
+    """A referenced file is missing, outside the root, or malformed. ``line`` is 1-based when known."""
+
+    def __init__(self, message: str, hint: str = "", line: int = 0) -> None:
+        super().__init__(message)
+        self.hint = hint
+        self.line = line
+
+
+def outside_root_allowed() -> bool:
+    return os.environ.get(ALLOW_OUTSIDE_ROOT_ENV, "").lower() in {"1", "true", "yes"}
+
+
+def resolve_within(root: Path, manifest_file: Path, relative: str) -> Path:
+    """Resolve ``relative`` against the manifest's directory; refuse paths that leave ``root``."""
+    target = (manifest_file.parent / relative).resolve()
+    if not outside_root_allowed():
+        root_resolved = root.resolve()
+        if target != root_resolved and root_resolved not in target.parents:
+            raise FileRefError(
+                f"path {relative!r} resolves outside the manifests root {str(root)!r}",
+                hint=f"keep referenced files under {root}, or set {ALLOW_OUTSIDE_ROOT_ENV}=1 if you trust these manifests",
+            )
+    if not target.is_file():
+        raise FileRefError(f"file {relative!r} does not exist (looked at {target})", hint="check the path; it is relative to the manifest file")
+    if target.stat().st_size > MAX_REFERENCED_FILE_BYTES:
+        raise FileRefError(f"file {relative!r} is larger than {MAX_REFERENCED_FILE_BYTES:,} bytes")
+    return target
+
+
+def read_schema_file(path: Path) -> dict[str, Any]:
+    """A JSON Schema from a .json, .yaml or .yml file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise FileRefError(f"cannot read {path.name}: {exc}") from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except json.JSONDecodeError as exc:
+        raise FileRefError(f"{path.name} is not valid JSON: {exc.msg}", line=exc.lineno) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise FileRefError(f"{path.name} is not valid YAML: {exc}", line=mark.line + 1 if mark else 0) from None
+    if not isinstance(data, dict):
+        raise FileRefError(f"{path.name} must hold a JSON Schema object, found {type(data).__name__}")
+    return data
+
+
+def read_inputs_file(path: Path) -> list[dict[str, Any]]:
+    """Inputs for a run: JSON Lines (objects or strings) or CSV with a header row."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise FileRefError(f"cannot read {path.name}: {exc}") from None
+    if path.suffix.lower() == ".csv":
+        reader = csv.DictReader(io.StringIO(text))
+        if not reader.fieldnames:
+            raise FileRefError(f"{path.name} has no header row", hint="the first CSV row names the fields", line=1)
+        rows = []
+        try:
+            for row in reader:
+                if None in row or any(v is None for v in row.values()):
+                    raise FileRefError(
+                        f"{path.name}: row has {len([v for v in row.values() if v is not None]) + len(row.get(None) or [])} "
+                        f"fields, the header has {len(reader.fieldnames)}",
+                        line=reader.line_num,
+                    )
+                rows.append(dict(row))
+        except csv.Error as exc:
+            raise FileRefError(f"{path.name}: malformed CSV: {exc}", line=reader.line_num) from None
+        if not rows:
+            raise FileRefError(f"{path.name} has a header but no rows")
+        return rows
+    rows = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise FileRefError(f"{path.name}: line {number} is not valid JSON: {exc.msg}", line=number) from None
+        rows.append(normalize_input(value, f"{path.name}: line {number}", number))
+    if not rows:
+        raise FileRefError(f"{path.name} holds no inputs")
+    return rows
+
+
+def normalize_input(value: Any, where: str, line: int = 0) -> dict[str, Any]:
+    """A run input as a mapping: a bare string becomes ``{"input": ...}``."""
+    if isinstance(value, str):
+        return {"input": value}
+    if isinstance(value, dict):
+        return value
+    raise FileRefError(f"{where}: an input must be a string or an object, found {type(value).__name__}", line=line)
+
+
+def template_fields(template: str) -> list[str]:
+    """Placeholder names in a ``{field}`` template; raises FileRefError when it is malformed."""
+    try:
+        names = [field for _, field, _, _ in string.Formatter().parse(template) if field is not None]
+    except ValueError as exc:
+        raise FileRefError(f"prompt_template is malformed: {exc}", hint="write literal braces as '{{' and '}}'") from None
+    bad = [n for n in names if not n.isidentifier()]
+    if bad:
+        raise FileRefError(f"prompt_template placeholder {{{bad[0]}}} is not a plain field name", hint="use {field} with a field of the inputs")
+    return names

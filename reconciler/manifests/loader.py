@@ -1,0 +1,371 @@
+"""Load manifests from files, check each document against its kind, then check them together.
+
+Every problem is collected so ``validate`` can report all of them at once; the result is either a
+``ManifestSet`` or a ``ReconcilerError`` listing every problem with its location.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from reconciler.errors import Location, Problem, ProblemList, ReconcilerError
+from reconciler.manifests import files
+from reconciler.manifests.models import API_VERSION, KINDS, MANIFEST_MODELS, FileRef
+from reconciler.manifests.yamlfile import FieldPath, RawDocument, find_manifest_files, read_yaml_file
+
+ResourceKey = tuple[str, str]  # (kind, name)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """One validated document. ``resolved`` holds values read from referenced files."""
+
+    kind: str
+    name: str
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    spec: Any  # the kind's spec model
+    raw: RawDocument = field(repr=False)
+    root: Path = field(repr=False)
+    resolved: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def key(self) -> ResourceKey:
+        return (self.kind, self.name)
+
+    @property
+    def location(self) -> Location:
+        return self.raw.location
+
+    @property
+    def title(self) -> str:
+        return f'{self.kind} "{self.name}"'
+
+
+@dataclass(frozen=True)
+class ManifestSet:
+    manifests: tuple[Manifest, ...]
+    warnings: tuple[Problem, ...] = ()
+    files: tuple[str, ...] = ()
+
+    def of_kind(self, kind: str) -> list[Manifest]:
+        return [m for m in self.manifests if m.kind == kind]
+
+    def by_key(self) -> dict[ResourceKey, Manifest]:
+        return {m.key: m for m in self.manifests}
+
+
+def load_manifests(paths: list[str]) -> ManifestSet:
+    """Read, parse and validate manifests under ``paths``; raise ReconcilerError listing all problems."""
+    problems = ProblemList()
+    found, path_problems = find_manifest_files(paths)
+    for p in path_problems:
+        problems.add(p)
+    roots = _roots_for(paths)
+    manifests: list[Manifest] = []
+    for path, display in found:
+        documents, doc_problems = read_yaml_file(path, display)
+        for p in doc_problems:
+            problems.add(p)
+        root = _root_of(path, roots)
+        for doc in documents:
+            manifest = _check_document(doc, path, root, problems)
+            if manifest is not None:
+                manifests.append(manifest)
+    if not found and not path_problems:
+        problems.add(Problem("no manifest files given", hint="pass a directory or *.yaml files"))
+    _check_together(manifests, problems)
+    if problems.errors:
+        raise ReconcilerError(sorted(problems.items, key=_problem_order))
+    return ManifestSet(tuple(manifests), tuple(problems.warnings), tuple(d for _, d in found))
+
+
+def _problem_order(p: Problem) -> tuple[str, int, int]:
+    loc = p.location
+    return (loc.file, loc.line, loc.column) if loc else ("", 0, 0)
+
+
+def _roots_for(paths: list[str]) -> list[Path]:
+    return [(p if p.is_dir() else p.parent).resolve() for p in map(Path, paths) if p.exists()]
+
+
+def _root_of(path: Path, roots: list[Path]) -> Path:
+    resolved = path.resolve()
+    candidates = [r for r in roots if r == resolved.parent or r in resolved.parents]
+    return max(candidates, key=lambda r: len(r.parts)) if candidates else resolved.parent
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _data_path(data: Any, loc: tuple[Any, ...]) -> tuple[FieldPath, str | None]:
+    """Map a pydantic error location onto the document's data, dropping union/model tags."""
+    path: list[str | int] = []
+    current = data
+    missing: str | None = None
+    for part in loc:
+        if isinstance(current, dict) and part in current:
+            path.append(part)
+            current = current[part]
+        elif isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current):
+            path.append(part)
+            current = current[part]
+        elif isinstance(part, str) and isinstance(current, dict) and part.isidentifier():
+            missing = part  # a field that is absent (missing) or that the model does not know
+    return tuple(path), missing
+
+
+def _field_names(model: type[BaseModel], path: FieldPath) -> list[str]:
+    """The fields a model allows at ``path`` (used to suggest a fix for an unknown field)."""
+    current: Any = model
+    for part in path[:-1]:
+        if isinstance(part, int) or not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return []
+        info = current.model_fields.get(part)
+        if info is None:
+            return []
+        current = info.annotation
+        args = [a for a in getattr(current, "__args__", ()) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if args:
+            current = args[0]
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return []
+
+
+_HINTS = {
+    "literal_secret": "write it as a reference: api_key: {from_env: OPENAI_API_KEY} or api_key: {from_file: secrets/openai.key}",
+    "string_pattern_mismatch": "names use lowercase letters, digits and '-', e.g. message-classifier",
+}
+
+
+def _problems_from_validation(doc: RawDocument, model: type[BaseModel], title: str, exc: ValidationError) -> list[Problem]:
+    out: list[Problem] = []
+    seen: set[tuple[FieldPath, str | None]] = set()
+    for err in exc.errors(include_url=False):
+        path, missing = _data_path(doc.data, err["loc"])
+        etype = err["type"]
+        if etype in {"missing", "extra_forbidden"} and missing is not None:
+            full = (*path, missing)
+        else:
+            full = path
+        key = (full, None if etype.startswith(("union", "model_type", "dict_type", "string_type", "list_type")) else etype)
+        if key in seen or (full, None) in seen:
+            continue
+        seen.add(key)
+        dotted = ".".join(str(p) for p in full)
+        hint = _HINTS.get(etype, "")
+        sensitive = "api_key" in full
+        if etype == "missing":
+            message = "missing required field"
+        elif etype == "extra_forbidden":
+            allowed = _field_names(model, full)
+            message = "unknown field"
+            close = difflib.get_close_matches(str(full[-1]), allowed, n=1)
+            hint = (f"did you mean {close[0]!r}? " if close else "") + (f"allowed fields: {', '.join(allowed)}" if allowed else "")
+        else:
+            msg = err["msg"]
+            msg = msg[0].lower() + msg[1:] if msg else msg
+            shown = err.get("input")
+            plain = sensitive or isinstance(shown, (dict, list)) or etype in {"literal_secret", "secret_ref_shape"}
+            message = msg if plain else f"found {_short(shown)}; {msg}"
+        where = doc.where(full) if etype != "missing" else doc.where(path)
+        out.append(Problem(message, where, title, dotted, hint))
+    return out
+
+
+def _check_document(doc: RawDocument, path: Path, root: Path, problems: ProblemList) -> Manifest | None:
+    data = doc.data
+    if not isinstance(data, dict):
+        problems.add(Problem(f"a manifest must be a mapping with apiVersion, kind, metadata and spec; found {type(data).__name__}", doc.location))
+        return None
+    kind = data.get("kind")
+    meta = data.get("metadata")
+    name = meta.get("name") if isinstance(meta, dict) else None
+    title = f'{kind} "{name}"' if isinstance(kind, str) and isinstance(name, str) else (str(kind) if isinstance(kind, str) else "document")
+    if data.get("apiVersion") != API_VERSION:
+        found = data.get("apiVersion")
+        problems.add(
+            Problem(
+                "missing apiVersion" if found is None else f"unknown apiVersion {_short(found)}",
+                doc.where(("apiVersion",)),
+                title,
+                "apiVersion",
+                f"use apiVersion: {API_VERSION}",
+            )
+        )
+        return None
+    if kind not in KINDS:
+        close = difflib.get_close_matches(str(kind), KINDS, n=1)
+        problems.add(
+            Problem(
+                "missing kind" if kind is None else f"unknown kind {_short(kind)}",
+                doc.where(("kind",)),
+                "document",
+                "kind",
+                (f"did you mean {close[0]!r}? " if close else "") + f"kinds: {', '.join(KINDS)}",
+            )
+        )
+        return None
+    model = MANIFEST_MODELS[kind]
+    try:
+        parsed = model.model_validate(data)
+    except ValidationError as exc:
+        for p in _problems_from_validation(doc, model, title, exc):
+            problems.add(p)
+        return None
+    manifest = Manifest(
+        kind=kind,
+        name=parsed.metadata.name,
+        labels=dict(parsed.metadata.labels),
+        annotations=dict(parsed.metadata.annotations),
+        spec=parsed.spec,
+        raw=doc,
+        root=root,
+    )
+    _resolve_files(manifest, path, problems)
+    return manifest
+
+
+def _file_problem(m: Manifest, field_path: FieldPath, err: files.FileRefError) -> Problem:
+    return Problem(str(err), m.raw.where(field_path), m.title, ".".join(map(str, field_path)), err.hint)
+
+
+def _resolve_files(m: Manifest, path: Path, problems: ProblemList) -> None:
+    """Read the files a manifest points at, so later checks and the plan see their content."""
+    if m.kind == "Task":
+        schema = m.spec.response_schema
+        if isinstance(schema, FileRef):
+            try:
+                m.resolved["response_schema"] = files.read_schema_file(files.resolve_within(m.root, path, schema.from_file))
+            except files.FileRefError as err:
+                problems.add(_file_problem(m, ("spec", "response_schema", "from_file"), err))
+                return
+        else:
+            m.resolved["response_schema"] = schema
+        for p in _schema_problems(m):
+            problems.add(p)
+    elif m.kind == "Run":
+        if m.spec.inputs_file is not None:
+            try:
+                target = files.resolve_within(m.root, path, m.spec.inputs_file)
+                m.resolved["inputs"] = files.read_inputs_file(target)
+                m.resolved["inputs_path"] = str(target)
+            except files.FileRefError as err:
+                loc_path = ("spec", "inputs_file")
+                problems.add(_file_problem(m, loc_path, err))
+        else:
+            m.resolved["inputs"] = [files.normalize_input(v, "inputs") for v in m.spec.inputs]
+        _check_run_inputs(m, problems)
+
+
+def _schema_problems(m: Manifest) -> list[Problem]:
+    from reconciler.manifests.jsonschema_check import schema_errors
+
+    field_path: FieldPath = ("spec", "response_schema")
+    out = []
+    for where, message in schema_errors(m.resolved["response_schema"]):
+        loc = m.raw.where((*field_path, *where)) if isinstance(m.spec.response_schema, dict) else m.raw.where(field_path)
+        dotted = ".".join(str(p) for p in (*field_path, *where))
+        out.append(Problem(f"not a valid JSON Schema: {message}", loc, m.title, dotted, "check it against https://json-schema.org"))
+    return out
+
+
+def _check_run_inputs(m: Manifest, problems: ProblemList) -> None:
+    inputs = m.resolved.get("inputs")
+    if inputs is None:
+        return
+    where_field = ("spec", "inputs_file") if m.spec.inputs_file else ("spec", "inputs")
+    needed: list[tuple[str, FieldPath]] = []
+    if m.spec.prompt_template is not None:
+        try:
+            needed += [(f, ("spec", "prompt_template")) for f in files.template_fields(m.spec.prompt_template)]
+        except files.FileRefError as err:
+            problems.add(_file_problem(m, ("spec", "prompt_template"), err))
+            return
+    if m.spec.expected is not None:
+        needed.append((m.spec.expected, ("spec", "expected")))
+    for name, field_path in needed:
+        for i, item in enumerate(inputs):
+            if name not in item:
+                which = f"line {i + 1} of {m.spec.inputs_file}" if m.spec.inputs_file else f"input {i}"
+                problems.add(
+                    Problem(
+                        f"{{{name}}} is not a field of {which} (fields: {', '.join(sorted(item)) or 'none'})",
+                        m.raw.where(field_path if m.spec.inputs_file else (*where_field, i)),
+                        m.title,
+                        ".".join(map(str, field_path)),
+                        "a string input is available as {input}; give every input the fields the template uses",
+                    )
+                )
+                break
+
+
+def _check_together(manifests: list[Manifest], problems: ProblemList) -> None:
+    """Checks across documents: duplicate names, dangling references, duplicate assignment pairs."""
+    first: dict[tuple[str, str], Manifest] = {}
+    for m in manifests:
+        other = first.get(m.key)
+        if other is not None:
+            problems.add(
+                Problem(
+                    f"duplicate name: {m.kind} {m.name!r} is already defined at {other.location}",
+                    m.raw.where(("metadata", "name")),
+                    m.title,
+                    "metadata.name",
+                    "names are unique per kind; rename or remove one of them",
+                )
+            )
+        else:
+            first[m.key] = m
+    names: dict[str, set[str]] = defaultdict(set)
+    for kind, name in first:
+        names[kind].add(name)
+
+    def ref(m: Manifest, field_name: str, target_kind: str) -> None:
+        value = getattr(m.spec, field_name)
+        if value not in names[target_kind]:
+            close = difflib.get_close_matches(value, sorted(names[target_kind]), n=1)
+            problems.add(
+                Problem(
+                    f"refers to {target_kind} {value!r}, which is not defined in the manifests",
+                    m.raw.where(("spec", field_name)),
+                    m.title,
+                    f"spec.{field_name}",
+                    (f"did you mean {close[0]!r}? " if close else "") + f"define {target_kind} {value!r} or fix the reference",
+                )
+            )
+
+    pairs: dict[tuple[str, str], Manifest] = {}
+    for m in manifests:
+        if first.get(m.key) is not m:
+            continue
+        if m.kind == "Agent":
+            ref(m, "provider", "Provider")
+        elif m.kind == "Assignment":
+            ref(m, "agent", "Agent")
+            ref(m, "task", "Task")
+            pair = (m.spec.agent, m.spec.task)
+            if pair in pairs:
+                other = pairs[pair]
+                problems.add(
+                    Problem(
+                        f"agent {pair[0]!r} and task {pair[1]!r} are already assigned by Assignment {other.name!r} at {other.location}",
+                        m.location,
+                        m.title,
+                        "spec",
+                        "one assignment per agent+task pair; remove one of the two",
+                    )
+                )
+            else:
+                pairs[pair] = m
+        elif m.kind == "Run":
+            ref(m, "assignment", "Assignment")

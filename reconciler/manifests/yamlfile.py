@@ -1,0 +1,259 @@
+"""Read YAML manifest files into plain documents that remember where every field came from.
+
+We compose YAML nodes ourselves instead of calling ``yaml.safe_load`` so that we can keep line and
+column for each field, refuse duplicate keys, and bound the work a hostile file can cause
+(alias bombs, deep nesting, huge files).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from reconciler.errors import Location, Problem
+
+try:  # libyaml is ~10x faster; fall back to the pure-Python composer when it is missing
+    from yaml import CSafeLoader as _Loader
+except ImportError:  # pragma: no cover
+    from yaml import SafeLoader as _Loader  # type: ignore[assignment]
+
+MAX_FILE_BYTES = int(os.environ.get("RECONCILER_MAX_FILE_BYTES", 16 * 1024 * 1024))
+MAX_DOCUMENTS_PER_FILE = int(os.environ.get("RECONCILER_MAX_DOCUMENTS", 20_000))
+MAX_DEPTH = 64
+MAX_NODES_PER_DOCUMENT = 200_000  # counts aliases each time they are expanded
+
+FieldPath = tuple[str | int, ...]
+
+_STR = "tag:yaml.org,2002:str"
+_SCALARS = {
+    "tag:yaml.org,2002:int": "construct_yaml_int",
+    "tag:yaml.org,2002:float": "construct_yaml_float",
+    "tag:yaml.org,2002:bool": "construct_yaml_bool",
+    "tag:yaml.org,2002:null": "construct_yaml_null",
+}
+_PLAIN_AS_STRING = {"tag:yaml.org,2002:timestamp"}  # dates stay strings: manifests are JSON-shaped
+_constructor = yaml.constructor.SafeConstructor()
+
+
+@dataclass(frozen=True)
+class RawDocument:
+    """One YAML document: its data, and the location of each field path inside it."""
+
+    file: str
+    index: int  # 0-based position of the document in its file
+    data: Any
+    location: Location
+    positions: dict[FieldPath, Location] = field(repr=False, default_factory=dict)
+
+    def where(self, path: FieldPath) -> Location:
+        """The closest known location for a field path (falls back to its parents)."""
+        while path:
+            loc = self.positions.get(path)
+            if loc is not None:
+                return loc
+            path = path[:-1]
+        return self.location
+
+
+class _TooComplex(Exception):
+    def __init__(self, message: str, node: yaml.Node) -> None:
+        super().__init__(message)
+        self.node = node
+
+
+class _Converter:
+    """Turns a composed node tree into plain Python data while recording positions."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.positions: dict[FieldPath, Location] = {}
+        self.problems: list[Problem] = []
+        self.nodes = 0
+
+    def loc(self, node: yaml.Node) -> Location:
+        mark = node.start_mark
+        return Location(self.file, mark.line + 1, mark.column + 1)
+
+    def convert(self, node: yaml.Node, path: FieldPath, depth: int) -> Any:
+        self.nodes += 1
+        if self.nodes > MAX_NODES_PER_DOCUMENT:
+            raise _TooComplex(
+                f"document expands to more than {MAX_NODES_PER_DOCUMENT} YAML nodes "
+                "(too many aliases or values)",
+                node,
+            )
+        if depth > MAX_DEPTH:
+            raise _TooComplex(f"nesting is deeper than {MAX_DEPTH} levels", node)
+        if isinstance(node, yaml.ScalarNode):
+            return self.scalar(node)
+        if isinstance(node, yaml.SequenceNode):
+            self._check_tag(node, "tag:yaml.org,2002:seq")
+            items = []
+            for i, child in enumerate(node.value):
+                child_path = (*path, i)
+                self.positions[child_path] = self.loc(child)
+                items.append(self.convert(child, child_path, depth + 1))
+            return items
+        if isinstance(node, yaml.MappingNode):
+            self._check_tag(node, "tag:yaml.org,2002:map")
+            result: dict[str, Any] = {}
+            for key_node, value_node in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    raise _TooComplex("YAML merge keys ('<<') are not supported in manifests", key_node)
+                key = self.scalar(key_node) if isinstance(key_node, yaml.ScalarNode) else None
+                if not isinstance(key, str):
+                    if key is None or isinstance(key, (list, dict)):
+                        raise _TooComplex("mapping keys must be plain strings", key_node)
+                    key = str(key)
+                child_path = (*path, key)
+                if key in result:
+                    first = self.positions.get(child_path)
+                    self.problems.append(
+                        Problem(
+                            f"duplicate key {key!r}" + (f" (first defined at line {first.line})" if first else ""),
+                            self.loc(key_node),
+                            field=".".join(str(p) for p in child_path),
+                            hint="remove one of the two entries; YAML would silently keep only the last",
+                        )
+                    )
+                    continue
+                self.positions[child_path] = self.loc(key_node)
+                result[key] = self.convert(value_node, child_path, depth + 1)
+            return result
+        raise _TooComplex(f"unsupported YAML node {type(node).__name__}", node)  # pragma: no cover
+
+    def _check_tag(self, node: yaml.Node, expected: str) -> None:
+        if node.tag != expected:
+            raise _TooComplex(f"unsupported YAML tag {node.tag!r}", node)
+
+    def scalar(self, node: yaml.ScalarNode) -> Any:
+        tag = node.tag
+        if tag == _STR or tag in _PLAIN_AS_STRING:
+            return node.value
+        method = _SCALARS.get(tag)
+        if method is None:
+            raise _TooComplex(
+                f"unsupported YAML tag {tag!r}; manifests may only hold strings, numbers, booleans, "
+                "null, lists and mappings",
+                node,
+            )
+        return getattr(_constructor, method)(node)
+
+
+def _read_text(path: Path, display: str) -> tuple[str | None, list[Problem]]:
+    loc = Location(display)
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            return None, [
+                Problem(
+                    f"file is {size:,} bytes, larger than the limit of {MAX_FILE_BYTES:,} bytes",
+                    loc,
+                    hint="split it into several files, or raise RECONCILER_MAX_FILE_BYTES",
+                )
+            ]
+        data = path.read_bytes()
+    except OSError as exc:
+        return None, [Problem(f"cannot read file: {exc.strerror or exc}", loc)]
+    if b"\x00" in data[:8192]:
+        return None, [Problem("file is binary, not YAML text", loc, hint="remove it or rename it to a non-.yaml name")]
+    try:
+        return data.decode("utf-8-sig"), []
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        return None, [Problem(f"file is not valid UTF-8 text (byte {exc.start})", Location(display, line, 1))]
+
+
+def read_yaml_file(path: Path, display: str | None = None) -> tuple[list[RawDocument], list[Problem]]:
+    """Parse every document in a YAML file; empty documents are skipped with a warning."""
+    display = display or str(path)
+    text, problems = _read_text(path, display)
+    if text is None:
+        return [], problems
+    documents: list[RawDocument] = []
+    loader = _Loader(text)
+    index = -1
+    try:
+        while loader.check_node():
+            index += 1
+            if index >= MAX_DOCUMENTS_PER_FILE:
+                problems.append(
+                    Problem(
+                        f"file has more than {MAX_DOCUMENTS_PER_FILE} documents",
+                        Location(display),
+                        hint="split it into several files, or raise RECONCILER_MAX_DOCUMENTS",
+                    )
+                )
+                break
+            node = loader.get_node()
+            if node is None or (isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null"):
+                line = node.start_mark.line + 1 if node is not None else 1
+                problems.append(
+                    Problem(f"document {index + 1} is empty; skipped", Location(display, line, 1), severity="warning")
+                )
+                continue
+            converter = _Converter(display)
+            try:
+                data = converter.convert(node, (), 0)
+            except _TooComplex as exc:
+                problems.append(Problem(str(exc), converter.loc(exc.node), hint="simplify the document"))
+                continue
+            except (yaml.YAMLError, ValueError, TypeError) as exc:
+                problems.append(Problem(f"cannot read value: {exc}", converter.loc(node)))
+                continue
+            problems.extend(converter.problems)
+            documents.append(RawDocument(display, index, data, converter.loc(node), converter.positions))
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        loc = Location(display, mark.line + 1, mark.column + 1) if mark else Location(display)
+        what = " ".join(p for p in (exc.context, exc.problem) if p)
+        problems.append(Problem(f"invalid YAML: {what}", loc, hint="check indentation, quotes and ':' separators"))
+    except yaml.YAMLError as exc:
+        problems.append(Problem(f"invalid YAML: {exc}", Location(display)))
+    except RecursionError:
+        problems.append(Problem("invalid YAML: nesting too deep to parse", Location(display)))
+    finally:
+        loader.dispose()
+    if index == -1 and not problems:
+        problems.append(Problem("file is empty; skipped", Location(display), severity="warning"))
+    return documents, problems
+
+
+def find_manifest_files(paths: list[str]) -> tuple[list[tuple[Path, str]], list[Problem]]:
+    """Expand files and directories (recursively) into ``*.yaml``/``*.yml`` files, sorted."""
+    found: list[tuple[Path, str]] = []
+    problems: list[Problem] = []
+    for raw in paths:
+        p = Path(raw)
+        if not p.exists():
+            problems.append(Problem("no such file or directory", Location(raw), hint="check the path"))
+        elif p.is_dir():
+            files = sorted(
+                f for pattern in ("*.yaml", "*.yml") for f in p.rglob(pattern)
+                if f.is_file() and not any(part.startswith(".") for part in f.relative_to(p).parts)
+            )
+            if not files:
+                problems.append(
+                    Problem("directory contains no manifests (*.yaml, *.yml)", Location(raw), hint="point at the manifests directory")
+                )
+            found.extend((f, str(f)) for f in files)
+        else:
+            found.append((p, raw))
+    seen: set[Path] = set()
+    unique = []
+    for path, display in found:
+        key = path.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append((path, display))
+    return unique, problems
+
+
+def iter_documents(files: list[tuple[Path, str]]) -> Iterator[tuple[list[RawDocument], list[Problem]]]:
+    for path, display in files:
+        yield read_yaml_file(path, display)

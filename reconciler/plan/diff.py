@@ -1,0 +1,166 @@
+"""Compare the desired state with the database snapshot: pure set algebra on (kind, name) keys.
+
+In the manifests but not the database: create. In both: compare essences field by field. In the
+database, managed by reconciler, but no longer in the manifests: delete (prune). Rows reconciler
+never managed are listed as unmanaged and never touched.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from reconciler.errors import Problem, ReconcilerError
+from reconciler.plan.desired import DesiredResource
+from reconciler.plan.model import Action, Change, FieldChange, Plan, UnmanagedResource
+from reconciler.state.snapshot import SENSITIVE_FIELDS, ActualResource, StateSnapshot
+
+ResourceKey = tuple[str, str]
+# (kind, field) -> kind it references by name
+REFERENCES = {("Agent", "provider"): "Provider", ("Assignment", "agent"): "Agent", ("Assignment", "task"): "Task"}
+
+
+def _sensitive_equal(a: Any, b: Any) -> bool:
+    if a is None or b is None:
+        return a is b
+    return a.get("hmac") is not None and a.get("hmac") == b.get("hmac")
+
+
+def diff_fields(kind: str, desired: dict[str, Any], actual: ActualResource) -> tuple[FieldChange, ...]:
+    sensitive = SENSITIVE_FIELDS.get(kind, ())
+    applied = actual.applied
+    changes = []
+    for name, new in desired.items():
+        old = actual.essence.get(name)
+        if name in sensitive:
+            if not _sensitive_equal(old, new):
+                drift = applied is not None and not _sensitive_equal(old, applied.get(name))
+                changes.append(FieldChange(name, None, None, sensitive=True, drift=drift))
+        elif old != new:
+            drift = applied is not None and name in applied and applied.get(name) != old
+            changes.append(FieldChange(name, old, new, drift=drift))
+    return tuple(changes)
+
+
+def _metadata_changes(d: DesiredResource, a: ActualResource) -> tuple[FieldChange, ...]:
+    out = []
+    if d.labels != a.labels:
+        out.append(FieldChange("metadata.labels", a.labels, d.labels))
+    if d.annotations != a.annotations:
+        out.append(FieldChange("metadata.annotations", a.annotations, d.annotations))
+    return tuple(out)
+
+
+def _pair_key(essence: dict[str, Any]) -> str:
+    return f"{essence['agent']}+{essence['task']}"
+
+
+def _desired_payload(d: DesiredResource) -> dict[str, Any]:
+    payload = dict(d.essence)
+    if d.secret_source is not None:
+        payload["_secret_source"] = d.secret_source
+    return payload
+
+
+def diff(
+    desired: dict[ResourceKey, DesiredResource],
+    actual: StateSnapshot,
+    *,
+    prune: bool = True,
+    sources: tuple[str, ...] = (),
+    git: dict[str, Any] | None = None,
+) -> Plan:
+    """The plan that makes ``actual`` equal ``desired``; raises ReconcilerError when it cannot."""
+    problems: list[Problem] = []
+    upserts: dict[str, list[Change]] = {k: [] for k in ("Provider", "Task", "Agent", "Assignment")}
+    deletes: dict[str, list[Change]] = {k: [] for k in ("Provider", "Task", "Agent", "Assignment")}
+    resources = actual.resources
+
+    managed_pairs = {_pair_key(r.essence): r for r in resources.values() if r.kind == "Assignment" and r.managed}
+    for key in sorted(desired):
+        d = desired[key]
+        a = resources.get(key)
+        if d.kind == "Assignment" and a is None:
+            twin = resources.get(("Assignment", _pair_key(d.essence)))
+            if twin is not None and not twin.managed:
+                a = None
+                problems.append(_conflict(d, f"agent {d.essence['agent']!r} is already assigned task {d.essence['task']!r} by a row reconciler does not manage"))
+                continue
+        if a is not None and not a.managed:
+            problems.append(_conflict(d, f"{d.kind} {d.name!r} already exists in the database but is not managed by reconciler"))
+            continue
+        if a is None:
+            upserts[d.kind].append(
+                Change(Action.CREATE, d.kind, d.name, desired=_desired_payload(d), source=d.source, labels=d.labels, annotations=d.annotations)
+            )
+            continue
+        fields = diff_fields(d.kind, d.essence, a) + _metadata_changes(d, a)
+        if fields:
+            upserts[d.kind].append(
+                Change(
+                    Action.UPDATE, d.kind, d.name, fields, _desired_payload(d), a.row_id, d.source, d.labels, d.annotations,
+                    reason=f"apply #{a.apply_id}" if a.apply_id else "",
+                )
+            )
+
+    deleted: set[ResourceKey] = set()
+    unmanaged: list[UnmanagedResource] = []
+    for key in sorted(resources):
+        a = resources[key]
+        if not a.managed:
+            if not (a.kind == "Assignment" and a.name in managed_pairs):
+                unmanaged.append(UnmanagedResource(a.kind, a.name))
+            continue
+        if key in desired or not prune:
+            continue
+        deleted.add(key)
+        deletes[a.kind].append(Change(Action.DELETE, a.kind, a.name, row_id=a.row_id, reason="no longer in the manifests"))
+
+    problems += _blocked_deletes(deleted, resources)
+    if problems:
+        raise ReconcilerError(problems)
+    ordered = (
+        upserts["Provider"] + upserts["Task"] + upserts["Agent"]
+        + deletes["Assignment"] + upserts["Assignment"]
+        + deletes["Agent"] + deletes["Task"] + deletes["Provider"]
+    )
+    return Plan(
+        changes=tuple(ordered),
+        state_fingerprint=actual.fingerprint,
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        prune=prune,
+        unmanaged=tuple(unmanaged),
+        sources=sources,
+        git=git,
+    )
+
+
+def _conflict(d: DesiredResource, message: str) -> Problem:
+    kind = d.kind.lower()
+    return Problem(
+        message,
+        None,
+        f'{d.kind} "{d.name}"',
+        hint=f"adopt it with `reconciler adopt {kind}/{d.name}`, or rename the manifest (defined at {d.source})",
+    )
+
+
+def _blocked_deletes(deleted: set[ResourceKey], resources: dict[ResourceKey, ActualResource]) -> list[Problem]:
+    """A delete is refused when a row that stays (unmanaged, or kept) still refers to it."""
+    problems = []
+    for key, r in resources.items():
+        if key in deleted:
+            continue
+        for (kind, field_name), target in REFERENCES.items():
+            if r.kind != kind:
+                continue
+            ref = (target, r.essence.get(field_name))
+            if ref in deleted:
+                problems.append(
+                    Problem(
+                        f"cannot delete {target} {ref[1]!r}: {r.kind} {r.name!r} still refers to it"
+                        + ("" if r.managed else " (a row reconciler does not manage)"),
+                        hint=f"keep {target} {ref[1]!r} in the manifests, or first remove or re-point {r.kind} {r.name!r}",
+                    )
+                )
+    return problems

@@ -1,0 +1,149 @@
+"""A plan is plain immutable data: what changes, from what to what, and why.
+
+Rendering (``render.py``) and applying (``reconciler.apply``) are separate functions over it, and a
+plan round-trips through JSON so ``plan --out`` / ``apply FILE`` apply exactly what was shown.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+PLAN_FORMAT_VERSION = 1
+KIND_ORDER = ("Provider", "Task", "Agent", "Assignment", "Run")
+
+
+class Action(str, Enum):
+    CREATE = "create"
+    UPDATE = "update"
+    DELETE = "delete"
+
+
+@dataclass(frozen=True)
+class FieldChange:
+    field: str
+    old: Any
+    new: Any
+    sensitive: bool = False
+    drift: bool = False  # the database value differs from what the reconciler last applied
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.sensitive:
+            return {"field": self.field, "sensitive": True, "drift": self.drift}
+        return {"field": self.field, "old": self.old, "new": self.new, "sensitive": False, "drift": self.drift}
+
+
+@dataclass(frozen=True)
+class Change:
+    action: Action
+    kind: str
+    name: str
+    fields: tuple[FieldChange, ...] = ()
+    desired: dict[str, Any] | None = None  # the essence to write (create/update); secrets only as HMAC
+    row_id: str | None = None  # the database row (update/delete)
+    source: str | None = None  # file:line of the manifest
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+    reason: str = ""
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.kind, self.name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "action": self.action.value,
+            "kind": self.kind,
+            "name": self.name,
+            "source": self.source,
+            "row_id": self.row_id,
+            "reason": self.reason,
+            "fields": [f.to_dict() for f in self.fields],
+            "desired": _public_essence(self.desired),
+            "labels": self.labels,
+            "annotations": self.annotations,
+        }
+
+
+def _public_essence(essence: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The essence as saved in a plan: a secret appears only as its reference and keyed hash."""
+    return None if essence is None else dict(essence)
+
+
+@dataclass(frozen=True)
+class UnmanagedResource:
+    kind: str
+    name: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"kind": self.kind, "name": self.name}
+
+
+@dataclass(frozen=True)
+class Plan:
+    changes: tuple[Change, ...]
+    state_fingerprint: str
+    created_at: str
+    prune: bool = True
+    unmanaged: tuple[UnmanagedResource, ...] = ()
+    sources: tuple[str, ...] = ()
+    git: dict[str, Any] | None = None
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.changes
+
+    def count(self, action: Action) -> int:
+        return sum(1 for c in self.changes if c.action is action)
+
+    def summary(self) -> dict[str, int]:
+        return {"create": self.count(Action.CREATE), "update": self.count(Action.UPDATE), "delete": self.count(Action.DELETE)}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format_version": PLAN_FORMAT_VERSION,
+            "created_at": self.created_at,
+            "state_fingerprint": self.state_fingerprint,
+            "prune": self.prune,
+            "sources": list(self.sources),
+            "git": self.git,
+            "summary": self.summary(),
+            "changes": [c.to_dict() for c in self.changes],
+            "unmanaged": [u.to_dict() for u in self.unmanaged],
+            "warnings": list(self.warnings),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Plan:
+        if data.get("format_version") != PLAN_FORMAT_VERSION:
+            raise ValueError(f"unsupported plan format_version {data.get('format_version')!r}")
+        changes = tuple(
+            Change(
+                action=Action(c["action"]),
+                kind=c["kind"],
+                name=c["name"],
+                fields=tuple(
+                    FieldChange(f["field"], f.get("old"), f.get("new"), f.get("sensitive", False), f.get("drift", False))
+                    for f in c["fields"]
+                ),
+                desired=c.get("desired"),
+                row_id=c.get("row_id"),
+                source=c.get("source"),
+                labels=c.get("labels") or {},
+                annotations=c.get("annotations") or {},
+                reason=c.get("reason", ""),
+            )
+            for c in data["changes"]
+        )
+        return cls(
+            changes=changes,
+            state_fingerprint=data["state_fingerprint"],
+            created_at=data["created_at"],
+            prune=data.get("prune", True),
+            unmanaged=tuple(UnmanagedResource(u["kind"], u["name"]) for u in data.get("unmanaged", [])),
+            sources=tuple(data.get("sources", [])),
+            git=data.get("git"),
+            warnings=tuple(data.get("warnings", [])),
+        )

@@ -1,0 +1,143 @@
+"""Opening the state database: URL resolution, engine settings, schema migrations, error translation."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemyError
+
+from reconciler.errors import StateError
+
+DATABASE_URL_ENV = "RECONCILER_DATABASE_URL"
+DEFAULT_SQLITE_PATH = Path(".reconciler") / "state.db"
+HEAD_REVISION = "0001"  # keep equal to the newest migration; a test checks it
+
+
+def database_url(explicit: str | None = None) -> URL:
+    """The state database: ``--db``, then $RECONCILER_DATABASE_URL, then .reconciler/state.db."""
+    raw = explicit or os.environ.get(DATABASE_URL_ENV) or f"sqlite:///{DEFAULT_SQLITE_PATH}"
+    if "://" not in raw:  # a bare path means a SQLite file
+        raw = f"sqlite:///{raw}"
+    try:
+        url = make_url(raw)
+    except ArgumentError:
+        raise StateError(
+            f"cannot parse database URL {raw!r}",
+            hint="use sqlite:///path/state.db or postgresql://user@host:5432/dbname",
+        ) from None
+    if url.drivername in {"postgresql", "postgres"}:
+        url = url.set(drivername="postgresql+psycopg")
+    if url.drivername not in {"sqlite", "sqlite+pysqlite", "postgresql+psycopg"}:
+        raise StateError(f"unsupported database {url.drivername!r}", hint="use a sqlite:/// or postgresql:// URL")
+    return url
+
+
+def display_url(url: URL) -> str:
+    return url.render_as_string(hide_password=True)
+
+
+def sqlite_path(url: URL) -> Path | None:
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return None
+    return Path(url.database)
+
+
+def make_engine(url: URL) -> Engine:
+    if url.get_backend_name() == "sqlite":
+        engine = create_engine(url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+            dbapi_connection.isolation_level = None  # we issue BEGIN ourselves (SQLAlchemy's pysqlite recipe)
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn):  # type: ignore[no-untyped-def]
+            mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+            conn.exec_driver_sql(f"BEGIN {mode}")
+
+        return engine
+    return create_engine(url, connect_args={"connect_timeout": 5, "application_name": "reconciler"}, pool_pre_ping=True)
+
+
+@contextlib.contextmanager
+def translate_db_errors(url: URL, doing: str) -> Iterator[None]:
+    """Turn driver exceptions into a clear StateError (no traceback for an unreachable or read-only DB)."""
+    try:
+        yield
+    except StateError:
+        raise
+    except DBAPIError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        hint = "check --db / $RECONCILER_DATABASE_URL and that the server is running"
+        if isinstance(exc, IntegrityError):
+            hint = "the database was changed while reconciler worked, or holds rows it cannot reconcile; run plan again"
+        elif "readonly" in reason or "read-only" in reason:
+            hint = "the database is read-only: check file and directory permissions, or point --db elsewhere"
+        elif "locked" in reason:
+            hint = "another process holds the database; retry when it finishes"
+        raise StateError(f"database error while {doing} ({display_url(url)}): {reason}", hint=hint) from None
+    except SQLAlchemyError as exc:
+        raise StateError(f"database error while {doing} ({display_url(url)}): {exc}") from None
+    except OSError as exc:
+        raise StateError(f"cannot use database {display_url(url)} while {doing}: {exc.strerror or exc}") from None
+
+
+def schema_revision(engine: Engine) -> str | None:
+    """The applied migration revision, or None for a database reconciler has not initialised."""
+    with engine.connect() as conn:
+        if not inspect(conn).has_table("alembic_version"):
+            return None
+        return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+
+def upgrade_schema(engine: Engine) -> None:
+    """Bring the schema to the newest revision with Alembic (imported only when needed)."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+
+
+def open_engine(explicit_url: str | None, *, create: bool) -> Engine | None:
+    """An engine on a migrated database. With ``create=False`` a missing SQLite file gives None
+    (an empty state) instead of creating it, so read-only commands leave no trace."""
+    url = database_url(explicit_url)
+    path = sqlite_path(url)
+    if path is not None and not path.exists():
+        if not create:
+            return None
+        with translate_db_errors(url, "creating the database directory"):
+            path.parent.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(url)
+    with translate_db_errors(url, "opening the database"):
+        revision = schema_revision(engine)
+        if revision != HEAD_REVISION:
+            if not create and revision is None:
+                return None if _is_empty(engine) else _refuse_uninitialised(url)
+            upgrade_schema(engine)
+    return engine
+
+
+def _is_empty(engine: Engine) -> bool:
+    with engine.connect() as conn:
+        return not inspect(conn).has_table("llm_providers")
+
+
+def _refuse_uninitialised(url: URL) -> None:
+    raise StateError(
+        f"database {display_url(url)} has configuration tables but was never initialised by reconciler",
+        hint="run `reconciler apply` once (it migrates the schema in place and keeps existing rows unmanaged)",
+    )

@@ -1,0 +1,36 @@
+"""Initial schema: the seed service's tables (created only where missing, so an existing seed
+database is brought under management in place) plus reconciler's bookkeeping tables.
+
+Revision ID: 0001
+Revises:
+"""
+
+from alembic import op
+from sqlalchemy import inspect
+
+from reconciler.state.tables import Base
+
+revision = "0001"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    bind = op.get_bind()
+    existing = set(inspect(bind).get_table_names())
+    for table in Base.metadata.sorted_tables:
+        if table.name not in existing:
+            table.create(bind)
+            continue
+        # A seed database: add the columns reconciler needs that the seed's table lacks.
+        have = {c["name"] for c in inspect(bind).get_columns(table.name)}
+        for column in table.columns:
+            if column.name not in have:
+                op.add_column(table.name, column.copy())
+
+
+def downgrade() -> None:
+    bind = op.get_bind()
+    for name in ("reconciler_applies", "reconciler_resources"):
+        op.drop_table(name)

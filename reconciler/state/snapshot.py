@@ -1,0 +1,161 @@
+"""Read the database into plain, comparable snapshots ("essences"): no ids, no timestamps, and
+references by name, the same shape as the desired state built from manifests."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, Engine, select
+
+from reconciler.state.tables import (
+    AgentConfig,
+    AgentTaskAssignment,
+    LLMProvider,
+    ManagedResource,
+    TaskConfig,
+)
+
+ResourceKey = tuple[str, str]
+
+# Fields that have no column in the seed's tables; they live only in the bookkeeping's applied essence.
+EXTRA_FIELDS: dict[str, tuple[str, ...]] = {"Provider": ("model_path",), "Agent": ("prices",)}
+SENSITIVE_FIELDS: dict[str, tuple[str, ...]] = {"Provider": ("api_key",)}
+
+
+@dataclass(frozen=True)
+class ActualResource:
+    kind: str
+    name: str
+    row_id: str
+    essence: dict[str, Any]
+    managed: bool
+    applied: dict[str, Any] | None = None  # what reconciler last applied (managed rows only)
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+    apply_id: int | None = None
+    secret_digest: str | None = None  # digest of the ciphertext in the database now
+
+
+@dataclass(frozen=True)
+class StateSnapshot:
+    resources: dict[ResourceKey, ActualResource]
+    fingerprint: str
+
+    @classmethod
+    def empty(cls) -> StateSnapshot:
+        return cls({}, fingerprint_of({}))
+
+
+def ciphertext_digest(token: bytes | None) -> str | None:
+    return None if token is None else "sha256:" + hashlib.sha256(token).hexdigest()
+
+
+def fingerprint_of(resources: dict[ResourceKey, ActualResource]) -> str:
+    """A hash of everything a plan depends on, to refuse applying a plan to a changed database."""
+    h = hashlib.sha256()
+    for key in sorted(resources):
+        r = resources[key]
+        h.update(
+            json.dumps(
+                [key, r.row_id, r.managed, r.essence, r.applied, r.labels, r.annotations],
+                sort_keys=True,
+                default=str,
+            ).encode()
+        )
+    return h.hexdigest()
+
+
+def load_snapshot(engine: Engine | None) -> StateSnapshot:
+    if engine is None:
+        return StateSnapshot.empty()
+    with engine.connect() as conn:
+        return read_snapshot(conn)
+
+
+def read_snapshot(conn: Connection) -> StateSnapshot:
+    managed: dict[tuple[str, str], Any] = {}
+    by_row: dict[tuple[str, str], Any] = {}
+    for m in conn.execute(select(ManagedResource.__table__)):
+        managed[(m.kind, m.name)] = m
+        by_row[(m.kind, str(m.row_id))] = m
+
+    resources: dict[ResourceKey, ActualResource] = {}
+
+    def add(kind: str, name: str, row_id: str, essence: dict[str, Any], secret_digest: str | None = None) -> None:
+        book = by_row.get((kind, row_id))
+        if book is not None:
+            name = book.name
+            applied = book.applied or {}
+            for extra in EXTRA_FIELDS.get(kind, ()):
+                essence[extra] = applied.get(extra)
+            for sensitive in SENSITIVE_FIELDS.get(kind, ()):
+                if essence.get(sensitive) is not None:
+                    # unchanged since we wrote it: the applied reference and HMAC still describe it
+                    if secret_digest == book.secret_digest:
+                        essence[sensitive] = applied.get(sensitive)
+        elif kind in EXTRA_FIELDS:
+            for extra in EXTRA_FIELDS[kind]:
+                essence[extra] = None
+        resources[(kind, name)] = ActualResource(
+            kind=kind,
+            name=name,
+            row_id=row_id,
+            essence=essence,
+            managed=book is not None,
+            applied=book.applied if book is not None else None,
+            labels=(book.labels or {}) if book is not None else {},
+            annotations=(book.annotations or {}) if book is not None else {},
+            apply_id=book.apply_id if book is not None else None,
+            secret_digest=secret_digest,
+        )
+
+    p = LLMProvider.__table__.c
+    provider_names: dict[Any, str] = {}
+    for row in conn.execute(select(p.id, p.name, p.type, p.base_url, p.api_key_encrypted, p.is_active)):
+        provider_names[row.id] = row.name
+        digest = ciphertext_digest(row.api_key_encrypted)
+        add(
+            "Provider",
+            row.name,
+            str(row.id),
+            {
+                "type": row.type,
+                "base_url": row.base_url,
+                "is_active": bool(row.is_active),
+                "api_key": None if digest is None else {"hmac": None, "digest": digest},
+            },
+            digest,
+        )
+    t = TaskConfig.__table__.c
+    task_names: dict[Any, str] = {}
+    for row in conn.execute(select(t.id, t.name, t.description, t.response_schema, t.is_active)):
+        task_names[row.id] = row.name
+        add("Task", row.name, str(row.id), {"description": row.description, "response_schema": row.response_schema, "is_active": bool(row.is_active)})
+    a = AgentConfig.__table__.c
+    agent_names: dict[Any, str] = {}
+    for row in conn.execute(
+        select(a.id, a.name, a.description, a.provider_id, a.model_name, a.system_prompt, a.temperature, a.max_tokens, a.is_active)
+    ):
+        agent_names[row.id] = row.name
+        add(
+            "Agent",
+            row.name,
+            str(row.id),
+            {
+                "description": row.description,
+                "provider": provider_names.get(row.provider_id),
+                "model_name": row.model_name,
+                "system_prompt": row.system_prompt,
+                "temperature": row.temperature,
+                "max_tokens": row.max_tokens,
+                "is_active": bool(row.is_active),
+            },
+        )
+    s = AgentTaskAssignment.__table__.c
+    for row in conn.execute(select(s.id, s.agent_id, s.task_id, s.is_active)):
+        agent, task = agent_names.get(row.agent_id), task_names.get(row.task_id)
+        add("Assignment", f"{agent}+{task}", str(row.id), {"agent": agent, "task": task, "is_active": bool(row.is_active)})
+    return StateSnapshot(resources, fingerprint_of(resources))

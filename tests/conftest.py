@@ -1,0 +1,91 @@
+"""Shared fixtures: a database URL for each backend (SQLite file, real PostgreSQL), manifest
+trees written on the fly, and a CLI runner that goes through the real entry point."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.pg_fixtures import pg_server, pg_url  # noqa: F401  (fixtures)
+
+try:  # unit tests must never reach a real model by accident
+    import pydantic_ai.models
+
+    pydantic_ai.models.ALLOW_MODEL_REQUESTS = False
+except ImportError:  # pragma: no cover
+    pass
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test runs in its own directory, so the default .reconciler/ state never leaks."""
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    for var in ("RECONCILER_DATABASE_URL", "RECONCILER_SECRET_KEY", "RECONCILER_SECRET_KEY_FILE"):
+        monkeypatch.delenv(var, raising=False)
+    return work
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The state database, once per backend."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'state.db'}"
+    return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'state.db'}"
+
+
+Writer = Callable[..., Path]
+
+
+@pytest.fixture
+def write_manifests(tmp_path: Path) -> Writer:
+    """write_manifests({"a.yaml": "..."}) -> the directory, with dedented file contents."""
+
+    def write(files: dict[str, str], directory: str = "manifests") -> Path:
+        root = tmp_path / directory
+        for name, text in files.items():
+            path = root / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
+        return root
+
+    return write
+
+
+@pytest.fixture
+def cli_run() -> Callable[..., tuple[int, str, str]]:
+    """Run the real entry point (``reconciler.cli.main``) in-process: (exit code, stdout, stderr)."""
+    from click.testing import CliRunner
+
+    from reconciler.cli import main
+
+    def run(*args: str, input: str | None = None, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+        runner = CliRunner()
+        old = dict(os.environ)
+        os.environ.update(env or {})
+        try:
+            with runner.isolation(input=input) as streams:
+                try:
+                    main(list(args))
+                    code = 0
+                except SystemExit as exc:
+                    code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+                out, err = streams[0].getvalue().decode(), streams[1].getvalue().decode()
+        finally:
+            os.environ.clear()
+            os.environ.update(old)
+        return code, out, err
+
+    return run
