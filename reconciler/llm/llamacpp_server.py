@@ -559,8 +559,10 @@ def stop_shared_servers() -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    # The parent owns our lifecycle: ignore Ctrl-C sent to the whole process group.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Launched by LlamaCppServer (stdin is a pipe): the parent owns our lifecycle, so
+    # ignore Ctrl-C sent to the whole process group.  Run by hand: Ctrl-C/Ctrl-D stop it.
+    if not sys.stdin.isatty():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     class _Terminate(Exception):
         pass

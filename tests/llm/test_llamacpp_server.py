@@ -207,6 +207,7 @@ def test_pydantic_ai_native_output(server):
 
     from pydantic import BaseModel, Field
     from pydantic_ai import Agent, NativeOutput
+    from pydantic_ai.models import override_allow_model_requests
     from pydantic_ai.models.openai import OpenAIChatModel
     from pydantic_ai.providers.openai import OpenAIProvider
 
@@ -221,8 +222,10 @@ def test_pydantic_ai_native_output(server):
     agent = Agent(
         model, output_type=NativeOutput(Classification), instructions="Classify the GitHub issue."
     )
-    result = agent.run_sync(
-        "Login fails with HTTP 500 after upgrading.",
-        model_settings={"temperature": 0, "max_tokens": 64},
-    )
+    # tests/conftest.py blocks real model requests for unit tests; this one is deliberate.
+    with override_allow_model_requests(True):
+        result = agent.run_sync(
+            "Login fails with HTTP 500 after upgrading.",
+            model_settings={"temperature": 0, "max_tokens": 64},
+        )
     assert isinstance(result.output, Classification)
