@@ -31,6 +31,8 @@ class Problem:
     severity: str = "error"  # error | warning
 
     def render(self) -> str:
+        if self.severity == "summary":
+            return self.message
         where = f"{self.location}: " if self.location else ""
         subject = " ".join(p for p in (self.document, self.field) if p)
         text = f"{where}{self.severity}: " + (f"{subject}: " if subject else "") + self.message

@@ -16,7 +16,7 @@ from reconciler.manifests.loader import Manifest, ManifestSet, load_manifests
 from reconciler.plan.desired import DesiredResource, desired_state
 from reconciler.plan.diff import diff
 from reconciler.plan.model import Change, Plan
-from reconciler.state.db import open_engine, translate_db_errors
+from reconciler.state.db import database_url, open_engine, translate_db_errors
 from reconciler.state.lock import DEFAULT_LOCK_TIMEOUT, apply_lock, holder_identity
 from reconciler.state.snapshot import StateSnapshot, load_snapshot
 
@@ -69,12 +69,8 @@ def plan_from_paths(request: PlanRequest) -> tuple[Plan, ManifestSet]:
     """Read-only: validate manifests and diff them against the database (creates nothing)."""
     manifests = load_manifests(request.paths)
     engine = open_engine(request.db, create=False)
-    url_engine = engine
-    if url_engine is not None:
-        with translate_db_errors(url_engine.url, "reading the current state"):
-            snapshot = load_snapshot(url_engine)
-    else:
-        snapshot = StateSnapshot.empty()
+    with translate_db_errors(database_url(request.db), "reading the current state"):
+        snapshot = load_snapshot(engine)
     return compute_plan(manifests, snapshot, prune=request.prune, sources=request.paths, git=request.git), manifests
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -52,7 +53,7 @@ def validate(paths: tuple[str, ...], fmt: str) -> int:
 def _count_problem(n: int):  # type: ignore[no-untyped-def]
     from reconciler.errors import Problem
 
-    return Problem(f"found {n} error{'s' if n != 1 else ''}; nothing was changed", severity="summary")
+    return Problem(f"Found {n} error{'s' if n != 1 else ''}; nothing was changed.", severity="summary")
 
 
 def _git_for(paths: list[str]) -> dict[str, Any] | None:
@@ -141,6 +142,7 @@ def apply(paths: tuple[str, ...], db: str | None, auto_approve: bool, no_prune: 
     from reconciler.manifests.loader import load_manifests
     from reconciler.plan.render import render_text
     from reconciler.state.lock import DEFAULT_LOCK_TIMEOUT, apply_lock
+    from reconciler.state.db import database_url, open_engine, translate_db_errors
     from reconciler.state.snapshot import load_snapshot
     from reconciler.workflow import apply_meta, compute_plan, open_for_apply, run_apply
 
@@ -157,18 +159,20 @@ def apply(paths: tuple[str, ...], db: str | None, auto_approve: bool, no_prune: 
         for w in manifests.warnings:
             click.echo(w.render(), err=True)
         git = _git_for(path_list)
-        engine = open_for_apply(db)
-        with apply_lock(engine, timeout):
-            from reconciler.state.db import translate_db_errors
-
-            with translate_db_errors(engine.url, "reading the current state"):
-                snapshot = load_snapshot(engine)
+        existing = open_engine(db, create=False)
+        # A new database is created only once the plan is confirmed; the fingerprint check inside
+        # the apply transaction catches anyone who created it meanwhile.
+        with apply_lock(existing, timeout) if existing is not None else contextlib.nullcontext():
+            with translate_db_errors(database_url(db), "reading the current state"):
+                snapshot = load_snapshot(existing)
             the_plan = compute_plan(manifests, snapshot, prune=not no_prune, sources=path_list, git=git)
             click.echo(render_text(the_plan), nl=False)
             if the_plan.is_empty:
                 return 0
             _confirm(auto_approve)
-            result = run_apply(engine, the_plan, apply_meta("apply", path_list, git))
+            engine = existing or open_for_apply(db)
+            with apply_lock(engine, timeout) if existing is None else contextlib.nullcontext():
+                result = run_apply(engine, the_plan, apply_meta("apply", path_list, git))
     if result.apply_id is None:
         click.echo("Nothing to apply.")
     else:

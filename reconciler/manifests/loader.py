@@ -69,6 +69,7 @@ def load_manifests(paths: list[str]) -> ManifestSet:
         problems.add(p)
     roots = _roots_for(paths)
     manifests: list[Manifest] = []
+    declared: set[ResourceKey] = set()  # invalid documents still define their name: no cascade of errors
     for path, display in found:
         documents, doc_problems = read_yaml_file(path, display)
         for p in doc_problems:
@@ -78,9 +79,11 @@ def load_manifests(paths: list[str]) -> ManifestSet:
             manifest = _check_document(doc, path, root, problems)
             if manifest is not None:
                 manifests.append(manifest)
+            else:
+                declared.add(_declared_key(doc.data))
     if not found and not path_problems:
         problems.add(Problem("no manifest files given", hint="pass a directory or *.yaml files"))
-    _check_together(manifests, problems)
+    _check_together(manifests, declared, problems)
     if problems.errors:
         raise ReconcilerError(sorted(problems.items, key=_problem_order))
     return ManifestSet(tuple(manifests), tuple(problems.warnings), tuple(d for _, d in found))
@@ -309,7 +312,14 @@ def _check_run_inputs(m: Manifest, problems: ProblemList) -> None:
                 break
 
 
-def _check_together(manifests: list[Manifest], problems: ProblemList) -> None:
+def _declared_key(data: Any) -> ResourceKey:
+    meta = data.get("metadata") if isinstance(data, dict) else None
+    name = meta.get("name") if isinstance(meta, dict) else None
+    kind = data.get("kind") if isinstance(data, dict) else None
+    return (kind, name) if isinstance(kind, str) and isinstance(name, str) else ("", "")
+
+
+def _check_together(manifests: list[Manifest], declared: set[ResourceKey], problems: ProblemList) -> None:
     """Checks across documents: duplicate names, dangling references, duplicate assignment pairs."""
     first: dict[tuple[str, str], Manifest] = {}
     for m in manifests:
@@ -327,7 +337,7 @@ def _check_together(manifests: list[Manifest], problems: ProblemList) -> None:
         else:
             first[m.key] = m
     names: dict[str, set[str]] = defaultdict(set)
-    for kind, name in first:
+    for kind, name in [*first, *declared]:
         names[kind].add(name)
 
     def ref(m: Manifest, field_name: str, target_kind: str) -> None:
