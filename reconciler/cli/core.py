@@ -160,9 +160,11 @@ def apply(paths: tuple[str, ...], db: str | None, auto_approve: bool, no_prune: 
             click.echo(w.render(), err=True)
         git = _git_for(path_list)
         existing = open_engine(db, create=False)
-        # A new database is created only once the plan is confirmed; the fingerprint check inside
-        # the apply transaction catches anyone who created it meanwhile.
-        with apply_lock(existing, timeout) if existing is not None else contextlib.nullcontext():
+        # The schema is created or migrated only once the plan is confirmed; the fingerprint check
+        # inside the apply transaction catches anyone who changed the database meanwhile.
+        with contextlib.ExitStack() as held:
+            if existing is not None:
+                held.enter_context(apply_lock(existing, timeout))
             with translate_db_errors(database_url(db), "reading the current state"):
                 snapshot = load_snapshot(existing)
             the_plan = compute_plan(manifests, snapshot, prune=not no_prune, sources=path_list, git=git)
@@ -170,9 +172,10 @@ def apply(paths: tuple[str, ...], db: str | None, auto_approve: bool, no_prune: 
             if the_plan.is_empty:
                 return 0
             _confirm(auto_approve)
-            engine = existing or open_for_apply(db)
-            with apply_lock(engine, timeout) if existing is None else contextlib.nullcontext():
-                result = run_apply(engine, the_plan, apply_meta("apply", path_list, git))
+            engine = open_for_apply(db)
+            if existing is None:
+                held.enter_context(apply_lock(engine, timeout))
+            result = run_apply(engine, the_plan, apply_meta("apply", path_list, git))
     if result.apply_id is None:
         click.echo("Nothing to apply.")
     else:

@@ -112,8 +112,9 @@ def upgrade_schema(engine: Engine) -> None:
 
 
 def open_engine(explicit_url: str | None, *, create: bool) -> Engine | None:
-    """An engine on a migrated database. With ``create=False`` a missing SQLite file gives None
-    (an empty state) instead of creating it, so read-only commands leave no trace."""
+    """An engine on the state database. With ``create=True`` the schema is created or migrated.
+    With ``create=False`` nothing is written: a missing or empty database gives None (an empty
+    state), and a database a seed-like service created is read as it is (all rows unmanaged)."""
     url = database_url(explicit_url)
     path = sqlite_path(url)
     if path is not None and not path.exists():
@@ -125,8 +126,12 @@ def open_engine(explicit_url: str | None, *, create: bool) -> Engine | None:
     with translate_db_errors(url, "opening the database"):
         revision = schema_revision(engine)
         if revision != HEAD_REVISION:
-            if not create and revision is None:
-                return None if _is_empty(engine) else _refuse_uninitialised(url)
+            if not create:
+                if revision is None and _is_empty(engine):
+                    return None
+                if revision is not None:
+                    _refuse_unknown_revision(url, revision)
+                return engine
             upgrade_schema(engine)
     return engine
 
@@ -136,8 +141,16 @@ def _is_empty(engine: Engine) -> bool:
         return not inspect(conn).has_table("llm_providers")
 
 
-def _refuse_uninitialised(url: URL) -> None:
-    raise StateError(
-        f"database {display_url(url)} has configuration tables but was never initialised by reconciler",
-        hint="run `reconciler apply` once (it migrates the schema in place and keeps existing rows unmanaged)",
-    )
+def _refuse_unknown_revision(url: URL, revision: str) -> None:
+    """A schema newer (or other) than this release knows: reading it could misreport the state."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    known = {s.revision for s in ScriptDirectory.from_config(cfg).walk_revisions()}
+    if revision not in known:
+        raise StateError(
+            f"database {display_url(url)} has schema revision {revision!r}, which this reconciler does not know",
+            hint="upgrade reconciler to the release that last wrote this database",
+        )

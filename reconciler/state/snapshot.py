@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine, inspect, select
 
 from reconciler.state.tables import (
     AgentConfig,
@@ -75,10 +75,23 @@ def load_snapshot(engine: Engine | None) -> StateSnapshot:
         return read_snapshot(conn)
 
 
+def _existing_tables(conn: Connection) -> set[str] | None:
+    """None when reconciler's schema is in place; else the tables that exist (a seed database)."""
+    if inspect(conn).has_table(ManagedResource.__tablename__):
+        return None
+    return set(inspect(conn).get_table_names())
+
+
 def read_snapshot(conn: Connection) -> StateSnapshot:
+    tables = _existing_tables(conn)
+
+    def present(table: Any) -> bool:
+        return tables is None or table.name in tables
+
     managed: dict[tuple[str, str], Any] = {}
     by_row: dict[tuple[str, str], Any] = {}
-    for m in conn.execute(select(ManagedResource.__table__)):
+    rows = conn.execute(select(ManagedResource.__table__)) if tables is None else []
+    for m in rows:
         managed[(m.kind, m.name)] = m
         by_row[(m.kind, str(m.row_id))] = m
 
@@ -114,7 +127,7 @@ def read_snapshot(conn: Connection) -> StateSnapshot:
 
     p = LLMProvider.__table__.c
     provider_names: dict[Any, str] = {}
-    for row in conn.execute(select(p.id, p.name, p.type, p.base_url, p.api_key_encrypted, p.is_active)):
+    for row in conn.execute(select(p.id, p.name, p.type, p.base_url, p.api_key_encrypted, p.is_active)) if present(p.id.table) else []:
         provider_names[row.id] = row.name
         digest = ciphertext_digest(row.api_key_encrypted)
         add(
@@ -131,14 +144,13 @@ def read_snapshot(conn: Connection) -> StateSnapshot:
         )
     t = TaskConfig.__table__.c
     task_names: dict[Any, str] = {}
-    for row in conn.execute(select(t.id, t.name, t.description, t.response_schema, t.is_active)):
+    for row in conn.execute(select(t.id, t.name, t.description, t.response_schema, t.is_active)) if present(t.id.table) else []:
         task_names[row.id] = row.name
         add("Task", row.name, str(row.id), {"description": row.description, "response_schema": row.response_schema, "is_active": bool(row.is_active)})
     a = AgentConfig.__table__.c
     agent_names: dict[Any, str] = {}
-    for row in conn.execute(
-        select(a.id, a.name, a.description, a.provider_id, a.model_name, a.system_prompt, a.temperature, a.max_tokens, a.is_active)
-    ):
+    agent_query = select(a.id, a.name, a.description, a.provider_id, a.model_name, a.system_prompt, a.temperature, a.max_tokens, a.is_active)
+    for row in conn.execute(agent_query) if present(a.id.table) else []:
         agent_names[row.id] = row.name
         add(
             "Agent",
@@ -155,7 +167,7 @@ def read_snapshot(conn: Connection) -> StateSnapshot:
             },
         )
     s = AgentTaskAssignment.__table__.c
-    for row in conn.execute(select(s.id, s.agent_id, s.task_id, s.is_active)):
+    for row in conn.execute(select(s.id, s.agent_id, s.task_id, s.is_active)) if present(s.id.table) else []:
         agent, task = agent_names.get(row.agent_id), task_names.get(row.task_id)
         add("Assignment", f"{agent}+{task}", str(row.id), {"agent": agent, "task": task, "is_active": bool(row.is_active)})
     return StateSnapshot(resources, fingerprint_of(resources))

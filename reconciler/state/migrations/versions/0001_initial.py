@@ -23,11 +23,19 @@ def upgrade() -> None:
         if table.name not in existing:
             table.create(bind)
             continue
-        # A seed database: add the columns reconciler needs that the seed's table lacks.
+        # A seed database: add the columns (nullable, since rows exist) and indexes it lacks.
         have = {c["name"] for c in inspect(bind).get_columns(table.name)}
         for column in table.columns:
             if column.name not in have:
-                op.add_column(table.name, column.copy())
+                added = column._copy()
+                added.nullable = True
+                added.unique = None
+                added.index = None
+                op.add_column(table.name, added)
+        indexes = {ix["name"] for ix in inspect(bind).get_indexes(table.name)}
+        for index in table.indexes:
+            if index.name not in indexes:
+                index.create(bind)
 
 
 def downgrade() -> None:

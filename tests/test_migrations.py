@@ -1,0 +1,67 @@
+"""The schema is versioned with Alembic, and a database created by the seed's REST service is
+brought under reconciler in place: its rows stay, unmanaged, until adopted."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine, inspect, text
+
+import reconciler.state.db as db_module
+from reconciler.state.db import HEAD_REVISION, database_url
+from tests.test_validate import VALID
+
+SEED_DDL = [
+    """CREATE TABLE llm_providers (id CHAR(32) PRIMARY KEY, name VARCHAR(255) UNIQUE NOT NULL, type VARCHAR(32) NOT NULL,
+       base_url VARCHAR(2048), api_key_encrypted BLOB, is_active BOOLEAN NOT NULL, validation_status VARCHAR(16) NOT NULL,
+       validation_error TEXT, validated_at DATETIME, created_at DATETIME NOT NULL, updated_at DATETIME NOT NULL)""",
+    """CREATE TABLE agent_configs (id CHAR(32) PRIMARY KEY, name VARCHAR(255) UNIQUE NOT NULL, description TEXT,
+       provider_id CHAR(32) NOT NULL REFERENCES llm_providers(id), model_name VARCHAR(255) NOT NULL, system_prompt TEXT NOT NULL,
+       temperature FLOAT, max_tokens INTEGER, is_active BOOLEAN NOT NULL, created_at DATETIME NOT NULL, updated_at DATETIME NOT NULL)""",
+    """CREATE TABLE analysis_runs (id CHAR(32) PRIMARY KEY, agent_assignment_id CHAR(32), config_snapshot JSON,
+       time_window_start DATETIME, time_window_end DATETIME, status VARCHAR(16) NOT NULL, started_at DATETIME, completed_at DATETIME,
+       proposals_total INTEGER NOT NULL, proposals_approved INTEGER NOT NULL, proposals_rejected INTEGER NOT NULL,
+       llm_tokens_used INTEGER NOT NULL, cost_estimate FLOAT NOT NULL)""",
+]
+
+
+def test_head_revision_constant_matches_alembic() -> None:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(db_module.__file__).parent / "migrations"))
+    assert ScriptDirectory.from_config(cfg).get_current_head() == HEAD_REVISION
+
+
+def test_seed_database_is_migrated_in_place(cli_run, write_manifests, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'seed.db'}"
+    engine = create_engine(database_url(url))
+    pid = uuid.uuid4().hex
+    with engine.begin() as conn:
+        for ddl in SEED_DDL:
+            conn.execute(text(ddl))
+        conn.execute(
+            text("INSERT INTO llm_providers VALUES (:id, 'Ollama Local', 'ollama', 'http://localhost:11434', NULL, 1, 'connected', NULL, NULL, '2025-01-01', '2025-01-01')"),
+            {"id": pid},
+        )
+        conn.execute(
+            text("INSERT INTO agent_configs VALUES (:id, 'Message Classifier', NULL, :pid, 'llama3', 'Classify.', 0.7, 500, 1, '2025-01-01', '2025-01-01')"),
+            {"id": uuid.uuid4().hex, "pid": pid},
+        )
+    code, out, err = cli_run("plan", str(write_manifests(VALID)), "--db", url)
+    assert code == 0, err
+    assert out.endswith("Plan: 4 to create, 0 to update, 0 to delete.\nUnmanaged (never touched): agent Message Classifier, provider Ollama Local\n")
+    with engine.connect() as conn:
+        assert not inspect(conn).has_table("alembic_version")  # plan wrote nothing
+    code, out, err = cli_run("apply", str(write_manifests(VALID)), "--db", url, "--auto-approve")
+    assert code == 0, err
+    assert "Unmanaged (never touched): agent Message Classifier, provider Ollama Local" in out
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == HEAD_REVISION
+        columns = {c["name"] for c in inspect(conn).get_columns("analysis_runs")}
+        assert {"name", "config_sha256", "items_total"} <= columns
+        assert "ix_analysis_runs_name" in {ix["name"] for ix in inspect(conn).get_indexes("analysis_runs")}
+        assert conn.execute(text("SELECT count(*) FROM agent_configs")).scalar() == 2
+        assert conn.execute(text("SELECT validation_status FROM llm_providers WHERE name = 'Ollama Local'")).scalar() == "connected"
+    engine.dispose()
