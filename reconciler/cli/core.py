@@ -50,6 +50,16 @@ def validate(paths: tuple[str, ...], fmt: str) -> int:
     return 0
 
 
+_PLAN_COLOURS = {"  + ": "green", "  ~ ": "yellow", "  - ": "red"}
+
+
+def echo_plan(text: str) -> None:
+    """Print a rendered plan; colours show on a terminal only (click strips them elsewhere)."""
+    for line in text.splitlines():
+        colour = _PLAN_COLOURS.get(line[:4])
+        click.echo(click.style(line, fg=colour) if colour else line)
+
+
 def _count_problem(n: int):  # type: ignore[no-untyped-def]
     from reconciler.errors import Problem
 
@@ -80,7 +90,11 @@ def plan(paths: tuple[str, ...], db: str | None, out: str | None, as_json: bool,
         click.echo(w.render(), err=True)
     if out:
         _save_plan(the_plan, out)
-    click.echo(RENDERERS["json" if as_json else fmt](the_plan), nl=False)
+    rendered = RENDERERS["json" if as_json else fmt](the_plan)
+    if fmt == "text" and not as_json:
+        echo_plan(rendered)
+    else:
+        click.echo(rendered, nl=False)
     if out and not as_json and fmt == "text":
         click.echo(f"Saved the plan to {out}. Apply exactly this plan with: reconciler apply {out}")
     return 2 if detailed_exitcode and not the_plan.is_empty else 0
@@ -151,7 +165,7 @@ def apply(paths: tuple[str, ...], db: str | None, auto_approve: bool, no_prune: 
         saved = _load_saved_plan(paths[0])
         engine = open_for_apply(db)
         with apply_lock(engine, timeout):
-            click.echo(render_text(saved), nl=False)
+            echo_plan(render_text(saved))
             result = run_apply(engine, saved, apply_meta("apply-plan", list(saved.sources), saved.git))
     else:
         path_list = list(paths)
@@ -168,7 +182,7 @@ def apply(paths: tuple[str, ...], db: str | None, auto_approve: bool, no_prune: 
             with translate_db_errors(database_url(db), "reading the current state"):
                 snapshot = load_snapshot(existing)
             the_plan = compute_plan(manifests, snapshot, prune=not no_prune, sources=path_list, git=git)
-            click.echo(render_text(the_plan), nl=False)
+            echo_plan(render_text(the_plan))
             if the_plan.is_empty:
                 return 0
             _confirm(auto_approve)

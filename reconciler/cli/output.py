@@ -12,11 +12,24 @@ def emit_rows(rows: list[dict[str, Any]], fmt: str, columns: list[str]) -> None:
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2, default=str, ensure_ascii=False))
     elif fmt == "yaml":
-        import yaml
-
-        click.echo(yaml.safe_dump(json.loads(json.dumps(rows, default=str)), sort_keys=False, allow_unicode=True), nl=False)
+        click.echo(to_yaml(json.loads(json.dumps(rows, default=str))), nl=False)
     else:
         click.echo(format_table(rows, columns))
+
+
+def to_yaml(data: Any) -> str:
+    """YAML with multi-line strings as literal blocks, so prompts read as they were written."""
+    import yaml
+
+    class _Dumper(yaml.SafeDumper):
+        pass
+
+    def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+        style = "|" if "\n" in value else None
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+    _Dumper.add_representer(str, _str)
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True)
 
 
 def _cell(v: Any) -> str:
