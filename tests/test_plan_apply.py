@@ -254,3 +254,15 @@ def test_plan_and_apply_never_import_heavy_modules(write_manifests, sqlite_url: 
         capture_output=True, text=True, check=True,
     ).stdout
     assert out.strip().splitlines()[-1] == "[]"
+
+
+def test_read_only_sqlite_database_changes_nothing(cli_run, write_manifests, tmp_path: Path) -> None:
+    path = tmp_path / "ro.db"
+    root = write_manifests(VALID)
+    apply(cli_run, root, f"sqlite:///{path}")
+    write_manifests({"agents.yaml": AGENT + "  temperature: 0.2\n"})
+    code, out, err = apply(cli_run, root, f"sqlite:///file:{path}?mode=ro&uri=true")
+    assert code == 1
+    assert "attempt to write a readonly database" in err
+    assert "hint: the database is read-only" in err
+    assert sql(f"sqlite:///{path}", "SELECT temperature FROM agent_configs")[0][0] == 0.7

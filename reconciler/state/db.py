@@ -42,9 +42,17 @@ def display_url(url: URL) -> str:
 
 
 def sqlite_path(url: URL) -> Path | None:
+    """The SQLite file behind a URL (also ``sqlite:///file:PATH?mode=ro&uri=true``), if any."""
     if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
         return None
-    return Path(url.database)
+    database = url.database
+    if url.query.get("uri") in ("true", "1") and database.startswith("file:"):
+        database = database[len("file:"):].split("?", 1)[0]
+        if database.startswith("//"):
+            database = database[2:]
+        if not database or database == ":memory:" or url.query.get("mode") == "memory":
+            return None
+    return Path(database)
 
 
 def make_engine(url: URL) -> Engine:
