@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from reconciler.apply import ApplyMeta, ApplyResult, execute_plan
+from reconciler.gitops.guards import GuardOptions, guard_plan
 from reconciler.manifests.loader import Manifest, ManifestSet, load_manifests
 from reconciler.plan.desired import DesiredResource, desired_state
 from reconciler.plan.diff import diff
@@ -27,6 +28,7 @@ class PlanRequest:
     db: str | None = None
     prune: bool = True
     git: dict[str, Any] | None = None
+    guards: GuardOptions | None = None
 
 
 def _needs_secrets(manifests: ManifestSet) -> bool:
@@ -61,8 +63,19 @@ def desired_from(manifests: ManifestSet) -> dict[tuple[str, str], DesiredResourc
     return desired_state(manifests, secret_fingerprinter() if _needs_secrets(manifests) else None)
 
 
-def compute_plan(manifests: ManifestSet, snapshot: StateSnapshot, *, prune: bool, sources: list[str], git: dict[str, Any] | None) -> Plan:
-    return diff(desired_from(manifests), snapshot, prune=prune, sources=tuple(sources), git=git)
+def compute_plan(
+    manifests: ManifestSet,
+    snapshot: StateSnapshot,
+    *,
+    prune: bool,
+    sources: list[str],
+    git: dict[str, Any] | None,
+    guards: GuardOptions | None = None,
+) -> Plan:
+    """Diff, then the guard rails (--target/--exclude, prevent-destroy, mass delete)."""
+    desired = desired_from(manifests)
+    the_plan = diff(desired, snapshot, prune=prune, sources=tuple(sources), git=git)
+    return guard_plan(the_plan, snapshot, set(desired) | set(snapshot.resources), guards or GuardOptions())
 
 
 def plan_from_paths(request: PlanRequest) -> tuple[Plan, ManifestSet]:
@@ -71,7 +84,7 @@ def plan_from_paths(request: PlanRequest) -> tuple[Plan, ManifestSet]:
     engine = open_engine(request.db, create=False)
     with translate_db_errors(database_url(request.db), "reading the current state"):
         snapshot = load_snapshot(engine)
-    return compute_plan(manifests, snapshot, prune=request.prune, sources=request.paths, git=request.git), manifests
+    return compute_plan(manifests, snapshot, prune=request.prune, sources=request.paths, git=request.git, guards=request.guards), manifests
 
 
 def open_for_apply(db: str | None) -> Engine:

@@ -72,6 +72,27 @@ def _git_for(paths: list[str]) -> dict[str, Any] | None:
     return describe_checkout(paths)
 
 
+def gitops_options(f: Any) -> Any:
+    """--git-ref/--repo (manifests as of a commit) and the guard rails, shared by plan and apply."""
+    for option in reversed(
+        [
+            click.option("--git-ref", metavar="REF", help="Read the manifests as of this commit/branch/tag (no checkout); PATH is then relative to the repository root."),
+            click.option("--repo", metavar="PATH", help="The git repository for --git-ref (default: the one holding the current directory)."),
+            click.option("--target", "targets", multiple=True, metavar="KIND/NAME", help="Only plan these resources (repeatable; NAME may be a glob)."),
+            click.option("--exclude", "excludes", multiple=True, metavar="KIND/NAME", help="Leave these resources out of the plan (repeatable)."),
+            click.option("--allow-mass-delete", is_flag=True, help="Allow a plan that deletes more than half of the managed resources."),
+        ]
+    ):
+        f = option(f)
+    return f
+
+
+def _guards(targets: tuple[str, ...], excludes: tuple[str, ...], allow_mass_delete: bool):  # type: ignore[no-untyped-def]
+    from reconciler.gitops.guards import GuardOptions
+
+    return GuardOptions(tuple(targets), tuple(excludes), allow_mass_delete)
+
+
 @cli.command()
 @paths_argument
 @db_option
@@ -80,14 +101,22 @@ def _git_for(paths: list[str]) -> dict[str, Any] | None:
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text", help="Output format.")
 @click.option("--detailed-exitcode", is_flag=True, help="Exit 0 when there are no changes, 2 when there are.")
 @click.option("--no-prune", is_flag=True, help="Keep managed resources that are no longer in the manifests.")
-def plan(paths: tuple[str, ...], db: str | None, out: str | None, as_json: bool, fmt: str, detailed_exitcode: bool, no_prune: bool) -> int:
+@gitops_options
+def plan(
+    paths: tuple[str, ...], db: str | None, out: str | None, as_json: bool, fmt: str, detailed_exitcode: bool, no_prune: bool,
+    git_ref: str | None, repo: str | None, targets: tuple[str, ...], excludes: tuple[str, ...], allow_mass_delete: bool,
+) -> int:
     """Show what apply would change in the database."""
+    from reconciler.gitops.revisions import manifest_source
     from reconciler.plan.render import RENDERERS
     from reconciler.workflow import PlanRequest, plan_from_paths
 
-    the_plan, manifests = plan_from_paths(PlanRequest(list(paths), db, prune=not no_prune, git=_git_for(list(paths))))
-    for w in manifests.warnings:
-        click.echo(w.render(), err=True)
+    with manifest_source(list(paths), git_ref, repo) as src:
+        request = PlanRequest(src.paths, db, prune=not no_prune, git=src.git, guards=_guards(targets, excludes, allow_mass_delete))
+        the_plan, manifests = plan_from_paths(request)
+        the_plan = src.relocate_plan(the_plan)
+        for w in manifests.warnings:
+            click.echo(src.relocate_problem(w).render(), err=True)
     if out:
         _save_plan(the_plan, out)
     rendered = RENDERERS["json" if as_json else fmt](the_plan)
@@ -151,7 +180,11 @@ def _confirm(auto_approve: bool) -> None:
 @click.option("--auto-approve", is_flag=True, help="Apply without asking for confirmation.")
 @click.option("--no-prune", is_flag=True, help="Keep managed resources that are no longer in the manifests.")
 @click.option("--lock-timeout", type=float, default=None, help="Seconds to wait for another apply to finish (default 60).")
-def apply(paths: tuple[str, ...], db: str | None, auto_approve: bool, no_prune: bool, lock_timeout: float | None) -> int:
+@gitops_options
+def apply(
+    paths: tuple[str, ...], db: str | None, auto_approve: bool, no_prune: bool, lock_timeout: float | None,
+    git_ref: str | None, repo: str | None, targets: tuple[str, ...], excludes: tuple[str, ...], allow_mass_delete: bool,
+) -> int:
     """Make the database match the manifests (PATH...) or apply a saved plan (FILE)."""
     from reconciler.manifests.loader import load_manifests
     from reconciler.plan.render import render_text
@@ -161,27 +194,31 @@ def apply(paths: tuple[str, ...], db: str | None, auto_approve: bool, no_prune: 
     from reconciler.workflow import apply_meta, compute_plan, open_for_apply, run_apply
 
     timeout = DEFAULT_LOCK_TIMEOUT if lock_timeout is None else lock_timeout
-    if _is_saved_plan(paths):
+    if _is_saved_plan(paths) and git_ref is None:
         saved = _load_saved_plan(paths[0])
         engine = open_for_apply(db)
         with apply_lock(engine, timeout):
             echo_plan(render_text(saved))
             result = run_apply(engine, saved, apply_meta("apply-plan", list(saved.sources), saved.git))
     else:
-        path_list = list(paths)
-        manifests = load_manifests(path_list)  # bad input stops here, before the database is touched
-        for w in manifests.warnings:
-            click.echo(w.render(), err=True)
-        git = _git_for(path_list)
-        existing = open_engine(db, create=False)
-        # The schema is created or migrated only once the plan is confirmed; the fingerprint check
-        # inside the apply transaction catches anyone who changed the database meanwhile.
+        from reconciler.gitops.revisions import manifest_source
+
         with contextlib.ExitStack() as held:
+            src = held.enter_context(manifest_source(list(paths), git_ref, repo))  # --git-ref: a temporary copy
+            manifests = load_manifests(src.paths)  # bad input stops here, before the database is touched
+            for w in manifests.warnings:
+                click.echo(src.relocate_problem(w).render(), err=True)
+            git = src.git
+            existing = open_engine(db, create=False)
+            # The schema is created or migrated only once the plan is confirmed; the fingerprint check
+            # inside the apply transaction catches anyone who changed the database meanwhile.
             if existing is not None:
                 held.enter_context(apply_lock(existing, timeout))
             with translate_db_errors(database_url(db), "reading the current state"):
                 snapshot = load_snapshot(existing)
-            the_plan = compute_plan(manifests, snapshot, prune=not no_prune, sources=path_list, git=git)
+            guards = _guards(targets, excludes, allow_mass_delete)
+            the_plan = compute_plan(manifests, snapshot, prune=not no_prune, sources=src.display, git=git, guards=guards)
+            the_plan = src.relocate_plan(the_plan)
             echo_plan(render_text(the_plan))
             if the_plan.is_empty:
                 return 0
@@ -189,7 +226,7 @@ def apply(paths: tuple[str, ...], db: str | None, auto_approve: bool, no_prune: 
             engine = open_for_apply(db)
             if existing is None:
                 held.enter_context(apply_lock(engine, timeout))
-            result = run_apply(engine, the_plan, apply_meta("apply", path_list, git))
+            result = run_apply(engine, the_plan, apply_meta("apply", src.display, git))
     if result.apply_id is None:
         click.echo("Nothing to apply.")
     else:

@@ -114,7 +114,9 @@ def diff(
         if key in desired or not prune:
             continue
         deleted.add(key)
-        deletes[a.kind].append(Change(Action.DELETE, a.kind, a.name, row_id=a.row_id, reason="no longer in the manifests"))
+        deletes[a.kind].append(
+            Change(Action.DELETE, a.kind, a.name, row_id=a.row_id, labels=a.labels, annotations=a.annotations, reason="no longer in the manifests")
+        )
 
     problems += _blocked_deletes(deleted, resources)
     if problems:
