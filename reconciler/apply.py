@@ -162,8 +162,7 @@ def _write_changes(
                     "updated_at": now,
                 }
             )
-            if action is Action.UPDATE:
-                book_delete.append(c.key)
+            book_delete.append(c.key)  # a create may replace bookkeeping whose row was deleted out of band
         if action is Action.CREATE:
             stamp = {"assigned_at": now} if kind == "Assignment" else {"created_at": now, "updated_at": now}
             payload = [{**{k: v for k, v in r.items() if k != "_id"}, "id": r["_id"], **stamp} for r in rows]

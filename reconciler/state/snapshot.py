@@ -43,6 +43,8 @@ class ActualResource:
 class StateSnapshot:
     resources: dict[ResourceKey, ActualResource]
     fingerprint: str
+    # managed resources whose row was deleted outside reconciler: key -> apply that last wrote it
+    vanished: dict[ResourceKey, int | None] = field(default_factory=dict)
 
     @classmethod
     def empty(cls) -> StateSnapshot:
@@ -170,4 +172,6 @@ def read_snapshot(conn: Connection) -> StateSnapshot:
     for row in conn.execute(select(s.id, s.agent_id, s.task_id, s.is_active)) if present(s.id.table) else []:
         agent, task = agent_names.get(row.agent_id), task_names.get(row.task_id)
         add("Assignment", f"{agent}+{task}", str(row.id), {"agent": agent, "task": task, "is_active": bool(row.is_active)})
-    return StateSnapshot(resources, fingerprint_of(resources))
+    seen = {(r.kind, r.row_id) for r in resources.values() if r.managed}
+    vanished = {key: m.apply_id for key, m in managed.items() if (m.kind, str(m.row_id)) not in seen}
+    return StateSnapshot(resources, fingerprint_of(resources), vanished)
