@@ -188,8 +188,8 @@ def apply(
     """Make the database match the manifests (PATH...) or apply a saved plan (FILE)."""
     from reconciler.manifests.loader import load_manifests
     from reconciler.plan.render import render_text
-    from reconciler.state.lock import DEFAULT_LOCK_TIMEOUT, apply_lock
     from reconciler.state.db import database_url, open_engine, translate_db_errors
+    from reconciler.state.lock import DEFAULT_LOCK_TIMEOUT, apply_lock
     from reconciler.state.snapshot import load_snapshot
     from reconciler.workflow import apply_meta, compute_plan, open_for_apply, run_apply
 

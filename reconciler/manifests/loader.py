@@ -17,7 +17,12 @@ from pydantic import BaseModel, ValidationError
 from reconciler.errors import Location, Problem, ProblemList, ReconcilerError
 from reconciler.manifests import files
 from reconciler.manifests.models import API_VERSION, KINDS, MANIFEST_MODELS, FileRef
-from reconciler.manifests.yamlfile import FieldPath, RawDocument, find_manifest_files, read_yaml_file
+from reconciler.manifests.yamlfile import (
+    FieldPath,
+    RawDocument,
+    find_manifest_files,
+    read_yaml_file,
+)
 
 ResourceKey = tuple[str, str]  # (kind, name)
 

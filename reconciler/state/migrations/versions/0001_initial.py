@@ -39,6 +39,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    bind = op.get_bind()
+    # Only reconciler's own tables: the configuration tables may predate it (a seed database).
     for name in ("reconciler_applies", "reconciler_resources"):
         op.drop_table(name)
