@@ -1,0 +1,289 @@
+"""The GitOps loop: reconcile on manifest changes, check for drift on an interval, never die on bad input.
+
+One ``ReconcileEvent`` comes out of every reconcile or check. The loop stops between transactions:
+a stop request (SIGINT/SIGTERM set ``stop``) is honoured only after the current apply commits.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, select
+
+from reconciler.errors import LockTimeout, Problem, ReconcilerError, StalePlan, StateError
+from reconciler.gitops.drift import Drift, detect_drift
+from reconciler.gitops.guards import GuardOptions
+from reconciler.plan.model import Plan
+from reconciler.plan.render import render_change, summary_line
+
+RETRYABLE = (StateError, LockTimeout, StalePlan)  # the next check tries again; bad manifests wait for a fix
+
+
+@dataclass(frozen=True)
+class WatchConfig:
+    paths: tuple[str, ...]
+    db: str | None = None
+    interval: float = 60.0
+    self_heal: bool = False
+    debounce_ms: int = 1600
+    lock_timeout: float = 10.0
+    allow_mass_delete: bool = False
+
+
+@dataclass(frozen=True)
+class ReconcileEvent:
+    """What one reconcile or drift check did: JSON-lines friendly, and printable for people."""
+
+    trigger: str  # startup | files | interval | retry | self-heal | stop
+    outcome: str  # applied | in-sync | drift | invalid | error | stopped
+    duration_ms: float
+    time: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="milliseconds"))
+    apply_id: int | None = None
+    summary: dict[str, int] = field(default_factory=dict)
+    changes: tuple[str, ...] = ()
+    drift: tuple[Drift, ...] = ()
+    errors: tuple[Problem, ...] = ()
+    provider_status: tuple[dict[str, Any], ...] = ()
+    files: tuple[str, ...] = ()
+    git: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "event": "reconcile",
+            "time": self.time,
+            "trigger": self.trigger,
+            "outcome": self.outcome,
+            "duration_ms": round(self.duration_ms, 1),
+            "apply_id": self.apply_id,
+            "summary": self.summary,
+            "changes": list(self.changes),
+            "drift": [d.to_dict() for d in self.drift],
+            "errors": [p.to_dict() for p in self.errors],
+            "provider_status": list(self.provider_status),
+            "files": list(self.files),
+            "git": self.git,
+        }
+
+    def render_text(self) -> str:
+        clock = self.time[11:19]
+        head = f"[{clock}] {self.trigger}"
+        if self.files:
+            head += f" ({len(self.files)} file{'s' if len(self.files) != 1 else ''} changed)"
+        what = {
+            "applied": f"applied #{self.apply_id}: " + ", ".join(f"{n} {a}d" for a, n in self.summary.items()),
+            "in-sync": "in sync",
+            "drift": f"drift in {len(self.drift)} resource{'s' if len(self.drift) != 1 else ''} (report only; --self-heal reverts it)",
+            "invalid": "manifests are invalid; applied nothing",
+            "error": "failed; applied nothing",
+            "stopped": "stopped",
+        }[self.outcome]
+        lines = [f"{head}: {what} ({self.duration_ms:.0f} ms)"]
+        lines += [f"    {c}" for c in self.changes]
+        for d in self.drift:
+            fields = ", ".join(f.field for f in d.fields) or "row deleted"
+            lines.append(f"    drift: {d.kind.lower()} {d.name}: {fields}")
+        for s in self.provider_status:
+            lines.append(f"    provider {s['name']}: {s['from'] or 'new'} → {s['to']}" + (f" ({s['error']})" if s.get("error") else ""))
+        lines += ["    " + line for p in self.errors for line in p.render().splitlines()]
+        return "\n".join(lines)
+
+
+Signature = frozenset[tuple[str, int, int]]
+
+
+def files_signature(paths: tuple[str, ...]) -> Signature:
+    """(path, mtime, size) of every file under ``paths``: catches a change the file watcher missed
+    (made before it started, or on a file system without notifications)."""
+    out: set[tuple[str, int, int]] = set()
+    for raw in paths:
+        root = Path(raw)
+        candidates = [root] if root.is_file() else (p for p in root.rglob("*") if not any(part.startswith(".") for part in p.relative_to(root).parts))
+        for p in candidates:
+            try:
+                st = p.stat()
+            except OSError:
+                continue
+            if p.is_file():
+                out.add((str(p), st.st_mtime_ns, st.st_size))
+    return frozenset(out)
+
+
+def provider_statuses(engine: Engine) -> dict[str, tuple[str, str | None]]:
+    from reconciler.state.tables import LLMProvider
+
+    p = LLMProvider.__table__.c
+    with engine.connect() as conn:
+        return {r.name: (r.validation_status, r.validation_error) for r in conn.execute(select(p.name, p.validation_status, p.validation_error))}
+
+
+def status_changes(before: dict[str, tuple[str, str | None]] | None, after: dict[str, tuple[str, str | None]]) -> tuple[dict[str, Any], ...]:
+    """Provider validation statuses that moved since the last look (nothing on the first look)."""
+    if before is None:
+        return ()
+    return tuple(
+        {"name": name, "from": before[name][0] if name in before else None, "to": status, "error": error}
+        for name, (status, error) in sorted(after.items())
+        if before.get(name, (None, None))[0] != status
+    )
+
+
+def _change_lines(plan: Plan) -> tuple[str, ...]:
+    return tuple(line for c in plan.changes for line in render_change(c)[:1])
+
+
+class Watcher:
+    """Runs reconciles and drift checks; every public method returns an event and never raises."""
+
+    def __init__(self, config: WatchConfig) -> None:
+        self.config = config
+        self.engine: Engine | None = None
+        self.pending = False  # the last reconcile failed for a reason that may go away by itself
+        self.statuses: dict[str, tuple[str, str | None]] | None = None
+        self.signature: Signature = frozenset()
+
+    # -- pieces -------------------------------------------------------------------------------
+    def _engine(self) -> Engine:
+        if self.engine is None:
+            from reconciler.workflow import open_for_apply
+
+            self.engine = open_for_apply(self.config.db)
+        return self.engine
+
+    def _forget_engine(self) -> None:
+        if self.engine is not None:
+            self.engine.dispose()
+            self.engine = None
+
+    def _provider_changes(self, engine: Engine) -> tuple[dict[str, Any], ...]:
+        from reconciler.state.db import translate_db_errors
+
+        with translate_db_errors(engine.url, "reading provider statuses"):
+            now = provider_statuses(engine)
+        changes = status_changes(self.statuses, now)
+        self.statuses = now
+        return changes
+
+    def _failed(self, trigger: str, started: float, exc: BaseException, files: tuple[str, ...]) -> ReconcileEvent:
+        if isinstance(exc, ReconcilerError):
+            problems = tuple(exc.problems)
+            self.pending = isinstance(exc, RETRYABLE)
+        else:  # a bug or an unexpected driver error: report it and keep the loop alive
+            problems = (Problem(f"internal error: {type(exc).__name__}: {exc}", hint="the next check retries; report it if it persists"),)
+            self.pending = True
+        if isinstance(exc, StateError) or not isinstance(exc, ReconcilerError):
+            self._forget_engine()
+        return ReconcileEvent(trigger, "error", _ms(started), errors=problems, files=files)
+
+    # -- the two operations ---------------------------------------------------------------------
+    def reconcile(self, trigger: str, files: tuple[str, ...] = ()) -> ReconcileEvent:
+        """Validate, plan and apply the manifests; invalid manifests apply nothing."""
+        from reconciler.gitinfo import describe_checkout
+        from reconciler.manifests.loader import load_manifests
+        from reconciler.state.db import translate_db_errors
+        from reconciler.state.lock import apply_lock
+        from reconciler.state.snapshot import load_snapshot
+        from reconciler.workflow import apply_meta, compute_plan, run_apply
+
+        started = time.perf_counter()
+        paths = list(self.config.paths)
+        self.signature = files_signature(self.config.paths)
+        try:
+            manifests = load_manifests(paths)
+        except ReconcilerError as exc:
+            return ReconcileEvent(trigger, "invalid", _ms(started), errors=tuple(exc.problems), files=files)
+        try:
+            git = describe_checkout(paths)
+            engine = self._engine()
+            with translate_db_errors(engine.url, "reconciling"), apply_lock(engine, self.config.lock_timeout, command="watch"):
+                with translate_db_errors(engine.url, "reading the current state"):
+                    snapshot = load_snapshot(engine)
+                drift = tuple(detect_drift(snapshot))
+                guards = GuardOptions(allow_mass_delete=self.config.allow_mass_delete)
+                plan = compute_plan(manifests, snapshot, prune=True, sources=paths, git=git, guards=guards)
+                result = None if plan.is_empty else run_apply(engine, plan, apply_meta("watch", paths, git))
+            statuses = self._provider_changes(engine)
+        except Exception as exc:  # noqa: BLE001 - the loop must outlive any single reconcile
+            return self._failed(trigger, started, exc, files)
+        self.pending = False
+        if result is None or result.apply_id is None:
+            return ReconcileEvent(trigger, "in-sync", _ms(started), drift=drift, provider_status=statuses, files=files, git=git)
+        return ReconcileEvent(
+            trigger, "applied", _ms(started), apply_id=result.apply_id, summary=plan.summary(), changes=_change_lines(plan),
+            drift=drift, provider_status=statuses, files=files, git=git,
+        )
+
+    def check(self) -> ReconcileEvent:
+        """The interval check: retry a failed reconcile, else look for drift (and heal it if asked)."""
+        if self.pending:
+            return self.reconcile("retry")
+        from reconciler.state.db import translate_db_errors
+        from reconciler.state.snapshot import load_snapshot
+
+        started = time.perf_counter()
+        try:
+            engine = self._engine()
+            with translate_db_errors(engine.url, "checking for drift"):
+                drift = tuple(detect_drift(load_snapshot(engine)))
+            statuses = self._provider_changes(engine)
+        except Exception as exc:  # noqa: BLE001
+            return self._failed("interval", started, exc, ())
+        if drift and self.config.self_heal:
+            return self.reconcile("self-heal")
+        return ReconcileEvent("interval", "drift" if drift else "in-sync", _ms(started), drift=drift, provider_status=statuses)
+
+    def missed_changes(self) -> tuple[str, ...]:
+        """Files that changed since the last reconcile although no notification said so."""
+        now = files_signature(self.config.paths)
+        return tuple(sorted({entry[0] for entry in now ^ self.signature}))
+
+    def close(self) -> None:
+        self._forget_engine()
+
+
+def _ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000
+
+
+def check_paths(paths: tuple[str, ...]) -> None:
+    missing = [p for p in paths if not Path(p).exists()]
+    if missing:
+        raise ReconcilerError(
+            [Problem(f"cannot watch {p}: no such file or directory", hint="pass the manifests directory") for p in missing]
+        )
+
+
+def run_watch(config: WatchConfig, emit: Callable[[ReconcileEvent], None], stop: threading.Event, *, once: bool = False) -> None:
+    """Reconcile now, then on every (debounced) change under the paths and every ``interval`` seconds."""
+    import watchfiles
+
+    check_paths(config.paths)
+    watcher = Watcher(config)
+    try:
+        emit(watcher.reconcile("startup"))
+        if once or stop.is_set():
+            return
+        next_check = time.monotonic() + config.interval
+        wake_ms = max(50, int(min(config.interval, 5.0) * 1000))
+        for changes in watchfiles.watch(
+            *config.paths, debounce=config.debounce_ms, stop_event=stop, rust_timeout=wake_ms,
+            yield_on_timeout=True, raise_interrupt=False,
+        ):
+            if stop.is_set():
+                break
+            changed = tuple(sorted({path for _, path in changes})) if changes else watcher.missed_changes()
+            if changed:
+                emit(watcher.reconcile("files", changed))
+            if stop.is_set():
+                break
+            if time.monotonic() >= next_check:
+                emit(watcher.check())
+                next_check = time.monotonic() + config.interval
+    finally:
+        watcher.close()
+        emit(ReconcileEvent("stop", "stopped", 0.0))

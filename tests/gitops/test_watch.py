@@ -1,0 +1,98 @@
+"""`reconciler watch` in a subprocess: apply on change, drift on an interval, bad input, DB down, SIGTERM."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import make_url
+
+from tests.gitops.helpers import TcpProxy, WatchProcess, agent, assignment, config
+from tests.gitops.test_drift import sql
+
+
+def _applied(trigger: str):  # type: ignore[no-untyped-def]
+    return lambda e: e["trigger"] == trigger and e["outcome"] == "applied"
+
+
+@pytest.mark.slow
+def test_watch_applies_heals_survives_bad_manifests_and_stops_on_sigterm(write_manifests, db_url: str, tmp_path: Path) -> None:
+    root = write_manifests(config({"triage": 0.2}))
+    w = WatchProcess(str(root), "--db", db_url, "--interval", "0.3", "--self-heal", "--debounce", "300", cwd=tmp_path)
+    try:
+        first = w.wait_for(lambda e: e["trigger"] == "startup")
+        assert (first["outcome"], first["summary"]) == ("applied", {"create": 4, "update": 0, "delete": 0})
+
+        sql(db_url, "UPDATE agent_configs SET system_prompt = 'edited by hand'")
+        healed = w.wait_for(_applied("self-heal"))
+        assert healed["changes"] == ["~ agent triage: system_prompt \"edited by hand\" → \"be brief\" (drift: changed outside reconciler since apply #1)"]
+        assert [(d["kind"], d["name"]) for d in healed["drift"]] == [("Agent", "triage")]
+
+        # a `git pull` that writes many files at once: one reconcile
+        many = {f"team-{i}.yaml": agent(f"bot-{i}") + "---" + assignment(f"bot-{i}-classify", f"bot-{i}", "classify") for i in range(12)}
+        write_manifests(many)
+        batch = w.wait_for(lambda e: e["trigger"] == "files")
+        assert (batch["outcome"], batch["summary"]["create"], len(batch["files"])) == ("applied", 24, 12)
+
+        # a broken commit: reported, nothing applied, the loop goes on
+        write_manifests({"agents.yaml": agent("triage", temperature=9.0), "team-0.yaml": "kind: [oops"})
+        broken = w.wait_for(lambda e: e["trigger"] == "files")
+        assert broken["outcome"] == "invalid" and broken["apply_id"] is None
+        assert {Path(p["file"]).name for p in broken["errors"]} == {"agents.yaml", "team-0.yaml"}
+        write_manifests({"agents.yaml": agent("triage", temperature=0.4), "team-0.yaml": many["team-0.yaml"]})
+        fixed = w.wait_for(lambda e: e["trigger"] == "files" and e["outcome"] != "invalid")
+        assert (fixed["outcome"], fixed["changes"]) == ("applied", ["~ agent triage: temperature 0.2 → 0.4"])
+    finally:
+        code = w.terminate()
+    assert code == 0
+    assert w.wait_for(lambda e: e["outcome"] == "stopped")
+
+
+@pytest.mark.slow
+def test_watch_report_only_reports_drift_and_leaves_it(write_manifests, sqlite_url: str, tmp_path: Path) -> None:
+    root = write_manifests(config({"triage": 0.2}))
+    w = WatchProcess(str(root), "--db", sqlite_url, "--interval", "0.2", cwd=tmp_path)
+    try:
+        w.wait_for(_applied("startup"))
+        sql(sqlite_url, "UPDATE agent_configs SET temperature = 1.5")
+        found = w.wait_for(lambda e: e["outcome"] == "drift")
+        assert found["drift"][0]["fields"][0] == {"field": "temperature", "old": 0.2, "new": 1.5, "sensitive": False, "drift": True}
+        again = w.wait_for(lambda e: e["trigger"] == "interval")
+        assert again["outcome"] == "drift"  # still there: report-only never writes
+    finally:
+        assert w.terminate() == 0
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_watch_survives_the_database_being_briefly_down(write_manifests, pg_url: str, tmp_path: Path) -> None:
+    real = make_url(pg_url)
+    proxy = TcpProxy(real.host or "127.0.0.1", real.port or 5432)
+    proxy.up()
+    via_proxy = real.set(port=proxy.port).render_as_string(hide_password=False)
+    root = write_manifests(config({"triage": 0.2}))
+    w = WatchProcess(str(root), "--db", via_proxy, "--interval", "0.3", "--debounce", "200", cwd=tmp_path)
+    try:
+        w.wait_for(_applied("startup"))
+        proxy.down()
+        write_manifests({"agents.yaml": agent("triage", temperature=0.9)})
+        failed = w.wait_for(lambda e: e["trigger"] == "files")
+        assert failed["outcome"] == "error" and "database error" in failed["errors"][0]["message"]
+        proxy.up()
+        retried = w.wait_for(lambda e: e["outcome"] == "applied")
+        assert (retried["trigger"], retried["changes"]) == ("retry", ["~ agent triage: temperature 0.2 → 0.9"])
+    finally:
+        code = w.terminate()
+        proxy.down()
+    assert code == 0
+
+
+def test_watch_once_and_bad_paths(cli_run, write_manifests, sqlite_url: str) -> None:
+    root = write_manifests(config())
+    code, out, _ = cli_run("watch", str(root), "--db", sqlite_url, "--once")
+    assert code == 0 and "startup: applied #1: 4 created, 0 updated, 0 deleted" in out
+    code, out, err = cli_run("watch", "nowhere", "--db", sqlite_url)
+    assert code == 1 and "cannot watch nowhere: no such file or directory" in err
+    write_manifests({"agents.yaml": "kind: Agent\n"})
+    code, out, _ = cli_run("watch", str(root), "--db", sqlite_url, "--once")
+    assert code == 1 and "manifests are invalid; applied nothing" in out
