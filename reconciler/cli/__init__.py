@@ -31,8 +31,10 @@ def _register() -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors print a located message and exit 1, never a traceback."""
     from reconciler.errors import ReconcilerError
+    from reconciler.gcpolicy import tune_for_batch
 
     _register()
+    tune_for_batch()
     try:
         rv = cli.main(args=argv, prog_name="reconciler", standalone_mode=False)
     except click.exceptions.Abort:
