@@ -1,0 +1,179 @@
+"""``python -m bench``: reconciler (SQLite, PostgreSQL) and Terraform side by side at 1,000 to 100,000
+resources; writes the medians, targets, scaling exponents and a log-log plot to BENCHMARKS.md.
+
+    python -m bench                          # 1,000 / 10,000 / 100,000 (Terraform at 1,000 only)
+    python -m bench --with-terraform-large   # Terraform at every size (10,000 takes over 10 minutes)
+    python -m bench --smoke --out DIR        # N = 200, once: shows the script works (CI)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from bench import report
+from bench.machine import describe_machine
+from bench.measure import Sample, run_timed
+from bench.tools import REPO, Reconciler, Terraform, Tool, reconciler_argv, reconciler_env, sqlite_database, terraform_version, unique_database_name
+from bench.workload import SECRET_ENV, generate, mutate, write_manifests, write_terraform
+
+DEFAULT_SIZES = (1_000, 10_000, 100_000)
+SMOKE_SIZE = 200
+TERRAFORM_DEFAULT_MAX = 1_000
+HELP_REPEAT = 7
+CORE_SECTION = "Core plan/apply"
+VERSUS_SECTION = "Reconciler vs Terraform"
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", type=lambda s: [int(x.replace("_", "")) for x in s.split(",")], default=None, help="comma-separated N values (default 1000,10000,100000)")
+    p.add_argument("--repeat", type=int, default=None, help="repetitions per size (default 3 up to 10,000, 1 above)")
+    p.add_argument("--smoke", action="store_true", help=f"N = {SMOKE_SIZE}, one repetition; for CI")
+    p.add_argument("--with-terraform-large", action="store_true", help=f"also run Terraform above {TERRAFORM_DEFAULT_MAX:,} resources")
+    p.add_argument("--no-terraform", action="store_true", help="reconciler only")
+    p.add_argument("--no-postgres", action="store_true", help="SQLite only")
+    p.add_argument("--out", type=Path, default=None, help="write BENCHMARKS.md, plot.png and results.json here (default: the repository)")
+    p.add_argument("--keep", action="store_true", help="keep the generated workloads and states")
+    return p.parse_args(argv)
+
+
+def _log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _fernet_key() -> str:
+    from cryptography.fernet import Fernet
+
+    return Fernet.generate_key().decode()
+
+
+def _start_postgres() -> tuple[object | None, str | None]:
+    from tests.pgserver import PostgresNotAvailable, start_postgres
+
+    try:
+        server = start_postgres()
+    except PostgresNotAvailable as exc:
+        _log(f"PostgreSQL skipped: {exc}")
+        return None, None
+    import psycopg
+
+    with psycopg.connect(server.dsn) as conn:
+        version = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
+    return server, str(version).split()[0]
+
+
+def _time_commands(env: dict[str, str], cwd: Path, manifests: Path, n: int, reps: int) -> list[Sample]:
+    """``--help`` (n = 0) and ``validate``: no database involved."""
+    samples = []
+    for rep in range(reps):
+        wall, cpu, rss = run_timed(reconciler_argv("validate", str(manifests)), cwd=cwd, env=env)
+        samples.append(Sample(report.SQLITE, report.VALIDATE, n, rep, wall, cpu, rss))
+    return samples
+
+
+def _time_help(env: dict[str, str], cwd: Path) -> list[Sample]:
+    return [Sample(report.SQLITE, report.HELP, 0, rep, *run_timed(reconciler_argv("--help"), cwd=cwd, env=env)) for rep in range(HELP_REPEAT)]
+
+
+def _run_tool(tool: Tool, n: int, rep: int, workdir: Path, before: Path, after: Path) -> list[Sample]:
+    """The four steps on one fresh state: apply, no-change plan, plan and apply of the changed set."""
+    tool.reset(workdir)
+    steps: list[tuple[str, Callable[[], tuple[float, float, float]]]] = [
+        (report.APPLY_EMPTY, lambda: tool.apply(before)),
+        (report.PLAN_SAME, lambda: tool.plan(before, expect_changes=False)),
+        (report.PLAN_CHANGED, lambda: tool.plan(after, expect_changes=True)),
+        (report.APPLY_CHANGED, lambda: tool.apply(after)),
+    ]
+    out = []
+    for measure, step in steps:
+        sample = Sample(tool.name, measure, n, rep, *step())
+        _log(f"N={n:,} rep {rep + 1} {tool.name:22s} {measure:24s} {sample.seconds:8.2f} s  cpu {sample.cpu_seconds:7.2f} s  {sample.max_rss_mib:6.0f} MiB")
+        out.append(sample)
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    sizes = [SMOKE_SIZE] if args.smoke else (args.sizes or list(DEFAULT_SIZES))
+    work = Path(tempfile.mkdtemp(prefix="reconciler-bench-"))
+    env = reconciler_env({"RECONCILER_SECRET_KEY": _fernet_key(), SECRET_ENV: "sk-bench-not-a-real-key"})
+    tf_version = None if args.no_terraform else terraform_version()
+    if not args.no_terraform and tf_version is None:
+        _log("terraform is not on PATH: Terraform is skipped")
+    server, pg_version = (None, None) if args.no_postgres else _start_postgres()
+    machine = describe_machine(pg_version, tf_version)
+    samples: list[Sample] = []
+    try:
+        warm = write_manifests(generate(20), work / "warm-up")
+        run_timed(reconciler_argv("apply", str(warm), "--db", sqlite_database(work), "--auto-approve"), cwd=work, env=env)  # writes bytecode
+        samples += _time_help(env, work)
+        for n in sizes:
+            samples += _run_size(args, n, work, env, server, tf_version is not None)
+    finally:
+        if server is not None:
+            server.stop()  # type: ignore[attr-defined]
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            _log(f"kept {work}")
+    _write_outputs(args, samples, machine)
+    return 0
+
+
+def _run_size(args: argparse.Namespace, n: int, work: Path, env: dict[str, str], server: object | None, have_terraform: bool) -> list[Sample]:
+    reps = args.repeat or (1 if args.smoke or n > 10_000 else 3)
+    base = work / f"n{n}"
+    workload = generate(n)
+    changed = mutate(workload)
+    before, after = write_manifests(workload, base / "manifests-before"), write_manifests(changed, base / "manifests-after")
+    tools: list[Tool] = [Reconciler(report.SQLITE, sqlite_database, env)]
+    if have_terraform and (n <= TERRAFORM_DEFAULT_MAX or args.with_terraform_large):
+        tf_before, tf_after = write_terraform(workload, base / "tf-before"), write_terraform(changed, base / "tf-after")
+        tools.append(Terraform())
+    if server is not None:
+        tools.append(Reconciler(report.POSTGRES, lambda _: server.create_database(unique_database_name()), env))  # type: ignore[attr-defined]
+    _log(f"N={n:,}: {len(workload):,} resources, {len(changed):,} after changes; {reps} repetition(s); tools: {', '.join(t.name for t in tools)}")
+    samples = _time_commands(env, base, before, n, reps)
+    for rep in range(reps):
+        for i in range(len(tools)):
+            tool = tools[(i + rep) % len(tools)]  # alternate which tool goes first
+            a, b = (tf_before, tf_after) if isinstance(tool, Terraform) else (before, after)
+            samples += _run_tool(tool, n, rep, base / f"{tool.name}-{rep}", a, b)
+    if not args.keep:
+        shutil.rmtree(base, ignore_errors=True)
+    return samples
+
+
+def _write_outputs(args: argparse.Namespace, samples: list[Sample], machine: dict[str, str]) -> None:
+    out = args.out
+    md_path = (out / "BENCHMARKS.md") if out else REPO / "BENCHMARKS.md"
+    plot_path = (out / "plot.png") if out else REPO / "bench" / "plot.png"
+    results_path = (out / "results.json") if out else REPO / "bench" / "results.json"
+    for p in (md_path, plot_path, results_path):
+        p.parent.mkdir(parents=True, exist_ok=True)
+    table = report.medians(samples)
+    command = "python -m bench " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "python -m bench"
+    sections = {
+        CORE_SECTION: report.core_section(table, machine, command.strip()),
+        VERSUS_SECTION: report.versus_section(table, str(plot_path.relative_to(md_path.parent)) if plot_path.is_relative_to(md_path.parent) else str(plot_path)),
+    }
+    report.update_benchmarks_md(md_path, sections)
+    report.write_plot(table, plot_path)
+    results_path.write_text(json.dumps({"machine": machine, "samples": [s.to_dict() for s in samples]}, indent=1), encoding="utf-8")
+    print("\n\n".join(f"## {title}\n\n{body}" for title, body in sections.items()))
+    _log(f"wrote {md_path}, {plot_path} and {results_path}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(_parse(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
