@@ -145,7 +145,7 @@ class ManagedResource(Base):
     applied: Mapped[dict[str, Any]] = mapped_column(JSON)
     labels: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     annotations: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    secret_digest: Mapped[str | None] = mapped_column(String(64))
+    secret_digest: Mapped[str | None] = mapped_column(String(80))  # "sha256:" + 64 hex digits
     apply_id: Mapped[int | None] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
