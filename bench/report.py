@@ -200,6 +200,8 @@ def versus_section(table: dict[tuple[str, str, int], Median], plot_name: str) ->
             cells.append("–" if k is None else f"{k:.2f}")
         if any(c != "–" for c in cells):
             lines.append(f"| {tool} | " + " | ".join(cells) + " |")
+    if not lines[-1].startswith("| reconciler") and not lines[-1].startswith("| terraform"):
+        lines.append("| (needs two sizes or more) |" + " – |" * len(PLAN_MEASURES))
     lines += [
         "",
         "A fixed start-up cost (Python imports, about 0.4 s) flattens the slope at small N; the slope between",
