@@ -12,6 +12,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemyError
 
 from reconciler.errors import StateError
+from reconciler.state import jsoncodec
 
 DATABASE_URL_ENV = "RECONCILER_DATABASE_URL"
 DEFAULT_SQLITE_PATH = Path(".reconciler") / "state.db"
@@ -57,7 +58,7 @@ def sqlite_path(url: URL) -> Path | None:
 
 def make_engine(url: URL) -> Engine:
     if url.get_backend_name() == "sqlite":
-        engine = create_engine(url, connect_args={"timeout": 30})
+        engine = create_engine(url, connect_args={"timeout": 30}, json_deserializer=jsoncodec.loads)
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_connection, _record):  # type: ignore[no-untyped-def]
@@ -73,7 +74,9 @@ def make_engine(url: URL) -> Engine:
             conn.exec_driver_sql(f"BEGIN {mode}")
 
         return engine
-    return create_engine(url, connect_args={"connect_timeout": 5, "application_name": "reconciler"}, pool_pre_ping=True)
+    return create_engine(
+        url, connect_args={"connect_timeout": 5, "application_name": "reconciler"}, pool_pre_ping=True, json_deserializer=jsoncodec.loads
+    )
 
 
 @contextlib.contextmanager

@@ -4,12 +4,12 @@ references by name, the same shape as the desired state built from manifests."""
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, Engine, inspect, select
 
+from reconciler.state.jsoncodec import canonical_bytes
 from reconciler.state.tables import (
     AgentConfig,
     AgentTaskAssignment,
@@ -60,13 +60,7 @@ def fingerprint_of(resources: dict[ResourceKey, ActualResource]) -> str:
     h = hashlib.sha256()
     for key in sorted(resources):
         r = resources[key]
-        h.update(
-            json.dumps(
-                [key, r.row_id, r.managed, r.essence, r.applied, r.labels, r.annotations],
-                sort_keys=True,
-                default=str,
-            ).encode()
-        )
+        h.update(canonical_bytes([key, r.row_id, r.managed, r.essence, r.applied, r.labels, r.annotations]))
     return h.hexdigest()
 
 
