@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -65,13 +66,23 @@ Mark = tuple[int, int]  # 0-based line and column, as libyaml reports them
 
 @dataclass(frozen=True)
 class RawDocument:
-    """One YAML document: its data, and where each field path inside it starts."""
+    """One YAML document: its data, and where each field path inside it starts.
+
+    Positions are needed only to report a problem, yet recording them for every field took half of
+    the memory of a loaded manifest set and a fifth of the reading time. So each document keeps the
+    text of its file (one string shared by all its documents) and positions are worked out from it
+    on first use, for the whole file at once."""
 
     file: str
     index: int  # 0-based position of the document in its file
     data: Any
     location: Location
-    marks: dict[FieldPath, Mark] = field(repr=False, default_factory=dict)
+    text: str = field(default="", repr=False, compare=False)  # the whole file, to find positions in
+
+    @property
+    def marks(self) -> dict[FieldPath, Mark]:
+        per_document = _marks_in(self.text, self.file)
+        return per_document[self.index] if self.index < len(per_document) else {}
 
     @property
     def positions(self) -> dict[FieldPath, Location]:
@@ -82,8 +93,9 @@ class RawDocument:
 
     def where(self, path: FieldPath) -> Location:
         """The closest known location for a field path (falls back to its parents)."""
+        marks = self.marks
         while path:
-            mark = self.marks.get(path)
+            mark = marks.get(path)
             if mark is not None:
                 return self._location(mark)
             path = path[:-1]
@@ -102,14 +114,12 @@ def _mark(node: yaml.Node) -> Mark:
 
 
 class _Converter:
-    """Turns a composed node tree into plain Python data while recording where each field starts.
+    """Turns a composed node tree into plain Python data; with ``marks``, also records where each
+    field starts (only done when a problem needs a position, see RawDocument)."""
 
-    Runs once per node of every manifest, so plain strings (most values) take a short path and
-    positions are kept as tuples; Locations are made only when a problem is reported."""
-
-    def __init__(self, file: str) -> None:
+    def __init__(self, file: str, marks: dict[FieldPath, Mark] | None = None) -> None:
         self.file = file
-        self.marks: dict[FieldPath, Mark] = {}
+        self.marks = marks
         self.problems: list[Problem] = []
         self.nodes = 0
 
@@ -139,44 +149,51 @@ class _Converter:
             items = []
             for i, child in enumerate(node.value):
                 child_path = (*path, i)
-                marks[child_path] = _mark(child)
+                if marks is not None:
+                    marks[child_path] = _mark(child)
                 items.append(self.convert(child, child_path, depth + 1))
             return items
         if cls is yaml.MappingNode:
             self._check_tag(node, "tag:yaml.org,2002:map")
             result: dict[str, Any] = {}
             for key_node, value_node in node.value:
-                key_tag = key_node.tag
-                if key_tag == _STR and key_node.__class__ is yaml.ScalarNode:
-                    key = key_node.value
-                else:
-                    if key_tag == "tag:yaml.org,2002:merge":
-                        raise _TooComplex("YAML merge keys ('<<') are not supported in manifests", key_node)
-                    key = self.scalar(key_node) if isinstance(key_node, yaml.ScalarNode) else None
-                    if not isinstance(key, str):
-                        if key is None or isinstance(key, (list, dict)):
-                            raise _TooComplex("mapping keys must be plain strings", key_node)
-                        key = str(key)
-                child_path = (*path, key)
+                key = self._key(key_node)
                 if key in result:
-                    first = marks.get(child_path)
-                    self.problems.append(
-                        Problem(
-                            f"duplicate key {key!r}" + (f" (first defined at line {first[0] + 1})" if first else ""),
-                            self.loc(key_node),
-                            field=".".join(str(p) for p in child_path),
-                            hint="remove one of the two entries; YAML would silently keep only the last",
-                        )
-                    )
+                    self._duplicate(node, key_node, key, path)
                     continue
-                marks[child_path] = _mark(key_node)
-                if value_node.__class__ is yaml.ScalarNode and value_node.tag == _STR:
-                    self._count(value_node, depth + 1)
+                if value_node.__class__ is yaml.ScalarNode and value_node.tag == _STR and marks is None:
+                    self._count(value_node, depth + 1)  # the common case, a plain string, inline
                     result[key] = value_node.value
-                else:
-                    result[key] = self.convert(value_node, child_path, depth + 1)
+                    continue
+                child_path = (*path, key)
+                if marks is not None:
+                    marks[child_path] = _mark(key_node)
+                result[key] = self.convert(value_node, child_path, depth + 1)
             return result
         raise _TooComplex(f"unsupported YAML node {type(node).__name__}", node)  # pragma: no cover
+
+    def _key(self, key_node: yaml.Node) -> str:
+        if key_node.tag == _STR and key_node.__class__ is yaml.ScalarNode:
+            return key_node.value  # type: ignore[no-any-return]
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            raise _TooComplex("YAML merge keys ('<<') are not supported in manifests", key_node)
+        key = self.scalar(key_node) if isinstance(key_node, yaml.ScalarNode) else None
+        if not isinstance(key, str):
+            if key is None or isinstance(key, (list, dict)):
+                raise _TooComplex("mapping keys must be plain strings", key_node)
+            key = str(key)
+        return key
+
+    def _duplicate(self, mapping: yaml.MappingNode, key_node: yaml.Node, key: str, path: FieldPath) -> None:
+        first = next(k for k, _ in mapping.value if self._key(k) == key)
+        self.problems.append(
+            Problem(
+                f"duplicate key {key!r} (first defined at line {first.start_mark.line + 1})",
+                self.loc(key_node),
+                field=".".join(str(p) for p in (*path, key)),
+                hint="remove one of the two entries; YAML would silently keep only the last",
+            )
+        )
 
     def _check_tag(self, node: yaml.Node, expected: str) -> None:
         if node.tag != expected:
@@ -226,7 +243,26 @@ def read_yaml_file(path: Path, display: str | None = None) -> tuple[list[RawDocu
     text, problems = _read_text(path, display)
     if text is None:
         return [], problems
-    documents: list[RawDocument] = []
+    documents = [
+        RawDocument(display, index, data, location, text) for index, data, location, _ in _parse(text, display, problems, False)
+    ]
+    return documents, problems
+
+
+@lru_cache(maxsize=4)
+def _marks_in(text: str, display: str) -> list[dict[FieldPath, Mark]]:
+    """Field positions of every document in a file's text, by document index."""
+    out: list[dict[FieldPath, Mark]] = []
+    for index, _, _, marks in _parse(text, display, [], True):
+        out += [{} for _ in range(index - len(out))]
+        out.append(marks)
+    return out
+
+
+def _parse(
+    text: str, display: str, problems: list[Problem], with_marks: bool
+) -> Iterator[tuple[int, Any, Location, dict[FieldPath, Mark]]]:
+    """(index, data, location, marks) of each readable document; problems are appended."""
     loader = _Loader(text)
     index = -1
     try:
@@ -248,7 +284,7 @@ def read_yaml_file(path: Path, display: str | None = None) -> tuple[list[RawDocu
                     Problem(f"document {index + 1} is empty; skipped", Location(display, line, 1), severity="warning")
                 )
                 continue
-            converter = _Converter(display)
+            converter = _Converter(display, {} if with_marks else None)
             try:
                 data = converter.convert(node, (), 0)
             except _TooComplex as exc:
@@ -258,7 +294,7 @@ def read_yaml_file(path: Path, display: str | None = None) -> tuple[list[RawDocu
                 problems.append(Problem(f"cannot read value: {exc}", converter.loc(node)))
                 continue
             problems.extend(converter.problems)
-            documents.append(RawDocument(display, index, data, converter.loc(node), converter.marks))
+            yield index, data, converter.loc(node), converter.marks or {}
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         loc = Location(display, mark.line + 1, mark.column + 1) if mark else Location(display)
@@ -272,7 +308,6 @@ def read_yaml_file(path: Path, display: str | None = None) -> tuple[list[RawDocu
         loader.dispose()
     if index == -1 and not problems:
         problems.append(Problem("file is empty; skipped", Location(display), severity="warning"))
-    return documents, problems
 
 
 def find_manifest_files(paths: list[str]) -> tuple[list[tuple[Path, str]], list[Problem]]:
