@@ -90,3 +90,84 @@ def watch(
         for s, handler in previous.items():
             signal.signal(s, handler)
     return 1 if once and failed else 0
+
+
+@cli.command()
+@db_option
+@click.option("--out", type=click.Path(file_okay=False), help="Write one file per kind into DIR (new or empty); default: print.")
+def export(db: str | None, out: str | None) -> int:
+    """Write the database's configuration as manifests (secrets as references, never values)."""
+    from pathlib import Path
+
+    from reconciler.errors import Location, Problem, ReconcilerError
+    from reconciler.gitops.export import FILE_NAMES, export_documents, render_documents
+    from reconciler.state.db import open_engine, translate_db_errors
+    from reconciler.state.snapshot import StateSnapshot, load_snapshot
+
+    target = Path(out) if out else None
+    if target is not None and target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise ReconcilerError(
+            Problem("export directory exists and is not empty", Location(str(target)), hint="choose a new or empty directory; export never overwrites files")
+        )
+    engine = open_engine(db, create=False)
+    snapshot = StateSnapshot.empty()
+    if engine is not None:
+        with translate_db_errors(engine.url, "reading the configuration"):
+            snapshot = load_snapshot(engine)
+    docs = export_documents(snapshot)
+    for d in docs:
+        for note in d.notes:
+            click.echo(f"warning: {d.kind} {d.name!r}: {note}", err=True)
+    unmanaged = sum(1 for d in docs if not d.managed)
+    if target is None:
+        click.echo(render_documents(docs), nl=False)
+    else:
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+            for kind, file_name in FILE_NAMES.items():
+                of_kind = [d for d in docs if d.kind == kind]
+                if of_kind:
+                    (target / file_name).write_text(render_documents(of_kind), encoding="utf-8")
+        except OSError as exc:
+            raise ReconcilerError(f"cannot write {target}: {exc.strerror or exc}") from None
+        click.echo(f"Exported {len(docs)} resources to {target}/.")
+    if unmanaged:
+        click.echo(
+            f"note: {unmanaged} of them are not managed by reconciler yet; `reconciler adopt --all` puts them under management, "
+            "then `reconciler plan` on the export shows no changes.",
+            err=True,
+        )
+    return 0
+
+
+@cli.command()
+@click.argument("targets", nargs=-1, metavar="KIND/NAME...")
+@db_option
+@click.option("--all", "adopt_all", is_flag=True, help="Adopt every unmanaged row.")
+@click.option("--lock-timeout", type=float, default=None, help="Seconds to wait for another apply to finish (default 60).")
+def adopt(targets: tuple[str, ...], db: str | None, adopt_all: bool, lock_timeout: float | None) -> int:
+    """Put existing rows reconciler does not manage under management (KIND/NAME, globs allowed)."""
+    from reconciler.errors import ReconcilerError
+    from reconciler.gitops.adopt import adopt as adopt_rows
+    from reconciler.state.db import translate_db_errors
+    from reconciler.state.lock import DEFAULT_LOCK_TIMEOUT, apply_lock, holder_identity
+    from reconciler.workflow import open_for_apply
+
+    if bool(targets) == adopt_all:
+        raise ReconcilerError("give KIND/NAME arguments or --all (not both)", hint="e.g. reconciler adopt agent/triage provider/openai")
+    engine = open_for_apply(db)
+    with apply_lock(engine, DEFAULT_LOCK_TIMEOUT if lock_timeout is None else lock_timeout, command="adopt"):
+        with translate_db_errors(engine.url, "adopting rows"):
+            result = adopt_rows(engine, None if adopt_all else list(targets), holder_identity())
+    for a in result.adopted:
+        renamed = f" (renamed from {a.renamed_from!r})" if a.renamed_from else ""
+        click.echo(f"  adopted {a.kind.lower()} {a.name}{renamed}")
+        if a.secret_note:
+            click.echo(f"warning: {a.kind} {a.name!r}: {a.secret_note}", err=True)
+    for m in result.already_managed:
+        click.echo(f"  {m} is already managed")
+    if result.apply_id is not None:
+        click.echo(f"Adopted {len(result.adopted)} resources (#{result.apply_id}).")
+    elif not result.already_managed:
+        click.echo("Nothing to adopt.")
+    return 0

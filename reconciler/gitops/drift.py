@@ -8,7 +8,6 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from reconciler.plan.diff import _sensitive_equal
 from reconciler.plan.model import FieldChange
 from reconciler.plan.render import _is_long, _value
 from reconciler.state.snapshot import SENSITIVE_FIELDS, StateSnapshot
@@ -52,7 +51,8 @@ def detect_drift(snapshot: StateSnapshot, only: set[ResourceKey] | None = None) 
         for name, applied in r.applied.items():
             actual = r.essence.get(name)
             if name in sensitive:
-                if not _sensitive_equal(actual, applied):
+                # the snapshot shows the applied reference only while the ciphertext is the one we wrote
+                if actual != applied:
                     fields.append(FieldChange(name, None, None, sensitive=True, drift=True))
             elif name in r.essence and actual != applied:
                 fields.append(FieldChange(name, applied, actual, drift=True))

@@ -1,0 +1,144 @@
+"""Adopt: put rows reconciler never managed under management, in one transaction, under the lock.
+
+The bookkeeping records each row's current essence as "last applied", so the next plan of the
+exported manifests shows no changes and later out-of-band edits show up as drift. A row whose name
+is not a valid manifest name is renamed to the slug ``reconciler export`` wrote for it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Engine, insert, update
+
+from reconciler.errors import Problem, ReconcilerError
+from reconciler.gitops.export import export_names, placeholder_env
+from reconciler.gitops.guards import Selector, parse_selector
+from reconciler.state.snapshot import ActualResource, StateSnapshot, read_snapshot
+from reconciler.state.tables import KIND_TABLES, ApplyRecord, ManagedResource, utcnow
+
+ResourceKey = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class Adoption:
+    kind: str
+    name: str
+    row_id: str
+    renamed_from: str | None = None
+    secret_note: str = ""
+
+
+@dataclass(frozen=True)
+class AdoptResult:
+    apply_id: int | None
+    adopted: tuple[Adoption, ...]
+    already_managed: tuple[str, ...]
+
+
+def choose(snapshot: StateSnapshot, selectors: list[Selector] | None) -> tuple[list[tuple[ActualResource, str]], list[str]]:
+    """(unmanaged rows to adopt with their manifest name, already-managed matches); None = all.
+    A selector matches a row by its manifest name or by its name in the database."""
+    names = export_names(snapshot)
+    chosen: dict[str, tuple[ActualResource, str]] = {}
+    managed: list[str] = []
+    problems = []
+    for selector in selectors or [None]:  # type: ignore[list-item]
+        hit = False
+        for key, r in sorted(snapshot.resources.items()):
+            if selector is not None and not (selector.matches((r.kind, names[key])) or selector.matches(key)):
+                continue
+            hit = True
+            if r.managed:
+                managed.append(f"{r.kind.lower()}/{r.name}")
+            else:
+                chosen[r.row_id] = (r, names[key])
+        if selector is not None and not hit:
+            problems.append(Problem(f"{selector.text!r} matches nothing in the database", hint="list rows with `reconciler get KIND`"))
+    if problems:
+        raise ReconcilerError(problems)
+    return list(chosen.values()), sorted(set(managed))
+
+
+def _secret_fingerprint(token: bytes | None, provider: str) -> tuple[str | None, str]:
+    """The HMAC of the key in the database, if our secret key can decrypt it (the seed's Fernet key)."""
+    if token is None:
+        return None, ""
+    from reconciler.providers.secrets import load_secret_box
+
+    try:
+        box = load_secret_box(create=False)
+        return box.fingerprint(box.decrypt(token, provider)), ""
+    except ReconcilerError:
+        return None, "its API key cannot be decrypted with reconciler's secret key; the first apply re-encrypts it from the manifest's reference"
+
+
+def _renames(conn: Connection, snapshot: StateSnapshot, chosen: list[tuple[ActualResource, str]]) -> dict[str, str]:
+    renamed = {}
+    for r, name in chosen:
+        if r.kind == "Assignment" or name == r.name:
+            continue
+        if (r.kind, name) in snapshot.resources:
+            raise ReconcilerError(
+                f"cannot adopt {r.kind} {r.name!r} as {name!r}: a {r.kind.lower()} named {name!r} already exists",
+                hint="rename one of the two rows in the database first",
+            )
+        table = KIND_TABLES[r.kind]
+        conn.execute(update(table).where(table.c.id == uuid.UUID(r.row_id)).values(name=name))
+        renamed[r.row_id] = r.name
+    return renamed
+
+
+def adopt(engine: Engine, selectors: list[str] | None, user: str) -> AdoptResult:
+    """Adopt the unmanaged rows ``selectors`` match (KIND/NAME, globs), or all of them when None."""
+    parsed = [parse_selector(s, "adopt") for s in selectors] if selectors is not None else None
+    with engine.connect() as conn:
+        conn = conn.execution_options(sqlite_begin="IMMEDIATE")
+        with conn.begin():
+            before = read_snapshot(conn)
+            chosen, managed = choose(before, parsed)
+            if not chosen:
+                return AdoptResult(None, (), tuple(managed))
+            renamed = _renames(conn, before, chosen)
+            wanted = {r.row_id: name for r, name in chosen}
+            after = {r.row_id: r for r in read_snapshot(conn).resources.values()}
+            tokens = _provider_tokens(conn, [rid for rid in wanted if after[rid].kind == "Provider"])
+            now = utcnow()
+            adoptions, books = [], []
+            for row_id, name in wanted.items():
+                r = after[row_id]
+                applied: dict[str, Any] = dict(r.essence)
+                note = ""
+                if r.kind == "Provider" and applied.get("api_key") is not None:
+                    mac, note = _secret_fingerprint(tokens.get(row_id), name)
+                    applied["api_key"] = {"ref": f"env:{placeholder_env(name)}", "hmac": mac}
+                adoptions.append(Adoption(r.kind, name, row_id, renamed.get(row_id), note))
+                books.append({"kind": r.kind, "name": name, "row_id": uuid.UUID(row_id), "applied": applied, "labels": {},
+                              "annotations": {}, "secret_digest": r.secret_digest, "updated_at": now})
+            apply_id = _record(conn, adoptions, user, now)
+            conn.execute(insert(ManagedResource.__table__), [{**b, "apply_id": apply_id} for b in books])
+    return AdoptResult(apply_id, tuple(adoptions), tuple(managed))
+
+
+def _provider_tokens(conn: Connection, row_ids: list[str]) -> dict[str, bytes | None]:
+    from sqlalchemy import select
+
+    t = KIND_TABLES["Provider"]
+    if not row_ids:
+        return {}
+    rows = conn.execute(select(t.c.id, t.c.api_key_encrypted).where(t.c.id.in_([uuid.UUID(r) for r in row_ids])))
+    return {str(r.id): r.api_key_encrypted for r in rows}
+
+
+def _record(conn: Connection, adoptions: list[Adoption], user: str, now: Any) -> int:
+    result = conn.execute(
+        insert(ApplyRecord.__table__).returning(ApplyRecord.__table__.c.id),
+        {
+            "started_at": now, "finished_at": now, "user": user, "command": "adopt", "source": None,
+            "created": 0, "updated": 0, "deleted": 0,
+            "plan": {"adopted": [{"kind": a.kind, "name": a.name, "renamed_from": a.renamed_from} for a in adoptions]},
+        },
+    )
+    return int(result.scalar_one())
