@@ -15,8 +15,6 @@ import string
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 ALLOW_OUTSIDE_ROOT_ENV = "RECONCILER_ALLOW_FILES_OUTSIDE_ROOT"
 MAX_REFERENCED_FILE_BYTES = 64 * 1024 * 1024
 
@@ -51,19 +49,57 @@ def resolve_within(root: Path, manifest_file: Path, relative: str) -> Path:
     return target
 
 
-def read_schema_file(path: Path) -> dict[str, Any]:
-    """A JSON Schema from a .json, .yaml or .yml file."""
+def too_deep(value: Any, limit: int) -> bool:
+    """Whether JSON-shaped data nests deeper than ``limit`` (iterative: safe on any depth)."""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth >= limit:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def _load_json(text: str, name: str, line: int = 0) -> Any:
+    """json.loads that turns malformed or absurdly nested input into a FileRefError."""
+    from reconciler.manifests.yamlfile import MAX_DEPTH
+
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise FileRefError(f"cannot read {path.name}: {exc}") from None
-    try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise FileRefError(f"{path.name} is not valid JSON: {exc.msg}", line=exc.lineno) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise FileRefError(f"{path.name} is not valid YAML: {exc}", line=mark.line + 1 if mark else 0) from None
+        raise FileRefError(f"{name} is not valid JSON: {exc.msg}", line=line or exc.lineno) from None
+    except RecursionError:
+        value = None
+        deep = True
+    else:
+        deep = too_deep(value, MAX_DEPTH)
+    if deep:
+        raise FileRefError(f"{name} nests deeper than {MAX_DEPTH} levels", hint="simplify it", line=line)
+    return value
+
+
+def read_schema_file(path: Path) -> dict[str, Any]:
+    """A JSON Schema from a .json, .yaml or .yml file, read under the same limits as manifests."""
+    from reconciler.manifests.yamlfile import read_yaml_file
+
+    if path.suffix == ".json":
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise FileRefError(f"cannot read {path.name}: {exc}") from None
+        data = _load_json(text, path.name)
+    else:
+        documents, problems = read_yaml_file(path, path.name)
+        errors = [p for p in problems if p.severity == "error"]
+        if errors:
+            first = errors[0]
+            line = first.location.line if first.location else 0
+            raise FileRefError(f"{path.name} is not a usable YAML file: {first.message}", hint=first.hint, line=line)
+        if len(documents) != 1:
+            raise FileRefError(f"{path.name} must hold exactly one YAML document, found {len(documents)}")
+        data = documents[0].data
     if not isinstance(data, dict):
         raise FileRefError(f"{path.name} must hold a JSON Schema object, found {type(data).__name__}")
     return data
@@ -98,10 +134,7 @@ def read_inputs_file(path: Path) -> list[dict[str, Any]]:
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise FileRefError(f"{path.name}: line {number} is not valid JSON: {exc.msg}", line=number) from None
+        value = _load_json(line, f"{path.name}: line {number}", number)
         rows.append(normalize_input(value, f"{path.name}: line {number}", number))
     if not rows:
         raise FileRefError(f"{path.name} holds no inputs")

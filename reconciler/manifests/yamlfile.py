@@ -7,7 +7,9 @@ column for each field, refuse duplicate keys, and bound the work a hostile file 
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -47,6 +49,10 @@ MAX_FILE_BYTES = int(os.environ.get("RECONCILER_MAX_FILE_BYTES", 16 * 1024 * 102
 MAX_DOCUMENTS_PER_FILE = int(os.environ.get("RECONCILER_MAX_DOCUMENTS", 20_000))
 MAX_DEPTH = 64
 MAX_NODES_PER_DOCUMENT = 200_000  # counts aliases each time they are expanded
+# libyaml composes nodes by C recursion and crashes the process (SIGSEGV) somewhere past 20,000
+# levels, before MAX_DEPTH can be checked; documents that might nest deeper than this are first
+# scanned event by event (libyaml's parser itself is iterative).
+SAFE_COMPOSE_DEPTH = 1_000
 
 FieldPath = tuple[str | int, ...]
 
@@ -117,9 +123,10 @@ class _Converter:
     """Turns a composed node tree into plain Python data; with ``marks``, also records where each
     field starts (only done when a problem needs a position, see RawDocument)."""
 
-    def __init__(self, file: str, marks: dict[FieldPath, Mark] | None = None) -> None:
+    def __init__(self, file: str, marks: dict[FieldPath, Mark] | None = None, check_text: bool = False) -> None:
         self.file = file
         self.marks = marks
+        self.fast_strings = marks is None and not check_text  # see _storable_text
         self.problems: list[Problem] = []
         self.nodes = 0
 
@@ -161,7 +168,7 @@ class _Converter:
                 if key in result:
                     self._duplicate(node, key_node, key, path)
                     continue
-                if value_node.__class__ is yaml.ScalarNode and value_node.tag == _STR and marks is None:
+                if value_node.__class__ is yaml.ScalarNode and value_node.tag == _STR and self.fast_strings:
                     self._count(value_node, depth + 1)  # the common case, a plain string, inline
                     result[key] = value_node.value
                     continue
@@ -174,7 +181,7 @@ class _Converter:
 
     def _key(self, key_node: yaml.Node) -> str:
         if key_node.tag == _STR and key_node.__class__ is yaml.ScalarNode:
-            return key_node.value  # type: ignore[no-any-return]
+            return key_node.value if self.fast_strings else _storable_text(key_node)  # type: ignore[no-any-return]
         if key_node.tag == "tag:yaml.org,2002:merge":
             raise _TooComplex("YAML merge keys ('<<') are not supported in manifests", key_node)
         key = self.scalar(key_node) if isinstance(key_node, yaml.ScalarNode) else None
@@ -202,7 +209,7 @@ class _Converter:
     def scalar(self, node: yaml.ScalarNode) -> Any:
         tag = node.tag
         if tag == _STR or tag in _PLAIN_AS_STRING:
-            return node.value
+            return _storable_text(node)
         method = _SCALARS.get(tag)
         if method is None:
             raise _TooComplex(
@@ -210,7 +217,26 @@ class _Converter:
                 "null, lists and mappings",
                 node,
             )
-        return getattr(_constructor, method)(node)
+        value = getattr(_constructor, method)(node)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise _TooComplex(f"{node.value!r} is not a finite number (manifests are JSON-shaped: no .inf or .nan)", node)
+        return value
+
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+# the only ways to write those in UTF-8 YAML text: double-quoted escapes
+_RISKY_ESCAPE = re.compile(r"\\(?:0|x00|u0000|U00000000|u[dD][89a-fA-F]|U0000[dD][89a-fA-F])")
+
+
+def _storable_text(node: yaml.ScalarNode) -> str:
+    """Refuse text no database or terminal can hold: NUL (PostgreSQL rejects it) and lone
+    surrogates (not encodable as UTF-8), both reachable through double-quoted escapes."""
+    value: str = node.value
+    bad = _UNSTORABLE.search(value)
+    if bad is not None:
+        what = "a NUL character" if bad.group() == "\x00" else f"an unpaired surrogate (U+{ord(bad.group()):04X})"
+        raise _TooComplex(f"text contains {what}, which cannot be stored", node)
+    return value
 
 
 def _read_text(path: Path, display: str) -> tuple[str | None, list[Problem]]:
@@ -237,12 +263,70 @@ def _read_text(path: Path, display: str) -> tuple[str | None, list[Problem]]:
         return None, [Problem(f"file is not valid UTF-8 text (byte {exc.start})", Location(display, line, 1))]
 
 
+_DOCUMENT_MARKER = re.compile(r"^(?:---|\.\.\.)(?=[ \t\r\n]|$)", re.MULTILINE)
+_ASCII_INDICATORS = tuple(c + b for c in "-?" for b in " \t\r\n")
+_ALL_INDICATORS = tuple(c + b for c in "-?" for b in " \t\r\n\x85\u2028\u2029")
+_DEEP_INDENT = " " * (SAFE_COMPOSE_DEPTH // 2)
+
+
+def _levels_opened(chunk: str, indicators: tuple[str, ...]) -> int:
+    """Levels a document can open besides indenting: block indicators ('- ', '? ') and flow
+    brackets (a flow pair can add a mapping level inside a bracket, hence the factor 2)."""
+    flow = chunk.count("[") + chunk.count("{")
+    return 2 * flow + sum(chunk.count(i) for i in indicators) + chunk.endswith(("-", "?"))
+
+
+def may_nest_deeply(text: str) -> bool:
+    """Cheap, conservative: could some document in ``text`` nest deeper than SAFE_COMPOSE_DEPTH?"""
+    if text.startswith(_DEEP_INDENT) or any(b + _DEEP_INDENT in text for b in "\n\r\x85\u2028\u2029"):
+        return True
+    budget = SAFE_COMPOSE_DEPTH - len(_DEEP_INDENT) - 1
+    indicators = _ASCII_INDICATORS if text.isascii() else _ALL_INDICATORS
+    if len(text) <= budget or _levels_opened(text, indicators) <= budget:
+        return False
+    bounds = [0, *(m.start() for m in _DOCUMENT_MARKER.finditer(text)), len(text)]
+    # every level costs at least one character, so only long documents need counting
+    return any(
+        _levels_opened(text[a:b], indicators) > budget for a, b in zip(bounds, bounds[1:]) if b - a > budget
+    )
+
+
+def _too_deep(text: str, display: str) -> Problem | None:
+    """Find nesting deeper than MAX_DEPTH with the event parser, which does not recurse."""
+    starts = (yaml.SequenceStartEvent, yaml.MappingStartEvent)
+    ends = (yaml.SequenceEndEvent, yaml.MappingEndEvent)
+    loader = _Loader(text)
+    depth = 0
+    try:
+        while (event := loader.get_event()) is not None and not isinstance(event, yaml.StreamEndEvent):
+            if isinstance(event, starts):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    mark = event.start_mark
+                    return Problem(
+                        f"nesting is deeper than {MAX_DEPTH} levels",
+                        Location(display, mark.line + 1, mark.column + 1),
+                        hint="simplify the document",
+                    )
+            elif isinstance(event, ends):
+                depth -= 1
+    except yaml.YAMLError:
+        return None  # the composer below reports syntax errors with their location
+    finally:
+        loader.dispose()
+    return None
+
+
 def read_yaml_file(path: Path, display: str | None = None) -> tuple[list[RawDocument], list[Problem]]:
     """Parse every document in a YAML file; empty documents are skipped with a warning."""
     display = display or str(path)
     text, problems = _read_text(path, display)
     if text is None:
         return [], problems
+    if may_nest_deeply(text):
+        deep = _too_deep(text, display)
+        if deep is not None:
+            return [], [*problems, deep]
     documents = [
         RawDocument(display, index, data, location, text) for index, data, location, _ in _parse(text, display, problems, False)
     ]
@@ -265,6 +349,7 @@ def _parse(
     """(index, data, location, marks) of each readable document; problems are appended."""
     loader = _Loader(text)
     index = -1
+    check_text = _RISKY_ESCAPE.search(text) is not None
     try:
         while loader.check_node():
             index += 1
@@ -284,7 +369,7 @@ def _parse(
                     Problem(f"document {index + 1} is empty; skipped", Location(display, line, 1), severity="warning")
                 )
                 continue
-            converter = _Converter(display, {} if with_marks else None)
+            converter = _Converter(display, {} if with_marks else None, check_text)
             try:
                 data = converter.convert(node, (), 0)
             except _TooComplex as exc:
@@ -300,6 +385,10 @@ def _parse(
         loc = Location(display, mark.line + 1, mark.column + 1) if mark else Location(display)
         what = " ".join(p for p in (exc.context, exc.problem) if p)
         problems.append(Problem(f"invalid YAML: {what}", loc, hint="check indentation, quotes and ':' separators"))
+    except yaml.reader.ReaderError as exc:  # unmarked: locate it from the character offset
+        pos = min(max(exc.position, 0), len(text))
+        loc = Location(display, text.count("\n", 0, pos) + 1, pos - text.rfind("\n", 0, pos))
+        problems.append(Problem(f"invalid YAML: {exc.reason} (character {exc.character!r})", loc, hint="remove the character"))
     except yaml.YAMLError as exc:
         problems.append(Problem(f"invalid YAML: {exc}", Location(display)))
     except RecursionError:
