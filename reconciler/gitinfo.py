@@ -30,7 +30,7 @@ def describe_checkout(paths: list[str]) -> dict[str, Any] | None:
     return {
         "commit": head.strip(),
         "dirty": bool(status.strip()),
-        "ref": branch,
-        "author": log[0] or None,
+        "ref": branch[:255] if branch else None,  # VARCHAR(255) columns: a long branch name must not fail the apply
+        "author": log[0][:255] or None,
         "subject": log[1] if len(log) > 1 else None,
     }

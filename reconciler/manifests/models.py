@@ -60,7 +60,7 @@ class Metadata(_Strict):
 
 class ProviderSpec(_Strict):
     type: ProviderType
-    base_url: str | None = Field(default=None, pattern=r"^https?://\S+$")
+    base_url: str | None = Field(default=None, max_length=2048, pattern=r"^https?://\S+$")
     api_key: SecretRef | None = None
     model_path: str | None = Field(default=None, description="llamacpp only: a GGUF file to serve")
     is_active: bool = True
@@ -84,10 +84,10 @@ class Prices(_Strict):
 class AgentSpec(_Strict):
     description: str | None = None
     provider: str = Field(pattern=NAME_PATTERN)
-    model_name: str = Field(min_length=1)
+    model_name: str = Field(min_length=1, max_length=255)  # the column is VARCHAR(255)
     system_prompt: str = ""
     temperature: float = Field(default=0.7, ge=0.0, le=2.0)
-    max_tokens: int | None = Field(default=None, gt=0)
+    max_tokens: int | None = Field(default=None, gt=0, le=2**31 - 1)  # a 32-bit INTEGER column
     prices: Prices | None = None
     is_active: bool = True
 

@@ -11,7 +11,7 @@ import os
 import resource
 import subprocess
 import sys
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,7 +125,7 @@ class Outcome:
     exit_code: int
     stderr: str
     seconds: float
-    max_rss_mib: float
+    max_rss_mib: float  # peak of the whole child process so far
 
     @property
     def traceback(self) -> bool:
@@ -133,7 +133,7 @@ class Outcome:
 
     @property
     def located(self) -> bool:
-        """Every error line names a place: file, or file:line:column."""
+        """There is an error, and every error line names a place: file, or file:line:column."""
         errors = [line for line in self.stderr.splitlines() if ": error: " in line or line.startswith("error: ")]
         return bool(errors) and all(not line.startswith("error: ") for line in errors)
 
@@ -145,22 +145,15 @@ def _limit_memory() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT_BYTES, MEMORY_LIMIT_BYTES))
 
 
-_MEASURE = (
-    "import resource, sys, runpy\n"
-    "sys.argv = ['reconciler', *sys.argv[1:]]\n"
-    "try:\n"
-    "    from reconciler.cli import main; main()\n"
-    "finally:\n"
-    "    sys.stderr.write('\\n@maxrss=%d\\n' % resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
-)
+def run_cli_batch(invocations: list[list[str]], cwd: Path, timeout: float = 300) -> list[Outcome]:
+    """Run CLI invocations in one child process under a memory ceiling (see cli_batch.py).
 
-
-def run_cli(args: list[str], cwd: Path, timeout: float = 120) -> Outcome:
-    """Run the real CLI in a child process with a memory ceiling; the timeout only guards a hang."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "RECONCILER_DEBUG": ""}
-    started = time.perf_counter()
+    A crash of the child (e.g. SIGSEGV) is returned as an outcome with a negative exit code; the
+    timeout only guards against a hang."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("RECONCILER_DEBUG", None)
     proc = subprocess.run(
-        [sys.executable, "-c", _MEASURE, *args],
+        [sys.executable, "-m", "tests.reliability.cli_batch", json.dumps(invocations)],
         cwd=cwd,
         env=env,
         capture_output=True,
@@ -168,26 +161,33 @@ def run_cli(args: list[str], cwd: Path, timeout: float = 120) -> Outcome:
         timeout=timeout,
         preexec_fn=_limit_memory,
     )
-    seconds = time.perf_counter() - started
-    err, _, rss = proc.stderr.rpartition("\n@maxrss=")
-    max_rss = int(rss.strip()) / 1024 if rss.strip().isdigit() else -1.0
-    return Outcome(args[0], proc.returncode, err if rss else proc.stderr, seconds, max_rss)
+    outcomes = [Outcome(**json.loads(line)) for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or len(outcomes) != len(invocations):
+        missing = invocations[len(outcomes)]
+        outcomes.append(Outcome(missing[0], proc.returncode or -1, proc.stderr[-2000:], 0.0, -1.0))
+    return outcomes
 
 
-def probe_case(name: str, files: dict[str, bytes], workdir: Path, db_url: str) -> list[Outcome]:
-    """validate, plan and apply one hostile case; return what each did."""
-    root = write_case(workdir / name, files)
-    return [
-        run_cli(["validate", str(root)], workdir),
-        run_cli(["plan", str(root), "--db", db_url], workdir),
-        run_cli(["apply", str(root), "--db", db_url, "--auto-approve"], workdir),
-    ]
+COMMANDS = ("validate", "plan", "apply")
+
+
+def probe_corpus(cases: dict[str, dict[str, bytes]], workdir: Path, db_url_for: Callable[[str], str]) -> dict[str, list[Outcome]]:
+    """validate, plan and apply every case, all in one child process; outcomes per case."""
+    invocations = []
+    for name, files in cases.items():
+        root = str(write_case(workdir / name, files))
+        db = db_url_for(name)
+        invocations += [["validate", root], ["plan", root, "--db", db], ["apply", root, "--db", db, "--auto-approve"]]
+    outcomes = run_cli_batch(invocations, workdir)
+    names = list(cases)
+    return {name: outcomes[i * 3 : i * 3 + 3] for i, name in enumerate(names)}
 
 
 if __name__ == "__main__":  # pragma: no cover - manual exploration
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
-        for case_name, case_files in corpus().items():
-            for o in probe_case(case_name, case_files, Path(tmp), f"sqlite:///{tmp}/s.db"):
+        results = probe_corpus(corpus(), Path(tmp), lambda name: f"sqlite:///{tmp}/{name}.db")
+        for case_name, outcomes in results.items():
+            for o in outcomes:
                 print(json.dumps([case_name, o.command, o.exit_code, round(o.seconds, 2), round(o.max_rss_mib), o.located, o.traceback, o.stderr[-300:]]))
