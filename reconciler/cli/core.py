@@ -195,6 +195,13 @@ def apply(
 
     timeout = DEFAULT_LOCK_TIMEOUT if lock_timeout is None else lock_timeout
     if _is_saved_plan(paths) and git_ref is None:
+        if repo or targets or excludes or allow_mass_delete:
+            from reconciler.errors import ReconcilerError
+
+            raise ReconcilerError(
+                "a saved plan is applied exactly as it was made; --repo, --target, --exclude and --allow-mass-delete do not apply",
+                hint="pass them to `reconciler plan ... --out FILE` instead",
+            )
         saved = _load_saved_plan(paths[0])
         engine = open_for_apply(db)
         with apply_lock(engine, timeout):

@@ -19,7 +19,11 @@ def drift(paths: tuple[str, ...], db: str | None, as_json: bool, detailed_exitco
     Compares the database with what reconciler last applied, not with the manifests; PATHs, when
     given, limit the report to the resources they define. For cron and CI.
     """
-    from reconciler.gitops.drift import detect_drift, render_drift_json, render_drift_text
+    from reconciler.gitops.drift import (
+        detect_drift,
+        render_drift_json,
+        render_drift_text,
+    )
     from reconciler.state.db import open_engine, translate_db_errors
     from reconciler.state.snapshot import StateSnapshot, load_snapshot
 
@@ -156,9 +160,9 @@ def adopt(targets: tuple[str, ...], db: str | None, adopt_all: bool, lock_timeou
     if bool(targets) == adopt_all:
         raise ReconcilerError("give KIND/NAME arguments or --all (not both)", hint="e.g. reconciler adopt agent/triage provider/openai")
     engine = open_for_apply(db)
-    with apply_lock(engine, DEFAULT_LOCK_TIMEOUT if lock_timeout is None else lock_timeout, command="adopt"):
-        with translate_db_errors(engine.url, "adopting rows"):
-            result = adopt_rows(engine, None if adopt_all else list(targets), holder_identity())
+    timeout = DEFAULT_LOCK_TIMEOUT if lock_timeout is None else lock_timeout
+    with translate_db_errors(engine.url, "adopting rows"), apply_lock(engine, timeout, command="adopt"):
+        result = adopt_rows(engine, None if adopt_all else list(targets), holder_identity())
     for a in result.adopted:
         renamed = f" (renamed from {a.renamed_from!r})" if a.renamed_from else ""
         click.echo(f"  adopted {a.kind.lower()} {a.name}{renamed}")

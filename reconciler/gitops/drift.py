@@ -86,8 +86,11 @@ def render_drift_text(drifts: list[Drift]) -> str:
                 what = f"{_value(f.old)} → {_value(f.new)}"
             lines.append(f"  ~ {title}: {f.field} {what} (drift: changed outside reconciler{_since(d)})")
     n = len(drifts)
-    lines += ["", f"Drift: {n} resource{'s' if n != 1 else ''} changed outside reconciler. "
-              "`reconciler apply` (or `reconciler watch --self-heal`) puts them back."]
+    total = (
+        f"Drift: {n} resource{'s' if n != 1 else ''} changed outside reconciler. "
+        "`reconciler apply` (or `reconciler watch --self-heal`) puts them back."
+    )
+    lines += ["", total]
     return "\n".join(lines) + "\n"
 
 

@@ -51,8 +51,9 @@ def export_names(snapshot: StateSnapshot) -> dict[ResourceKey, str]:
             names[key] = r.name if r.managed else slug(r.name)
     for key, r in snapshot.resources.items():
         if r.kind == "Assignment":
-            agent = names.get(("Agent", r.essence.get("agent")), str(r.essence.get("agent")))
-            task = names.get(("Task", r.essence.get("task")), str(r.essence.get("task")))
+            agent_name, task_name = str(r.essence.get("agent")), str(r.essence.get("task"))
+            agent = names.get(("Agent", agent_name), agent_name)
+            task = names.get(("Task", task_name), task_name)
             names[key] = r.name if r.managed else slug(f"{agent}-{task}")
     return names
 
@@ -72,14 +73,16 @@ def _secret_ref(r: ActualResource, name: str) -> tuple[dict[str, str] | None, li
     if isinstance(ref, str) and ref.startswith("file:"):
         return {"from_file": ref[5:]}, [f"api_key is read from {ref[5:]!r}, relative to this file: copy the secret file next to it (never into git)"]
     var = placeholder_env(name)
-    return {"from_env": var}, [
+    note = (
         f"api_key: the database holds an encrypted key but not where it came from; {var} is a placeholder: "
         f"export {var} with the key (or point api_key at your secret) before planning"
-    ]
+    )
+    return {"from_env": var}, [note]
 
 
 def _spec(r: ActualResource, names: dict[ResourceKey, str]) -> tuple[dict[str, Any], list[str]]:
-    e, notes = r.essence, []
+    e = r.essence
+    notes: list[str] = []
     spec: dict[str, Any]
     if r.kind == "Provider":
         spec = {"type": e["type"]}

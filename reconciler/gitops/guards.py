@@ -66,7 +66,7 @@ def check_prevent_destroy(plan: Plan) -> list[Problem]:
         Problem(
             f"{c.kind} {c.name!r} is protected by the annotation {PREVENT_DESTROY}: \"true\"; the plan would delete it",
             document=f'{c.kind} "{c.name}"',
-            hint=f"put its manifest back, or first apply it with the annotation removed (or set to \"false\"), then delete it",
+            hint="put its manifest back, or first apply it with the annotation removed (or set to \"false\"), then delete it",
         )
         for c in plan.changes
         if c.action is Action.DELETE and str(c.annotations.get(PREVENT_DESTROY, "")).strip().lower() == "true"
@@ -143,12 +143,14 @@ def select_changes(plan: Plan, snapshot: StateSnapshot, known: set[ResourceKey],
             pending.append(dep)
     if problems:
         raise ReconcilerError(problems)
+    unused = [s.text for s in excludes if not any(s.matches(k) for k in known)]
     left_out = len(plan.changes) - len(keep)
     note = (
         f"Targeted plan (--target/--exclude): {left_out} other change{'s' if left_out != 1 else ''} left out; "
         "the database will not fully match the manifests."
     )
-    return replace(plan, changes=tuple(c for c in plan.changes if c.key in keep), warnings=(*plan.warnings, note))
+    notes = (note, *(f"--exclude {text!r} matches nothing in the manifests or the database." for text in unused))
+    return replace(plan, changes=tuple(c for c in plan.changes if c.key in keep), warnings=(*plan.warnings, *notes))
 
 
 def _matches_nothing(selector: Selector, known: set[ResourceKey]) -> Problem:

@@ -47,7 +47,7 @@ class ManifestSource:
 
 def _git(repo: Path, *args: str, binary: bool = False) -> subprocess.CompletedProcess[Any]:
     try:
-        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=not binary, timeout=120)
+        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=not binary, timeout=120, check=False)
     except FileNotFoundError:
         raise ReconcilerError("git is not installed", hint="install git to use --git-ref") from None
     except subprocess.TimeoutExpired:

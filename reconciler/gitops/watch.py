@@ -10,17 +10,23 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, select
 
-from reconciler.errors import LockTimeout, Problem, ReconcilerError, StalePlan, StateError
+from reconciler.errors import (
+    LockTimeout,
+    Problem,
+    ReconcilerError,
+    StalePlan,
+    StateError,
+)
 from reconciler.gitops.drift import Drift, detect_drift
 from reconciler.gitops.guards import GuardOptions
 from reconciler.plan.model import Plan
-from reconciler.plan.render import render_change, summary_line
+from reconciler.plan.render import render_change
 
 RETRYABLE = (StateError, LockTimeout, StalePlan)  # the next check tries again; bad manifests wait for a fix
 
@@ -43,7 +49,7 @@ class ReconcileEvent:
     trigger: str  # startup | files | interval | retry | self-heal | stop
     outcome: str  # applied | in-sync | drift | invalid | error | stopped
     duration_ms: float
-    time: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="milliseconds"))
+    time: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="milliseconds"))
     apply_id: int | None = None
     summary: dict[str, int] = field(default_factory=dict)
     changes: tuple[str, ...] = ()

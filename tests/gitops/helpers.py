@@ -7,7 +7,6 @@ import subprocess
 import textwrap
 from pathlib import Path
 
-
 PROVIDER = """
 apiVersion: reconciler/v1
 kind: Provider
@@ -188,7 +187,7 @@ class TcpProxy:
         while self.listener is listener:
             try:
                 client, _ = listener.accept()
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return

@@ -11,7 +11,13 @@ from cryptography.fernet import Fernet
 from sqlalchemy import create_engine, insert
 
 from reconciler.state.db import database_url
-from reconciler.state.tables import AgentConfig, AgentTaskAssignment, LLMProvider, TaskConfig, utcnow
+from reconciler.state.tables import (
+    AgentConfig,
+    AgentTaskAssignment,
+    LLMProvider,
+    TaskConfig,
+    utcnow,
+)
 from tests.gitops.helpers import config
 
 SEED_TABLES = [LLMProvider.__table__, AgentConfig.__table__, TaskConfig.__table__, AgentTaskAssignment.__table__]

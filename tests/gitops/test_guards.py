@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from reconciler.errors import ReconcilerError
-from reconciler.gitops.guards import GuardOptions, check_mass_delete, check_prevent_destroy, guard_plan, parse_selector, select_changes
+from reconciler.gitops.guards import (
+    GuardOptions,
+    check_mass_delete,
+    check_prevent_destroy,
+    guard_plan,
+    parse_selector,
+    select_changes,
+)
 from reconciler.plan.model import Action, Change, Plan
 from reconciler.state.snapshot import ActualResource, StateSnapshot
 from tests.gitops.helpers import config
@@ -140,3 +147,7 @@ def test_target_applies_only_the_target(cli_run, write_manifests, db_url: str) -
     assert code == 2 and "+ agent a" in out and "+ agent b" not in out
     code, _, err = cli_run("plan", str(root), "--db", db_url, "--target", "agent/zzz")
     assert (code, "matches nothing" in err) == (1, True)
+    code, out, _ = cli_run("plan", str(root), "--db", db_url, "--exclude", "task/zzz", "--out", "saved.json")
+    assert code == 0 and "--exclude 'task/zzz' matches nothing" in out
+    code, _, err = cli_run("apply", "saved.json", "--db", db_url, "--target", "agent/a")
+    assert code == 1 and "a saved plan is applied exactly as it was made" in err
