@@ -8,18 +8,24 @@ provider is written and a warning says so. Names that are not valid manifest nam
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from reconciler.manifests.models import API_VERSION, NAME_PATTERN
 from reconciler.state.snapshot import ActualResource, StateSnapshot
 
 ResourceKey = tuple[str, str]
 EXPORT_ORDER = ("Provider", "Task", "Agent", "Assignment")
 FILE_NAMES = {"Provider": "providers.yaml", "Task": "tasks.yaml", "Agent": "agents.yaml", "Assignment": "assignments.yaml"}
-_VALID_NAME = re.compile(NAME_PATTERN)
+
+
+@functools.cache
+def _valid_name() -> re.Pattern[str]:
+    from reconciler.manifests.models import NAME_PATTERN  # imports pydantic: only when exporting
+
+    return re.compile(NAME_PATTERN)
 
 
 @dataclass(frozen=True)
@@ -33,10 +39,10 @@ class ExportedDocument:
 
 def slug(text: str) -> str:
     """A valid manifest name for ``text``: lowercase, '-' for anything else, at most 63 characters."""
-    if _VALID_NAME.match(text):
+    if _valid_name().match(text):
         return text
     base = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-    if base and len(base) <= 63 and _VALID_NAME.match(base):
+    if base and len(base) <= 63 and _valid_name().match(base):
         return base
     digest = hashlib.sha256(text.encode()).hexdigest()[:8]
     return f"{base[:54].strip('-') or 'x'}-{digest}"
@@ -127,7 +133,7 @@ def export_documents(snapshot: StateSnapshot) -> list[ExportedDocument]:
                 metadata["labels"] = dict(r.labels)
             if r.annotations:
                 metadata["annotations"] = dict(r.annotations)
-            manifest = {"apiVersion": API_VERSION, "kind": kind, "metadata": metadata, "spec": spec}
+            manifest = {"apiVersion": "reconciler/v1", "kind": kind, "metadata": metadata, "spec": spec}
             docs.append(ExportedDocument(kind, name, manifest, tuple(notes), r.managed))
     return docs
 
@@ -143,14 +149,23 @@ def render_documents(docs: list[ExportedDocument]) -> str:
 
 
 def _to_yaml(data: Any) -> str:
+    import yaml
+
+    return yaml.dump(data, Dumper=_dumper(), sort_keys=False, allow_unicode=True)
+
+
+@functools.cache
+def _dumper() -> Any:
     """Multi-line strings as literal blocks, so prompts read as they were written."""
     import yaml
 
-    class _Dumper(yaml.SafeDumper):
+    base = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml: several times faster
+
+    class _Dumper(base):  # type: ignore[misc, valid-type]
         pass
 
     def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
         return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else None)
 
     _Dumper.add_representer(str, _str)
-    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True)
+    return _Dumper

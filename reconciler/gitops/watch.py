@@ -47,7 +47,7 @@ class ReconcileEvent:
     """What one reconcile or drift check did: JSON-lines friendly, and printable for people."""
 
     trigger: str  # startup | files | interval | retry | self-heal | stop
-    outcome: str  # applied | in-sync | drift | invalid | error | stopped
+    outcome: str  # applied | in-sync | drift | invalid | error | deferred | stopped
     duration_ms: float
     time: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="milliseconds"))
     apply_id: int | None = None
@@ -87,6 +87,7 @@ class ReconcileEvent:
             "drift": f"drift in {len(self.drift)} resource{'s' if len(self.drift) != 1 else ''} (report only; --self-heal reverts it)",
             "invalid": "manifests are invalid; applied nothing",
             "error": "failed; applied nothing",
+            "deferred": "a git operation is in progress; reconciling when it ends",
             "stopped": "stopped",
         }[self.outcome]
         lines = [f"{head}: {what} ({self.duration_ms:.0f} ms)"]
@@ -264,6 +265,21 @@ def check_paths(paths: tuple[str, ...]) -> None:
         )
 
 
+def git_dir_of(path: str) -> Path | None:
+    """The .git directory of the checkout holding ``path`` (None outside git)."""
+    import subprocess
+
+    start = Path(path).resolve()
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(start if start.is_dir() else start.parent), "rev-parse", "--absolute-git-dir"],
+            capture_output=True, text=True, timeout=10, check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return Path(out.stdout.strip()) if out.returncode == 0 else None
+
+
 def run_watch(config: WatchConfig, emit: Callable[[ReconcileEvent], None], stop: threading.Event, *, once: bool = False) -> None:
     """Reconcile now, then on every (debounced) change under the paths and every ``interval`` seconds."""
     import watchfiles
@@ -275,6 +291,7 @@ def run_watch(config: WatchConfig, emit: Callable[[ReconcileEvent], None], stop:
         if once or stop.is_set():
             return
         next_check = time.monotonic() + config.interval
+        git_dir, deferred = git_dir_of(config.paths[0]), False
         wake_ms = max(50, int(min(config.interval, 5.0) * 1000))
         for changes in watchfiles.watch(
             *config.paths, debounce=config.debounce_ms, stop_event=stop, rust_timeout=wake_ms,
@@ -283,6 +300,13 @@ def run_watch(config: WatchConfig, emit: Callable[[ReconcileEvent], None], stop:
             if stop.is_set():
                 break
             changed = tuple(sorted({path for _, path in changes})) if changes else watcher.missed_changes()
+            if changed and git_dir is not None and (git_dir / "index.lock").exists():
+                # a checkout or pull is writing files: wait for it, never apply half of a commit
+                if not deferred:
+                    emit(ReconcileEvent("files", "deferred", 0.0, files=changed))
+                deferred = True
+                continue
+            deferred = False
             if changed:
                 emit(watcher.reconcile("files", changed))
             if stop.is_set():

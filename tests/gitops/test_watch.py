@@ -59,6 +59,9 @@ def test_watch_report_only_reports_drift_and_leaves_it(write_manifests, sqlite_u
         assert found["drift"][0]["fields"][0] == {"field": "temperature", "old": 0.2, "new": 1.5, "sensitive": False, "drift": True}
         again = w.wait_for(lambda e: e["trigger"] == "interval")
         assert again["outcome"] == "drift"  # still there: report-only never writes
+        sql(sqlite_url, "UPDATE llm_providers SET validation_status = 'failed', validation_error = 'connection refused'")
+        status = w.wait_for(lambda e: e["provider_status"])
+        assert status["provider_status"] == [{"name": "openai", "from": "pending", "to": "failed", "error": "connection refused"}]
     finally:
         assert w.terminate() == 0
 
@@ -96,3 +99,23 @@ def test_watch_once_and_bad_paths(cli_run, write_manifests, sqlite_url: str) -> 
     write_manifests({"agents.yaml": "kind: Agent\n"})
     code, out, _ = cli_run("watch", str(root), "--db", sqlite_url, "--once")
     assert code == 1 and "manifests are invalid; applied nothing" in out
+
+
+@pytest.mark.slow
+def test_watch_waits_for_a_git_operation_to_finish(git_repo, sqlite_url: str, tmp_path: Path) -> None:
+    repo = git_repo()
+    repo.commit(config({"triage": 0.2}), "first")
+    w = WatchProcess("manifests", "--db", sqlite_url, "--interval", "0.2", "--debounce", "200", cwd=repo.root)
+    try:
+        w.wait_for(_applied("startup"))
+        lock = repo.root / ".git" / "index.lock"
+        lock.write_text("")  # what git holds while a checkout or pull writes the working tree
+        repo.write({"agents.yaml": agent("triage", temperature=0.5)})
+        deferred = w.wait_for(lambda e: e["trigger"] == "files")
+        assert deferred["outcome"] == "deferred"
+        lock.unlink()
+        done = w.wait_for(lambda e: e["trigger"] == "files" and e["outcome"] != "deferred")
+        assert (done["outcome"], done["changes"]) == ("applied", ["~ agent triage: temperature 0.2 → 0.5"])
+        assert done["git"]["subject"] == "first" and done["git"]["dirty"] is True
+    finally:
+        assert w.terminate() == 0
