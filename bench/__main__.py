@@ -42,6 +42,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-postgres", action="store_true", help="SQLite only")
     p.add_argument("--out", type=Path, default=None, help="write BENCHMARKS.md, plot.png and results.json here (default: the repository)")
     p.add_argument("--keep", action="store_true", help="keep the generated workloads and states")
+    p.add_argument(
+        "--from-results", type=Path, nargs="+", default=None, metavar="JSON",
+        help="only re-render the report from results.json files; for a (tool, measure, N) in several, the last file wins",
+    )
     return p.parse_args(argv)
 
 
@@ -151,7 +155,7 @@ def _run_size(args: argparse.Namespace, n: int, work: Path, env: dict[str, str],
     return samples
 
 
-def _write_outputs(args: argparse.Namespace, samples: list[Sample], machine: dict[str, str]) -> None:
+def _write_outputs(args: argparse.Namespace, samples: list[Sample], machine: dict[str, str], command: str | None = None) -> None:
     out = args.out
     md_path = (out / "BENCHMARKS.md") if out else REPO / "BENCHMARKS.md"
     plot_path = (out / "plot.png") if out else REPO / "bench" / "plot.png"
@@ -159,20 +163,37 @@ def _write_outputs(args: argparse.Namespace, samples: list[Sample], machine: dic
     for p in (md_path, plot_path, results_path):
         p.parent.mkdir(parents=True, exist_ok=True)
     table = report.medians(samples)
-    command = "python -m bench " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "python -m bench"
+    command = command or ("python -m bench " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "python -m bench")
     sections = {
         CORE_SECTION: report.core_section(table, machine, command.strip()),
         VERSUS_SECTION: report.versus_section(table, str(plot_path.relative_to(md_path.parent)) if plot_path.is_relative_to(md_path.parent) else str(plot_path)),
     }
     report.update_benchmarks_md(md_path, sections)
     report.write_plot(table, plot_path)
-    results_path.write_text(json.dumps({"machine": machine, "samples": [s.to_dict() for s in samples]}, indent=1), encoding="utf-8")
+    results_path.write_text(json.dumps({"command": command, "machine": machine, "samples": [s.to_dict() for s in samples]}, indent=1), encoding="utf-8")
     print("\n\n".join(f"## {title}\n\n{body}" for title, body in sections.items()))
     _log(f"wrote {md_path}, {plot_path} and {results_path}")
 
 
+def rerender(args: argparse.Namespace) -> int:
+    merged: dict[tuple[str, str, int], list[Sample]] = {}
+    commands = []
+    for path in args.from_results:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        commands.append(saved.get("command") or "python -m bench")
+        fresh: dict[tuple[str, str, int], list[Sample]] = {}
+        for raw in saved["samples"]:
+            sample = Sample(**raw)
+            fresh.setdefault((sample.tool, sample.measure, sample.n), []).append(sample)
+        merged.update(fresh)
+    samples = [s for group in merged.values() for s in group]
+    _write_outputs(args, samples, saved["machine"], " and ".join(dict.fromkeys(commands)))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    return run(_parse(argv))
+    args = _parse(argv)
+    return rerender(args) if args.from_results else run(args)
 
 
 if __name__ == "__main__":
