@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 
@@ -20,6 +21,9 @@ from reconciler.plan.model import Change, Plan
 from reconciler.state.db import database_url, open_engine, translate_db_errors
 from reconciler.state.lock import DEFAULT_LOCK_TIMEOUT, apply_lock, holder_identity
 from reconciler.state.snapshot import StateSnapshot, load_snapshot
+
+if TYPE_CHECKING:
+    from reconciler.providers.secrets import SecretBox
 
 
 @dataclass(frozen=True)
@@ -35,15 +39,47 @@ def _needs_secrets(manifests: ManifestSet) -> bool:
     return any(m.kind == "Provider" and m.spec.api_key is not None for m in manifests.manifests)
 
 
-def secret_fingerprinter() -> Callable[[dict[str, str], Manifest], str]:
-    from reconciler.providers.secrets import load_secret_box, resolve_secret
+def resolve_manifest_secrets(manifests: ManifestSet) -> dict[str, str]:
+    """Provider name -> plain API key, for every provider with an api_key. Every unreadable or
+    disallowed reference is reported at once, located at its manifest field."""
+    from reconciler.errors import Problem, ReconcilerError
+    from reconciler.providers.secrets import SecretRefError, read_reference
 
-    box = load_secret_box(create=True)
+    values: dict[str, str] = {}
+    problems: list[Problem] = []
+    for m in manifests.of_kind("Provider"):
+        if m.spec.api_key is None:
+            continue
+        ref = m.spec.api_key.model_dump(exclude_none=True)
+        try:
+            values[m.name] = read_reference(ref, Path(m.raw.file), m.root)
+        except SecretRefError as err:
+            field_path = ("spec", "api_key", err.field or next(iter(ref)))
+            problems.append(Problem(err.message, m.raw.where(field_path), m.title, ".".join(field_path), err.hint))
+    if problems:
+        raise ReconcilerError(problems)
+    return values
 
-    def fingerprint(ref: dict[str, str], m: Manifest) -> str:
-        return box.fingerprint(resolve_secret(ref, m.raw.file, str(m.root), m.name))
 
-    return fingerprint
+def secret_box_for(manifests: ManifestSet, snapshot: StateSnapshot | None) -> SecretBox:
+    """The key ring for planning: it must decrypt the API keys already stored for the providers in
+    the manifests, or the HMAC comparison would claim every key changed (a wrong or lost key)."""
+    from reconciler.providers.secrets import load_secret_box, undecryptable
+
+    wanted = {m.name for m in manifests.of_kind("Provider") if m.spec.api_key is not None}
+    stored = {
+        name: r.secret_ciphertext
+        for (kind, name), r in (snapshot.resources.items() if snapshot is not None else ())
+        if kind == "Provider" and r.secret_ciphertext is not None
+    }
+    box = load_secret_box(
+        create=not stored,
+        needed_for=f"the database holds API keys encrypted for providers {', '.join(repr(n) for n in sorted(stored))}",
+    )
+    bad = sorted(name for name, token in stored.items() if name in wanted and not box.can_decrypt(token))
+    if bad:
+        raise undecryptable(bad, box.source)
+    return box
 
 
 def secret_encrypter() -> Callable[[Change], tuple[bytes, str]]:
@@ -59,8 +95,17 @@ def secret_encrypter() -> Callable[[Change], tuple[bytes, str]]:
     return encrypt
 
 
-def desired_from(manifests: ManifestSet) -> dict[tuple[str, str], DesiredResource]:
-    return desired_state(manifests, secret_fingerprinter() if _needs_secrets(manifests) else None)
+def desired_from(manifests: ManifestSet, snapshot: StateSnapshot | None = None) -> dict[tuple[str, str], DesiredResource]:
+    """The desired state; provider secrets are read (references first, then the key) only if present."""
+    if not _needs_secrets(manifests):
+        return desired_state(manifests, None)
+    values = resolve_manifest_secrets(manifests)
+    box = secret_box_for(manifests, snapshot)
+
+    def fingerprint(ref: dict[str, str], m: Manifest) -> str:
+        return box.fingerprint(values[m.name])
+
+    return desired_state(manifests, fingerprint)
 
 
 def compute_plan(
@@ -73,7 +118,7 @@ def compute_plan(
     guards: GuardOptions | None = None,
 ) -> Plan:
     """Diff, then the guard rails (--target/--exclude, prevent-destroy, mass delete)."""
-    desired = desired_from(manifests)
+    desired = desired_from(manifests, snapshot)
     the_plan = diff(desired, snapshot, prune=prune, sources=tuple(sources), git=git)
     return guard_plan(the_plan, snapshot, set(desired) | set(snapshot.resources), guards or GuardOptions())
 

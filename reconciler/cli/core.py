@@ -181,9 +181,13 @@ def _confirm(auto_approve: bool) -> None:
 @click.option("--no-prune", is_flag=True, help="Keep managed resources that are no longer in the manifests.")
 @click.option("--lock-timeout", type=float, default=None, help="Seconds to wait for another apply to finish (default 60).")
 @gitops_options
+@click.option("--wait-validation", is_flag=True, help="Exit 1 if a created or changed provider fails validation (for CI).")
+@click.option("--no-validate", is_flag=True, help="Do not validate created or changed providers after the apply.")
+@click.option("--validation-timeout", type=click.FloatRange(min=0, min_open=True), default=10.0, metavar="S", help="Seconds each provider may take to answer (default 10).")
 def apply(
     paths: tuple[str, ...], db: str | None, auto_approve: bool, no_prune: bool, lock_timeout: float | None,
     git_ref: str | None, repo: str | None, targets: tuple[str, ...], excludes: tuple[str, ...], allow_mass_delete: bool,
+    wait_validation: bool, no_validate: bool, validation_timeout: float,
 ) -> int:
     """Make the database match the manifests (PATH...) or apply a saved plan (FILE)."""
     from reconciler.manifests.loader import load_manifests
@@ -193,6 +197,8 @@ def apply(
     from reconciler.state.snapshot import load_snapshot
     from reconciler.workflow import apply_meta, compute_plan, open_for_apply, run_apply
 
+    if wait_validation and no_validate:
+        raise click.UsageError("--wait-validation and --no-validate exclude each other")
     timeout = DEFAULT_LOCK_TIMEOUT if lock_timeout is None else lock_timeout
     if _is_saved_plan(paths) and git_ref is None:
         if repo or targets or excludes or allow_mass_delete:
@@ -240,6 +246,10 @@ def apply(
         click.echo(
             f"Apply complete (#{result.apply_id}): {result.created} created, {result.updated} updated, {result.deleted} deleted."
         )
+    if result.changed_providers and not no_validate:  # after the commit: a failed probe never undoes the apply
+        from reconciler.cli.providers import validate_after_apply
+
+        return validate_after_apply(engine, result.changed_providers, wait=wait_validation, timeout=validation_timeout)
     return 0
 
 

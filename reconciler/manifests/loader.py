@@ -273,6 +273,20 @@ def _resolve_files(m: Manifest, path: Path, problems: ProblemList) -> None:
         else:
             m.resolved["inputs"] = [files.normalize_input(v, "inputs") for v in m.spec.inputs]
         _check_run_inputs(m, problems)
+    elif m.kind == "Provider" and m.spec.api_key is not None:
+        _check_secret_ref(m, path, problems)
+
+
+def _check_secret_ref(m: Manifest, path: Path, problems: ProblemList) -> None:
+    """An api_key reference must be allowed; its value is not read here (validate needs no secrets)."""
+    from reconciler.providers.secrets import SecretRefError, check_reference
+
+    ref = m.spec.api_key.model_dump(exclude_none=True)
+    try:
+        check_reference(ref, path, m.root)
+    except SecretRefError as err:
+        field_path = ("spec", "api_key", err.field or next(iter(ref)))
+        problems.add(Problem(err.message, m.raw.where(field_path), m.title, ".".join(field_path), err.hint))
 
 
 def _schema_problems(m: Manifest) -> list[Problem]:

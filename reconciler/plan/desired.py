@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from reconciler.manifests.loader import Manifest, ManifestSet
@@ -28,7 +29,7 @@ def _essence(m: Manifest, fingerprint_secret: Any) -> tuple[dict[str, Any], dict
         api_key = None
         if s.api_key is not None:
             ref = s.api_key.model_dump(exclude_none=True)
-            secret = {"ref": ref, "manifest": m.raw.file, "root": str(m.root)}
+            secret = {"ref": ref, "manifest": str(Path(m.raw.file).resolve()), "root": str(m.root)}
             api_key = {"ref": s.api_key.describe(), "hmac": fingerprint_secret(ref, m)}
         return {"type": s.type, "base_url": s.base_url, "is_active": s.is_active, "api_key": api_key, "model_path": s.model_path}, secret
     if m.kind == "Agent":

@@ -2,14 +2,24 @@
 
 Plain text exists only in memory between resolving a reference and encrypting it; plans, history
 and logs carry only the reference and an HMAC, so a plan can say a key changed without showing it.
+
+Which references may be read is limited, because manifests come from pull requests: an
+environment variable must match the allowlist (``$RECONCILER_ALLOWED_SECRET_ENV``), and a file must
+stay inside the manifests' root. Reconciler's own settings (the secret key, the database URL) can
+never be referenced.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import hmac
 import os
-from dataclasses import dataclass
+import re
+import stat
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from reconciler.errors import ReconcilerError
@@ -17,89 +27,252 @@ from reconciler.errors import ReconcilerError
 SECRET_KEY_ENV = "RECONCILER_SECRET_KEY"
 SECRET_KEY_FILE_ENV = "RECONCILER_SECRET_KEY_FILE"
 DEFAULT_KEY_FILE = Path(".reconciler") / "secret.key"
+ALLOWED_ENV_VAR = "RECONCILER_ALLOWED_SECRET_ENV"
+DEFAULT_ALLOWED_ENV = ("RECONCILER_*", "*_API_KEY")
+# Reconciler's own settings: a manifest must never be able to send these to a base_url.
+NEVER_ALLOWED_ENV = ("RECONCILER_SECRET_KEY*", "*DATABASE_URL*", "RECONCILER_ALLOW*")
+GENERATE_HINT = "generate one with: reconciler secrets generate-key"
+
+
+class SecretRefError(Exception):
+    """A reference that may not or cannot be read. ``field`` is ``from_env`` or ``from_file``."""
+
+    def __init__(self, message: str, hint: str = "", field: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.field = field
+
+
+# --- which references may be read -----------------------------------------------------------
+
+
+def allowed_env_patterns(environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """Glob patterns from $RECONCILER_ALLOWED_SECRET_ENV (comma or space separated), else the defaults."""
+    raw = (os.environ if environ is None else environ).get(ALLOWED_ENV_VAR, "")
+    patterns = tuple(p for p in re.split(r"[,\s]+", raw) if p)
+    return patterns or DEFAULT_ALLOWED_ENV
+
+
+def check_env_name(var: str, environ: Mapping[str, str] | None = None) -> None:
+    """Raise SecretRefError unless ``var`` may be read as a secret."""
+    if any(fnmatch.fnmatchcase(var, p) for p in NEVER_ALLOWED_ENV):
+        raise SecretRefError(
+            f"environment variable {var} is one of reconciler's own settings and cannot be used as an api_key",
+            hint="put the provider's key in a variable of its own, e.g. OPENAI_API_KEY",
+            field="from_env",
+        )
+    patterns = allowed_env_patterns(environ)
+    if not any(fnmatch.fnmatchcase(var, p) for p in patterns):
+        raise SecretRefError(
+            f"environment variable {var} is not allowed as a secret source (allowed: {', '.join(patterns)})",
+            hint=f"use a variable ending in _API_KEY or starting with RECONCILER_, or allow it: {ALLOWED_ENV_VAR}='{','.join((*patterns, var))}'",
+            field="from_env",
+        )
+
+
+def _secret_file(ref: str, manifest_file: Path, root: Path, must_exist: bool) -> Path:
+    from reconciler.manifests import files
+
+    target = (manifest_file.parent / ref).resolve()
+    if not files.outside_root_allowed():
+        root_resolved = root.resolve()
+        if target != root_resolved and root_resolved not in target.parents:
+            raise SecretRefError(
+                f"path {ref!r} resolves outside the manifests root {str(root)!r}",
+                hint=f"keep secret files under {root}, or set {files.ALLOW_OUTSIDE_ROOT_ENV}=1 if you trust these manifests",
+                field="from_file",
+            )
+    if must_exist:
+        try:
+            return files.resolve_within(root, manifest_file, ref)
+        except files.FileRefError as err:
+            raise SecretRefError(str(err), hint=err.hint, field="from_file") from None
+    return target
+
+
+def check_reference(ref: Mapping[str, str], manifest_file: Path, root: Path) -> None:
+    """What ``validate`` checks: the reference is allowed. Reads no value and needs no file yet."""
+    if "from_env" in ref:
+        check_env_name(ref["from_env"])
+    else:
+        _secret_file(ref["from_file"], manifest_file, root, must_exist=False)
+
+
+def read_reference(ref: Mapping[str, str], manifest_file: Path, root: Path) -> str:
+    """The plain value a ``{from_env}``/``{from_file}`` reference points at (surrounding blanks stripped)."""
+    if "from_env" in ref:
+        var = ref["from_env"]
+        check_env_name(var)
+        value = os.environ.get(var)
+        if value is None:
+            raise SecretRefError(f"environment variable {var} is not set", hint=f"export {var}=... before running reconciler", field="from_env")
+        if not value.strip():
+            raise SecretRefError(f"environment variable {var} is empty", hint=f"export {var}=... before running reconciler", field="from_env")
+        return value.strip()
+    path = _secret_file(ref["from_file"], manifest_file, root, must_exist=True)
+    try:
+        value = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SecretRefError(f"cannot read secret file {ref['from_file']!r}: {getattr(exc, 'strerror', None) or exc}", field="from_file") from None
+    if not value:
+        raise SecretRefError(f"secret file {ref['from_file']!r} is empty", field="from_file")
+    return value
+
+
+def describe_ref(ref: Mapping[str, str]) -> str:
+    return f"env:{ref['from_env']}" if "from_env" in ref else f"file:{ref.get('from_file')}"
+
+
+def resolve_secret(ref: dict[str, str], manifest_file: str, root: str, provider: str) -> str:
+    """``read_reference`` with errors that name the provider (used when applying a saved plan)."""
+    try:
+        return read_reference(ref, Path(manifest_file), Path(root))
+    except SecretRefError as err:
+        raise ReconcilerError(f"provider {provider!r}: api_key: {err.message}", hint=err.hint) from None
+
+
+# --- the key ring -----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class SecretBox:
-    """Encrypts, decrypts and fingerprints secrets with the configured Fernet key."""
+    """Encrypts with the newest key, decrypts with any (MultiFernet), fingerprints with the newest."""
 
-    key: bytes
+    keys: tuple[bytes, ...] = field(repr=False)
+    source: str = ""  # where the keys came from, for messages: "$RECONCILER_SECRET_KEY" or a path
+    path: Path | None = None  # the key file, when they came from one
+
+    @property
+    def key(self) -> bytes:
+        return self.keys[0]
 
     def _fernet(self):  # type: ignore[no-untyped-def]
-        from cryptography.fernet import Fernet
+        from cryptography.fernet import Fernet, MultiFernet
 
-        return Fernet(self.key)
+        return MultiFernet([Fernet(k) for k in self.keys])
 
     def encrypt(self, value: str) -> bytes:
         return self._fernet().encrypt(value.encode())
+
+    def can_decrypt(self, token: bytes) -> bool:
+        from cryptography.fernet import InvalidToken
+
+        try:
+            self._fernet().decrypt(token)
+        except (InvalidToken, TypeError, ValueError):
+            return False
+        return True
 
     def decrypt(self, token: bytes, provider: str = "") -> str:
         from cryptography.fernet import InvalidToken
 
         try:
             return self._fernet().decrypt(token).decode()
-        except InvalidToken:
-            raise ReconcilerError(
-                f"cannot decrypt the API key of provider {provider!r}: it was encrypted under another key",
-                hint=f"set {SECRET_KEY_ENV} (or the key file) to the key used when it was applied",
-            ) from None
+        except (InvalidToken, TypeError, ValueError, UnicodeDecodeError):
+            raise undecryptable([provider], self.source) from None
 
     def fingerprint(self, value: str) -> str:
         mac_key = hashlib.sha256(b"reconciler-secret-fingerprint:" + self.key).digest()
         return "hmac-sha256:" + hmac.new(mac_key, value.encode(), hashlib.sha256).hexdigest()
 
 
+def undecryptable(providers: list[str], source: str) -> ReconcilerError:
+    names = ", ".join(repr(p) for p in providers)
+    plural = "s" if len(providers) != 1 else ""
+    return ReconcilerError(
+        f"cannot decrypt the stored API key{plural} of provider{plural} {names} with the secret key from {source}: "
+        "the database was encrypted under another key",
+        hint=f"set {SECRET_KEY_ENV} (or {SECRET_KEY_FILE_ENV}) to the key used when they were applied; "
+        "if that key is lost, run `reconciler secrets forget --undecryptable` and apply again",
+    )
+
+
+def generate_key() -> str:
+    from cryptography.fernet import Fernet
+
+    return Fernet.generate_key().decode()
+
+
 def key_file_path() -> Path:
     return Path(os.environ.get(SECRET_KEY_FILE_ENV) or DEFAULT_KEY_FILE)
 
 
-def load_secret_box(create: bool = True) -> SecretBox:
-    """The key from $RECONCILER_SECRET_KEY, else the key file (created 0600 on first use)."""
+def _parse_keys(text: str, source: str) -> tuple[bytes, ...]:
     from cryptography.fernet import Fernet
 
+    keys = []
+    lines = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    for i, token in enumerate(t for t in re.split(r"[,\s]+", lines) if t):
+        try:
+            Fernet(token.encode())
+        except (ValueError, TypeError):
+            raise ReconcilerError(f"key #{i + 1} in {source} is not a valid Fernet key (32 url-safe base64-encoded bytes)", hint=GENERATE_HINT) from None
+        keys.append(token.encode())
+    if not keys:
+        raise ReconcilerError(f"{source} holds no key", hint=GENERATE_HINT)
+    return tuple(keys)
+
+
+def _read_key_file(path: Path) -> str:
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise ReconcilerError(f"cannot read secret key file {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ReconcilerError(f"secret key file {path} is not a regular file", hint=f"point {SECRET_KEY_FILE_ENV} at the key file")
+    if os.name == "posix" and st.st_mode & 0o077:
+        raise ReconcilerError(
+            f"secret key file {path} is accessible by other users (mode {stat.S_IMODE(st.st_mode):04o}); refusing to use it",
+            hint=f"chmod 600 {path}",
+        )
+    try:
+        return path.read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ReconcilerError(f"cannot read secret key file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+
+
+def load_secret_box(create: bool = True, needed_for: str = "") -> SecretBox:
+    """The keys from $RECONCILER_SECRET_KEY (comma-separated, newest first), else the key file
+    (one key a line, newest first; created 0600 on first use when ``create``)."""
     env = os.environ.get(SECRET_KEY_ENV)
-    if env:
-        key = env.strip().encode()
-    else:
-        path = key_file_path()
-        if not path.exists():
-            if not create:
-                raise ReconcilerError(f"no secret key: {SECRET_KEY_ENV} is not set and {path} does not exist")
+    if env and env.strip():
+        source = f"${SECRET_KEY_ENV}"
+        return SecretBox(_parse_keys(env, source), source)
+    path = key_file_path()
+    if not path.exists() and not path.is_symlink():
+        if not create:
+            raise ReconcilerError(
+                f"no secret key: {SECRET_KEY_ENV} is not set and {path} does not exist" + (f"; {needed_for}" if needed_for else ""),
+                hint=f"set {SECRET_KEY_ENV} or {SECRET_KEY_FILE_ENV} to the key used when the API keys were applied",
+            )
+        try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(Fernet.generate_key())
-        try:
-            key = path.read_bytes().strip()
+        except FileExistsError:
+            pass  # another process created it just now
         except OSError as exc:
-            raise ReconcilerError(f"cannot read secret key file {path}: {exc.strerror}") from None
+            raise ReconcilerError(f"cannot create secret key file {path}: {exc.strerror}") from None
+        else:
+            with os.fdopen(fd, "w", encoding="ascii") as fh:
+                fh.write(generate_key() + "\n")
+    return SecretBox(_parse_keys(_read_key_file(path), str(path)), str(path), path)
+
+
+def write_key_file(path: Path, keys: tuple[bytes, ...]) -> None:
+    """Replace the key file atomically with ``keys`` (newest first), mode 0600."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     try:
-        Fernet(key)
-    except (ValueError, TypeError):
-        raise ReconcilerError(
-            "the secret key is not a valid Fernet key",
-            hint="generate one with: python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'",
-        ) from None
-    return SecretBox(key)
-
-
-def resolve_secret(ref: dict[str, str], manifest_file: str, root: str, provider: str) -> str:
-    """The plain value a ``{from_env}``/``{from_file}`` reference points at."""
-    from reconciler.manifests import files
-
-    if "from_env" in ref:
-        var = ref["from_env"]
-        value = os.environ.get(var)
-        if value is None:
-            raise ReconcilerError(
-                f"provider {provider!r}: environment variable {var} is not set",
-                hint=f"export {var}=... before running reconciler",
-            )
-        return value.strip()
-    try:
-        path = files.resolve_within(Path(root), Path(manifest_file), ref["from_file"])
-        return path.read_text(encoding="utf-8").strip()
-    except files.FileRefError as err:
-        raise ReconcilerError(f"provider {provider!r}: api_key: {err}", hint=err.hint) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ReconcilerError(f"provider {provider!r}: cannot read api_key file: {exc}") from None
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as fh:
+            fh.write("".join(k.decode() + "\n" for k in keys))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise

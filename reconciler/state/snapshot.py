@@ -37,6 +37,8 @@ class ActualResource:
     annotations: dict[str, str] = field(default_factory=dict)
     apply_id: int | None = None
     secret_digest: str | None = None  # digest of the ciphertext in the database now
+    # the ciphertext itself, so a plan can check it decrypts under the configured key; never rendered
+    secret_ciphertext: bytes | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,8 @@ class StateSnapshot:
 
 
 def ciphertext_digest(token: bytes | None) -> str | None:
-    return None if token is None else "sha256:" + hashlib.sha256(token).hexdigest()
+    """SHA-256 hex of a stored ciphertext (64 characters: it fits reconciler_resources.secret_digest)."""
+    return None if token is None else hashlib.sha256(token).hexdigest()
 
 
 def fingerprint_of(resources: dict[ResourceKey, ActualResource]) -> str:
@@ -93,7 +96,9 @@ def read_snapshot(conn: Connection) -> StateSnapshot:
 
     resources: dict[ResourceKey, ActualResource] = {}
 
-    def add(kind: str, name: str, row_id: str, essence: dict[str, Any], secret_digest: str | None = None) -> None:
+    def add(
+        kind: str, name: str, row_id: str, essence: dict[str, Any], secret_digest: str | None = None, ciphertext: bytes | None = None
+    ) -> None:
         book = by_row.get((kind, row_id))
         if book is not None:
             name = book.name
@@ -119,6 +124,7 @@ def read_snapshot(conn: Connection) -> StateSnapshot:
             annotations=(book.annotations or {}) if book is not None else {},
             apply_id=book.apply_id if book is not None else None,
             secret_digest=secret_digest,
+            secret_ciphertext=ciphertext,
         )
 
     p = LLMProvider.__table__.c
@@ -137,6 +143,7 @@ def read_snapshot(conn: Connection) -> StateSnapshot:
                 "api_key": None if digest is None else {"hmac": None, "digest": digest},
             },
             digest,
+            row.api_key_encrypted,
         )
     t = TaskConfig.__table__.c
     task_names: dict[Any, str] = {}

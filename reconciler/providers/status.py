@@ -1,0 +1,173 @@
+"""Validate providers stored in the database and record the outcome.
+
+``validation_status`` goes pending -> validating -> connected | error, with ``validation_error`` and
+``validated_at``; every change is emitted on ``provider_events`` (or the bus given). A result is
+only written if the provider was not changed meanwhile (an apply wins over a probe of old settings).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import Engine, Table, select, update
+
+from reconciler.errors import ReconcilerError
+from reconciler.providers.events import EventBus, provider_events, validation_event
+from reconciler.providers.validation import DEFAULT_TIMEOUT, ProviderTarget, ValidationResult
+from reconciler.state.tables import LLMProvider, ManagedResource, utcnow
+
+_PROVIDERS = cast(Table, LLMProvider.__table__)
+_BOOKKEEPING = cast(Table, ManagedResource.__table__)
+
+
+@dataclass(frozen=True)
+class StoredProvider:
+    id: uuid.UUID
+    name: str
+    type: str
+    base_url: str | None
+    is_active: bool
+    updated_at: datetime | None
+    model_path: str | None = None
+    api_key_encrypted: bytes | None = field(default=None, repr=False)
+
+
+def load_providers(engine: Engine, names: Sequence[str] | None = None) -> list[StoredProvider]:
+    """Provider rows (all, or the named ones: an unknown name is an error)."""
+    p = _PROVIDERS.c
+    b = _BOOKKEEPING.c
+    with engine.connect() as conn:
+        model_paths = {
+            str(r.row_id): (r.applied or {}).get("model_path")
+            for r in conn.execute(select(b.row_id, b.applied).where(b.kind == "Provider"))
+        }
+        rows = conn.execute(
+            select(p.id, p.name, p.type, p.base_url, p.is_active, p.updated_at, p.api_key_encrypted).order_by(p.name)
+        ).all()
+    providers = [
+        StoredProvider(r.id, r.name, r.type, r.base_url, bool(r.is_active), r.updated_at, model_paths.get(str(r.id)), r.api_key_encrypted)
+        for r in rows
+    ]
+    if names is None:
+        return providers
+    by_name = {sp.name: sp for sp in providers}
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        raise ReconcilerError(
+            f"no provider named {', '.join(repr(n) for n in missing)} in the database",
+            hint="list them with `reconciler get providers`",
+        )
+    return [by_name[n] for n in dict.fromkeys(names)]
+
+
+def targets_for(providers: Sequence[StoredProvider]) -> list[ProviderTarget]:
+    """Decrypt the keys the probes need; refuse (naming every provider) if any cannot be decrypted."""
+    encrypted = [sp for sp in providers if sp.api_key_encrypted is not None]
+    keys: dict[str, str] = {}
+    if encrypted:
+        from reconciler.providers.secrets import load_secret_box, undecryptable
+
+        box = load_secret_box(
+            create=False, needed_for=f"it is needed to decrypt the API keys of {', '.join(repr(sp.name) for sp in encrypted)}"
+        )
+        bad = []
+        for sp in encrypted:
+            assert sp.api_key_encrypted is not None
+            try:
+                keys[sp.name] = box.decrypt(sp.api_key_encrypted, sp.name)
+            except ReconcilerError:
+                bad.append(sp.name)
+        if bad:
+            raise undecryptable(bad, box.source)
+    return [ProviderTarget(sp.name, sp.type, sp.base_url, keys.get(sp.name), sp.model_path) for sp in providers]
+
+
+def _set_status(engine: Engine, sp: StoredProvider, status: str, error: str | None, at: datetime | None) -> bool:
+    """Store an outcome unless the provider changed meanwhile: an apply that changes its type,
+    base_url or key resets it to pending (and validates it again), so this older result is dropped."""
+    p = _PROVIDERS
+    with engine.begin() as conn:
+        result = conn.execute(
+            update(p)
+            .where(
+                p.c.id == sp.id,
+                p.c.validation_status == "validating",
+                p.c.type == sp.type,
+                p.c.base_url.is_not_distinct_from(sp.base_url),
+            )
+            .values(validation_status=status, validation_error=error, validated_at=at)
+        )
+        return bool(result.rowcount)
+
+
+async def check_providers_async(
+    engine: Engine,
+    providers: Sequence[StoredProvider],
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    bus: EventBus | None = None,
+) -> list[ValidationResult]:
+    """Mark ``providers`` validating, probe them concurrently, store and announce each outcome."""
+    from reconciler.providers.validation import validate_all
+
+    bus = bus or provider_events
+    targets = targets_for(providers)  # before anything is written: a bad key changes nothing
+    by_name = {sp.name: sp for sp in providers}
+    p = _PROVIDERS
+    with engine.begin() as conn:
+        conn.execute(
+            update(p)
+            .where(p.c.id.in_([sp.id for sp in providers]))
+            .values(validation_status="validating", validation_error=None)
+        )
+    for sp in providers:
+        bus.emit(validation_event(sp.name, str(sp.id), "validating", type=sp.type))
+    done: set[str] = set()
+
+    def store(result: ValidationResult) -> None:
+        sp = by_name[result.name]
+        at = utcnow()
+        current = _set_status(engine, sp, result.status, result.error, at)
+        done.add(result.name)
+        extra: dict[str, Any] = {"type": sp.type, "models": list(result.models), "elapsed_ms": round(result.elapsed * 1000)}
+        if not current:
+            extra["stale"] = True  # the provider changed while it was probed; the result was not stored
+        bus.emit(validation_event(sp.name, str(sp.id), result.status, result.error, at, **extra))
+
+    try:
+        return await validate_all(targets, timeout=timeout, on_result=store)
+    finally:
+        for sp in providers:
+            if sp.name not in done:  # interrupted: do not leave a provider "validating" forever
+                _set_status(engine, sp, "pending", None, None)
+                bus.emit(validation_event(sp.name, str(sp.id), "pending", type=sp.type))
+
+
+def check_providers(
+    engine: Engine,
+    names: Sequence[str] | None = None,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    skip_inactive: bool | None = None,
+    bus: EventBus | None = None,
+) -> list[ValidationResult]:
+    """Validate the named providers (default: every active one) and store the outcome."""
+    providers = load_providers(engine, names)
+    if skip_inactive if skip_inactive is not None else names is None:
+        providers = [sp for sp in providers if sp.is_active]
+    if not providers:
+        return []
+    return asyncio.run(check_providers_async(engine, providers, timeout=timeout, bus=bus))
+
+
+def list_models(engine: Engine, name: str, *, timeout: float = DEFAULT_TIMEOUT) -> ValidationResult:
+    """The models provider ``name`` serves (a probe that writes nothing)."""
+    from reconciler.providers.validation import validate_provider
+
+    (target,) = targets_for(load_providers(engine, [name]))
+    return asyncio.run(validate_provider(target, timeout=timeout))

@@ -1,0 +1,160 @@
+"""Secret references, the key ring and the HMAC (reconciler.providers.secrets)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from cryptography.fernet import Fernet
+
+from reconciler.errors import ReconcilerError
+from reconciler.providers.secrets import (
+    ALLOWED_ENV_VAR,
+    SECRET_KEY_ENV,
+    SECRET_KEY_FILE_ENV,
+    SecretBox,
+    SecretRefError,
+    check_env_name,
+    check_reference,
+    load_secret_box,
+    read_reference,
+)
+
+
+@pytest.mark.parametrize(
+    ("var", "patterns", "allowed"),
+    [
+        ("OPENAI_API_KEY", None, True),
+        ("RECONCILER_OPENAI", None, True),
+        ("AWS_SECRET_ACCESS_KEY", None, False),
+        ("HOME", None, False),
+        ("openai_api_key", None, False),
+        ("RECONCILER_SECRET_KEY", None, False),
+        ("RECONCILER_SECRET_KEY_FILE", None, False),
+        ("RECONCILER_DATABASE_URL", None, False),
+        ("RECONCILER_ALLOWED_SECRET_ENV", None, False),
+        ("OPENAI_TOKEN", "OPENAI_*", True),
+        ("OPENAI_API_KEY", "OPENAI_TOKEN", False),
+        ("VAULT_X", "OPENAI_*, VAULT_?", True),
+        ("RECONCILER_SECRET_KEY", "*", False),
+        ("DATABASE_URL", "*", False),
+    ],
+    ids=lambda v: str(v),
+)
+def test_env_allowlist(var: str, patterns: str | None, allowed: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    if patterns is not None:
+        monkeypatch.setenv(ALLOWED_ENV_VAR, patterns)
+    if allowed:
+        check_env_name(var)
+    else:
+        with pytest.raises(SecretRefError) as err:
+            check_env_name(var)
+        assert err.value.field == "from_env" and var in err.value.message
+
+
+def test_validate_does_not_read_the_value(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("MISSING_API_KEY", raising=False)
+    check_reference({"from_env": "MISSING_API_KEY"}, tmp_path / "p.yaml", tmp_path)  # unset is fine at validate
+    check_reference({"from_file": "secrets/not-yet.key"}, tmp_path / "p.yaml", tmp_path)  # so is a missing file
+    with pytest.raises(SecretRefError, match="resolves outside the manifests root"):
+        check_reference({"from_file": "../outside.key"}, tmp_path / "p.yaml", tmp_path)
+
+
+def test_read_reference(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "openai.key").write_text("sk-from-file\n")
+    (tmp_path / "empty.key").write_text("\n")
+    monkeypatch.setenv("OPENAI_API_KEY", "  sk-from-env\n")
+    manifest = tmp_path / "p.yaml"
+    assert read_reference({"from_env": "OPENAI_API_KEY"}, manifest, tmp_path) == "sk-from-env"
+    assert read_reference({"from_file": "secrets/openai.key"}, manifest, tmp_path) == "sk-from-file"
+    monkeypatch.delenv("OPENAI_API_KEY")
+    for ref, message in [
+        ({"from_env": "OPENAI_API_KEY"}, "environment variable OPENAI_API_KEY is not set"),
+        ({"from_file": "secrets/none.key"}, "file 'secrets/none.key' does not exist"),
+        ({"from_file": "empty.key"}, "secret file 'empty.key' is empty"),
+    ]:
+        with pytest.raises(SecretRefError) as err:
+            read_reference(ref, manifest, tmp_path)
+        assert err.value.message.startswith(message)
+
+
+def test_key_file_created_0600_and_reused() -> None:
+    box = load_secret_box()
+    path = Path(".reconciler/secret.key")
+    assert (path.stat().st_mode & 0o777, box.path, box.source) == (0o600, path, str(path))
+    assert load_secret_box().keys == box.keys
+    assert "keys" not in repr(box) or box.keys[0].decode() not in repr(box)
+
+
+def test_missing_key_without_create_is_an_error() -> None:
+    with pytest.raises(ReconcilerError, match="no secret key: RECONCILER_SECRET_KEY is not set and .reconciler/secret.key does not exist"):
+        load_secret_box(create=False)
+    assert not Path(".reconciler").exists()
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660])
+def test_loose_key_file_is_refused(mode: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = Path("k.key")
+    path.write_text(Fernet.generate_key().decode())
+    path.chmod(mode)
+    monkeypatch.setenv(SECRET_KEY_FILE_ENV, str(path))
+    with pytest.raises(ReconcilerError) as err:
+        load_secret_box()
+    assert str(err.value) == f"error: secret key file k.key is accessible by other users (mode {mode:04o}); refusing to use it\n  hint: chmod 600 k.key"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [("not a key\n", "key #1 in k.key is not a valid Fernet key"), ("# only a comment\n\n", "k.key holds no key"), (None, "k.key is not a regular file")],
+    ids=["garbage", "empty", "directory"],
+)
+def test_unusable_key_file(content: str | None, message: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = Path("k.key")
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_text(content)
+        path.chmod(0o600)
+    monkeypatch.setenv(SECRET_KEY_FILE_ENV, str(path))
+    with pytest.raises(ReconcilerError, match=message):
+        load_secret_box()
+
+
+def test_key_file_with_several_keys_and_comments(monkeypatch: pytest.MonkeyPatch) -> None:
+    new, old = Fernet.generate_key(), Fernet.generate_key()
+    path = Path("k.key")
+    path.write_text(f"# newest first\n{new.decode()}\n{old.decode()}\n")
+    path.chmod(0o600)
+    monkeypatch.setenv(SECRET_KEY_FILE_ENV, str(path))
+    box = load_secret_box()
+    assert box.keys == (new, old)
+    assert box.decrypt(Fernet(old).encrypt(b"v")) == "v"  # old keys still decrypt
+    assert Fernet(new).decrypt(box.encrypt("w")) == b"w"  # the newest encrypts
+
+
+def test_env_keys_win_over_the_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    a, b = Fernet.generate_key(), Fernet.generate_key()
+    monkeypatch.setenv(SECRET_KEY_ENV, f"{a.decode()}, {b.decode()}")
+    box = load_secret_box()
+    assert (box.keys, box.source, box.path) == ((a, b), "$RECONCILER_SECRET_KEY", None)
+    assert not Path(".reconciler").exists()
+    monkeypatch.setenv(SECRET_KEY_ENV, f"{a.decode()},nope")
+    with pytest.raises(ReconcilerError, match=r"key #2 in \$RECONCILER_SECRET_KEY is not a valid Fernet key"):
+        load_secret_box()
+
+
+def test_fingerprint_is_keyed_and_stable() -> None:
+    a, b = Fernet.generate_key(), Fernet.generate_key()
+    assert SecretBox((a,)).fingerprint("sk") == SecretBox((a, b)).fingerprint("sk")
+    assert SecretBox((a,)).fingerprint("sk") != SecretBox((b, a)).fingerprint("sk")
+    assert SecretBox((a,)).fingerprint("sk") != SecretBox((a,)).fingerprint("sk2")
+    assert SecretBox((a,)).fingerprint("sk").startswith("hmac-sha256:")
+
+
+def test_decrypt_under_another_key_names_the_provider() -> None:
+    token = Fernet(Fernet.generate_key()).encrypt(b"sk")
+    box = SecretBox((Fernet.generate_key(),), "$RECONCILER_SECRET_KEY")
+    assert not box.can_decrypt(token)
+    with pytest.raises(ReconcilerError, match="cannot decrypt the stored API key of provider 'openai-prod'"):
+        box.decrypt(token, "openai-prod")
