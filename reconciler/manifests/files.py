@@ -32,7 +32,7 @@ def outside_root_allowed() -> bool:
     return os.environ.get(ALLOW_OUTSIDE_ROOT_ENV, "").lower() in {"1", "true", "yes"}
 
 
-def resolve_within(root: Path, manifest_file: Path, relative: str) -> Path:
+def resolve_within(root: Path, manifest_file: Path, relative: str, must_exist: bool = True) -> Path:
     """Resolve ``relative`` against the manifest's directory; refuse paths that leave ``root``."""
     target = (manifest_file.parent / relative).resolve()
     if not outside_root_allowed():
@@ -42,6 +42,8 @@ def resolve_within(root: Path, manifest_file: Path, relative: str) -> Path:
                 f"path {relative!r} resolves outside the manifests root {str(root)!r}",
                 hint=f"keep referenced files under {root}, or set {ALLOW_OUTSIDE_ROOT_ENV}=1 if you trust these manifests",
             )
+    if not must_exist:
+        return target
     if not target.is_file():
         raise FileRefError(f"file {relative!r} does not exist (looked at {target})", hint="check the path; it is relative to the manifest file")
     if target.stat().st_size > MAX_REFERENCED_FILE_BYTES:

@@ -7,6 +7,8 @@ whose ciphertext was changed outside reconciler keep their bookkeeping, so their
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -85,9 +87,6 @@ def rotate_secrets(engine: Engine, *, keep_old: bool = False, lock_timeout: floa
     """Rotate to a new key. With a key file holding one key, a new key is generated and written
     first (so nothing is ever encrypted under a key that is not saved); with several keys, or
     with $RECONCILER_SECRET_KEY, the first key is the new one and the others are the old ones."""
-    from reconciler.state.db import translate_db_errors
-    from reconciler.state.lock import DEFAULT_LOCK_TIMEOUT, apply_lock
-
     box = load_secret_box(create=False, needed_for="there is nothing to rotate from")
     original = box.keys
     generated = False
@@ -103,12 +102,8 @@ def rotate_secrets(engine: Engine, *, keep_old: bool = False, lock_timeout: floa
         write_key_file(key_file, box.keys)
         generated = True
     try:
-        with apply_lock(engine, DEFAULT_LOCK_TIMEOUT if lock_timeout is None else lock_timeout, command="secrets rotate"):
-            with translate_db_errors(engine.url, "re-encrypting the API keys"):
-                with engine.connect() as conn:
-                    conn = conn.execution_options(sqlite_begin="IMMEDIATE")
-                    with conn.begin():
-                        names = reencrypt_all(conn, box)
+        with _locked_transaction(engine, "secrets rotate", lock_timeout) as conn:
+            names = reencrypt_all(conn, box)
     except BaseException:
         if generated and key_file is not None:
             write_key_file(key_file, original)  # nothing was committed under the new key
@@ -123,25 +118,32 @@ def rotate_secrets(engine: Engine, *, keep_old: bool = False, lock_timeout: floa
 def forget_undecryptable(engine: Engine, *, lock_timeout: float | None = None) -> tuple[str, ...]:
     """Clear stored API keys that no configured key can decrypt (their key is lost); the next
     apply encrypts them again from the manifests' references."""
-    from reconciler.state.db import translate_db_errors
-    from reconciler.state.lock import DEFAULT_LOCK_TIMEOUT, apply_lock
-
     box = load_secret_box(create=False)
     p = _PROVIDERS
     b = _BOOKKEEPING
-    with apply_lock(engine, DEFAULT_LOCK_TIMEOUT if lock_timeout is None else lock_timeout, command="secrets forget"):
-        with translate_db_errors(engine.url, "clearing undecryptable API keys"):
+    with _locked_transaction(engine, "secrets forget", lock_timeout) as conn:
+        rows = conn.execute(select(p.c.id, p.c.name, p.c.api_key_encrypted).where(p.c.api_key_encrypted.is_not(None))).all()
+        lost = [r for r in rows if not box.can_decrypt(r.api_key_encrypted)]
+        if lost:
+            ids = [r.id for r in lost]
+            conn.execute(
+                update(p)
+                .where(p.c.id.in_(ids))
+                .values(api_key_encrypted=None, validation_status="pending", validation_error=None, validated_at=None, updated_at=utcnow())
+            )
+            conn.execute(update(b).where(b.c.kind == "Provider", b.c.row_id.in_(ids)).values(secret_digest=None))
+    return tuple(sorted(r.name for r in lost))
+
+
+@contextlib.contextmanager
+def _locked_transaction(engine: Engine, command: str, lock_timeout: float | None) -> Iterator[Connection]:
+    """One write transaction under the apply lock, as apply itself runs."""
+    from reconciler.state.db import translate_db_errors
+    from reconciler.state.lock import DEFAULT_LOCK_TIMEOUT, apply_lock
+
+    with apply_lock(engine, DEFAULT_LOCK_TIMEOUT if lock_timeout is None else lock_timeout, command=command):
+        with translate_db_errors(engine.url, f"running {command}"):
             with engine.connect() as conn:
                 conn = conn.execution_options(sqlite_begin="IMMEDIATE")
                 with conn.begin():
-                    rows = conn.execute(select(p.c.id, p.c.name, p.c.api_key_encrypted).where(p.c.api_key_encrypted.is_not(None))).all()
-                    lost = [r for r in rows if not box.can_decrypt(r.api_key_encrypted)]
-                    if lost:
-                        ids = [r.id for r in lost]
-                        conn.execute(
-                            update(p)
-                            .where(p.c.id.in_(ids))
-                            .values(api_key_encrypted=None, validation_status="pending", validation_error=None, validated_at=None, updated_at=utcnow())
-                        )
-                        conn.execute(update(b).where(b.c.kind == "Provider", b.c.row_id.in_(ids)).values(secret_digest=None))
-    return tuple(sorted(r.name for r in lost))
+                    yield conn

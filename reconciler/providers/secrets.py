@@ -74,21 +74,10 @@ def check_env_name(var: str, environ: Mapping[str, str] | None = None) -> None:
 def _secret_file(ref: str, manifest_file: Path, root: Path, must_exist: bool) -> Path:
     from reconciler.manifests import files
 
-    target = (manifest_file.parent / ref).resolve()
-    if not files.outside_root_allowed():
-        root_resolved = root.resolve()
-        if target != root_resolved and root_resolved not in target.parents:
-            raise SecretRefError(
-                f"path {ref!r} resolves outside the manifests root {str(root)!r}",
-                hint=f"keep secret files under {root}, or set {files.ALLOW_OUTSIDE_ROOT_ENV}=1 if you trust these manifests",
-                field="from_file",
-            )
-    if must_exist:
-        try:
-            return files.resolve_within(root, manifest_file, ref)
-        except files.FileRefError as err:
-            raise SecretRefError(str(err), hint=err.hint, field="from_file") from None
-    return target
+    try:
+        return files.resolve_within(root, manifest_file, ref, must_exist=must_exist)
+    except files.FileRefError as err:
+        raise SecretRefError(str(err), hint=err.hint, field="from_file") from None
 
 
 def check_reference(ref: Mapping[str, str], manifest_file: Path, root: Path) -> None:
