@@ -54,8 +54,7 @@ class StateSnapshot:
 
 
 def ciphertext_digest(token: bytes | None) -> str | None:
-    """SHA-256 hex of a stored ciphertext (64 characters: it fits reconciler_resources.secret_digest)."""
-    return None if token is None else hashlib.sha256(token).hexdigest()
+    return None if token is None else "sha256:" + hashlib.sha256(token).hexdigest()
 
 
 def fingerprint_of(resources: dict[ResourceKey, ActualResource]) -> str:
