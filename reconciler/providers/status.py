@@ -32,7 +32,6 @@ class StoredProvider:
     type: str
     base_url: str | None
     is_active: bool
-    updated_at: datetime | None
     model_path: str | None = None
     api_key_encrypted: bytes | None = field(default=None, repr=False)
 
@@ -47,10 +46,10 @@ def load_providers(engine: Engine, names: Sequence[str] | None = None) -> list[S
             for r in conn.execute(select(b.row_id, b.applied).where(b.kind == "Provider"))
         }
         rows = conn.execute(
-            select(p.id, p.name, p.type, p.base_url, p.is_active, p.updated_at, p.api_key_encrypted).order_by(p.name)
+            select(p.id, p.name, p.type, p.base_url, p.is_active, p.api_key_encrypted).order_by(p.name)
         ).all()
     providers = [
-        StoredProvider(r.id, r.name, r.type, r.base_url, bool(r.is_active), r.updated_at, model_paths.get(str(r.id)), r.api_key_encrypted)
+        StoredProvider(r.id, r.name, r.type, r.base_url, bool(r.is_active), model_paths.get(str(r.id)), r.api_key_encrypted)
         for r in rows
     ]
     if names is None:
