@@ -62,15 +62,17 @@ def resolve_manifest_secrets(manifests: ManifestSet) -> dict[str, str]:
 
 
 def secret_box_for(manifests: ManifestSet, snapshot: StateSnapshot | None) -> SecretBox:
-    """The key ring for planning: it must decrypt the API keys already stored for the providers in
-    the manifests, or the HMAC comparison would claim every key changed (a wrong or lost key)."""
+    """The key ring for planning: it must decrypt the API keys reconciler itself stored for the
+    providers in the manifests, or the HMAC comparison would claim every key changed (a wrong or
+    lost key). A ciphertext written by someone else (the seed service, an edit outside reconciler)
+    is not checked: the plan shows it as changed and apply replaces it."""
     from reconciler.providers.secrets import load_secret_box, undecryptable
 
     wanted = {m.name for m in manifests.of_kind("Provider") if m.spec.api_key is not None}
     stored = {
         name: r.secret_ciphertext
         for (kind, name), r in (snapshot.resources.items() if snapshot is not None else ())
-        if kind == "Provider" and r.secret_ciphertext is not None
+        if kind == "Provider" and r.secret_ciphertext is not None and (r.essence.get("api_key") or {}).get("hmac")
     }
     box = load_secret_box(
         create=not stored,

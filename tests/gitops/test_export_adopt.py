@@ -53,8 +53,8 @@ def fill_like_the_seed_service(db_url: str) -> None:
 
 def test_export_then_plan_shows_no_changes_for_managed_rows(cli_run, write_manifests, db_url: str, tmp_path: Path) -> None:
     docs = config({"triage": 0.2, "summary": 0.4}, protected={"agent/triage"})
-    docs["providers.yaml"] = docs["providers.yaml"].replace("spec: {", "spec: {api_key: {from_env: OPENAI_KEY}, ")
-    env = {"OPENAI_KEY": "sk-very-secret", "RECONCILER_SECRET_KEY": SEED_KEY}
+    docs["providers.yaml"] = docs["providers.yaml"].replace("spec: {", "spec: {api_key: {from_env: OPENAI_API_KEY}, ")
+    env = {"OPENAI_API_KEY": "sk-very-secret", "RECONCILER_SECRET_KEY": SEED_KEY}
     root = write_manifests(docs)
     code, _, err = cli_run("apply", str(root), "--db", db_url, "--auto-approve", env=env)
     assert code == 0, err
@@ -65,7 +65,7 @@ def test_export_then_plan_shows_no_changes_for_managed_rows(cli_run, write_manif
     assert out == f"Exported 6 resources to {out_dir}/.\n"
     assert sorted(p.name for p in out_dir.iterdir()) == ["agents.yaml", "assignments.yaml", "providers.yaml", "tasks.yaml"]
     provider = yaml.safe_load((out_dir / "providers.yaml").read_text())
-    assert provider["spec"]["api_key"] == {"from_env": "OPENAI_KEY"}
+    assert provider["spec"]["api_key"] == {"from_env": "OPENAI_API_KEY"}
     agents = list(yaml.safe_load_all((out_dir / "agents.yaml").read_text()))
     assert agents[1]["metadata"] == {"name": "triage", "annotations": {"reconciler/prevent-destroy": "true"}}
     exported_text = "".join(p.read_text() for p in out_dir.iterdir())

@@ -259,3 +259,25 @@ def test_apply_imports_httpx_only_to_probe_a_server(tmp_path: Path, write_manife
     assert modules(write_manifests({"p.yaml": provider_doc("local", "llamacpp")}, "a")) == "[]"  # no changes
     both = docs(provider_doc("local", "llamacpp"), provider_doc("ollama-local", "ollama", ollama_srv.url))
     assert modules(write_manifests({"p.yaml": both}, "b")) == "['httpx']"
+
+
+def test_a_key_replaced_outside_reconciler_is_drift_not_an_error(cli_run, db_url, write_manifests, ollama_srv, openai_srv) -> None:
+    from sqlalchemy import create_engine, text
+
+    from reconciler.state.db import database_url
+
+    m = _manifests(write_manifests, ollama_srv.url, openai_srv.url)
+    cli_run("apply", m, "--db", db_url, "--auto-approve", "--no-validate", env=ENV)
+    foreign = Fernet(Fernet.generate_key()).encrypt(b"sk-someone-else")  # e.g. the seed service, with its own key
+    engine = create_engine(database_url(db_url))
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE llm_providers SET api_key_encrypted = :t WHERE name = 'openai-prod'"), {"t": foreign})
+    engine.dispose()
+    code, out, err = cli_run("plan", m, "--db", db_url, env=ENV)
+    assert (code, out) == (
+        0,
+        "  ~ provider openai-prod: api_key (sensitive value changed) (drift: changed outside reconciler since apply #1)\n\n"
+        "Plan: 0 to create, 1 to update, 0 to delete.\n",
+    ), err
+    assert cli_run("apply", m, "--db", db_url, "--auto-approve", "--wait-validation", env=ENV)[0] == 0
+    assert cli_run("plan", m, "--db", db_url, "--detailed-exitcode", env=ENV)[0] == 0
