@@ -23,7 +23,9 @@ FILE_NAMES = {"Provider": "providers.yaml", "Task": "tasks.yaml", "Agent": "agen
 
 @functools.cache
 def _valid_name() -> re.Pattern[str]:
-    from reconciler.manifests.models import NAME_PATTERN  # imports pydantic: only when exporting
+    from reconciler.manifests.models import (
+        NAME_PATTERN,  # imports pydantic: only when exporting
+    )
 
     return re.compile(NAME_PATTERN)
 

@@ -294,7 +294,8 @@ def run_watch(config: WatchConfig, emit: Callable[[ReconcileEvent], None], stop:
         git_dir, deferred = git_dir_of(config.paths[0]), False
         wake_ms = max(50, int(min(config.interval, 5.0) * 1000))
         for changes in watchfiles.watch(
-            *config.paths, debounce=config.debounce_ms, stop_event=stop, rust_timeout=wake_ms,
+            # a batch ends after 200 ms without changes (watchfiles' 50 ms splits a slow `git pull`)
+            *config.paths, debounce=config.debounce_ms, step=min(200, config.debounce_ms), stop_event=stop, rust_timeout=wake_ms,
             yield_on_timeout=True, raise_interrupt=False,
         ):
             if stop.is_set():
