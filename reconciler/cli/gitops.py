@@ -52,9 +52,11 @@ def drift(paths: tuple[str, ...], db: str | None, as_json: bool, detailed_exitco
 @click.option("--lock-timeout", type=float, default=10.0, show_default=True, help="Seconds to wait for another apply.")
 @click.option("--allow-mass-delete", is_flag=True, help="Allow reconciles that delete more than half of the managed resources.")
 @click.option("--once", is_flag=True, help="Reconcile once and exit (cron; exit 1 if it failed).")
+@click.option("--no-validate", is_flag=True, help="Do not probe created or changed providers after each apply.")
+@click.option("--validation-timeout", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True, help="Seconds each provider may take to answer.")
 def watch(
     paths: tuple[str, ...], db: str | None, interval: float, self_heal: bool, as_json: bool, debounce_ms: int,
-    lock_timeout: float, allow_mass_delete: bool, once: bool,
+    lock_timeout: float, allow_mass_delete: bool, once: bool, no_validate: bool, validation_timeout: float,
 ) -> int:
     """Keep the database equal to the manifests: apply on every change, check for drift on an interval.
 
@@ -85,7 +87,9 @@ def watch(
 
     previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        config = WatchConfig(tuple(paths), db, interval, self_heal, debounce_ms, lock_timeout, allow_mass_delete)
+        config = WatchConfig(
+            tuple(paths), db, interval, self_heal, debounce_ms, lock_timeout, allow_mass_delete, not no_validate, validation_timeout
+        )
         if not as_json and not once:
             mode = "self-heal" if self_heal else "report-only"
             click.echo(f"Watching {', '.join(paths)} (drift check every {interval:g} s, {mode}); Ctrl-C stops.")

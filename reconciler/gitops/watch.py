@@ -40,6 +40,8 @@ class WatchConfig:
     debounce_ms: int = 1600
     lock_timeout: float = 10.0
     allow_mass_delete: bool = False
+    validate_providers: bool = True  # probe created/changed providers after each apply, as `apply` does
+    validation_timeout: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -176,6 +178,20 @@ class Watcher:
         self.statuses = now
         return changes
 
+    def _validate(self, engine: Engine, names: tuple[str, ...]) -> tuple[Problem, ...]:
+        """Probe the providers an apply created or changed, after the commit: an unreachable
+        provider is a status (failed) and a warning, never a failed reconcile."""
+        if not names or not self.config.validate_providers:
+            return ()
+        from reconciler.providers.status import check_providers
+
+        try:
+            check_providers(engine, list(names), timeout=self.config.validation_timeout, skip_inactive=True)
+        except Exception as exc:  # noqa: BLE001 - validation is advisory here
+            text = "; ".join(p.message for p in exc.problems) if isinstance(exc, ReconcilerError) else f"{type(exc).__name__}: {exc}"
+            return (Problem(f"provider validation skipped: {text}", severity="warning"),)
+        return ()
+
     def _failed(self, trigger: str, started: float, exc: BaseException, files: tuple[str, ...]) -> ReconcileEvent:
         if isinstance(exc, ReconcilerError):
             problems = tuple(exc.problems)
@@ -214,6 +230,7 @@ class Watcher:
                 guards = GuardOptions(allow_mass_delete=self.config.allow_mass_delete)
                 plan = compute_plan(manifests, snapshot, prune=True, sources=paths, git=git, guards=guards)
                 result = None if plan.is_empty else run_apply(engine, plan, apply_meta("watch", paths, git))
+            warnings = self._validate(engine, result.changed_providers if result is not None else ())
             statuses = self._provider_changes(engine)
         except Exception as exc:  # noqa: BLE001 - the loop must outlive any single reconcile
             return self._failed(trigger, started, exc, files)
@@ -222,7 +239,7 @@ class Watcher:
             return ReconcileEvent(trigger, "in-sync", _ms(started), drift=drift, provider_status=statuses, files=files, git=git)
         return ReconcileEvent(
             trigger, "applied", _ms(started), apply_id=result.apply_id, summary=plan.summary(), changes=_change_lines(plan),
-            drift=drift, provider_status=statuses, files=files, git=git,
+            drift=drift, errors=warnings, provider_status=statuses, files=files, git=git,
         )
 
     def check(self) -> ReconcileEvent:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -51,7 +54,7 @@ def test_watch_applies_heals_survives_bad_manifests_and_stops_on_sigterm(write_m
 @pytest.mark.slow
 def test_watch_report_only_reports_drift_and_leaves_it(write_manifests, sqlite_url: str, tmp_path: Path) -> None:
     root = write_manifests(config({"triage": 0.2}))
-    w = WatchProcess(str(root), "--db", sqlite_url, "--interval", "0.2", cwd=tmp_path)
+    w = WatchProcess(str(root), "--db", sqlite_url, "--interval", "0.2", "--no-validate", cwd=tmp_path)
     try:
         w.wait_for(_applied("startup"))
         sql(sqlite_url, "UPDATE agent_configs SET temperature = 1.5")
@@ -119,3 +122,38 @@ def test_watch_waits_for_a_git_operation_to_finish(git_repo, sqlite_url: str, tm
         assert done["git"]["subject"] == "first" and done["git"]["dirty"] is True
     finally:
         assert w.terminate() == 0
+
+
+class _OpenAIModels(BaseHTTPRequestHandler):
+    """Just enough of an OpenAI-compatible server for provider validation: GET /v1/models."""
+
+    def do_GET(self) -> None:
+        body = json.dumps({"object": "list", "data": [{"id": "m", "object": "model"}]}).encode()
+        self.send_response(200 if self.path == "/v1/models" else 404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.slow
+def test_watch_validates_changed_providers_and_survives_an_unreachable_one(write_manifests, sqlite_url: str, tmp_path: Path) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _OpenAIModels)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    docs = config({"triage": 0.2})  # its provider points at 127.0.0.1:9, where nothing listens
+    root = write_manifests(docs)
+    w = WatchProcess(str(root), "--db", sqlite_url, "--interval", "0.3", "--debounce", "200", "--validation-timeout", "5", cwd=tmp_path)
+    try:
+        w.wait_for(_applied("startup"))
+        live = docs["providers.yaml"].replace("http://127.0.0.1:9/v1", f"http://127.0.0.1:{server.server_port}/v1")
+        write_manifests({"providers.yaml": live})
+        moved = w.wait_for(lambda e: e["trigger"] == "files")
+        assert moved["outcome"] == "applied"
+        assert moved["provider_status"] == [{"name": "openai", "from": "error", "to": "connected", "error": None}]
+    finally:
+        code = w.terminate()
+        server.shutdown()
+    assert code == 0
