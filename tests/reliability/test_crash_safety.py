@@ -9,7 +9,7 @@ import pytest
 
 from tests.reliability.crash import run_crash_trials
 
-RESOURCES = int(os.environ.get("RELIABILITY_CRASH_RESOURCES", "1000"))
+RESOURCES = int(os.environ.get("RELIABILITY_CRASH_RESOURCES", "600"))
 TRIALS = int(os.environ.get("RELIABILITY_CRASH_TRIALS", "20"))
 
 
