@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from reconciler.manifests.yamlfile import SAFE_COMPOSE_DEPTH, may_nest_deeply
 
 from tests.reliability import fuzz
 from tests.reliability.hostile import COMMANDS, corpus, probe_corpus
@@ -79,3 +82,21 @@ def test_value_mutations_of_valid_manifests(tmp_path: Path, text: str) -> None:
     manifests = fuzz.load_checked(tmp_path, text)
     if manifests is not None:
         fuzz.plan_is_storable(manifests)
+
+
+NESTERS = {
+    "flow-seq": lambda d: "[" * d + "]" * d,
+    "flow-map": lambda d: "{a: " * d + "1" + "}" * d,
+    "flow-pairs": lambda d: "[a: " * d + "1" + "]" * d,
+    "block-seq": lambda d: "- " * d + "x\n",
+    "block-map": lambda d: "".join(" " * i + "k:\n" for i in range(d)) + " " * d + "v\n",
+    "seq-of-maps": lambda d: "".join(" " * (2 * i) + "- k:\n" for i in range(d // 2)) + " " * d + "v\n",
+}
+
+
+@settings(max_examples=60, deadline=None, database=None)
+@given(depth=st.integers(SAFE_COMPOSE_DEPTH + 1, 4 * SAFE_COMPOSE_DEPTH), style=st.sampled_from(sorted(NESTERS)), docs=st.integers(0, 3))
+def test_the_cheap_depth_bound_never_misses_deep_nesting(depth: int, style: str, docs: int) -> None:
+    """may_nest_deeply must flag every document libyaml would compose too deeply (or it could crash)."""
+    text = "a: 1\n---\n" * docs + NESTERS[style](depth)
+    assert may_nest_deeply(text)
