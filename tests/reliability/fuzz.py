@@ -15,7 +15,7 @@ from reconciler.manifests.loader import ManifestSet, load_manifests
 
 VALID_DOCUMENTS: list[dict[str, Any]] = [
     {"apiVersion": "reconciler/v1", "kind": "Provider", "metadata": {"name": "local", "labels": {"tier": "a"}},
-     "spec": {"type": "openai", "base_url": "http://127.0.0.1:1/v1", "api_key": {"from_env": "FUZZ_KEY"}}},
+     "spec": {"type": "openai", "base_url": "http://127.0.0.1:1/v1", "api_key": {"from_env": "FUZZ_API_KEY"}}},
     {"apiVersion": "reconciler/v1", "kind": "Agent", "metadata": {"name": "triage"},
      "spec": {"provider": "local", "model_name": "m", "system_prompt": "Classify.", "temperature": 0.2, "max_tokens": 64,
               "prices": {"input_per_mtok": 0.1, "output_per_mtok": 0.2}}},
@@ -136,7 +136,12 @@ def plan_is_storable(manifests: ManifestSet) -> None:
     from reconciler.state.snapshot import StateSnapshot
     from reconciler.workflow import compute_plan
 
-    plan = compute_plan(manifests, StateSnapshot.empty(), prune=True, sources=["fuzz"], git=None)
+    try:
+        plan = compute_plan(manifests, StateSnapshot.empty(), prune=True, sources=["fuzz"], git=None)
+    except ReconcilerError as exc:  # e.g. a secret's variable is not set: still a located message
+        for problem in exc.problems:
+            assert problem.location is not None and problem.location.line >= 1, problem.render()
+        return
     for render in RENDERERS.values():
         render(plan).encode("utf-8")
     json.dumps(plan.to_dict(), allow_nan=False).encode("utf-8")

@@ -30,7 +30,7 @@ CORPUS = corpus()
 
 @pytest.fixture(autouse=True)
 def _secret_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("FUZZ_KEY", "sk-fuzz")
+    monkeypatch.setenv("FUZZ_API_KEY", "sk-fuzz")
 
 
 def test_hostile_corpus_is_refused_with_a_located_message(tmp_path: Path) -> None:

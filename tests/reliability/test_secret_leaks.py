@@ -89,9 +89,9 @@ def test_no_command_output_or_leftover_file_holds_the_key(cli_run: Any, db_url: 
 
 
 def test_decrypting_with_the_wrong_key_fails_with_a_message(tmp_path: Path) -> None:
-    box = secrets.SecretBox(Fernet.generate_key())
+    box = secrets.SecretBox((Fernet.generate_key(),))
     token = box.encrypt("sk-wrong-key-test")
-    stranger = secrets.SecretBox(Fernet.generate_key())
+    stranger = secrets.SecretBox((Fernet.generate_key(),))
     with pytest.raises(secrets.ReconcilerError) as info:
         stranger.decrypt(token, "prod")
     assert "sk-wrong-key-test" not in str(info.value)
