@@ -25,7 +25,9 @@ from reconciler.state.tables import (
     TaskConfig,
 )
 
-_SKIPPED_COLUMNS = {"apply_id"}  # which apply last touched a row depends on the path taken
+# which apply last touched a row depends on the path taken; a provider's validation result is an
+# observation of the provider made after the apply's transaction, not configuration
+_SKIPPED_COLUMNS = {"apply_id", "validation_status", "validation_error"}
 
 
 def engine_for(url: str) -> Engine:
