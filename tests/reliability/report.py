@@ -160,7 +160,7 @@ def render(fig: dict[str, Any], args: argparse.Namespace) -> str:
         "",
         f"- Corpus: {h['cases']} hostile cases × validate/plan/apply = {h['invocations']} CLI runs in a child under a "
         f"1.5 GiB address-space limit; {h['refused_located']} refused with exit 1 and a located message, {h['accepted']} odd-but-legal "
-        f"runs succeeded; tracebacks, crashes or unlocated errors: {len(h['bad'])}. Slowest run {h['max_seconds']:.1f} s, peak memory {h['max_rss_mib']:.0f} MiB.",
+        f"runs succeeded; tracebacks, crashes or unlocated errors: {len(h['bad'])}. Slowest run {h['max_seconds']:.1f} s; peak memory {h['max_rss_mib']:.0f} MiB for the one child that ran them all.",
         f"- Fuzzing (hypothesis): {f['examples']} generated cases over {f['properties']} properties (random YAML, text mutations, "
         f"value mutations of a valid set); {'all passed' if f['passed'] else 'FAILED: ' + ' '.join(f['tail'])}.",
         "- Found and fixed while building this: libyaml's recursive composer crashed the process (SIGSEGV) on nesting",
