@@ -187,7 +187,7 @@ def rerender(args: argparse.Namespace) -> int:
             fresh.setdefault((sample.tool, sample.measure, sample.n), []).append(sample)
         merged.update(fresh)
     samples = [s for group in merged.values() for s in group]
-    _write_outputs(args, samples, saved["machine"], " and ".join(dict.fromkeys(commands)))
+    _write_outputs(args, samples, saved["machine"], " && ".join(dict.fromkeys(commands)))
     return 0
 
 

@@ -91,7 +91,7 @@ def sizes_of(table: dict[tuple[str, str, int], Median]) -> list[int]:
 def core_section(table: dict[tuple[str, str, int], Median], machine: dict[str, str], command: str) -> str:
     """Reconciler alone, both databases, every size; then the targets of issues 2 and 6."""
     lines = [
-        f"Measured with `{command}`. Wall-clock medians (CPU time user+system in brackets), peak RSS",
+        "Measured with " + " and ".join(f"`{c}`" for c in command.split(" && ")) + ". Wall-clock medians (CPU time user+system in brackets), peak RSS",
         "is the largest over the repetitions. PostgreSQL is a throwaway local server (fsync off).",
         "",
         _machine_lines(machine),
