@@ -60,7 +60,9 @@ class Reconciler:
         return run_timed(argv, cwd=self._workdir, env=self._env, ok_codes=(2,) if expect_changes else (0,))
 
     def apply(self, config: Path) -> Timing:
-        argv = reconciler_argv("apply", str(config), "--db", self._db, "--auto-approve")
+        # --no-validate: the post-apply provider probe would call the (fictitious) provider endpoints;
+        # Terraform has no such step
+        argv = reconciler_argv("apply", str(config), "--db", self._db, "--auto-approve", "--no-validate")
         return run_timed(argv, cwd=self._workdir, env=self._env)
 
 
