@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert, update
+from sqlalchemy import Connection, Engine, delete, insert, update
 
 from reconciler.errors import Problem, ReconcilerError
 from reconciler.gitops.export import export_names, placeholder_env
@@ -118,7 +118,10 @@ def adopt(engine: Engine, selectors: list[str] | None, user: str) -> AdoptResult
                 books.append({"kind": r.kind, "name": name, "row_id": uuid.UUID(row_id), "applied": applied, "labels": {},
                               "annotations": {}, "secret_digest": r.secret_digest, "updated_at": now})
             apply_id = _record(conn, adoptions, user, now)
-            conn.execute(insert(ManagedResource.__table__), [{**b, "apply_id": apply_id} for b in books])
+            book = ManagedResource.__table__
+            for b in books:  # bookkeeping left by a managed row that was deleted outside reconciler
+                conn.execute(delete(book).where(book.c.kind == b["kind"], book.c.name == b["name"]))
+            conn.execute(insert(book), [{**b, "apply_id": apply_id} for b in books])
     return AdoptResult(apply_id, tuple(adoptions), tuple(managed))
 
 

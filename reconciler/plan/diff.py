@@ -118,6 +118,11 @@ def diff(
             Change(Action.DELETE, a.kind, a.name, row_id=a.row_id, labels=a.labels, annotations=a.annotations, reason="no longer in the manifests")
         )
 
+    for kind, name in sorted(actual.vanished):
+        if prune and (kind, name) not in desired and (kind, name) not in resources:
+            # its row was deleted outside reconciler and the manifests dropped it too: forget it
+            deletes[kind].append(Change(Action.DELETE, kind, name, reason="already deleted outside reconciler"))
+
     problems += _blocked_deletes(deleted, resources)
     if problems:
         raise ReconcilerError(problems)

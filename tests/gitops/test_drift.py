@@ -65,3 +65,15 @@ def test_drift_can_be_limited_to_the_resources_of_some_manifests(cli_run, write_
 
 def test_drift_on_a_database_that_does_not_exist_yet(cli_run, sqlite_url: str) -> None:
     assert cli_run("drift", "--db", sqlite_url, "--detailed-exitcode")[0] == 0
+
+
+def test_a_row_deleted_outside_reconciler_and_dropped_from_the_manifests_is_forgotten(cli_run, write_manifests, db_url: str) -> None:
+    root = write_manifests(config({"triage": 0.2, "summary": 0.5}))
+    assert cli_run("apply", str(root), "--db", db_url, "--auto-approve")[0] == 0
+    sql(db_url, "DELETE FROM agent_task_assignments WHERE agent_id = (SELECT id FROM agent_configs WHERE name = 'summary')")
+    write_manifests({"assignments.yaml": config({"triage": 0.2})["assignments.yaml"]})
+    code, out, _ = cli_run("plan", str(root), "--db", db_url, "--detailed-exitcode")
+    assert (code, out.splitlines()[0]) == (2, "  - assignment summary-classify")
+    assert cli_run("apply", str(root), "--db", db_url, "--auto-approve")[0] == 0
+    assert cli_run("drift", "--db", db_url, "--detailed-exitcode")[0] == 0
+    assert cli_run("plan", str(root), "--db", db_url, "--detailed-exitcode")[0] == 0
