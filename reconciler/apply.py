@@ -42,6 +42,7 @@ class ApplyResult:
     updated: int
     deleted: int
     changed_providers: tuple[str, ...]
+    runs_to_start: tuple[str, ...] = ()  # runs created or changed with trigger: on_apply
 
 
 SecretResolver = Callable[[Change], tuple[bytes, str]]  # change -> (ciphertext, hmac)
@@ -65,7 +66,11 @@ def execute_plan(engine: Engine, plan: Plan, meta: ApplyMeta, encrypt_secret: Se
             _write_changes(conn, plan, snapshot, apply_id, encrypt_secret)
     s = plan.summary()
     providers = tuple(c.name for c in plan.changes if c.kind == "Provider" and c.action is not Action.DELETE)
-    return ApplyResult(apply_id, s["create"], s["update"], s["delete"], providers)
+    runs = tuple(
+        c.name for c in plan.changes
+        if c.kind == "Run" and c.action is not Action.DELETE and (c.desired or {}).get("trigger") == "on_apply"
+    )
+    return ApplyResult(apply_id, s["create"], s["update"], s["delete"], providers, runs)
 
 
 def _record_history(conn: Connection, plan: Plan, meta: ApplyMeta, started: datetime) -> int:
@@ -114,6 +119,15 @@ def _row_values(kind: str, d: dict[str, Any], ids: dict[tuple[str, str], uuid.UU
         return {"description": d["description"], "response_schema": d["response_schema"], "is_active": d["is_active"]}
     if kind == "Assignment":
         return {"agent_id": ids[("Agent", d["agent"])], "task_id": ids[("Task", d["task"])], "is_active": d["is_active"]}
+    if kind == "Run":
+        spec = {k: v for k, v in d.items() if not k.startswith("_")}
+        spec["inputs"] = d.get("_inputs") or []
+        return {
+            "agent_assignment_id": ids[("Assignment", d["assignment"])],
+            "spec": spec,
+            "items_total": d["items"],
+            "status": "pending",
+        }
     raise ValueError(kind)
 
 

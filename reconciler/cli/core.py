@@ -246,11 +246,16 @@ def apply(
         click.echo(
             f"Apply complete (#{result.apply_id}): {result.created} created, {result.updated} updated, {result.deleted} deleted."
         )
+    code = 0
     if result.changed_providers and not no_validate:  # after the commit: a failed probe never undoes the apply
         from reconciler.cli.providers import validate_after_apply
 
-        return validate_after_apply(engine, result.changed_providers, wait=wait_validation, timeout=validation_timeout)
-    return 0
+        code = validate_after_apply(engine, result.changed_providers, wait=wait_validation, timeout=validation_timeout)
+    if result.runs_to_start:  # trigger: on_apply, started after the lock is released
+        from reconciler.cli.runs import start_triggered_runs
+
+        code = max(code, start_triggered_runs(engine, result.runs_to_start))
+    return code
 
 
 _GET_COLUMNS = {

@@ -66,8 +66,9 @@ class ManifestSet:
         return {m.key: m for m in self.manifests}
 
 
-def load_manifests(paths: list[str]) -> ManifestSet:
-    """Read, parse and validate manifests under ``paths``; raise ReconcilerError listing all problems."""
+def load_manifests(paths: list[str], *, external_refs: bool = False) -> ManifestSet:
+    """Read, parse and validate manifests under ``paths``; raise ReconcilerError listing all problems.
+    ``external_refs``: references may name resources that exist only in the database (``run FILE``)."""
     problems = ProblemList()
     found, path_problems = find_manifest_files(paths)
     for p in path_problems:
@@ -88,7 +89,7 @@ def load_manifests(paths: list[str]) -> ManifestSet:
                 declared.add(_declared_key(doc.data))
     if not found and not path_problems:
         problems.add(Problem("no manifest files given", hint="pass a directory or *.yaml files"))
-    _check_together(manifests, declared, problems)
+    _check_together(manifests, declared, problems, external_refs)
     if problems.errors:
         raise ReconcilerError(sorted(problems.items, key=_problem_order))
     return ManifestSet(tuple(manifests), tuple(problems.warnings), tuple(d for _, d in found))
@@ -338,7 +339,7 @@ def _declared_key(data: Any) -> ResourceKey:
     return (kind, name) if isinstance(kind, str) and isinstance(name, str) else ("", "")
 
 
-def _check_together(manifests: list[Manifest], declared: set[ResourceKey], problems: ProblemList) -> None:
+def _check_together(manifests: list[Manifest], declared: set[ResourceKey], problems: ProblemList, external_refs: bool = False) -> None:
     """Checks across documents: duplicate names, dangling references, duplicate assignment pairs."""
     first: dict[tuple[str, str], Manifest] = {}
     for m in manifests:
@@ -361,7 +362,7 @@ def _check_together(manifests: list[Manifest], declared: set[ResourceKey], probl
 
     def ref(m: Manifest, field_name: str, target_kind: str) -> None:
         value = getattr(m.spec, field_name)
-        if value not in names[target_kind]:
+        if value not in names[target_kind] and not external_refs:
             close = difflib.get_close_matches(value, sorted(names[target_kind]), n=1)
             problems.add(
                 Problem(

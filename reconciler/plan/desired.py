@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ class DesiredResource:
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
     secret_source: dict[str, Any] | None = None  # how apply re-resolves the secret (never the value)
+    payload: dict[str, Any] | None = None  # data apply writes but the diff does not compare (a run's inputs)
 
 
 def _essence(m: Manifest, fingerprint_secret: Any) -> tuple[dict[str, Any], dict[str, Any] | None]:
@@ -47,10 +50,35 @@ def _essence(m: Manifest, fingerprint_secret: Any) -> tuple[dict[str, Any], dict
         return {"description": s.description, "response_schema": m.resolved["response_schema"], "is_active": s.is_active}, None
     if m.kind == "Assignment":
         return {"agent": s.agent, "task": s.task, "is_active": s.is_active}, None
+    if m.kind == "Run":
+        return run_essence(m), None
     raise ValueError(f"no essence for kind {m.kind}")
 
 
-CONFIG_KINDS = ("Provider", "Agent", "Task", "Assignment")
+def inputs_digest(inputs: list[dict[str, Any]]) -> str:
+    text = json.dumps(inputs, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def run_essence(m: Manifest) -> dict[str, Any]:
+    """A run compares by the digest of its inputs; the inputs themselves travel in the payload."""
+    s = m.spec
+    inputs = m.resolved.get("inputs") or []
+    return {
+        "assignment": s.assignment,
+        "inputs_file": s.inputs_file,
+        "inputs_sha256": inputs_digest(inputs),
+        "items": len(inputs),
+        "prompt_template": s.prompt_template,
+        "concurrency": s.concurrency,
+        "max_retries": s.max_retries,
+        "timeout_seconds": s.timeout_seconds,
+        "expected": s.expected,
+        "trigger": s.trigger,
+    }
+
+
+CONFIG_KINDS = ("Provider", "Agent", "Task", "Assignment", "Run")
 
 
 def desired_state(manifests: ManifestSet, fingerprint_secret: Any = None) -> dict[ResourceKey, DesiredResource]:
@@ -61,5 +89,6 @@ def desired_state(manifests: ManifestSet, fingerprint_secret: Any = None) -> dic
         if m.kind not in CONFIG_KINDS:
             continue
         essence, secret = _essence(m, fingerprint_secret)
-        out[m.key] = DesiredResource(m.kind, m.name, essence, str(m.location), m.labels, m.annotations, secret)
+        payload = {"inputs": m.resolved.get("inputs") or []} if m.kind == "Run" else None
+        out[m.key] = DesiredResource(m.kind, m.name, essence, str(m.location), m.labels, m.annotations, secret, payload)
     return out

@@ -59,7 +59,19 @@ def _desired_payload(d: DesiredResource) -> dict[str, Any]:
     payload = dict(d.essence)
     if d.secret_source is not None:
         payload["_secret_source"] = d.secret_source
+    for key, value in (d.payload or {}).items():
+        payload[f"_{key}"] = value
     return payload
+
+
+def _started_run(d: DesiredResource, a: ActualResource) -> Problem:
+    return Problem(
+        f"run {d.name!r} has already started, so its spec cannot change",
+        None,
+        f'Run "{d.name}"',
+        hint=f"a run is immutable once started: give the changed run a new name (e.g. {d.name}-2) at {d.source}; "
+        "the started run and its results stay as they are",
+    )
 
 
 def diff(
@@ -72,8 +84,8 @@ def diff(
 ) -> Plan:
     """The plan that makes ``actual`` equal ``desired``; raises ReconcilerError when it cannot."""
     problems: list[Problem] = []
-    upserts: dict[str, list[Change]] = {k: [] for k in ("Provider", "Task", "Agent", "Assignment")}
-    deletes: dict[str, list[Change]] = {k: [] for k in ("Provider", "Task", "Agent", "Assignment")}
+    upserts: dict[str, list[Change]] = {k: [] for k in ("Provider", "Task", "Agent", "Assignment", "Run")}
+    deletes: dict[str, list[Change]] = {k: [] for k in ("Provider", "Task", "Agent", "Assignment", "Run")}
     resources = actual.resources
 
     managed_pairs = {_pair_key(r.essence): r for r in resources.values() if r.kind == "Assignment" and r.managed}
@@ -95,6 +107,9 @@ def diff(
             )
             continue
         fields = diff_fields(d.kind, d.essence, a) + _metadata_changes(d, a)
+        if fields and d.kind == "Run" and a.essence.get("started"):
+            problems.append(_started_run(d, a))
+            continue
         if fields:
             upserts[d.kind].append(
                 Change(
@@ -107,6 +122,8 @@ def diff(
     unmanaged: list[UnmanagedResource] = []
     for key in sorted(resources):
         a = resources[key]
+        if a.kind == "Run":
+            continue  # runs are history: never pruned, never listed as unmanaged
         if not a.managed:
             if not (a.kind == "Assignment" and a.name in managed_pairs):
                 unmanaged.append(UnmanagedResource(a.kind, a.name))
@@ -128,7 +145,7 @@ def diff(
         raise ReconcilerError(problems)
     ordered = (
         upserts["Provider"] + upserts["Task"] + upserts["Agent"]
-        + deletes["Assignment"] + upserts["Assignment"]
+        + deletes["Assignment"] + upserts["Assignment"] + upserts["Run"]
         + deletes["Agent"] + deletes["Task"] + deletes["Provider"]
     )
     return Plan(

@@ -13,6 +13,7 @@ from reconciler.state.jsoncodec import canonical_bytes
 from reconciler.state.tables import (
     AgentConfig,
     AgentTaskAssignment,
+    AnalysisRun,
     LLMProvider,
     ManagedResource,
     TaskConfig,
@@ -172,6 +173,30 @@ def read_snapshot(conn: Connection) -> StateSnapshot:
     for row in conn.execute(select(s.id, s.agent_id, s.task_id, s.is_active)) if present(s.id.table) else []:
         agent, task = agent_names.get(row.agent_id), task_names.get(row.task_id)
         add("Assignment", f"{agent}+{task}", str(row.id), {"agent": agent, "task": task, "is_active": bool(row.is_active)})
+    if tables is None:  # a seed database has analysis_runs without our columns: runs are not managed there
+        _read_runs(conn, resources, managed)
     seen = {(r.kind, r.row_id) for r in resources.values() if r.managed}
     vanished = {key: m.apply_id for key, m in managed.items() if (m.kind, str(m.row_id)) not in seen}
     return StateSnapshot(resources, fingerprint_of(resources), vanished)
+
+
+def _read_runs(conn: Connection, resources: dict[ResourceKey, ActualResource], managed: dict[tuple[str, str], Any]) -> None:
+    """Named runs. A run's essence is what was applied, plus whether it started (then it is immutable)."""
+    r = AnalysisRun.__table__.c
+    for row in conn.execute(select(r.id, r.name, r.status).where(r.name.is_not(None))):
+        book = managed.get(("Run", row.name))
+        if book is not None and str(book.row_id) != str(row.id):
+            book = None
+        essence = dict(book.applied or {}) if book is not None else {}
+        essence["started"] = row.status != "pending"  # not the status itself: progress must not stale saved plans
+        resources[("Run", row.name)] = ActualResource(
+            kind="Run",
+            name=row.name,
+            row_id=str(row.id),
+            essence=essence,
+            managed=book is not None,
+            applied=book.applied if book is not None else None,
+            labels=(book.labels or {}) if book is not None else {},
+            annotations=(book.annotations or {}) if book is not None else {},
+            apply_id=book.apply_id if book is not None else None,
+        )

@@ -112,6 +112,8 @@ class AnalysisRun(Base):
     proposals_rejected: Mapped[int] = mapped_column(Integer, default=0)
     llm_tokens_used: Mapped[int] = mapped_column(Integer, default=0)
     cost_estimate: Mapped[float] = mapped_column(Float, default=0.0)
+    runner: Mapped[str | None] = mapped_column(String(255))  # host:pid executing it, so two never run at once
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
@@ -176,4 +178,5 @@ KIND_TABLES = {
     "Agent": AgentConfig.__table__,
     "Task": TaskConfig.__table__,
     "Assignment": AgentTaskAssignment.__table__,
+    "Run": AnalysisRun.__table__,
 }

@@ -1,0 +1,239 @@
+"""run, runs list/show/results, test: the execution side. Implementations are imported inside each
+command, so plan/apply/validate never import pydantic-ai."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from reconciler.cli import cli
+from reconciler.cli.core import db_option
+
+
+def _engine(db: str | None, create: bool = False) -> Any:
+    from reconciler.errors import ReconcilerError
+    from reconciler.state.db import open_engine
+
+    engine = open_engine(db, create=create)
+    if engine is None:
+        raise ReconcilerError("no state database yet", hint="apply manifests first: reconciler apply PATH")
+    return engine
+
+
+def _short(value: Any, limit: int = 48) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, sort_keys=True)
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _fmt_summary(s: Any) -> str:
+    acc = f", accuracy {s.accuracy:.0%}" if s.accuracy is not None else ""
+    return (
+        f"Run {s.name}: {s.status} — {s.items_succeeded}/{s.items_total} valid, {s.items_failed} failed"
+        + (f", {s.items_unfinished} unfinished" if s.items_unfinished else "")
+        + f"{acc}; tokens {s.input_tokens:,} in / {s.output_tokens:,} out; cost ${s.cost_estimate:.4f}; "
+        f"{s.elapsed_seconds:.1f} s; config sha256 {s.config_sha256[:12]}"
+    )
+
+
+class _Progress:
+    """A progress bar on a terminal (stderr), JSON lines with --json, else nothing until the end."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+        self.bar: Any = None
+        self.interactive = not as_json and sys.stderr.isatty()
+
+    def start(self, todo: int, total: int) -> None:
+        if self.as_json:
+            click.echo(json.dumps({"event": "start", "items": total, "todo": todo}))
+        elif self.interactive and todo:
+            self.bar = click.progressbar(length=todo, label=f"{todo} of {total} items", file=sys.stderr, show_pos=True, show_eta=True)
+            self.bar.__enter__()
+
+    def item(self, outcome: Any) -> None:
+        if self.as_json:
+            click.echo(json.dumps({"event": "item", **outcome.row()}, default=str, ensure_ascii=False))
+        elif self.bar is not None:
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+
+def _is_file(target: str) -> bool:
+    p = Path(target)
+    return p.suffix.lower() in {".yaml", ".yml"} or p.is_file()
+
+
+def execute_named(engine: Any, names: list[str], *, as_json: bool, concurrency: int | None = None, retry_failed: bool = False, table: bool = True) -> int:
+    from reconciler.runs.service import RunOptions, execute_run
+
+    code = 0
+    for name in names:
+        progress = _Progress(as_json)
+        try:
+            summary = execute_run(
+                engine, name, RunOptions(concurrency, retry_failed), on_item=progress.item, on_start=progress.start
+            )
+        finally:
+            progress.close()
+        if as_json:
+            click.echo(json.dumps({"event": "run", **summary.to_dict()}, default=str))
+        else:
+            if table:
+                _print_results(engine, name, "table")
+            click.echo(_fmt_summary(summary))
+            if summary.error:
+                click.echo(f"  {summary.error}", err=True)
+        if summary.status != "completed":
+            code = 1 if summary.status == "failed" else max(code, 0)
+            if summary.status == "failed":
+                code = 1
+    return code
+
+
+@cli.command("run")
+@click.argument("target", metavar="NAME|FILE")
+@db_option
+@click.option("--concurrency", type=click.IntRange(1, 256), help="Override the run's concurrency.")
+@click.option("--retry-failed", is_flag=True, help="Also process items that finished as failed.")
+@click.option("--json", "as_json", is_flag=True, help="JSON lines: one per item, then the run summary.")
+@click.option("--no-table", is_flag=True, help="Print only the summary, not the results table.")
+def run_command(target: str, db: str | None, concurrency: int | None, retry_failed: bool, as_json: bool, no_table: bool) -> int:
+    """Execute (or resume) a run by name, or the Run manifests in FILE."""
+    if _is_file(target):
+        from reconciler.runs.submit import submit_run_file
+
+        engine = _engine(db, create=True)
+        names = submit_run_file(engine, target)
+    else:
+        engine = _engine(db)
+        names = [target]
+    return execute_named(engine, names, as_json=as_json, concurrency=concurrency, retry_failed=retry_failed, table=not no_table)
+
+
+def start_triggered_runs(db_engine: Any, names: tuple[str, ...]) -> int:
+    """Called by `apply` for runs with trigger: on_apply."""
+    click.echo(f"Starting {len(names)} run{'s' if len(names) != 1 else ''} with trigger: on_apply: {', '.join(names)}")
+    return execute_named(db_engine, list(names), as_json=False)
+
+
+@cli.group("runs")
+def runs_group() -> None:
+    """List runs, show one with its config snapshot, print its results."""
+
+
+@runs_group.command("list")
+@db_option
+@click.option("-o", "--output", "fmt", type=click.Choice(["table", "json", "yaml"]), default="table")
+def runs_list(db: str | None, fmt: str) -> int:
+    """Every run: status, counts, tokens, cost, accuracy."""
+    from reconciler.cli.output import emit_rows
+    from reconciler.runs.views import run_rows
+    from reconciler.state.db import open_engine
+
+    rows = run_rows(open_engine(db, create=False))
+    emit_rows(rows, fmt, ["name", "status", "items", "succeeded", "failed", "accuracy", "tokens", "cost_usd", "elapsed_s", "config", "started_at"])
+    return 0
+
+
+@runs_group.command("show")
+@click.argument("name")
+@db_option
+@click.option("-o", "--output", "fmt", type=click.Choice(["text", "json", "yaml"]), default="text")
+def runs_show(name: str, db: str | None, fmt: str) -> int:
+    """One run: status, counters, timestamps and its configuration snapshot (with SHA-256)."""
+    from reconciler.runs.views import run_detail
+
+    detail = run_detail(_engine(db), name)
+    if fmt == "json":
+        click.echo(json.dumps(detail, indent=2, default=str, ensure_ascii=False))
+    elif fmt == "yaml":
+        import yaml
+
+        click.echo(yaml.safe_dump(json.loads(json.dumps(detail, default=str)), sort_keys=False, allow_unicode=True), nl=False)
+    else:
+        for key, value in detail.items():
+            if key in {"config_snapshot", "spec"}:
+                continue
+            click.echo(f"{key + ':':<18}{'-' if value is None else value}")
+        click.echo("spec:")
+        click.echo("  " + json.dumps(detail["spec"], indent=2, ensure_ascii=False).replace("\n", "\n  "))
+        click.echo("config_snapshot:")
+        click.echo("  " + json.dumps(detail["config_snapshot"], indent=2, ensure_ascii=False, sort_keys=True).replace("\n", "\n  "))
+    return 0
+
+
+def _print_results(engine: Any, name: str, fmt: str) -> None:
+    from reconciler.cli.output import format_table
+    from reconciler.runs.views import result_rows
+
+    rows, expected = result_rows(engine, name)
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2, default=str, ensure_ascii=False))
+        return
+    if fmt == "csv":
+        buf = io.StringIO()
+        fields = ["item", "input", "output", "valid", "expected", "correct", "error", "attempts", "input_tokens", "output_tokens", "latency_ms"]
+        writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({**r, "input": json.dumps(r["input"], ensure_ascii=False), "output": json.dumps(r["output"], ensure_ascii=False)})
+        click.echo(buf.getvalue(), nl=False)
+        return
+    shown = [
+        {
+            "#": r["item"],
+            "input": _short(r["prompt"]),
+            "output": _short(r["output"] if r["valid"] else r["error"], 56),
+            "valid": r["valid"],
+            **({"expected": r["expected"], "ok": "✓" if r["correct"] else "✗"} if expected else {}),
+            "tries": r["attempts"],
+            "ms": f"{r['latency_ms']:.0f}" if r["latency_ms"] is not None else None,
+        }
+        for r in rows
+    ]
+    columns = ["#", "input", "output", "valid", *(["expected", "ok"] if expected else []), "tries", "ms"]
+    click.echo(format_table(shown, columns) if shown else "No results yet.")
+
+
+@runs_group.command("results")
+@click.argument("name")
+@db_option
+@click.option("-o", "--output", "fmt", type=click.Choice(["table", "json", "csv"]), default="table")
+def runs_results(name: str, db: str | None, fmt: str) -> int:
+    """One row per input: output, valid, error, attempts, tokens, latency."""
+    _print_results(_engine(db), name, fmt)
+    return 0
+
+
+@cli.command("test")
+@click.argument("agent")
+@click.option("--prompt", required=True, help="The prompt to send.")
+@click.option("--task", help="Check the answer against this task's response schema.")
+@db_option
+@click.option("--json", "as_json", is_flag=True, help="Print the response as JSON (as the seed's test endpoint).")
+def test_command(agent: str, prompt: str, task: str | None, db: str | None, as_json: bool) -> int:
+    """Send one prompt to an agent: response, elapsed time, model, provider."""
+    from reconciler.runs.agent_test import test_agent
+
+    result = test_agent(_engine(db), agent, prompt, task)
+    if as_json:
+        click.echo(json.dumps(result, indent=2, default=str, ensure_ascii=False))
+    else:
+        click.echo(result["response"])
+        click.echo(
+            f"elapsed {result['elapsed_time']:.2f} s · model {result['model_name']} · provider {result['provider_name']} ({result['provider_type']})"
+            + (f" · task {result['task_name']}" if result.get("task_name") else ""),
+            err=True,
+        )
+    return 0

@@ -1,0 +1,134 @@
+"""The LLM layer's ports: framework-agnostic configuration, results, errors and interfaces.
+
+The runner and ``reconciler test`` speak only these types; ``pydantic_ai_adapter`` is the one
+adapter that implements them. Nothing here imports an LLM framework.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class ProviderConfig:
+    """Where and how to reach a model. ``api_key`` is plain text in memory only, never serialised."""
+
+    name: str
+    type: str  # ollama | openai | llamacpp
+    base_url: str | None = None
+    model_path: str | None = None  # llamacpp: a GGUF file; None means the bundled default
+    api_key: str | None = field(default=None, repr=False)
+
+    def public(self) -> dict[str, Any]:
+        """Everything but the secret (for snapshots and hashes)."""
+        return {"name": self.name, "type": self.type, "base_url": self.base_url, "model_path": self.model_path}
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """How to execute: model, prompt, settings (the seed's AgentConfig)."""
+
+    name: str
+    model_name: str
+    system_prompt: str = ""
+    temperature: float | None = None
+    max_tokens: int | None = None
+    prices: dict[str, float] | None = None  # input_per_mtok / output_per_mtok overrides
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """What to output: the response JSON Schema (the seed's TaskConfig)."""
+
+    name: str
+    response_schema: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ExecutionSettings:
+    """Per-run knobs that shape every call: output retries, per-attempt timeout."""
+
+    max_retries: int = 2
+    timeout_seconds: float = 120.0
+
+
+def config_digest(*parts: Any) -> str:
+    """SHA-256 of a canonical JSON rendering: equal configurations give equal digests."""
+    payload = [asdict(p) if hasattr(p, "__dataclass_fields__") else p for p in parts]
+    for p in payload:
+        if isinstance(p, dict):
+            p.pop("api_key", None)
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class AgentResult:
+    """One answered prompt: the validated output and what it cost."""
+
+    output: Any
+    input_tokens: int = 0
+    output_tokens: int = 0
+    attempts: int = 1  # model requests made, including retries with validation feedback
+    elapsed_seconds: float = 0.0
+    raw_text: str | None = None
+
+
+class LLMError(Exception):
+    """Base of the errors adapters raise; ``attempts``/tokens say what was spent before failing."""
+
+    def __init__(self, message: str, *, attempts: int = 1, input_tokens: int = 0, output_tokens: int = 0) -> None:
+        super().__init__(message)
+        self.attempts = attempts
+        self.input_tokens = input_tokens
+        self.output_tokens = output_tokens
+
+
+class InvalidOutput(LLMError):
+    """The model kept answering outside the task's schema after every retry with feedback."""
+
+
+class RequestRejected(LLMError):
+    """The provider refused this request (400, auth, unknown model): sending it again will not help."""
+
+
+class RetryableError(LLMError):
+    """Rate limited, overloaded or a server error: worth retrying after ``retry_after`` seconds or a backoff."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.retry_after = retry_after
+
+
+class RequestTimeout(RetryableError):
+    """One attempt took longer than the run's timeout_seconds."""
+
+
+class ProviderUnreachable(RetryableError):
+    """The connection failed: the provider is down or unreachable, so the run stops and can resume."""
+
+
+@runtime_checkable
+class LLMAgent(Protocol):
+    """An agent bound to one task: runs a prompt, returns a schema-checked result."""
+
+    config_sha256: str
+
+    async def run(self, prompt: str) -> AgentResult: ...
+
+
+class ModelFactory(Protocol):
+    """Builds a framework model object for one provider type (a string key selects the factory)."""
+
+    def create_model(self, provider: ProviderConfig, model_name: str, settings: ExecutionSettings) -> Any: ...
+
+
+class AgentFactory(Protocol):
+    """Creates agents for (agent, task, provider); the registry caches what it returns."""
+
+    def __call__(
+        self, agent: AgentConfig, task: TaskConfig, provider: ProviderConfig, settings: ExecutionSettings
+    ) -> LLMAgent: ...

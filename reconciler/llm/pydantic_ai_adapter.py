@@ -1,0 +1,281 @@
+"""The pydantic-ai adapter: implements the ports in ``reconciler.llm.ports``.
+
+A model factory per provider type is chosen by a string key (``ollama``, ``openai``, ``llamacpp``);
+all three speak the OpenAI-compatible API, so one ``OpenAIChatModel`` path serves them. The task's
+response schema becomes the agent's structured output (native JSON-schema mode where the model
+supports it, prompted mode otherwise, plain text plus our own parsing for schemas pydantic-ai cannot
+carry); every output is then checked with jsonschema and a failing one is retried with the errors fed
+back. Importing this module imports pydantic-ai: only the runner and ``reconciler test`` do.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic_ai import Agent, ModelRetry, NativeOutput, PromptedOutput, StructuredDict, capture_run_messages
+from pydantic_ai import exceptions as pe
+from pydantic_ai.messages import ModelResponse, TextPart
+
+from reconciler.llm.output_schema import OutputSchema, feedback
+from reconciler.llm.ports import (
+    AgentConfig,
+    AgentResult,
+    ExecutionSettings,
+    InvalidOutput,
+    LLMError,
+    ModelFactory,
+    ProviderConfig,
+    ProviderUnreachable,
+    RequestRejected,
+    RequestTimeout,
+    RetryableError,
+    TaskConfig,
+    config_digest,
+)
+
+TEXT_MODE_INSTRUCTIONS = "Answer with JSON only (no prose, no Markdown) that matches this JSON Schema:\n{schema}"
+
+
+def _openai_client(base_url: str | None, api_key: str | None, settings: ExecutionSettings) -> Any:
+    """Our own client: retries are the runner's job (counted, with jittered backoff), not the SDK's."""
+    from openai import AsyncOpenAI
+
+    return AsyncOpenAI(base_url=base_url, api_key=api_key or "not-needed", max_retries=0, timeout=settings.timeout_seconds)
+
+
+def _v1(url: str) -> str:
+    url = url.rstrip("/")
+    return url if url.endswith("/v1") else url + "/v1"
+
+
+class OpenAIModelFactory:
+    def create_model(self, provider: ProviderConfig, model_name: str, settings: ExecutionSettings) -> Any:
+        from pydantic_ai.models.openai import OpenAIChatModel
+        from pydantic_ai.providers.openai import OpenAIProvider
+
+        if not provider.api_key and not provider.base_url:
+            raise RequestRejected(f"provider {provider.name!r} (openai) has no api_key", attempts=0)
+        client = _openai_client(provider.base_url, provider.api_key, settings)
+        return OpenAIChatModel(model_name, provider=OpenAIProvider(openai_client=client))
+
+
+class OllamaModelFactory:
+    def create_model(self, provider: ProviderConfig, model_name: str, settings: ExecutionSettings) -> Any:
+        from pydantic_ai.models.openai import OpenAIChatModel
+        from pydantic_ai.providers.ollama import OllamaProvider
+
+        client = _openai_client(_v1(provider.base_url or "http://localhost:11434"), provider.api_key, settings)
+        return OpenAIChatModel(model_name, provider=OllamaProvider(openai_client=client))
+
+
+class LlamaCppModelFactory:
+    """The embedded llama.cpp server (started or reused in a child process), or one at ``base_url``."""
+
+    def base_url(self, provider: ProviderConfig) -> str:
+        if provider.base_url:
+            return _v1(provider.base_url)
+        from reconciler.llm.llamacpp_server import ensure_server
+
+        try:
+            return ensure_server(provider.model_path)
+        except (RuntimeError, OSError) as exc:
+            raise ProviderUnreachable(f"the embedded llama.cpp server did not start: {exc}", attempts=0) from None
+
+    def create_model(self, provider: ProviderConfig, model_name: str, settings: ExecutionSettings) -> Any:
+        from pydantic_ai.models.openai import OpenAIChatModel
+        from pydantic_ai.providers.openai import OpenAIProvider
+
+        client = _openai_client(self.base_url(provider), provider.api_key, settings)
+        return OpenAIChatModel(model_name, provider=OpenAIProvider(openai_client=client))
+
+    def recover(self, provider: ProviderConfig) -> bool:
+        """After a connection failure: restart the embedded server if it died (True when it runs again)."""
+        if provider.base_url:
+            return False
+        try:
+            self.base_url(provider)
+        except ProviderUnreachable:
+            return False
+        return True
+
+
+MODEL_FACTORIES: dict[str, Callable[[], ModelFactory]] = {
+    "openai": OpenAIModelFactory,
+    "ollama": OllamaModelFactory,
+    "llamacpp": LlamaCppModelFactory,
+}
+
+
+@dataclass
+class _CallState:
+    """Per-call scratch space the output validator writes to (passed as the agent's deps)."""
+
+    problems: list[str] = field(default_factory=list)
+
+
+def _output_spec(task: TaskConfig, schema: OutputSchema, native: bool) -> tuple[Any, str]:
+    """(pydantic-ai output_type, mode) for a response schema; an empty schema means free text."""
+    if not task.response_schema:
+        return str, "plain"
+    if schema.is_object:
+        try:
+            structured = StructuredDict(copy.deepcopy(task.response_schema), name=_output_name(task.name))
+        except pe.UserError:  # recursive $ref: pydantic-ai cannot carry it, fall back to text
+            structured = None
+        if structured is not None:
+            return (NativeOutput(structured) if native else PromptedOutput(structured)), ("native" if native else "prompted")
+    return str, "text"
+
+
+def _output_name(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "_-" else "_" for ch in name)[:64] or "output"
+
+
+def _tokens(messages: list[Any]) -> tuple[int, int, int, str | None]:
+    """(input tokens, output tokens, requests, last text) from captured messages."""
+    inp = out = requests = 0
+    last: str | None = None
+    for m in messages:
+        if isinstance(m, ModelResponse):
+            requests += 1
+            inp += m.usage.input_tokens or 0
+            out += m.usage.output_tokens or 0
+            texts = [p.content for p in m.parts if isinstance(p, TextPart)]
+            if texts:
+                last = "".join(texts)
+    return inp, out, requests, last
+
+
+def translate_error(exc: BaseException, spent: tuple[int, int, int]) -> LLMError:
+    """pydantic-ai's exception taxonomy -> the ports' errors (what the runner decides on)."""
+    inp, out, requests = spent
+    kw: dict[str, Any] = {"attempts": max(requests, 1), "input_tokens": inp, "output_tokens": out}
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if isinstance(exc, (pe.ModelTimeoutError, pe.ModelRequestTimeout)):
+        return RequestTimeout(f"timed out: {text}", **kw)
+    if isinstance(exc, pe.ModelConnectionError):
+        return ProviderUnreachable(f"cannot reach the provider: {text}", retry_after=exc.retry_after, **kw)
+    if isinstance(exc, (pe.ModelRateLimitError, pe.ModelUnavailableError, pe.ModelServerError)):
+        return RetryableError(text, retry_after=exc.retry_after, **kw)
+    if isinstance(exc, (pe.ModelRequestRejectedError, pe.ModelQuotaExceededError)):
+        return RequestRejected(text, **kw)
+    if isinstance(exc, pe.ModelHTTPError):
+        if exc.status_code == 429 or exc.status_code >= 500:
+            return RetryableError(text, retry_after=exc.retry_after, **kw)
+        return RequestRejected(text, **kw)
+    if isinstance(exc, pe.ModelAPIError):
+        return RetryableError(text, retry_after=exc.retry_after, **kw)
+    return InvalidOutput(text, **kw)
+
+
+class PydanticAIAgent:
+    """Implements ``LLMAgent`` over a pydantic-ai Agent with schema-checked structured output."""
+
+    def __init__(
+        self,
+        agent: AgentConfig,
+        task: TaskConfig,
+        provider: ProviderConfig,
+        settings: ExecutionSettings,
+        model: Any,
+        recover: Callable[[], bool] | None = None,
+    ) -> None:
+        self.agent_config, self.task_config, self.provider_config, self.settings = agent, task, provider, settings
+        self.config_sha256 = config_digest(agent, task, provider.public(), settings)
+        self.schema = OutputSchema(task.response_schema)
+        profile = getattr(model, "profile", None) or {}
+        native = bool(profile.get("supports_json_schema_output", False)) if isinstance(profile, dict) else bool(
+            getattr(profile, "supports_json_schema_output", False)
+        )
+        output_type, self.output_mode = _output_spec(task, self.schema, native)
+        instructions = [agent.system_prompt] if agent.system_prompt else []
+        if self.output_mode == "text":
+            instructions.append(TEXT_MODE_INSTRUCTIONS.format(schema=json.dumps(task.response_schema)))
+        model_settings: dict[str, Any] = {"timeout": settings.timeout_seconds}
+        if agent.temperature is not None:
+            model_settings["temperature"] = agent.temperature
+        if agent.max_tokens is not None:
+            model_settings["max_tokens"] = agent.max_tokens
+        self.model = model
+        self._recover = recover
+        self._agent: Agent[_CallState, Any] = Agent(
+            model,
+            output_type=output_type,
+            instructions="\n\n".join(instructions) or None,
+            deps_type=_CallState,
+            model_settings=model_settings,  # type: ignore[arg-type]
+            retries={"output": settings.max_retries},
+            defer_model_check=True,
+        )
+        self._agent.output_validator(self._check_output)
+
+    def _check_output(self, ctx: Any, output: Any) -> Any:
+        if self.output_mode == "plain":
+            return output
+        if self.output_mode == "text":
+            value, problems = self.schema.parse_text(output)
+        else:
+            value, problems = output, self.schema.errors(output)
+        if problems:
+            ctx.deps.problems = problems
+            raise ModelRetry(feedback(problems))
+        return value
+
+    async def run(self, prompt: str) -> AgentResult:
+        state = _CallState()
+        started = time.perf_counter()
+        with capture_run_messages() as messages:
+            try:
+                result = await self._agent.run(prompt, deps=state)
+            except (pe.AgentRunError, pe.UserError) as exc:
+                inp, out, requests, last = _tokens(messages)
+                error = translate_error(exc, (inp, out, requests))
+                if isinstance(error, InvalidOutput):
+                    reason = "; ".join(state.problems) or str(exc).splitlines()[0]
+                    shown = f" (last answer: {last[:200]!r})" if last else ""
+                    error = InvalidOutput(
+                        f"no valid output after {error.attempts} attempts: {reason}{shown}",
+                        attempts=error.attempts, input_tokens=inp, output_tokens=out,
+                    )
+                raise error from exc
+        usage = result.usage
+        return AgentResult(
+            output=result.output,
+            input_tokens=usage.input_tokens or 0,
+            output_tokens=usage.output_tokens or 0,
+            attempts=max(usage.requests, 1),
+            elapsed_seconds=time.perf_counter() - started,
+        )
+
+    def recover(self) -> bool:
+        """Try to bring the provider back after ProviderUnreachable (the embedded server restarts)."""
+        return bool(self._recover and self._recover())
+
+
+class PydanticAIFramework:
+    """The ``AgentFactory`` the registry uses: picks the model factory by provider type."""
+
+    def __init__(self, factories: dict[str, Callable[[], ModelFactory]] | None = None) -> None:
+        self._factories = dict(MODEL_FACTORIES if factories is None else factories)
+
+    def model_factory(self, provider_type: str) -> ModelFactory:
+        make = self._factories.get(provider_type)
+        if make is None:
+            raise RequestRejected(
+                f"no model factory for provider type {provider_type!r} (known: {', '.join(sorted(self._factories))})",
+                attempts=0,
+            )
+        return make()
+
+    def __call__(
+        self, agent: AgentConfig, task: TaskConfig, provider: ProviderConfig, settings: ExecutionSettings
+    ) -> PydanticAIAgent:
+        factory = self.model_factory(provider.type)
+        model = factory.create_model(provider, agent.model_name, settings)
+        recover = getattr(factory, "recover", None)
+        return PydanticAIAgent(agent, task, provider, settings, model, (lambda: recover(provider)) if recover else None)

@@ -1,0 +1,1 @@
+"""Batch runs: run manifest -> registry -> adapter -> results, with a config snapshot per run."""

@@ -1,0 +1,97 @@
+"""Pure computations over a run: config snapshot and its hash, prompts, accuracy, cost, final status."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from reconciler.llm.ports import AgentConfig, ProviderConfig, TaskConfig
+
+LOCAL_PROVIDER_TYPES = frozenset({"llamacpp", "ollama"})  # run on your own hardware: no per-token price
+
+
+def config_snapshot(provider: ProviderConfig, agent: AgentConfig, task: TaskConfig, model_file: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The fully resolved configuration a run used (never a secret). Runs with equal snapshots share a hash."""
+    provider_part: dict[str, Any] = {"name": provider.name, "type": provider.type, "base_url": provider.base_url}
+    if provider.type == "llamacpp":
+        provider_part["model_path"] = provider.model_path
+        if model_file:
+            provider_part["model_file"] = model_file
+    return {
+        "provider": provider_part,
+        "agent": {
+            "name": agent.name,
+            "model_name": agent.model_name,
+            "system_prompt": agent.system_prompt,
+            "temperature": agent.temperature,
+            "max_tokens": agent.max_tokens,
+            "prices": agent.prices,
+        },
+        "task": {"name": task.name, "response_schema": task.response_schema},
+    }
+
+
+def snapshot_sha256(snapshot: dict[str, Any]) -> str:
+    text = json.dumps(snapshot, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def render_prompt(item: dict[str, Any], template: str | None, expected: str | None) -> str:
+    """The prompt for one input: the template filled in, a bare string as is, else the fields as JSON
+    (without the expected answer, which the model must not see)."""
+    if template is not None:
+        return template.format_map(item)
+    if set(item) == {"input"}:
+        return str(item["input"])
+    shown = {k: v for k, v in item.items() if k != expected}
+    if len(shown) == 1:
+        return str(next(iter(shown.values())))
+    return json.dumps(shown, ensure_ascii=False)
+
+
+def _norm(value: Any) -> str:
+    return str(value).strip().lower() if not isinstance(value, (dict, list)) else json.dumps(value, sort_keys=True)
+
+
+def answer_of(output: Any, expected: str) -> Any:
+    """The part of an output compared with the expected answer: the same-named field, else the output."""
+    if isinstance(output, dict) and expected in output:
+        return output[expected]
+    return output
+
+
+def is_correct(output: Any, item: dict[str, Any], expected: str) -> bool:
+    return output is not None and _norm(answer_of(output, expected)) == _norm(item.get(expected))
+
+
+def accuracy(results: list[dict[str, Any]], expected: str | None) -> float | None:
+    """Share of finished items whose valid output matches the expected field (failed items count as wrong)."""
+    if not expected or not results:
+        return None
+    correct = sum(1 for r in results if r["valid"] and is_correct(r["output"], r["input"], expected))
+    return correct / len(results)
+
+
+def estimate_cost(provider_type: str, model_name: str, prices: dict[str, float] | None, input_tokens: int, output_tokens: int) -> float:
+    """USD: the agent's own prices if given, zero for local models, else genai-prices (zero if unknown)."""
+    if prices:
+        return (input_tokens * prices["input_per_mtok"] + output_tokens * prices["output_per_mtok"]) / 1_000_000
+    if provider_type in LOCAL_PROVIDER_TYPES or not (input_tokens or output_tokens):
+        return 0.0
+    try:
+        from genai_prices import Usage, calc_price
+
+        price = calc_price(Usage(input_tokens=input_tokens, output_tokens=output_tokens), model_ref=model_name, provider_id=provider_type)
+    except (LookupError, ValueError):
+        return 0.0
+    return float(price.total_price)
+
+
+def final_status(total: int, succeeded: int, failed: int, stopped: bool) -> str:
+    """completed: every item valid; partial: every item finished, some failed; failed: none valid, or stopped early."""
+    if stopped or succeeded + failed < total:
+        return "failed"
+    if failed == 0:
+        return "completed"
+    return "partial" if succeeded else "failed"

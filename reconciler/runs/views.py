@@ -1,0 +1,90 @@
+"""Read-only views of runs for the CLI (plain dicts, ready to render)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Engine
+
+from reconciler.runs import metrics, store
+
+
+def _iso(v: Any) -> Any:
+    return v.isoformat(timespec="seconds") if hasattr(v, "isoformat") else v
+
+
+def run_rows(engine: Engine | None) -> list[dict[str, Any]]:
+    rows = []
+    for r in store.list_runs(engine):
+        rows.append(
+            {
+                "name": r["name"],
+                "status": r["status"],
+                "items": r["items_total"],
+                "succeeded": r["items_succeeded"],
+                "failed": r["items_failed"],
+                "accuracy": f"{r['accuracy']:.0%}" if r["accuracy"] is not None else None,
+                "tokens": (r["input_tokens"] or 0) + (r["output_tokens"] or 0),
+                "cost_usd": round(r["cost_estimate"] or 0.0, 6),
+                "elapsed_s": round(r["elapsed_seconds"], 1) if r["elapsed_seconds"] is not None else None,
+                "config": (r["config_sha256"] or "")[:12] or None,
+                "started_at": _iso(r["started_at"]),
+                "completed_at": _iso(r["completed_at"]),
+                "error": r["error"],
+            }
+        )
+    return rows
+
+
+def run_detail(engine: Engine, name: str) -> dict[str, Any]:
+    record = store.find_run(engine, name)
+    row = next(r for r in store.list_runs(engine) if r["name"] == name)
+    spec = dict(record.spec)
+    inputs = spec.pop("inputs", [])
+    spec["inputs"] = f"{len(inputs)} items"
+    return {
+        "name": row["name"],
+        "status": row["status"],
+        "error": row["error"],
+        "created_at": _iso(row["created_at"]),
+        "started_at": _iso(row["started_at"]),
+        "completed_at": _iso(row["completed_at"]),
+        "elapsed_seconds": row["elapsed_seconds"],
+        "items_total": row["items_total"],
+        "items_succeeded": row["items_succeeded"],
+        "items_failed": row["items_failed"],
+        "accuracy": row["accuracy"],
+        "input_tokens": row["input_tokens"],
+        "output_tokens": row["output_tokens"],
+        "cost_estimate": row["cost_estimate"],
+        "runner": row["runner"],
+        "config_sha256": row["config_sha256"],
+        "spec": spec,
+        "config_snapshot": row["config_snapshot"],
+    }
+
+
+def result_rows(engine: Engine, name: str) -> tuple[list[dict[str, Any]], str | None]:
+    record = store.find_run(engine, name)
+    expected = record.spec.get("expected")
+    template = record.spec.get("prompt_template")
+    out = []
+    for r in store.all_results(engine, record.id):
+        item = r["input"] or {}
+        out.append(
+            {
+                "item": r["item_index"],
+                "input": item,
+                "prompt": metrics.render_prompt(item, template, expected) if isinstance(item, dict) else item,
+                "output": r["output"],
+                "valid": r["valid"],
+                "expected": item.get(expected) if expected else None,
+                "correct": metrics.is_correct(r["output"], item, expected) if expected and r["valid"] else (False if expected else None),
+                "error": r["error"],
+                "attempts": r["attempts"],
+                "input_tokens": r["input_tokens"],
+                "output_tokens": r["output_tokens"],
+                "latency_ms": r["latency_ms"],
+            }
+        )
+    return out, expected
