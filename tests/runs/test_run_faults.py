@@ -1,0 +1,132 @@
+"""Fault behaviour against a real HTTP stub on 127.0.0.1: rate limits, server errors, bad JSON, a
+provider that is down (the run stops, then resumes), and an unvalidated provider for `test`."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from tests.runs.conftest import RUN, keyword_classifier
+from tests.stub_openai import Reply, StubServer
+
+CONFIG = """
+apiVersion: reconciler/v1
+kind: Provider
+metadata: {name: stub}
+spec: {type: openai, base_url: "BASE"}
+---
+apiVersion: reconciler/v1
+kind: Agent
+metadata: {name: classifier}
+spec: {provider: stub, model_name: gpt-4o-mini, temperature: 0.0}
+---
+apiVersion: reconciler/v1
+kind: Task
+metadata: {name: classify}
+spec:
+  response_schema:
+    type: object
+    properties:
+      category: {type: string, enum: [bug, feature, question]}
+      confidence: {type: integer, minimum: 0, maximum: 100}
+    required: [category, confidence]
+---
+apiVersion: reconciler/v1
+kind: Assignment
+metadata: {name: classifier-classify}
+spec: {agent: classifier, task: classify}
+"""
+
+
+@pytest.fixture(autouse=True)
+def _real_requests(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    import pydantic_ai.models
+
+    from reconciler.llm import registry
+
+    monkeypatch.setattr(pydantic_ai.models, "ALLOW_MODEL_REQUESTS", True)
+    monkeypatch.setattr(registry, "_default", None)
+    monkeypatch.setenv("RECONCILER_RETRY_BASE_SECONDS", "0.01")
+    yield
+
+
+def _prompt(request: dict) -> str:
+    return next(m["content"] for m in request["messages"] if m["role"] == "user")
+
+
+def _apply(write_manifests, cli_run, db: str, base_url: str) -> None:  # type: ignore[no-untyped-def]
+    root = write_manifests({"config.yaml": CONFIG.replace("BASE", base_url), "run.yaml": RUN})
+    code, _, err = cli_run("apply", str(root), "--db", db, "--auto-approve")
+    assert code == 0, err
+
+
+def _results(cli_run, db: str) -> list[dict]:  # type: ignore[no-untyped-def]
+    return json.loads(cli_run("runs", "results", "sample", "--db", db, "-o", "json")[1])
+
+
+def test_rate_limit_with_retry_after_is_retried(write_manifests, cli_run, sqlite_url: str) -> None:
+    def behaviour(request: dict, n: int) -> Reply | dict:
+        if n <= 2:
+            return Reply(429, headers={"Retry-After": "0"}, body={"error": {"message": "slow down", "type": "rate_limit"}})
+        return keyword_classifier(_prompt(request))
+
+    with StubServer(behaviour) as stub:
+        _apply(write_manifests, cli_run, sqlite_url, stub.base_url)
+        code, out, err = cli_run("run", "sample", "--db", sqlite_url)
+        assert code == 0, err
+        assert "completed — 4/4 valid" in out
+        assert len(stub.requests) == 6
+        assert stub.requests[0]["response_format"]["type"] == "json_schema"  # native structured output
+    assert sum(r["attempts"] for r in _results(cli_run, sqlite_url)) == 6
+
+
+def test_server_errors_and_bad_json_fail_items_with_reasons(write_manifests, cli_run, sqlite_url: str) -> None:
+    def behaviour(request: dict, n: int) -> Reply | dict | str:
+        prompt = _prompt(request)
+        if "Export" in prompt:
+            return Reply(500)
+        if "dark mode" in prompt:
+            return '{"category": "feature", "confid'
+        return keyword_classifier(prompt)
+
+    with StubServer(behaviour) as stub:
+        _apply(write_manifests, cli_run, sqlite_url, stub.base_url)
+        code, out, err = cli_run("run", "sample", "--db", sqlite_url)
+    assert code == 0, err
+    assert "partial — 2/4 valid, 2 failed" in out
+    by_index = {r["item"]: r for r in _results(cli_run, sqlite_url)}
+    assert "gave up after 3 tries" in by_index[3]["error"] and by_index[3]["attempts"] == 3
+    assert not by_index[1]["valid"] and "no valid output after 3 attempts" in by_index[1]["error"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_provider_down_stops_the_run_and_resume_finishes_it(write_manifests, cli_run, db_url: str) -> None:
+    port = _free_port()
+    _apply(write_manifests, cli_run, db_url, f"http://127.0.0.1:{port}/v1")
+    code, out, err = cli_run("run", "sample", "--db", db_url)
+    assert code == 1
+    assert "Run sample: failed — 0/4 valid, 0 failed, 4 unfinished" in out
+    assert "cannot reach the provider" in err and "again to resume" in err
+    listed = json.loads(cli_run("runs", "list", "--db", db_url, "-o", "json")[1])
+    assert listed[0]["status"] == "failed"
+
+    with StubServer(lambda request, n: keyword_classifier(_prompt(request)), port=port) as stub:
+        code, out, err = cli_run("run", "sample", "--db", db_url)
+        assert code == 0, err
+        assert "completed — 4/4 valid" in out
+        assert len(stub.requests) == 4
+
+
+def test_agent_test_refuses_unvalidated_provider(write_manifests, cli_run, sqlite_url: str) -> None:
+    _apply(write_manifests, cli_run, sqlite_url, "http://127.0.0.1:9/v1")
+    code, out, err = cli_run("test", "classifier", "--prompt", "hi", "--db", sqlite_url)
+    assert code == 1
+    assert "provider 'stub' is not validated (status pending)" in err
