@@ -114,14 +114,15 @@ def execute_run(
     check_runnable(name, config)
     snapshot = metrics.config_snapshot(config.provider, config.agent, config.task, _model_file(config.provider))
     sha = metrics.snapshot_sha256(snapshot)
-    if record.status != "pending" and record.config_sha256 and record.config_sha256 != sha:
+    spec = record.spec
+    done = store.finished_indexes(engine, record.id, retry_failed=options.retry_failed)
+    has_results = bool(store.finished_indexes(engine, record.id, retry_failed=False))
+    if has_results and record.config_sha256 and record.config_sha256 != sha:
         raise ReconcilerError(
             f"run {name!r} started with another configuration (sha256 {record.config_sha256[:12]}, now {sha[:12]}): "
             "resuming would mix results of two configurations",
             hint=f"create a new Run (a new metadata.name) for the new configuration; `reconciler runs show {name}` shows the old one",
         )
-    spec = record.spec
-    done = store.finished_indexes(engine, record.id, retry_failed=options.retry_failed)
     items = _work_items(name, spec, done)
     total = len(spec.get("inputs") or [])
     provider = _with_secret(config.provider, config.api_key_encrypted)

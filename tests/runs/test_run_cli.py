@@ -203,3 +203,14 @@ def test_agent_test_command(write_manifests, cli_run, fake_model, sqlite_url: st
     data = json.loads(out)
     assert json.loads(data["response"]) == {"category": "feature", "confidence": 80}
     assert (data["provider_type"], data["model_name"]) == ("llamacpp", "gemma3-270m")
+
+
+def test_resume_refuses_a_changed_configuration(write_manifests, cli_run, fake_model, sqlite_url: str) -> None:
+    fake_model(lambda p: {"category": "urgent", "confidence": 5} if "Export" in p else keyword_classifier(p))
+    root = _setup(write_manifests, cli_run, sqlite_url)
+    assert cli_run("run", "sample", "--db", sqlite_url)[0] == 0
+    (root / "config.yaml").write_text(CONFIG.replace("Classify the message.", "Classify it."))
+    assert cli_run("apply", str(root), "--db", sqlite_url, "--auto-approve")[0] == 0
+    code, out, err = cli_run("run", "sample", "--db", sqlite_url, "--retry-failed")
+    assert code == 1
+    assert "started with another configuration" in err and "create a new Run" in err

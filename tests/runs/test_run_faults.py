@@ -130,3 +130,33 @@ def test_agent_test_refuses_unvalidated_provider(write_manifests, cli_run, sqlit
     code, out, err = cli_run("test", "classifier", "--prompt", "hi", "--db", sqlite_url)
     assert code == 1
     assert "provider 'stub' is not validated (status pending)" in err
+
+
+def test_ollama_provider_type_goes_through_the_same_path(write_manifests, cli_run, sqlite_url: str) -> None:
+    with StubServer(lambda request, n: keyword_classifier(_prompt(request))) as stub:
+        config = CONFIG.replace("type: openai", "type: ollama").replace("BASE", stub.base_url.removesuffix("/v1"))
+        root = write_manifests({"config.yaml": config, "run.yaml": RUN})
+        assert cli_run("apply", str(root), "--db", sqlite_url, "--auto-approve")[0] == 0
+        code, out, err = cli_run("run", "sample", "--db", sqlite_url)
+        assert code == 0, err
+        assert "completed — 4/4 valid" in out and "cost $0.0000" in out
+        assert {r["model"] for r in stub.requests} == {"gpt-4o-mini"}
+
+
+def test_known_model_cost_and_price_override(write_manifests, cli_run, sqlite_url: str) -> None:
+    with StubServer(lambda request, n: keyword_classifier(_prompt(request))) as stub:
+        config = CONFIG.replace("BASE", stub.base_url)
+        priced = config.replace("temperature: 0.0}", "temperature: 0.0, prices: {input_per_mtok: 1000000, output_per_mtok: 0}}")
+        root = write_manifests({"config.yaml": config, "run.yaml": RUN})
+        assert cli_run("apply", str(root), "--db", sqlite_url, "--auto-approve")[0] == 0
+        assert cli_run("run", "sample", "--db", sqlite_url)[0] == 0
+        genai = json.loads(cli_run("runs", "show", "sample", "--db", sqlite_url, "-o", "json")[1])
+        assert genai["input_tokens"] == 40 and genai["output_tokens"] == 20
+        assert genai["cost_estimate"] == pytest.approx((40 * 0.15 + 20 * 0.6) / 1e6)  # gpt-4o-mini list price
+        second = RUN.replace("name: sample", "name: sample-2")
+        root = write_manifests({"config.yaml": priced, "run.yaml": second})
+        assert cli_run("apply", str(root), "--db", sqlite_url, "--auto-approve", "--no-prune")[0] == 0
+        assert cli_run("run", "sample-2", "--db", sqlite_url)[0] == 0
+        own = json.loads(cli_run("runs", "show", "sample-2", "--db", sqlite_url, "-o", "json")[1])
+        assert own["cost_estimate"] == pytest.approx(40.0)
+        assert own["config_sha256"] != genai["config_sha256"]
