@@ -99,6 +99,11 @@ class ResultSink:
             pending, self._pending = self._pending, []
             self._flush(pending)
 
+    def flush_stale(self) -> None:
+        """Flush outcomes waiting longer than ``max_age`` (slow runs store every item within a second)."""
+        if self._pending and time.monotonic() - self._oldest >= self._max_age:
+            self.flush()
+
 
 async def process_item(agent: LLMAgent, item: WorkItem, policy: RetryPolicy) -> ItemOutcome:
     started = time.perf_counter()
@@ -166,8 +171,15 @@ async def execute(
             if on_item is not None:
                 on_item(result)
 
+    async def ticker() -> None:
+        while True:
+            await asyncio.sleep(0.25)
+            sink.flush_stale()
+
+    tick = asyncio.create_task(ticker())
     try:
         await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
     finally:
+        tick.cancel()
         sink.flush()
     return outcome

@@ -75,10 +75,14 @@ def test_run_through_the_local_model(write_manifests, cli_run, sqlite_url: str) 
 
 
 def _children(pid: int) -> list[int]:
-    try:
-        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
+    """Child processes of any thread of ``pid`` (the server is started from a worker thread)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(p) for p in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return found
 
 
 def _spawn_run(db: str, cwd: Path) -> subprocess.Popen[str]:
@@ -105,7 +109,7 @@ def test_resume_after_the_run_process_is_killed(write_manifests, cli_run, sqlite
     proc = _spawn_run(sqlite_url, tmp_path)
     try:
         _wait_for_items(proc, 1)
-        time.sleep(1.5)  # results are stored in batches at least every second
+        time.sleep(2)  # a finished item is stored within a second
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
