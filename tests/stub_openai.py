@@ -48,6 +48,7 @@ class StubServer:
     def __init__(self, behaviour: Behaviour, port: int = 0) -> None:
         self.behaviour = behaviour
         self.requests: list[dict[str, Any]] = []
+        self.authorizations: list[str | None] = []
         counter = itertools.count(1)
         lock = threading.Lock()
         stub = self
@@ -77,6 +78,7 @@ class StubServer:
                 with lock:
                     n = next(counter)
                     stub.requests.append(request)
+                    stub.authorizations.append(self.headers.get("Authorization"))
                 reply = stub.behaviour(request, n)
                 if isinstance(reply, dict):
                     reply = Reply(content=json.dumps(reply))

@@ -93,14 +93,18 @@ class LlamaCppModelFactory:
         client = _openai_client(self.base_url(provider), provider.api_key, settings)
         return OpenAIChatModel(model_name, provider=OpenAIProvider(openai_client=client))
 
-    def recover(self, provider: ProviderConfig) -> bool:
-        """After a connection failure: restart the embedded server if it died (True when it runs again)."""
+    def recover(self, provider: ProviderConfig, model: Any) -> bool:
+        """After a connection failure: restart the embedded server if it died (True when it runs again),
+        pointing the model's client at it (a restart keeps the port when it can, not always)."""
         if provider.base_url:
             return False
         try:
-            self.base_url(provider)
+            url = self.base_url(provider)
         except ProviderUnreachable:
             return False
+        client = getattr(model, "client", None)
+        if client is not None and str(client.base_url).rstrip("/") != url.rstrip("/"):
+            client.base_url = url
         return True
 
 
@@ -278,4 +282,4 @@ class PydanticAIFramework:
         factory = self.model_factory(provider.type)
         model = factory.create_model(provider, agent.model_name, settings)
         recover = getattr(factory, "recover", None)
-        return PydanticAIAgent(agent, task, provider, settings, model, (lambda: recover(provider)) if recover else None)
+        return PydanticAIAgent(agent, task, provider, settings, model, (lambda: recover(provider, model)) if recover else None)

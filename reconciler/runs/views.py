@@ -58,6 +58,7 @@ def run_detail(engine: Engine, name: str) -> dict[str, Any]:
         "output_tokens": row["output_tokens"],
         "cost_estimate": row["cost_estimate"],
         "runner": row["runner"],
+        "runner_alive": store.holder_is_alive(record) if row["status"] == "running" else None,
         "config_sha256": row["config_sha256"],
         "spec": spec,
         "config_snapshot": row["config_snapshot"],

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -48,13 +49,16 @@ spec:
 
 
 @pytest.fixture(autouse=True)
-def _allow_requests(monkeypatch: pytest.MonkeyPatch) -> None:
+def _allow_requests(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     import pydantic_ai.models
 
     from reconciler.llm import registry
+    from reconciler.llm.llamacpp_server import stop_shared_servers
 
     monkeypatch.setattr(pydantic_ai.models, "ALLOW_MODEL_REQUESTS", True)
     monkeypatch.setattr(registry, "_default", None)
+    yield
+    stop_shared_servers()  # in-process runs share a server; do not keep 400 MB alive for the rest of the session
 
 
 def test_run_through_the_local_model(write_manifests, cli_run, sqlite_url: str) -> None:

@@ -160,3 +160,23 @@ def test_known_model_cost_and_price_override(write_manifests, cli_run, sqlite_ur
         own = json.loads(cli_run("runs", "show", "sample-2", "--db", sqlite_url, "-o", "json")[1])
         assert own["cost_estimate"] == pytest.approx(40.0)
         assert own["config_sha256"] != genai["config_sha256"]
+
+
+def test_api_key_is_sent_but_never_stored(write_manifests, cli_run, sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = "sk-test-" + "x" * 24
+    monkeypatch.setenv("STUB_KEY", secret)
+    with StubServer(lambda request, n: keyword_classifier(_prompt(request))) as stub:
+        config = CONFIG.replace('base_url: "BASE"}', f'base_url: "{stub.base_url}", api_key: {{from_env: STUB_KEY}}}}')
+        root = write_manifests({"config.yaml": config, "run.yaml": RUN})
+        code, _, err = cli_run("apply", str(root), "--db", sqlite_url, "--auto-approve")
+        assert code == 0, err
+        code, out, err = cli_run("run", "sample", "--db", sqlite_url, "--json")
+        assert code == 0, err
+        assert set(stub.authorizations) == {f"Bearer {secret}"}
+    shown = cli_run("runs", "show", "sample", "--db", sqlite_url, "-o", "json")[1]
+    results = cli_run("runs", "results", "sample", "--db", sqlite_url, "-o", "json")[1]
+    for text in (out, err, shown, results):
+        assert secret not in text
+    from pathlib import Path
+
+    assert secret.encode() not in Path(sqlite_url.removeprefix("sqlite:///")).read_bytes()

@@ -1,0 +1,88 @@
+"""Pure parts of the runner and run metrics: backoff, batching, prompts, accuracy, status, cost."""
+
+from __future__ import annotations
+
+import pytest
+
+from reconciler.runs import metrics
+from reconciler.runs.runner import ResultSink, RetryPolicy
+
+
+@pytest.mark.parametrize(
+    ("retry", "retry_after", "low", "high"),
+    [
+        pytest.param(0, None, 0.5, 1.0, id="first"),
+        pytest.param(3, None, 4.0, 8.0, id="exponential"),
+        pytest.param(10, None, 15.0, 30.0, id="capped"),
+        pytest.param(0, 5.0, 5.0, 5.0, id="retry-after-wins"),
+        pytest.param(0, 1000.0, 120.0, 120.0, id="retry-after-capped"),
+    ],
+)
+def test_backoff_with_jitter(retry: int, retry_after: float | None, low: float, high: float) -> None:
+    policy = RetryPolicy(max_retries=3, base_seconds=1.0)
+    delays = {policy.delay(retry, retry_after) for _ in range(50)}
+    assert all(low <= d <= high for d in delays)
+    if low != high:
+        assert len(delays) > 1  # jitter: workers do not retry in lockstep
+
+
+def test_sink_batches_by_count() -> None:
+    batches: list[list[int]] = []
+    sink = ResultSink(lambda b: batches.append([o for o in b]), batch=3, max_age=3600)
+    for i in range(7):
+        sink.add(i)  # type: ignore[arg-type]
+    sink.flush_stale()
+    assert batches == [[0, 1, 2], [3, 4, 5]]
+    sink.flush()
+    assert batches[-1] == [6]
+
+
+@pytest.mark.parametrize(
+    ("item", "template", "expected", "prompt"),
+    [
+        pytest.param({"text": "hi", "category": "bug"}, "Message: {text}", "category", "Message: hi", id="template"),
+        pytest.param({"input": "plain"}, None, None, "plain", id="bare-string"),
+        pytest.param({"text": "hi", "category": "bug"}, None, "category", "hi", id="expected-hidden"),
+        pytest.param({"a": 1, "b": 2}, None, None, '{"a": 1, "b": 2}', id="fields-as-json"),
+    ],
+)
+def test_render_prompt(item: dict, template: str | None, expected: str | None, prompt: str) -> None:
+    assert metrics.render_prompt(item, template, expected) == prompt
+
+
+def test_accuracy_counts_failed_items_as_wrong() -> None:
+    results = [
+        {"valid": True, "output": {"category": "Bug"}, "input": {"category": "bug"}},
+        {"valid": True, "output": {"category": "feature"}, "input": {"category": "bug"}},
+        {"valid": False, "output": None, "input": {"category": "bug"}},
+        {"valid": True, "output": "question", "input": {"category": "question"}},
+    ]
+    assert metrics.accuracy(results, "category") == 0.5
+    assert metrics.accuracy(results, None) is None
+
+
+@pytest.mark.parametrize(
+    ("total", "ok", "failed", "stopped", "status"),
+    [(3, 3, 0, False, "completed"), (3, 2, 1, False, "partial"), (3, 0, 3, False, "failed"), (3, 2, 0, True, "failed"), (3, 3, 0, True, "failed")],
+)
+def test_final_status(total: int, ok: int, failed: int, stopped: bool, status: str) -> None:
+    assert metrics.final_status(total, ok, failed, stopped) == status
+
+
+def test_cost() -> None:
+    assert metrics.estimate_cost("llamacpp", "gemma3-270m", None, 1000, 1000) == 0.0
+    assert metrics.estimate_cost("openai", "no-such-model", None, 1000, 1000) == 0.0
+    assert metrics.estimate_cost("openai", "gpt-4o-mini", None, 1_000_000, 0) == pytest.approx(0.15)
+    assert metrics.estimate_cost("llamacpp", "x", {"input_per_mtok": 2.0, "output_per_mtok": 4.0}, 500_000, 250_000) == pytest.approx(2.0)
+
+
+def test_snapshot_has_no_secret_and_a_stable_hash() -> None:
+    from reconciler.llm.ports import AgentConfig, ProviderConfig, TaskConfig
+
+    provider = ProviderConfig("p", "openai", "https://api.example/v1", api_key="sk-secret")
+    snap = metrics.config_snapshot(provider, AgentConfig("a", "m", "prompt"), TaskConfig("t", {"type": "object"}))
+    assert "sk-secret" not in repr(snap)
+    again = metrics.config_snapshot(provider, AgentConfig("a", "m", "prompt"), TaskConfig("t", {"type": "object"}))
+    assert metrics.snapshot_sha256(snap) == metrics.snapshot_sha256(again)
+    other = metrics.config_snapshot(provider, AgentConfig("a", "m", "prompt 2"), TaskConfig("t", {"type": "object"}))
+    assert metrics.snapshot_sha256(snap) != metrics.snapshot_sha256(other)
