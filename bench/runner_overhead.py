@@ -149,8 +149,12 @@ def full_runner(base_url: str, items: list[str], concurrency: int, ptype: str = 
            "spec": {"assignment": "classifier-classify", "inputs": items, "concurrency": concurrency}}
     (work / "m" / "run.yaml").write_text(json.dumps(run))
     db = f"sqlite:///{work / 'state.db'}"
+    import contextlib
+    import io
+
     try:
-        cli_main(["apply", str(work / "m"), "--db", db, "--auto-approve"])
+        with contextlib.redirect_stdout(io.StringIO()):
+            cli_main(["apply", str(work / "m"), "--db", db, "--auto-approve"])
     except SystemExit as exc:
         assert exc.code == 0
     registry._default = None  # a fresh registry: creation cost is part of the measurement

@@ -44,6 +44,11 @@ def completion(content: str, model: str = "stub") -> dict[str, Any]:
     }
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 256  # many clients connect at once (the default backlog of 5 refuses them)
+    daemon_threads = True
+
+
 class StubServer:
     def __init__(self, behaviour: Behaviour, port: int = 0) -> None:
         self.behaviour = behaviour
@@ -89,8 +94,7 @@ class StubServer:
                 else:
                     self._send(200, completion(reply.content or ""), reply.headers)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.httpd.daemon_threads = True
+        self.httpd = _Server(("127.0.0.1", port), Handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     @property

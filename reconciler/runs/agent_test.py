@@ -49,7 +49,7 @@ def _load(engine: Engine, agent_name: str, task_name: str | None) -> tuple[Agent
         detail = f": {row['validation_error']}" if row["validation_error"] else ""
         raise ReconcilerError(
             f"provider {provider.name!r} is not validated (status {row['validation_status']}{detail})",
-            hint=f"validate it first (reconciler providers validate {provider.name}) and check its base_url and api_key",
+            hint="the provider must be validated (status connected, see `reconciler get providers`); check its base_url and api_key",
         )
     if row["api_key_encrypted"]:
         from dataclasses import replace
