@@ -129,7 +129,7 @@ def test_agent_test_refuses_unvalidated_provider(write_manifests, cli_run, sqlit
     _apply(write_manifests, cli_run, sqlite_url, "http://127.0.0.1:9/v1")
     code, out, err = cli_run("test", "classifier", "--prompt", "hi", "--db", sqlite_url)
     assert code == 1
-    assert "provider 'stub' is not validated (status pending)" in err
+    assert "provider 'stub' is not validated (status error: connection refused" in err
 
 
 def test_ollama_provider_type_goes_through_the_same_path(write_manifests, cli_run, sqlite_url: str) -> None:
@@ -164,9 +164,9 @@ def test_known_model_cost_and_price_override(write_manifests, cli_run, sqlite_ur
 
 def test_api_key_is_sent_but_never_stored(write_manifests, cli_run, sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     secret = "sk-test-" + "x" * 24
-    monkeypatch.setenv("STUB_KEY", secret)
+    monkeypatch.setenv("STUB_API_KEY", secret)
     with StubServer(lambda request, n: keyword_classifier(_prompt(request))) as stub:
-        config = CONFIG.replace('base_url: "BASE"}', f'base_url: "{stub.base_url}", api_key: {{from_env: STUB_KEY}}}}')
+        config = CONFIG.replace('base_url: "BASE"}', f'base_url: "{stub.base_url}", api_key: {{from_env: STUB_API_KEY}}}}')
         root = write_manifests({"config.yaml": config, "run.yaml": RUN})
         code, _, err = cli_run("apply", str(root), "--db", sqlite_url, "--auto-approve")
         assert code == 0, err
