@@ -96,15 +96,23 @@ def bare_pydantic_ai(base_url: str, items: list[str], concurrency: int) -> float
     from pydantic_ai.models.openai import OpenAIChatModel
     from pydantic_ai.providers.openai import OpenAIProvider
 
+    from openai import AsyncOpenAI
+
     async def main() -> float:
-        model = OpenAIChatModel("stub", provider=OpenAIProvider(base_url=base_url, api_key="x"))
+        # the same client set-up the runner uses (a fresh client per event loop, no SDK retries), so the
+        # comparison measures the runner, not two HTTP stacks
+        client = AsyncOpenAI(base_url=base_url, api_key="x", max_retries=0)
+        model = OpenAIChatModel("stub", provider=OpenAIProvider(openai_client=client))
         agent = Agent(model, output_type=NativeOutput(StructuredDict(SCHEMA, name="classify")), instructions=SYSTEM,
                       model_settings={"temperature": 0.0, "max_tokens": 64})
 
         async def call(p: str) -> None:
             await agent.run(p)
 
-        return await _pool(concurrency, items, call)
+        try:
+            return await _pool(concurrency, items, call)
+        finally:
+            await client.close()
 
     return asyncio.run(main())
 

@@ -260,6 +260,12 @@ class PydanticAIAgent:
         """Try to bring the provider back after ProviderUnreachable (the embedded server restarts)."""
         return bool(self._recover and self._recover())
 
+    async def aclose(self) -> None:
+        """Close the HTTP client (it belongs to the event loop that used it, which is ending)."""
+        client = getattr(self.model, "client", None)
+        if client is not None and hasattr(client, "close"):
+            await client.close()
+
 
 class PydanticAIFramework:
     """The ``AgentFactory`` the registry uses: picks the model factory by provider type."""

@@ -73,7 +73,12 @@ def test_agent(engine: Engine, agent_name: str, prompt: str, task_name: str | No
 
     async def go() -> Any:
         llm = await registry.get_or_create(agent, task_config, provider, settings)
-        return await llm.run(prompt)
+        try:
+            return await llm.run(prompt)
+        finally:
+            close = getattr(llm, "aclose", None)
+            if close is not None:
+                await close()
 
     started = time.perf_counter()
     try:

@@ -145,7 +145,12 @@ def execute_run(
 
             async def go() -> Any:
                 agent = await registry.get_or_create(config.agent, config.task, provider, settings)
-                return await execute(agent, items, concurrency=concurrency, policy=RetryPolicy(settings.max_retries), sink=sink, on_item=on_item)
+                try:
+                    return await execute(agent, items, concurrency=concurrency, policy=RetryPolicy(settings.max_retries), sink=sink, on_item=on_item)
+                finally:
+                    close = getattr(agent, "aclose", None)
+                    if close is not None:  # instances are per event loop, and this loop ends here
+                        await close()
 
             outcome = asyncio.run(go())
             stopped, processed = outcome.stopped_reason, outcome.processed
