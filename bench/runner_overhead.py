@@ -69,7 +69,7 @@ async def _pool(n_workers: int, items: list[str], call) -> float:  # type: ignor
     return time.perf_counter() - t0
 
 
-def raw_openai(base_url: str, items: list[str], concurrency: int, model: str = "stub") -> float:
+def raw_openai(base_url: str, items: list[str], concurrency: int, model: str = "stub", parse: bool = True) -> float:
     from openai import AsyncOpenAI
 
     async def main() -> float:
@@ -81,7 +81,8 @@ def raw_openai(base_url: str, items: list[str], concurrency: int, model: str = "
                 model=model, messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": p}],
                 response_format=fmt, temperature=0.0, max_tokens=64,  # type: ignore[arg-type]
             )
-            json.loads(r.choices[0].message.content or "")
+            if parse:  # the stub always answers valid JSON; a real model may not (the runner retries those)
+                json.loads(r.choices[0].message.content or "")
 
         try:
             return await _pool(concurrency, items, call)
@@ -141,7 +142,7 @@ spec: {agent: classifier, task: classify}
 """
 
 
-def full_runner(base_url: str, items: list[str], concurrency: int, ptype: str = "openai", model: str = "stub") -> float:
+def full_runner(base_url: str, items: list[str], concurrency: int, ptype: str = "openai", model: str = "stub", require_valid: bool = True) -> float:
     """Apply config + a run into a fresh SQLite database, then time ``execute_run`` alone."""
     from reconciler.cli import main as cli_main
     from reconciler.llm import registry
@@ -170,7 +171,7 @@ def full_runner(base_url: str, items: list[str], concurrency: int, ptype: str = 
     t0 = time.perf_counter()
     summary = execute_run(engine, "bench", RunOptions())
     elapsed = time.perf_counter() - t0
-    assert summary.items_succeeded == len(items), summary
+    assert summary.items_unfinished == 0 and (summary.items_succeeded == len(items) or not require_valid), summary
     return elapsed
 
 
@@ -197,10 +198,10 @@ def local_section(n: int, concurrency: int, rounds: int) -> dict[str, list[float
     items = prompts(n)
     rates: dict[str, list[float]] = {"plain concurrent HTTP (openai client)": [], "full runner": []}
     try:
-        raw_openai(base_url, items[:2], concurrency, model="gemma3-270m")  # warm-up
+        raw_openai(base_url, items[:2], concurrency, model="gemma3-270m", parse=False)  # warm-up
         for _ in range(rounds):
-            rates["plain concurrent HTTP (openai client)"].append(n / raw_openai(base_url, items, concurrency, model="gemma3-270m"))
-            rates["full runner"].append(n / full_runner(base_url, items, concurrency, ptype="llamacpp", model="gemma3-270m"))
+            rates["plain concurrent HTTP (openai client)"].append(n / raw_openai(base_url, items, concurrency, model="gemma3-270m", parse=False))
+            rates["full runner"].append(n / full_runner(base_url, items, concurrency, ptype="llamacpp", model="gemma3-270m", require_valid=False))
     finally:
         stop_shared_servers()
     return rates
@@ -211,7 +212,7 @@ def report(title: str, rates: dict[str, list[float]], baseline: str) -> str:
     base = statistics.median(rates[baseline])
     for name, values in rates.items():
         med = statistics.median(values)
-        lines.append(f"| {name} | {med:.1f} | {', '.join(f'{v:.1f}' for v in values)} | {med / base:.0%} |")
+        lines.append(f"| {name} | {med:.3g} | {', '.join(f'{v:.3g}' for v in values)} | {med / base:.0%} |")
     return "\n".join(lines)
 
 
