@@ -100,6 +100,8 @@ def _allowed_roots(root: Path, cwd: Path, db_file: Path | None) -> list[Path]:
     roots = [root.resolve(), (REPO / "reconciler").resolve(), Path("/dev"), Path("/proc/self")]
     roots += [Path(p).resolve() for p in sys.path if p and Path(p).is_dir() and Path(p).resolve() not in {REPO.resolve(), cwd.resolve()}]
     roots += [Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve()]
+    # reconciler's own package metadata (an editable install keeps it beside the sources)
+    roots += [p.resolve() for p in REPO.glob("*.egg-info")]
     if db_file is not None:  # the state database and its companions, not the directory around it
         roots += [db_file.resolve().with_name(db_file.name + suffix) for suffix in ("", "-journal", "-wal", "-shm", ".lock")]
     return roots
