@@ -53,6 +53,13 @@ class Problem:
         }
 
 
+def name_list(names: list[str] | set[str], shown: int = 10) -> str:
+    """'a', 'b' and 3 more: a message stays readable when thousands of resources are involved."""
+    ordered = sorted(names)
+    text = ", ".join(repr(n) for n in ordered[:shown])
+    return text + (f" and {len(ordered) - shown} more" if len(ordered) > shown else "")
+
+
 class ReconcilerError(Exception):
     """A user-facing failure: the CLI prints its problems and exits 1, never a traceback."""
 

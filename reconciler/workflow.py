@@ -66,6 +66,7 @@ def secret_box_for(manifests: ManifestSet, snapshot: StateSnapshot | None) -> Se
     providers in the manifests, or the HMAC comparison would claim every key changed (a wrong or
     lost key). A ciphertext written by someone else (the seed service, an edit outside reconciler)
     is not checked: the plan shows it as changed and apply replaces it."""
+    from reconciler.errors import name_list
     from reconciler.providers.secrets import load_secret_box, undecryptable
 
     wanted = {m.name for m in manifests.of_kind("Provider") if m.spec.api_key is not None}
@@ -76,7 +77,7 @@ def secret_box_for(manifests: ManifestSet, snapshot: StateSnapshot | None) -> Se
     }
     box = load_secret_box(
         create=not stored,
-        needed_for=f"the database holds API keys encrypted for providers {', '.join(repr(n) for n in sorted(stored))}",
+        needed_for=f"the database holds API keys encrypted for providers {name_list(set(stored))}",
     )
     bad = sorted(name for name, token in stored.items() if name in wanted and not box.can_decrypt(token))
     if bad:

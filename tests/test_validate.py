@@ -210,3 +210,10 @@ def test_validate_json_output(cli_run, write_manifests) -> None:
     assert data["valid"] is False
     assert data["problems"][0]["line"] == 8
     assert data["problems"][0]["field"] == "spec.temperature"
+
+
+def test_name_list_bounds_long_messages() -> None:
+    from reconciler.errors import name_list
+
+    assert name_list(["b", "a"]) == "'a', 'b'"
+    assert name_list([f"p{i:02}" for i in range(12)], shown=3) == "'p00', 'p01', 'p02' and 9 more"

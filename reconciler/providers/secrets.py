@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reconciler.errors import ReconcilerError
+from reconciler.errors import ReconcilerError, name_list
 
 SECRET_KEY_ENV = "RECONCILER_SECRET_KEY"
 SECRET_KEY_FILE_ENV = "RECONCILER_SECRET_KEY_FILE"
@@ -167,7 +167,7 @@ class SecretBox:
 
 
 def undecryptable(providers: list[str], source: str) -> ReconcilerError:
-    names = ", ".join(repr(p) for p in providers)
+    names = name_list(providers)
     plural = "s" if len(providers) != 1 else ""
     return ReconcilerError(
         f"cannot decrypt the stored API key{plural} of provider{plural} {names} with the secret key from {source}: "
