@@ -427,8 +427,3 @@ def find_manifest_files(paths: list[str]) -> tuple[list[tuple[Path, str]], list[
             seen.add(key)
             unique.append((path, display))
     return unique, problems
-
-
-def iter_documents(files: list[tuple[Path, str]]) -> Iterator[tuple[list[RawDocument], list[Problem]]]:
-    for path, display in files:
-        yield read_yaml_file(path, display)

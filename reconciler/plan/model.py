@@ -11,7 +11,6 @@ from enum import Enum
 from typing import Any
 
 PLAN_FORMAT_VERSION = 1
-KIND_ORDER = ("Provider", "Task", "Agent", "Assignment", "Run")
 
 
 class Action(str, Enum):
@@ -60,15 +59,10 @@ class Change:
             "row_id": self.row_id,
             "reason": self.reason,
             "fields": [f.to_dict() for f in self.fields],
-            "desired": _public_essence(self.desired),
+            "desired": None if self.desired is None else dict(self.desired),
             "labels": self.labels,
             "annotations": self.annotations,
         }
-
-
-def _public_essence(essence: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The essence as saved in a plan: a secret appears only as its reference and keyed hash."""
-    return None if essence is None else dict(essence)
 
 
 @dataclass(frozen=True)
