@@ -10,16 +10,8 @@ import pytest
 from pydantic_ai.messages import ModelResponse, TextPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
-CONFIG = """
-apiVersion: reconciler/v1
-kind: Provider
-metadata: {name: local}
-spec: {type: llamacpp}
----
-apiVersion: reconciler/v1
-kind: Agent
-metadata: {name: classifier}
-spec: {provider: local, model_name: gemma3-270m, system_prompt: Classify the message., temperature: 0.0}
+# The task and its assignment every run test uses; only the provider and agent in front vary.
+CLASSIFY_TASK = """
 ---
 apiVersion: reconciler/v1
 kind: Task
@@ -37,6 +29,17 @@ kind: Assignment
 metadata: {name: classifier-classify}
 spec: {agent: classifier, task: classify}
 """
+
+CONFIG = """
+apiVersion: reconciler/v1
+kind: Provider
+metadata: {name: local}
+spec: {type: llamacpp}
+---
+apiVersion: reconciler/v1
+kind: Agent
+metadata: {name: classifier}
+spec: {provider: local, model_name: gemma3-270m, system_prompt: Classify the message., temperature: 0.0}""" + CLASSIFY_TASK
 
 RUN = """
 apiVersion: reconciler/v1

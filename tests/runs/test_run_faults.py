@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.runs.conftest import RUN, keyword_classifier
+from tests.runs.conftest import CLASSIFY_TASK, RUN, keyword_classifier
 from tests.stub_openai import Reply, StubServer
 
 CONFIG = """
@@ -21,24 +21,7 @@ spec: {type: openai, base_url: "BASE"}
 apiVersion: reconciler/v1
 kind: Agent
 metadata: {name: classifier}
-spec: {provider: stub, model_name: gpt-4o-mini, temperature: 0.0}
----
-apiVersion: reconciler/v1
-kind: Task
-metadata: {name: classify}
-spec:
-  response_schema:
-    type: object
-    properties:
-      category: {type: string, enum: [bug, feature, question]}
-      confidence: {type: integer, minimum: 0, maximum: 100}
-    required: [category, confidence]
----
-apiVersion: reconciler/v1
-kind: Assignment
-metadata: {name: classifier-classify}
-spec: {agent: classifier, task: classify}
-"""
+spec: {provider: stub, model_name: gpt-4o-mini, temperature: 0.0}""" + CLASSIFY_TASK
 
 
 @pytest.fixture(autouse=True)
