@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from tests.conftest import REPO
@@ -15,3 +18,49 @@ def test_quick_start_manifests_apply_then_plan_is_empty(cli_run, sqlite_url: str
     assert "Apply complete (#1): 5 created, 0 updated, 0 deleted." in out
     code, out, _ = cli_run("plan", manifests, "--db", sqlite_url, "--detailed-exitcode")
     assert (code, out) == (0, "No changes. The database matches the manifests.\n")
+
+
+def _console(code: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """Run the installed command's entry point in a fresh interpreter, with ``code`` run first."""
+    script = f"import sys\n{code}\nfrom reconciler.cli import entry_point\nentry_point()\n"
+    return subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+
+
+def test_entry_point_runs_exit_handlers_and_keeps_the_exit_status(tmp_path: Path) -> None:
+    """The command exits without interpreter teardown, yet exit handlers (which stop the embedded
+    model server and close database connections) still run, and output and status are intact."""
+    marker = tmp_path / "handler-ran"
+    register = f"import atexit; atexit.register(lambda: open({str(marker)!r}, 'w').write('yes'))"
+    ok = _console(f"{register}\nsys.argv = ['reconciler', '--version']", tmp_path)
+    assert ok.returncode == 0 and "reconciler" in ok.stdout
+    assert marker.read_text() == "yes"
+
+    marker.unlink()
+    bad = _console(f"{register}\nsys.argv = ['reconciler', 'validate', 'no-such-dir']", tmp_path)
+    assert bad.returncode == 1 and "no-such-dir" in bad.stderr
+    assert marker.read_text() == "yes"
+
+
+def test_entry_point_waits_for_other_threads(tmp_path: Path) -> None:
+    """With another thread still working, exit the normal way so its work is not cut short."""
+    marker = tmp_path / "thread-done"
+    worker = (
+        "import threading, time\n"
+        f"def work():\n    time.sleep(0.5); open({str(marker)!r}, 'w').write('done')\n"
+        "threading.Thread(target=work).start()\n"
+        "sys.argv = ['reconciler', '--version']"
+    )
+    result = _console(worker, tmp_path)
+    assert result.returncode == 0
+    assert marker.read_text() == "done"
+
+
+def test_entry_point_many_lines_into_a_pipe_arrive_whole(tmp_path: Path) -> None:
+    """Buffered output is flushed before the hard exit."""
+    result = _console("sys.argv = ['reconciler', '--help']", tmp_path)
+    assert result.returncode == 0
+    assert result.stdout.rstrip().splitlines()[-1].strip()  # the last command line of the help text
+    assert "validate" in result.stdout and "apply" in result.stdout

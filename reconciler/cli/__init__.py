@@ -3,8 +3,11 @@ inside each command so `reconciler --help` stays fast and plan/apply never impor
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
+import threading
+from typing import NoReturn
 
 import click
 
@@ -57,3 +60,34 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("  hint: rerun with RECONCILER_DEBUG=1 for a traceback and report it", err=True)
         sys.exit(1)
     sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def entry_point() -> NoReturn:
+    """The installed ``reconciler`` command: ``main``, then exit without tearing the interpreter down.
+
+    Freeing the objects of 10,000 loaded manifests one by one at interpreter shutdown took 0.1-0.2 s
+    of a 1.5 s plan, for nothing. Exit handlers still run (they stop the embedded model server and
+    close database connections) and output is flushed; only when other threads are still running
+    does this fall back to a normal exit, so nothing is cut short. Tests call ``main`` instead."""
+    try:
+        main()
+    except SystemExit as exc:
+        code = _exit_status(exc)
+    else:  # pragma: no cover - main always exits
+        code = 0
+    if threading.active_count() > 1:
+        sys.exit(code)
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (`reconciler plan | head`): nothing to deliver
+            pass
+    os._exit(code)
+
+
+def _exit_status(exc: SystemExit) -> int:
+    if exc.code is None or isinstance(exc.code, int):
+        return exc.code or 0
+    print(exc.code, file=sys.stderr)
+    return 1

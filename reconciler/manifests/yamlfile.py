@@ -8,6 +8,7 @@ column for each field, refuse duplicate keys, and bound the work a hostile file 
 from __future__ import annotations
 
 import math
+import operator
 import os
 import re
 from collections.abc import Iterator
@@ -25,34 +26,32 @@ try:  # libyaml is ~10x faster; fall back to the pure-Python composer when it is
 except ImportError:  # pragma: no cover
     from yaml import SafeLoader as _BaseLoader  # type: ignore[assignment]
 
-_RESOLVED: dict[tuple[str, tuple[bool, bool]], str] = {}  # (plain scalar, implicit) -> tag
-_RESOLVED_LIMIT = 200_000
+# Implicit tags depend only on (kind, value, implicit) here: safe loading has no path resolvers.
+_resolve_tag = lru_cache(maxsize=65_536)(yaml.resolver.Resolver().resolve)
 
 
 class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]
-    """Remembers the tag of each short plain scalar: keys and small values repeat across thousands
-    of documents, and the regular expressions behind implicit tags were 15% of reading them."""
+    """libyaml's composer calls back into Python three times per node: to resolve its tag and to
+    descend into and ascend from path resolvers, which safe loading does not have. Those calls were
+    a fifth of reading 10,000 manifests, so they are replaced by C callables: a memo of the tags
+    (keys and short values repeat across thousands of documents) and two no-ops."""
 
-    def resolve(self, kind: type, value: Any, implicit: Any) -> str:
-        if kind is not yaml.ScalarNode or not implicit or len(value) > 40:
-            return super().resolve(kind, value, implicit)
-        key = (value, implicit)
-        tag = _RESOLVED.get(key)
-        if tag is None:
-            if len(_RESOLVED) > _RESOLVED_LIMIT:
-                _RESOLVED.clear()
-            tag = _RESOLVED[key] = super().resolve(kind, value, implicit)
-        return tag
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.resolve = _resolve_tag
+        self.descend_resolver = operator.is_  # (parent, index) -> ignored
+        self.ascend_resolver = tuple  # () -> ignored
 
 
 MAX_FILE_BYTES = int(os.environ.get("RECONCILER_MAX_FILE_BYTES", 16 * 1024 * 1024))
 MAX_DOCUMENTS_PER_FILE = int(os.environ.get("RECONCILER_MAX_DOCUMENTS", 20_000))
 MAX_DEPTH = 64
 MAX_NODES_PER_DOCUMENT = 200_000  # counts aliases each time they are expanded
-# libyaml composes nodes by C recursion and crashes the process (SIGSEGV) somewhere past 20,000
-# levels, before MAX_DEPTH can be checked; documents that might nest deeper than this are first
-# scanned event by event (libyaml's parser itself is iterative).
-SAFE_COMPOSE_DEPTH = 1_000
+# libyaml composes nodes by C recursion and crashes the process (SIGSEGV) between 20,000 and
+# 40,000 levels with an 8 MiB stack, before MAX_DEPTH can be checked; documents that might nest
+# deeper than this (a tenth of it, for smaller thread stacks) are first scanned event by event
+# (libyaml's parser itself is iterative).
+SAFE_COMPOSE_DEPTH = 2_000
 
 FieldPath = tuple[str | int, ...]
 
@@ -134,8 +133,9 @@ class _Converter:
         mark = node.start_mark
         return Location(self.file, mark.line + 1, mark.column + 1)
 
-    def _count(self, node: yaml.Node, depth: int) -> None:
-        self.nodes += 1
+    def _count_children(self, node: yaml.Node, first_child: yaml.Node, children: int, depth: int) -> None:
+        """Bound the work (aliases expand the same nodes again) and the nesting, per collection."""
+        self.nodes += children
         if self.nodes > MAX_NODES_PER_DOCUMENT:
             raise _TooComplex(
                 f"document expands to more than {MAX_NODES_PER_DOCUMENT} YAML nodes "
@@ -143,18 +143,22 @@ class _Converter:
                 node,
             )
         if depth > MAX_DEPTH:
-            raise _TooComplex(f"nesting is deeper than {MAX_DEPTH} levels", node)
+            raise _TooComplex(f"nesting is deeper than {MAX_DEPTH} levels", first_child)
 
     def convert(self, node: yaml.Node, path: FieldPath, depth: int) -> Any:
-        self._count(node, depth)
+        """``node`` sits at ``depth`` and was counted by its parent (the root by the caller)."""
         cls = node.__class__
         if cls is yaml.ScalarNode:
             return self.scalar(node)
         marks = self.marks
+        children = node.value
         if cls is yaml.SequenceNode:
             self._check_tag(node, "tag:yaml.org,2002:seq")
+            if not children:
+                return []
+            self._count_children(node, children[0], len(children), depth + 1)
             items = []
-            for i, child in enumerate(node.value):
+            for i, child in enumerate(children):
                 child_path = (*path, i)
                 if marks is not None:
                     marks[child_path] = _mark(child)
@@ -163,14 +167,21 @@ class _Converter:
         if cls is yaml.MappingNode:
             self._check_tag(node, "tag:yaml.org,2002:map")
             result: dict[str, Any] = {}
-            for key_node, value_node in node.value:
-                key = self._key(key_node)
+            if not children:
+                return result
+            self._count_children(node, children[0][1], len(children), depth + 1)
+            fast = self.fast_strings
+            scalar_node = yaml.ScalarNode
+            for key_node, value_node in children:
+                if fast and key_node.tag == _STR and key_node.__class__ is scalar_node:
+                    key = key_node.value
+                else:
+                    key = self._key(key_node)
                 if key in result:
                     self._duplicate(node, key_node, key, path)
                     continue
-                if value_node.__class__ is yaml.ScalarNode and value_node.tag == _STR and self.fast_strings:
-                    self._count(value_node, depth + 1)  # the common case, a plain string, inline
-                    result[key] = value_node.value
+                if fast and value_node.tag == _STR and value_node.__class__ is scalar_node:
+                    result[key] = value_node.value  # the common case, a plain string, inline
                     continue
                 child_path = (*path, key)
                 if marks is not None:
@@ -277,18 +288,22 @@ def _levels_opened(chunk: str, indicators: tuple[str, ...]) -> int:
 
 
 def may_nest_deeply(text: str) -> bool:
-    """Cheap, conservative: could some document in ``text`` nest deeper than SAFE_COMPOSE_DEPTH?"""
+    """Cheap, conservative: could some document in ``text`` nest deeper than SAFE_COMPOSE_DEPTH?
+
+    Every level costs at least one character, so a document shorter than half the safe depth is
+    safe whatever it holds; only longer documents have their level-opening characters counted."""
     if text.startswith(_DEEP_INDENT) or any(b + _DEEP_INDENT in text for b in "\n\r\x85\u2028\u2029"):
         return True
-    budget = SAFE_COMPOSE_DEPTH - len(_DEEP_INDENT) - 1
-    indicators = _ASCII_INDICATORS if text.isascii() else _ALL_INDICATORS
-    if len(text) <= budget or _levels_opened(text, indicators) <= budget:
+    short = SAFE_COMPOSE_DEPTH // 2
+    if len(text) <= short:
         return False
     bounds = [0, *(m.start() for m in _DOCUMENT_MARKER.finditer(text)), len(text)]
-    # every level costs at least one character, so only long documents need counting
-    return any(
-        _levels_opened(text[a:b], indicators) > budget for a, b in zip(bounds, bounds[1:]) if b - a > budget
-    )
+    long_documents = [(a, b) for a, b in zip(bounds, bounds[1:]) if b - a > short]
+    if not long_documents:
+        return False
+    budget = SAFE_COMPOSE_DEPTH - len(_DEEP_INDENT) - 1
+    indicators = _ASCII_INDICATORS if text.isascii() else _ALL_INDICATORS
+    return any(_levels_opened(text[a:b], indicators) > budget for a, b in long_documents)
 
 
 def _too_deep(text: str, display: str) -> Problem | None:
@@ -370,6 +385,7 @@ def _parse(
                 )
                 continue
             converter = _Converter(display, {} if with_marks else None, check_text)
+            converter.nodes = 1  # the root
             try:
                 data = converter.convert(node, (), 0)
             except _TooComplex as exc:

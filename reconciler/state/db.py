@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -56,7 +58,26 @@ def sqlite_path(url: URL) -> Path | None:
     return Path(database)
 
 
+_open_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def _dispose_open_engines() -> None:
+    """At exit, close pooled connections politely (a PostgreSQL server logs an unexpected EOF
+    otherwise); the command line ends without tearing down the interpreter (see cli.entry_point)."""
+    for engine in list(_open_engines):
+        engine.dispose()
+
+
+atexit.register(_dispose_open_engines)
+
+
 def make_engine(url: URL) -> Engine:
+    engine = _make_engine(url)
+    _open_engines.add(engine)
+    return engine
+
+
+def _make_engine(url: URL) -> Engine:
     if url.get_backend_name() == "sqlite":
         engine = create_engine(url, connect_args={"timeout": 30}, json_deserializer=jsoncodec.loads)
 

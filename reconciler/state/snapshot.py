@@ -4,10 +4,11 @@ references by name, the same shape as the desired state built from manifests."""
 from __future__ import annotations
 
 import hashlib
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Engine, inspect, select
+from sqlalchemy import Connection, Engine, String, inspect, select, type_coerce
 
 from reconciler.state.jsoncodec import canonical_bytes
 from reconciler.state.tables import (
@@ -81,18 +82,36 @@ def _existing_tables(conn: Connection) -> set[str] | None:
     return set(inspect(conn).get_table_names())
 
 
+def _raw_id(column: Any) -> Any:
+    """Select a UUID column as the driver returns it: SQLAlchemy's conversion to ``uuid.UUID``
+    and back to text cost a fifth of reading 10,000 rows. See ``_id_text``."""
+    return type_coerce(column, String).label(column.name)
+
+
+def _id_text(raw: Any) -> str:
+    """The canonical text of a UUID as ``_raw_id`` reads it: 32 hex digits (SQLite), a
+    ``uuid.UUID`` (PostgreSQL), or already dashed text (a seed database's own choice)."""
+    if raw.__class__ is str:
+        if len(raw) == 32:
+            return f"{raw[:8]}-{raw[8:12]}-{raw[12:16]}-{raw[16:20]}-{raw[20:]}".lower()
+        return str(uuid.UUID(raw))
+    return str(raw)
+
+
 def read_snapshot(conn: Connection) -> StateSnapshot:
     tables = _existing_tables(conn)
 
-    def present(table: Any) -> bool:
-        return tables is None or table.name in tables
+    def rows_of(query: Any) -> list[Any]:
+        """All rows at once (one fetch, not one call per row); none from a table the database lacks."""
+        present = tables is None or query.get_final_froms()[0].name in tables
+        return list(conn.execute(query).all()) if present else []
 
     managed: dict[tuple[str, str], Any] = {}
     by_row: dict[tuple[str, str], Any] = {}
-    rows = conn.execute(select(ManagedResource.__table__)) if tables is None else []
-    for m in rows:
+    book_query = select(*(_raw_id(c) if c.name == "row_id" else c for c in ManagedResource.__table__.columns))
+    for m in conn.execute(book_query).all() if tables is None else []:
         managed[(m.kind, m.name)] = m
-        by_row[(m.kind, str(m.row_id))] = m
+        by_row[(m.kind, _id_text(m.row_id))] = m
 
     resources: dict[ResourceKey, ActualResource] = {}
 
@@ -129,13 +148,13 @@ def read_snapshot(conn: Connection) -> StateSnapshot:
 
     p = LLMProvider.__table__.c
     provider_names: dict[Any, str] = {}
-    for row in conn.execute(select(p.id, p.name, p.type, p.base_url, p.api_key_encrypted, p.is_active)) if present(p.id.table) else []:
+    for row in rows_of(select(_raw_id(p.id), p.name, p.type, p.base_url, p.api_key_encrypted, p.is_active)):
         provider_names[row.id] = row.name
         digest = ciphertext_digest(row.api_key_encrypted)
         add(
             "Provider",
             row.name,
-            str(row.id),
+            _id_text(row.id),
             {
                 "type": row.type,
                 "base_url": row.base_url,
@@ -147,18 +166,18 @@ def read_snapshot(conn: Connection) -> StateSnapshot:
         )
     t = TaskConfig.__table__.c
     task_names: dict[Any, str] = {}
-    for row in conn.execute(select(t.id, t.name, t.description, t.response_schema, t.is_active)) if present(t.id.table) else []:
+    for row in rows_of(select(_raw_id(t.id), t.name, t.description, t.response_schema, t.is_active)):
         task_names[row.id] = row.name
-        add("Task", row.name, str(row.id), {"description": row.description, "response_schema": row.response_schema, "is_active": bool(row.is_active)})
+        add("Task", row.name, _id_text(row.id), {"description": row.description, "response_schema": row.response_schema, "is_active": bool(row.is_active)})
     a = AgentConfig.__table__.c
     agent_names: dict[Any, str] = {}
-    agent_query = select(a.id, a.name, a.description, a.provider_id, a.model_name, a.system_prompt, a.temperature, a.max_tokens, a.is_active)
-    for row in conn.execute(agent_query) if present(a.id.table) else []:
+    agent_query = select(_raw_id(a.id), a.name, a.description, _raw_id(a.provider_id), a.model_name, a.system_prompt, a.temperature, a.max_tokens, a.is_active)
+    for row in rows_of(agent_query):
         agent_names[row.id] = row.name
         add(
             "Agent",
             row.name,
-            str(row.id),
+            _id_text(row.id),
             {
                 "description": row.description,
                 "provider": provider_names.get(row.provider_id),
@@ -170,29 +189,29 @@ def read_snapshot(conn: Connection) -> StateSnapshot:
             },
         )
     s = AgentTaskAssignment.__table__.c
-    for row in conn.execute(select(s.id, s.agent_id, s.task_id, s.is_active)) if present(s.id.table) else []:
+    for row in rows_of(select(_raw_id(s.id), _raw_id(s.agent_id), _raw_id(s.task_id), s.is_active)):
         agent, task = agent_names.get(row.agent_id), task_names.get(row.task_id)
-        add("Assignment", f"{agent}+{task}", str(row.id), {"agent": agent, "task": task, "is_active": bool(row.is_active)})
+        add("Assignment", f"{agent}+{task}", _id_text(row.id), {"agent": agent, "task": task, "is_active": bool(row.is_active)})
     if tables is None:  # a seed database has analysis_runs without our columns: runs are not managed there
         _read_runs(conn, resources, managed)
     seen = {(r.kind, r.row_id) for r in resources.values() if r.managed}
-    vanished = {key: m.apply_id for key, m in managed.items() if (m.kind, str(m.row_id)) not in seen}
+    vanished = {key: m.apply_id for key, m in managed.items() if (m.kind, _id_text(m.row_id)) not in seen}
     return StateSnapshot(resources, fingerprint_of(resources), vanished)
 
 
 def _read_runs(conn: Connection, resources: dict[ResourceKey, ActualResource], managed: dict[tuple[str, str], Any]) -> None:
     """Named runs. A run's essence is what was applied, plus whether it started (then it is immutable)."""
     r = AnalysisRun.__table__.c
-    for row in conn.execute(select(r.id, r.name, r.status).where(r.name.is_not(None))):
+    for row in conn.execute(select(_raw_id(r.id), r.name, r.status).where(r.name.is_not(None))):
         book = managed.get(("Run", row.name))
-        if book is not None and str(book.row_id) != str(row.id):
+        if book is not None and _id_text(book.row_id) != _id_text(row.id):
             book = None
         essence = dict(book.applied or {}) if book is not None else {}
         essence["started"] = row.status != "pending"  # not the status itself: progress must not stale saved plans
         resources[("Run", row.name)] = ActualResource(
             kind="Run",
             name=row.name,
-            row_id=str(row.id),
+            row_id=_id_text(row.id),
             essence=essence,
             managed=book is not None,
             applied=book.applied if book is not None else None,
