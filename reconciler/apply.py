@@ -19,8 +19,9 @@ from sqlalchemy import Connection, Engine, bindparam, delete, insert, update
 
 from reconciler.errors import ReconcilerError, StalePlan
 from reconciler.plan.model import Action, Change, Plan
+from reconciler.state.history import record_operation
 from reconciler.state.snapshot import StateSnapshot, ciphertext_digest, read_snapshot
-from reconciler.state.tables import KIND_TABLES, ApplyRecord, ManagedResource, utcnow
+from reconciler.state.tables import KIND_TABLES, ManagedResource, utcnow
 
 CHUNK = 500
 
@@ -75,27 +76,10 @@ def execute_plan(engine: Engine, plan: Plan, meta: ApplyMeta, encrypt_secret: Se
 
 def _record_history(conn: Connection, plan: Plan, meta: ApplyMeta, started: datetime) -> int:
     s = plan.summary()
-    git = meta.git or {}
-    result = conn.execute(
-        insert(ApplyRecord.__table__).returning(ApplyRecord.__table__.c.id),
-        {
-            "started_at": started,
-            "finished_at": utcnow(),
-            "user": meta.user,
-            "command": meta.command,
-            "source": meta.source,
-            "git_commit": git.get("commit"),
-            "git_dirty": git.get("dirty"),
-            "git_ref": git.get("ref"),
-            "git_author": git.get("author"),
-            "git_subject": git.get("subject"),
-            "created": s["create"],
-            "updated": s["update"],
-            "deleted": s["delete"],
-            "plan": plan.to_dict(),
-        },
+    return record_operation(
+        conn, command=meta.command, user=meta.user, details=plan.to_dict(), started=started, source=meta.source,
+        git=meta.git, created=s["create"], updated=s["update"], deleted=s["delete"],
     )
-    return int(result.scalar_one())
 
 
 def _applied(desired: dict[str, Any]) -> dict[str, Any]:

@@ -16,8 +16,9 @@ from sqlalchemy import Connection, Engine, delete, insert, update
 from reconciler.errors import Problem, ReconcilerError
 from reconciler.gitops.export import export_names, placeholder_env
 from reconciler.gitops.guards import Selector, parse_selector
+from reconciler.state.history import record_operation
 from reconciler.state.snapshot import ActualResource, StateSnapshot, read_snapshot
-from reconciler.state.tables import KIND_TABLES, ApplyRecord, ManagedResource, utcnow
+from reconciler.state.tables import KIND_TABLES, ManagedResource, utcnow
 
 ResourceKey = tuple[str, str]
 
@@ -136,12 +137,5 @@ def _provider_tokens(conn: Connection, row_ids: list[str]) -> dict[str, bytes | 
 
 
 def _record(conn: Connection, adoptions: list[Adoption], user: str, now: Any) -> int:
-    result = conn.execute(
-        insert(ApplyRecord.__table__).returning(ApplyRecord.__table__.c.id),
-        {
-            "started_at": now, "finished_at": now, "user": user, "command": "adopt", "source": None,
-            "created": 0, "updated": 0, "deleted": 0,
-            "plan": {"adopted": [{"kind": a.kind, "name": a.name, "renamed_from": a.renamed_from} for a in adoptions]},
-        },
-    )
-    return int(result.scalar_one())
+    details = {"adopted": [{"kind": a.kind, "name": a.name, "renamed_from": a.renamed_from} for a in adoptions]}
+    return record_operation(conn, command="adopt", user=user, details=details, started=now)

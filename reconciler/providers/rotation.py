@@ -8,14 +8,21 @@ whose ciphertext was changed outside reconciler keep their bookkeeping, so their
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 from sqlalchemy import Connection, Engine, Table, bindparam, select, update
 
 from reconciler.errors import ReconcilerError
-from reconciler.providers.secrets import SECRET_KEY_ENV, SecretBox, generate_key, load_secret_box, undecryptable, write_key_file
+from reconciler.providers.secrets import (
+    SECRET_KEY_ENV,
+    SecretBox,
+    generate_key,
+    load_secret_box,
+    undecryptable,
+    write_key_file,
+)
 from reconciler.state.snapshot import ciphertext_digest
 from reconciler.state.tables import LLMProvider, ManagedResource, utcnow
 
@@ -104,6 +111,8 @@ def rotate_secrets(engine: Engine, *, keep_old: bool = False, lock_timeout: floa
     try:
         with _locked_transaction(engine, "secrets rotate", lock_timeout) as conn:
             names = reencrypt_all(conn, box)
+            if names:
+                _record(conn, "secrets rotate", names, box.source)
     except BaseException:
         if generated and key_file is not None:
             write_key_file(key_file, original)  # nothing was committed under the new key
@@ -132,7 +141,17 @@ def forget_undecryptable(engine: Engine, *, lock_timeout: float | None = None) -
                 .values(api_key_encrypted=None, validation_status="pending", validation_error=None, validated_at=None, updated_at=utcnow())
             )
             conn.execute(update(b).where(b.c.kind == "Provider", b.c.row_id.in_(ids)).values(secret_digest=None))
+            _record(conn, "secrets forget", sorted(r.name for r in lost), box.source)
     return tuple(sorted(r.name for r in lost))
+
+
+def _record(conn: Connection, command: str, providers: Sequence[str], key_source: str) -> None:
+    """Key changes belong in the audit trail beside applies (provider names and key source only)."""
+    from reconciler.state.history import record_operation
+    from reconciler.state.lock import holder_identity
+
+    details = {"providers": list(providers), "key_source": key_source}
+    record_operation(conn, command=command, user=holder_identity(), details=details, updated=len(providers))
 
 
 @contextlib.contextmanager

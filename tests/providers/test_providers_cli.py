@@ -191,6 +191,10 @@ def test_rotate_with_the_key_file(cli_run, db_url, write_manifests, ollama_srv, 
     KEY_FILE.write_text(old_key)
     code, _, err = cli_run("plan", m, "--db", db_url, env=ENV)
     assert code == 1 and "cannot decrypt the stored API key of provider 'openai-prod'" in err
+    code, out, _ = cli_run("history", "--db", db_url, "-o", "json")
+    rotation, apply = json.loads(out)[:2]
+    assert (rotation["command"], rotation["updated"], apply["command"]) == ("secrets rotate", 1, "apply")
+    assert rotation["plan"] == {"providers": ["openai-prod"], "key_source": ".reconciler/secret.key"}
 
 
 def test_rotate_keep_old(cli_run, sqlite_url, write_manifests, ollama_srv, openai_srv) -> None:
@@ -225,6 +229,8 @@ def test_forget_undecryptable_then_apply_again(cli_run, sqlite_url, write_manife
     assert cli_run("plan", m, "--db", sqlite_url, env=ENV)[0] == 1
     code, out, _ = cli_run("secrets", "forget", "--undecryptable", "--db", sqlite_url)
     assert (code, out) == (0, "Cleared the API keys of openai-prod. Run `reconciler apply` to encrypt them again from the manifests.\n")
+    forgotten = json.loads(cli_run("history", "--db", sqlite_url, "-o", "json")[1])[0]
+    assert (forgotten["command"], forgotten["plan"]["providers"]) == ("secrets forget", ["openai-prod"])
     code, out, _ = cli_run("plan", m, "--db", sqlite_url, env=ENV)
     assert code == 0 and "~ provider openai-prod: api_key (sensitive value changed)" in out
     assert cli_run("apply", m, "--db", sqlite_url, "--auto-approve", "--wait-validation", env=ENV)[0] == 0
