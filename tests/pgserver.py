@@ -1,8 +1,7 @@
 """Throwaway PostgreSQL server for tests and benchmark scripts.
 
 Why not pytest-postgresql: its executor runs initdb and pg_ctl as the current user, and CI runs as
-root, which initdb refuses; it also creates a database per test with a template copy that took
-longer than the ~10 ms CREATE DATABASE ... TEMPLATE used here.
+root, which initdb refuses.
 
 Self-contained: depends only on the standard library and psycopg (3). Does not
 import pytest at module level, so benchmark scripts can use it too::
