@@ -47,7 +47,7 @@ def detect_drift(snapshot: StateSnapshot, only: set[ResourceKey] | None = None) 
         if not r.managed or r.applied is None or (only is not None and key not in only):
             continue
         sensitive = SENSITIVE_FIELDS.get(r.kind, ())
-        fields = []
+        fields = [] if r.row_name is None else [FieldChange("name", r.name, r.row_name, drift=True)]
         for name, applied in r.applied.items():
             actual = r.essence.get(name)
             if name in sensitive:

@@ -51,6 +51,11 @@ def _metadata_changes(d: DesiredResource, a: ActualResource) -> tuple[FieldChang
     return tuple(out)
 
 
+def _renamed(a: ActualResource) -> tuple[FieldChange, ...]:
+    """A managed row renamed outside reconciler is drift: apply renames it back."""
+    return () if a.row_name is None else (FieldChange("name", a.row_name, a.name, drift=True),)
+
+
 def _pair_key(essence: dict[str, Any]) -> str:
     return f"{essence['agent']}+{essence['task']}"
 
@@ -106,7 +111,7 @@ def diff(
                 Change(Action.CREATE, d.kind, d.name, desired=_desired_payload(d), source=d.source, labels=d.labels, annotations=d.annotations)
             )
             continue
-        fields = diff_fields(d.kind, d.essence, a) + _metadata_changes(d, a)
+        fields = _renamed(a) + diff_fields(d.kind, d.essence, a) + _metadata_changes(d, a)
         if fields and d.kind == "Run" and a.essence.get("started"):
             problems.append(_started_run(d, a))
             continue

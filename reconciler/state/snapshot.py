@@ -41,6 +41,7 @@ class ActualResource:
     secret_digest: str | None = None  # digest of the ciphertext in the database now
     # the ciphertext itself, so a plan can check it decrypts under the configured key; never rendered
     secret_ciphertext: bytes | None = field(default=None, repr=False, compare=False)
+    row_name: str | None = None  # the row's own name when someone renamed a managed row outside reconciler
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,8 @@ def fingerprint_of(resources: dict[ResourceKey, ActualResource]) -> str:
     h = hashlib.sha256()
     for key in sorted(resources):
         r = resources[key]
-        h.update(canonical_bytes([key, r.row_id, r.managed, r.essence, r.applied, r.labels, r.annotations]))
+        state = [key, r.row_id, r.managed, r.essence, r.applied, r.labels, r.annotations]
+        h.update(canonical_bytes(state if r.row_name is None else [*state, r.row_name]))
     return h.hexdigest()
 
 
@@ -117,9 +119,13 @@ def read_snapshot(conn: Connection) -> StateSnapshot:
 
     def add(
         kind: str, name: str, row_id: str, essence: dict[str, Any], secret_digest: str | None = None, ciphertext: bytes | None = None
-    ) -> None:
+    ) -> str:
+        """Record one row under the name reconciler manages it by; returns that name."""
         book = by_row.get((kind, row_id))
+        row_name = None
         if book is not None:
+            if kind != "Assignment" and name != book.name:
+                row_name = name  # renamed outside reconciler
             name = book.name
             applied = book.applied or {}
             for extra in EXTRA_FIELDS.get(kind, ()):
@@ -144,14 +150,15 @@ def read_snapshot(conn: Connection) -> StateSnapshot:
             apply_id=book.apply_id if book is not None else None,
             secret_digest=secret_digest,
             secret_ciphertext=ciphertext,
+            row_name=row_name,
         )
+        return name
 
     p = LLMProvider.__table__.c
     provider_names: dict[Any, str] = {}
     for row in rows_of(select(_raw_id(p.id), p.name, p.type, p.base_url, p.api_key_encrypted, p.is_active)):
-        provider_names[row.id] = row.name
         digest = ciphertext_digest(row.api_key_encrypted)
-        add(
+        provider_names[row.id] = add(
             "Provider",
             row.name,
             _id_text(row.id),
@@ -167,14 +174,12 @@ def read_snapshot(conn: Connection) -> StateSnapshot:
     t = TaskConfig.__table__.c
     task_names: dict[Any, str] = {}
     for row in rows_of(select(_raw_id(t.id), t.name, t.description, t.response_schema, t.is_active)):
-        task_names[row.id] = row.name
-        add("Task", row.name, _id_text(row.id), {"description": row.description, "response_schema": row.response_schema, "is_active": bool(row.is_active)})
+        task_names[row.id] = add("Task", row.name, _id_text(row.id), {"description": row.description, "response_schema": row.response_schema, "is_active": bool(row.is_active)})
     a = AgentConfig.__table__.c
     agent_names: dict[Any, str] = {}
     agent_query = select(_raw_id(a.id), a.name, a.description, _raw_id(a.provider_id), a.model_name, a.system_prompt, a.temperature, a.max_tokens, a.is_active)
     for row in rows_of(agent_query):
-        agent_names[row.id] = row.name
-        add(
+        agent_names[row.id] = add(
             "Agent",
             row.name,
             _id_text(row.id),

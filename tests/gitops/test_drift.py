@@ -77,3 +77,27 @@ def test_a_row_deleted_outside_reconciler_and_dropped_from_the_manifests_is_forg
     assert cli_run("apply", str(root), "--db", db_url, "--auto-approve")[0] == 0
     assert cli_run("drift", "--db", db_url, "--detailed-exitcode")[0] == 0
     assert cli_run("plan", str(root), "--db", db_url, "--detailed-exitcode")[0] == 0
+
+
+def test_a_managed_row_renamed_outside_reconciler_is_drift_and_apply_renames_it_back(cli_run, write_manifests, db_url: str) -> None:
+    """The seed service lets people rename an agent; the manifests still name it, so that is drift."""
+    root = write_manifests(config({"triage": 0.2}))
+    assert cli_run("apply", str(root), "--db", db_url, "--auto-approve")[0] == 0
+    sql(db_url, "UPDATE agent_configs SET name = 'triage-renamed' WHERE name = 'triage'", "UPDATE llm_providers SET name = 'renamed'")
+
+    code, out, _ = cli_run("drift", "--db", db_url, "--detailed-exitcode")
+    assert code == 2
+    assert '  ~ agent triage: name "triage" → "triage-renamed" (drift: changed outside reconciler since apply #1)' in out
+    code, out, _ = cli_run("plan", str(root), "--db", db_url, "--detailed-exitcode")
+    assert code == 2
+    assert '  ~ agent triage: name "triage-renamed" → "triage" (drift: changed outside reconciler since apply #1)' in out
+    assert "Plan: 0 to create, 2 to update, 0 to delete." in out  # the agent and the provider; nothing else moves
+    code, out, _ = cli_run("plan", str(root), "--db", db_url, "--out", "saved.plan")
+    sql(db_url, "UPDATE agent_configs SET name = 'renamed-again' WHERE name = 'triage-renamed'")
+    code, _, err = cli_run("apply", "saved.plan", "--db", db_url, "--auto-approve")
+    assert code == 1 and "the database changed after this plan was made" in err  # a rename stales a saved plan
+
+    assert cli_run("apply", str(root), "--db", db_url, "--auto-approve")[0] == 0
+    assert cli_run("get", "agents", "--db", db_url, "-o", "json")[1].count('"name": "triage"') == 1
+    assert cli_run("plan", str(root), "--db", db_url, "--detailed-exitcode")[0] == 0
+    assert cli_run("drift", "--db", db_url, "--detailed-exitcode")[0] == 0
