@@ -60,6 +60,12 @@ def name_list(names: list[str] | set[str], shown: int = 10) -> str:
     return text + (f" and {len(ordered) - shown} more" if len(ordered) > shown else "")
 
 
+def first_line(exc: BaseException) -> str:
+    """An unexpected error's first line: a driver's reason without the statement and parameters after it."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class ReconcilerError(Exception):
     """A user-facing failure: the CLI prints its problems and exits 1, never a traceback."""
 
@@ -82,6 +88,14 @@ class LockTimeout(ReconcilerError):
 
 class StalePlan(ReconcilerError):
     """A saved plan no longer matches the database it was computed against."""
+
+
+class RunAlreadyStarted(ReconcilerError):
+    """A run that was to start from ``pending`` has been started by someone else (never twice)."""
+
+    def __init__(self, problems: list[Problem] | Problem | str, hint: str = "", status: str = "running") -> None:
+        super().__init__(problems, hint)
+        self.status = status
 
 
 @dataclass

@@ -33,6 +33,18 @@ def _isolated_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return work
 
 
+@pytest.fixture
+def real_llm_requests(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Let this test's runs reach a local stub server (tests.stub_openai), retrying without long waits."""
+    import pydantic_ai.models
+
+    from reconciler.llm import registry
+
+    monkeypatch.setattr(pydantic_ai.models, "ALLOW_MODEL_REQUESTS", True)
+    monkeypatch.setattr(registry, "_default", None)
+    monkeypatch.setenv("RECONCILER_RETRY_BASE_SECONDS", "0.01")
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """The state database, once per backend."""

@@ -32,16 +32,6 @@ def _short(value: Any, limit: int = 48) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _fmt_summary(s: Any) -> str:
-    acc = f", accuracy {s.accuracy:.0%}" if s.accuracy is not None else ""
-    return (
-        f"Run {s.name}: {s.status} — {s.items_succeeded}/{s.items_total} valid, {s.items_failed} failed"
-        + (f", {s.items_unfinished} unfinished" if s.items_unfinished else "")
-        + f"{acc}; tokens {s.input_tokens:,} in / {s.output_tokens:,} out; cost ${s.cost_estimate:.4f}; "
-        f"{s.elapsed_seconds:.1f} s; config sha256 {s.config_sha256[:12]}"
-    )
-
-
 class _Progress:
     """A progress bar on a terminal (stderr), JSON lines with --json, else nothing until the end."""
 
@@ -74,6 +64,17 @@ def _is_file(target: str) -> bool:
     return p.suffix.lower() in {".yaml", ".yml"} or p.is_file()
 
 
+def _report(engine: Any, summary: Any, *, as_json: bool, table: bool) -> None:
+    if as_json:
+        click.echo(json.dumps({"event": "run", **summary.to_dict()}, default=str))
+        return
+    if table:
+        _print_results(engine, summary.name, "table")
+    click.echo(f"Run {summary.name}: {summary.describe()}")
+    if summary.error:
+        click.echo(f"  {summary.error}", err=True)
+
+
 def execute_named(engine: Any, names: list[str], *, as_json: bool, concurrency: int | None = None, retry_failed: bool = False, table: bool = True) -> int:
     from reconciler.runs.service import RunOptions, execute_run
 
@@ -86,14 +87,7 @@ def execute_named(engine: Any, names: list[str], *, as_json: bool, concurrency: 
             )
         finally:
             progress.close()
-        if as_json:
-            click.echo(json.dumps({"event": "run", **summary.to_dict()}, default=str))
-        else:
-            if table:
-                _print_results(engine, name, "table")
-            click.echo(_fmt_summary(summary))
-            if summary.error:
-                click.echo(f"  {summary.error}", err=True)
+        _report(engine, summary, as_json=as_json, table=table)
         if summary.status == "failed":  # partial is a finished run: its failures are in the results
             code = 1
     return code
@@ -120,9 +114,27 @@ def run_command(target: str, db: str | None, concurrency: int | None, retry_fail
 
 
 def start_triggered_runs(db_engine: Any, names: tuple[str, ...]) -> int:
-    """Called by `apply` for runs with trigger: on_apply."""
+    """Called by `apply` for runs with trigger: on_apply (`watch` starts them through the same
+    ``start_triggered_run``); one run that cannot start does not keep the others from starting."""
+    from reconciler.runs.triggered import start_triggered_run
+
     click.echo(f"Starting {len(names)} run{'s' if len(names) != 1 else ''} with trigger: on_apply: {', '.join(names)}")
-    return execute_named(db_engine, list(names), as_json=False)
+    code = 0
+    for name in names:
+        progress = _Progress(False)
+        try:
+            outcome = start_triggered_run(db_engine, name, on_item=progress.item, on_start=progress.start)
+        finally:
+            progress.close()
+        if outcome.summary is not None:
+            _report(db_engine, outcome.summary, as_json=False, table=True)
+        elif outcome.skipped:
+            click.echo(f"Run {name}: not started: {outcome.skipped}")
+        for problem in outcome.problems:
+            click.echo(problem.render(), err=True)
+        if outcome.failed:
+            code = 1
+    return code
 
 
 @cli.group("runs")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from reconciler.llm.ports import LLMAgent, LLMError, ProviderUnreachable, Retrya
 BACKOFF_BASE_ENV = "RECONCILER_RETRY_BASE_SECONDS"
 BACKOFF_CAP_SECONDS = 30.0
 RETRY_AFTER_CAP_SECONDS = 120.0
+HALTED = "the process running it was asked to stop"
 
 
 @dataclass(frozen=True)
@@ -149,15 +151,20 @@ async def execute(
     policy: RetryPolicy,
     sink: ResultSink,
     on_item: Callable[[ItemOutcome], None] | None = None,
+    halt: threading.Event | None = None,
 ) -> RunOutcome:
     """Process ``items`` with ``concurrency`` workers; outcomes go to ``sink`` (flushed before returning,
-    also when cancelled, so a Ctrl-C loses nothing that finished)."""
+    also when cancelled, so a Ctrl-C loses nothing that finished). Setting ``halt`` (from any thread)
+    stops taking items: those in flight finish, the rest stay unfinished for a resume."""
     outcome = RunOutcome()
     pending = iter(items)
     stop = asyncio.Event()
 
     async def worker() -> None:
         for item in pending:
+            if halt is not None and halt.is_set():
+                outcome.stopped_reason = outcome.stopped_reason or HALTED
+                stop.set()
             if stop.is_set():
                 return
             try:

@@ -1,6 +1,7 @@
 """Start or resume a run: check it can run, snapshot its configuration, execute, record the outcome.
 
-Called by ``reconciler run`` and by ``apply`` for ``trigger: on_apply`` runs. A run that was stopped
+Called by ``reconciler run``, and through ``runs.triggered`` by ``apply`` and ``watch`` for
+``trigger: on_apply`` runs. A run that was stopped
 (Ctrl-C, killed, provider down) is resumed by starting it again: only unfinished items are processed
 and finished ones are never duplicated ((run, item) is unique in the database).
 """
@@ -8,6 +9,7 @@ and finished ones are never duplicated ((run, item) is unique in the database).
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -15,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from reconciler.errors import ReconcilerError
+from reconciler.errors import ReconcilerError, RunAlreadyStarted
 from reconciler.llm.ports import ExecutionSettings, LLMError, ProviderConfig
 from reconciler.runs import metrics, store
 from reconciler.runs.runner import ItemOutcome, ResultSink, RetryPolicy, WorkItem, execute
@@ -26,6 +28,7 @@ from reconciler.state.tables import utcnow
 class RunOptions:
     concurrency: int | None = None  # overrides the spec's (it does not change results)
     retry_failed: bool = False  # also process items that finished as failed
+    only_pending: bool = False  # start a pending run, never resume one (trigger: on_apply)
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,16 @@ class RunSummary:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def describe(self) -> str:
+        """One line for people, after the run's name: status, counts, accuracy, tokens, cost, time, config hash."""
+        acc = f", accuracy {self.accuracy:.0%}" if self.accuracy is not None else ""
+        return (
+            f"{self.status} — {self.items_succeeded}/{self.items_total} valid, {self.items_failed} failed"
+            + (f", {self.items_unfinished} unfinished" if self.items_unfinished else "")
+            + f"{acc}; tokens {self.input_tokens:,} in / {self.output_tokens:,} out; cost ${self.cost_estimate:.4f}; "
+            f"{self.elapsed_seconds:.1f} s; config sha256 {self.config_sha256[:12]}"
+        )
 
 
 def _with_secret(provider: ProviderConfig, token: bytes | None) -> ProviderConfig:
@@ -102,9 +115,17 @@ def execute_run(
     on_item: Callable[[ItemOutcome], None] | None = None,
     on_start: Callable[[int, int], None] | None = None,
     registry: Any = None,
+    halt: threading.Event | None = None,
 ) -> RunSummary:
-    """Run (or resume) ``name`` to the end; returns its summary. ``on_start(todo, total)`` before work."""
+    """Run (or resume) ``name`` to the end; returns its summary. ``on_start(todo, total)`` is called
+    once the run is claimed, before work; setting ``halt`` stops it between items (resumable)."""
     record = store.find_run(engine, name)
+    if options.only_pending and record.status != "pending":
+        raise RunAlreadyStarted(
+            f"run {name!r} is already {record.status}; a run is started only once",
+            hint=f"`reconciler runs show {name}` shows it; `reconciler run {name}` resumes an unfinished run",
+            status=record.status,
+        )
     if store.holder_is_alive(record):
         raise ReconcilerError(
             f"run {name!r} is being executed by another process ({record.runner})",
@@ -146,7 +167,9 @@ def execute_run(
             async def go() -> Any:
                 agent = await registry.get_or_create(config.agent, config.task, provider, settings)
                 try:
-                    return await execute(agent, items, concurrency=concurrency, policy=RetryPolicy(settings.max_retries), sink=sink, on_item=on_item)
+                    return await execute(
+                        agent, items, concurrency=concurrency, policy=RetryPolicy(settings.max_retries), sink=sink, on_item=on_item, halt=halt,
+                    )
                 finally:
                     close = getattr(agent, "aclose", None)
                     if close is not None:  # instances are per event loop, and this loop ends here

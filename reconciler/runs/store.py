@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import Engine, delete, func, insert, select, update
 
-from reconciler.errors import ReconcilerError
+from reconciler.errors import ReconcilerError, RunAlreadyStarted
 from reconciler.llm.ports import AgentConfig, ProviderConfig, TaskConfig
 from reconciler.state.tables import (
     AgentConfig as AgentRow,
@@ -179,7 +179,7 @@ def claim_run(engine: Engine, record: RunRecord, snapshot: dict[str, Any], sha: 
             update(RUNS).where(r.id == record.id, r.status == record.status, same_runner).values(**values)
         ).rowcount
     if done != 1:
-        raise ReconcilerError(
+        raise RunAlreadyStarted(
             f"run {record.name!r} was started by another process just now",
             hint=f"watch it with `reconciler runs show {record.name}`",
         )

@@ -41,6 +41,18 @@ kind: Agent
 metadata: {name: classifier}
 spec: {provider: local, model_name: gemma3-270m, system_prompt: Classify the message., temperature: 0.0}""" + CLASSIFY_TASK
 
+# The same behind an OpenAI-compatible server (tests.stub_openai); BASE is its base URL.
+STUB_CONFIG = """
+apiVersion: reconciler/v1
+kind: Provider
+metadata: {name: stub}
+spec: {type: openai, base_url: "BASE"}
+---
+apiVersion: reconciler/v1
+kind: Agent
+metadata: {name: classifier}
+spec: {provider: stub, model_name: gpt-4o-mini, temperature: 0.0}""" + CLASSIFY_TASK
+
 RUN = """
 apiVersion: reconciler/v1
 kind: Run

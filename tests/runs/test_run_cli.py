@@ -145,6 +145,17 @@ def test_on_apply_trigger_starts_the_run(write_manifests, cli_run, fake_model, s
     assert "Run sample: completed" in out
 
 
+def test_on_apply_run_that_cannot_start_is_reported_after_the_apply(write_manifests, cli_run, fake_model, sqlite_url: str) -> None:
+    fake_model(keyword_classifier)
+    inactive = CONFIG.replace("metadata: {name: classifier}\nspec: {", "metadata: {name: classifier}\nspec: {is_active: false, ")
+    root = write_manifests({"config.yaml": inactive, "run.yaml": RUN + "  trigger: on_apply\n"})
+    code, out, err = cli_run("apply", str(root), "--db", sqlite_url, "--auto-approve")
+    assert code == 1
+    assert "Apply complete (#1): 5 created" in out
+    assert "error: run 'sample' cannot start: agent 'classifier' is inactive" in err and "Traceback" not in err
+    assert json.loads(cli_run("runs", "show", "sample", "--db", sqlite_url, "-o", "json")[1])["status"] == "pending"
+
+
 def test_run_file_applies_and_runs(write_manifests, cli_run, fake_model, sqlite_url: str) -> None:
     fake_model(keyword_classifier)
     root = write_manifests({"config.yaml": CONFIG})

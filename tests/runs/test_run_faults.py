@@ -5,35 +5,13 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Iterator
 
 import pytest
 
-from tests.runs.conftest import CLASSIFY_TASK, RUN, keyword_classifier
+from tests.runs.conftest import RUN, STUB_CONFIG, keyword_classifier
 from tests.stub_openai import Reply, StubServer
 
-CONFIG = """
-apiVersion: reconciler/v1
-kind: Provider
-metadata: {name: stub}
-spec: {type: openai, base_url: "BASE"}
----
-apiVersion: reconciler/v1
-kind: Agent
-metadata: {name: classifier}
-spec: {provider: stub, model_name: gpt-4o-mini, temperature: 0.0}""" + CLASSIFY_TASK
-
-
-@pytest.fixture(autouse=True)
-def _real_requests(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    import pydantic_ai.models
-
-    from reconciler.llm import registry
-
-    monkeypatch.setattr(pydantic_ai.models, "ALLOW_MODEL_REQUESTS", True)
-    monkeypatch.setattr(registry, "_default", None)
-    monkeypatch.setenv("RECONCILER_RETRY_BASE_SECONDS", "0.01")
-    yield
+pytestmark = pytest.mark.usefixtures("real_llm_requests")
 
 
 def _prompt(request: dict) -> str:
@@ -41,7 +19,7 @@ def _prompt(request: dict) -> str:
 
 
 def _apply(write_manifests, cli_run, db: str, base_url: str) -> None:  # type: ignore[no-untyped-def]
-    root = write_manifests({"config.yaml": CONFIG.replace("BASE", base_url), "run.yaml": RUN})
+    root = write_manifests({"config.yaml": STUB_CONFIG.replace("BASE", base_url), "run.yaml": RUN})
     code, _, err = cli_run("apply", str(root), "--db", db, "--auto-approve")
     assert code == 0, err
 
@@ -117,7 +95,7 @@ def test_agent_test_refuses_unvalidated_provider(write_manifests, cli_run, sqlit
 
 def test_ollama_provider_type_goes_through_the_same_path(write_manifests, cli_run, sqlite_url: str) -> None:
     with StubServer(lambda request, n: keyword_classifier(_prompt(request))) as stub:
-        config = CONFIG.replace("type: openai", "type: ollama").replace("BASE", stub.base_url.removesuffix("/v1"))
+        config = STUB_CONFIG.replace("type: openai", "type: ollama").replace("BASE", stub.base_url.removesuffix("/v1"))
         root = write_manifests({"config.yaml": config, "run.yaml": RUN})
         assert cli_run("apply", str(root), "--db", sqlite_url, "--auto-approve")[0] == 0
         code, out, err = cli_run("run", "sample", "--db", sqlite_url)
@@ -128,7 +106,7 @@ def test_ollama_provider_type_goes_through_the_same_path(write_manifests, cli_ru
 
 def test_known_model_cost_and_price_override(write_manifests, cli_run, sqlite_url: str) -> None:
     with StubServer(lambda request, n: keyword_classifier(_prompt(request))) as stub:
-        config = CONFIG.replace("BASE", stub.base_url)
+        config = STUB_CONFIG.replace("BASE", stub.base_url)
         priced = config.replace("temperature: 0.0}", "temperature: 0.0, prices: {input_per_mtok: 1000000, output_per_mtok: 0}}")
         root = write_manifests({"config.yaml": config, "run.yaml": RUN})
         assert cli_run("apply", str(root), "--db", sqlite_url, "--auto-approve")[0] == 0
@@ -149,7 +127,7 @@ def test_api_key_is_sent_but_never_stored(write_manifests, cli_run, sqlite_url: 
     secret = "sk-test-" + "x" * 24
     monkeypatch.setenv("STUB_API_KEY", secret)
     with StubServer(lambda request, n: keyword_classifier(_prompt(request))) as stub:
-        config = CONFIG.replace('base_url: "BASE"}', f'base_url: "{stub.base_url}", api_key: {{from_env: STUB_API_KEY}}}}')
+        config = STUB_CONFIG.replace('base_url: "BASE"}', f'base_url: "{stub.base_url}", api_key: {{from_env: STUB_API_KEY}}}}')
         root = write_manifests({"config.yaml": config, "run.yaml": RUN})
         code, _, err = cli_run("apply", str(root), "--db", sqlite_url, "--auto-approve")
         assert code == 0, err
