@@ -47,37 +47,48 @@ def drift(paths: tuple[str, ...], db: str | None, as_json: bool, detailed_exitco
 @db_option
 @click.option("--interval", type=click.FloatRange(min=0.05), default=60.0, show_default=True, help="Seconds between drift checks.")
 @click.option("--self-heal/--report-only", default=False, help="Revert drift on each check, or only report it (default).")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per line for each reconcile.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line for each reconcile and each run event.")
 @click.option("--debounce", "debounce_ms", type=click.IntRange(min=1), default=1600, show_default=True, help="Milliseconds to group file changes into one reconcile.")
 @click.option("--lock-timeout", type=float, default=10.0, show_default=True, help="Seconds to wait for another apply.")
 @click.option("--allow-mass-delete", is_flag=True, help="Allow reconciles that delete more than half of the managed resources.")
-@click.option("--once", is_flag=True, help="Reconcile once and exit (cron; exit 1 if it failed).")
+@click.option("--once", is_flag=True, help="Reconcile once, wait for the runs it starts, and exit (cron; exit 1 if anything failed).")
 @click.option("--no-validate", is_flag=True, help="Do not probe created or changed providers after each apply.")
 @click.option("--validation-timeout", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True, help="Seconds each provider may take to answer.")
+@click.option("--retry-initial", type=click.FloatRange(min=0.05), default=5.0, show_default=True, help="Seconds before the first retry of a failed apply; doubles with each failure.")
+@click.option("--retry-max", type=click.FloatRange(min=0.05), default=300.0, show_default=True, help="Longest wait between retries of a failed apply.")
 def watch(
     paths: tuple[str, ...], db: str | None, interval: float, self_heal: bool, as_json: bool, debounce_ms: int,
     lock_timeout: float, allow_mass_delete: bool, once: bool, no_validate: bool, validation_timeout: float,
+    retry_initial: float, retry_max: float,
 ) -> int:
     """Keep the database equal to the manifests: apply on every change, check for drift on an interval.
 
-    Invalid manifests, an unreachable database or a refused plan are reported and the loop goes on;
-    SIGINT/SIGTERM stop it after the current transaction.
+    Invalid manifests, an unreachable database or a refused plan are reported and the loop goes on.
+    A failed apply is retried with exponential backoff (--retry-initial, doubling up to --retry-max,
+    slightly jittered) and at once on the next change; invalid manifests are reported once and wait
+    for the next change.
+
+    Runs with `trigger: on_apply` start as `apply` starts them, but in the background: the loop keeps
+    applying changes while they work, and each run's start and end (status, errors, a hint) are
+    reported. SIGINT/SIGTERM stop the loop after the current transaction and ask runs to stop after
+    the items in flight (up to 10 s); `reconciler run NAME` resumes them.
     """
     import json
     import signal
     import sys
     import threading
 
-    from reconciler.gitops.watch import ReconcileEvent, WatchConfig, run_watch
+    from reconciler.gitops.watch import Event, WatchConfig, run_watch
 
+    if retry_max < retry_initial:
+        raise click.UsageError("--retry-max must be at least --retry-initial")
     stop = threading.Event()
     failed = []
 
-    def emit(event: ReconcileEvent) -> None:
-        if event.outcome in {"invalid", "error"}:
+    def emit(event: Event) -> None:
+        if event.failed:
             failed.append(event)
-        quiet = event.trigger == "interval" and event.outcome == "in-sync" and not event.provider_status
-        if quiet and not as_json:
+        if event.quiet and not as_json:
             return
         click.echo(json.dumps(event.to_dict(), ensure_ascii=False, default=str) if as_json else event.render_text())
         sys.stdout.flush()
@@ -88,7 +99,8 @@ def watch(
     previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         config = WatchConfig(
-            tuple(paths), db, interval, self_heal, debounce_ms, lock_timeout, allow_mass_delete, not no_validate, validation_timeout
+            tuple(paths), db, interval, self_heal, debounce_ms, lock_timeout, allow_mass_delete, not no_validate, validation_timeout,
+            retry_initial, retry_max,
         )
         if not as_json and not once:
             mode = "self-heal" if self_heal else "report-only"

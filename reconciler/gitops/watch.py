@@ -1,11 +1,15 @@
 """The GitOps loop: reconcile on manifest changes, check for drift on an interval, never die on bad input.
 
-One ``ReconcileEvent`` comes out of every reconcile or check. The loop stops between transactions:
-a stop request (SIGINT/SIGTERM set ``stop``) is honoured only after the current apply commits.
+One ``ReconcileEvent`` comes out of every reconcile or check that has something new to say. A failed
+reconcile is retried with exponential backoff; invalid manifests wait for their content to change.
+Runs with ``trigger: on_apply`` start in the background (``watch_runs``). The loop stops between
+transactions: a stop request (SIGINT/SIGTERM set ``stop``) is honoured after the current apply commits.
 """
 
 from __future__ import annotations
 
+import hashlib
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -25,10 +29,27 @@ from reconciler.errors import (
 )
 from reconciler.gitops.drift import Drift, detect_drift
 from reconciler.gitops.guards import GuardOptions
+from reconciler.gitops.watch_runs import RunEvent, RunStarter
 from reconciler.plan.model import Plan
 from reconciler.plan.render import render_change
 
-RETRYABLE = (StateError, LockTimeout, StalePlan)  # the next check tries again; bad manifests wait for a fix
+TRANSIENT = (StateError, LockTimeout, StalePlan)  # may go away by itself: every failed retry is reported
+MISSED_SCAN_SECONDS = 5.0  # at most this long between looks for changes no notification told about
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """How long to wait before retrying a failed reconcile: doubling from ``initial`` up to ``cap``,
+    and up to ``jitter`` shorter at random, so watchers sharing a database do not retry in step."""
+
+    initial: float = 5.0
+    cap: float = 300.0
+    jitter: float = 0.2
+
+    def delay(self, failures: int, rand: float) -> float:
+        """Seconds after the ``failures``-th failure in a row; ``rand`` is uniform in [0, 1)."""
+        doubled = self.initial * 2.0 ** min(max(failures, 1) - 1, 32)
+        return min(self.cap, doubled) * (1.0 - self.jitter * rand)
 
 
 @dataclass(frozen=True)
@@ -42,6 +63,12 @@ class WatchConfig:
     allow_mass_delete: bool = False
     validate_providers: bool = True  # probe created/changed providers after each apply, as `apply` does
     validation_timeout: float = 10.0
+    retry_initial: float = 5.0  # seconds before the first retry of a failed reconcile
+    retry_max: float = 300.0  # the longest wait between retries
+
+    @property
+    def backoff(self) -> Backoff:
+        return Backoff(self.retry_initial, max(self.retry_max, self.retry_initial))
 
 
 @dataclass(frozen=True)
@@ -60,6 +87,17 @@ class ReconcileEvent:
     provider_status: tuple[dict[str, Any], ...] = ()
     files: tuple[str, ...] = ()
     git: dict[str, Any] | None = None
+    retry_in: float | None = None  # seconds until the failed reconcile is retried (None: on the next change)
+    runs: tuple[str, ...] = ()  # runs with trigger: on_apply this apply created or changed: they start now
+
+    @property
+    def failed(self) -> bool:
+        return self.outcome in {"invalid", "error"}
+
+    @property
+    def quiet(self) -> bool:
+        """Nothing a person needs to see (JSON output still has it)."""
+        return self.trigger == "interval" and self.outcome == "in-sync" and not self.provider_status
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -76,6 +114,8 @@ class ReconcileEvent:
             "provider_status": list(self.provider_status),
             "files": list(self.files),
             "git": self.git,
+            "retry_in_s": None if self.retry_in is None else round(self.retry_in, 1),
+            "runs": list(self.runs),
         }
 
     def render_text(self) -> str:
@@ -83,24 +123,43 @@ class ReconcileEvent:
         head = f"[{clock}] {self.trigger}"
         if self.files:
             head += f" ({len(self.files)} file{'s' if len(self.files) != 1 else ''} changed)"
-        what = {
+        what = self._failure() if self.outcome == "error" else {
             "applied": f"applied #{self.apply_id}: " + ", ".join(f"{n} {a}d" for a, n in self.summary.items()),
             "in-sync": "in sync",
             "drift": f"drift in {len(self.drift)} resource{'s' if len(self.drift) != 1 else ''} (report only; --self-heal reverts it)",
-            "invalid": "manifests are invalid; applied nothing",
-            "error": "failed; applied nothing",
+            "invalid": "manifests are invalid; applied nothing; waiting for them to change",
             "deferred": "a git operation is in progress; reconciling when it ends",
             "stopped": "stopped",
         }[self.outcome]
         lines = [f"{head}: {what} ({self.duration_ms:.0f} ms)"]
         lines += [f"    {c}" for c in self.changes]
+        lines += [f"    starting run {name} (trigger: on_apply)" for name in self.runs]
         for d in self.drift:
             fields = ", ".join(f.field for f in d.fields) or "row deleted"
             lines.append(f"    drift: {d.kind.lower()} {d.name}: {fields}")
         for s in self.provider_status:
             lines.append(f"    provider {s['name']}: {s['from'] or 'new'} → {s['to']}" + (f" ({s['error']})" if s.get("error") else ""))
-        lines += ["    " + line for p in self.errors for line in p.render().splitlines()]
+        errors = self.errors
+        if self.outcome == "error" and _inline(errors):  # its message is in the first line already
+            lines += [f"      hint: {errors[0].hint}"] if errors[0].hint else []
+            errors = ()
+        lines += ["    " + line for p in errors for line in p.render().splitlines()]
         return "\n".join(lines)
+
+    def _failure(self) -> str:
+        what = "drift check" if self.trigger == "interval" else "apply"
+        reason = f": {self.errors[0].message}" if _inline(self.errors) else "; applied nothing"
+        when = f"; retrying in {_seconds(self.retry_in)}" if self.retry_in is not None else "; waiting for the next change"
+        return f"{what} failed{reason}{when}"
+
+
+def _inline(errors: tuple[Problem, ...]) -> bool:
+    """One problem without a place (a database or lock error): it reads well in the event's first line."""
+    return len(errors) == 1 and errors[0].location is None and not errors[0].document
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.1f} s" if value < 1 else f"{value:.0f} s"
 
 
 Signature = frozenset[tuple[str, int, int]]
@@ -146,15 +205,43 @@ def _change_lines(plan: Plan) -> tuple[str, ...]:
     return tuple(line for c in plan.changes for line in render_change(c)[:1])
 
 
-class Watcher:
-    """Runs reconciles and drift checks; every public method returns an event and never raises."""
+def content_digest(signature: Signature) -> str:
+    """SHA-256 of the files' names and bytes: saving or touching a file without changing it keeps it."""
+    h = hashlib.sha256()
+    for path, _, _ in sorted(signature):
+        try:
+            with open(path, "rb") as f:
+                h.update(path.encode(errors="surrogateescape") + b"\0" + hashlib.file_digest(f, "sha256").digest())
+        except OSError:
+            continue
+    return h.hexdigest()
 
-    def __init__(self, config: WatchConfig) -> None:
+
+class Watcher:
+    """Runs reconciles and drift checks; every public method returns an event (or None when there is
+    nothing new to say) and never raises.
+
+    Failures and what follows them:
+    - invalid manifests: reported once; not read again until their content changes;
+    - a transient failure (database unreachable or locked, an internal error): reported with the
+      wait, retried with backoff (and on every change of the manifests);
+    - a refused plan (guard rails, conflicts with unmanaged rows, unreadable secrets): reported once
+      per distinct content and error, retried with backoff, as the database may be fixed meanwhile.
+    """
+
+    def __init__(
+        self, config: WatchConfig, clock: Callable[[], float] = time.monotonic, rand: Callable[[], float] = random.random,
+    ) -> None:
         self.config = config
+        self.clock, self.rand = clock, rand
         self.engine: Engine | None = None
-        self.pending = False  # the last reconcile failed for a reason that may go away by itself
         self.statuses: dict[str, tuple[str, str | None]] | None = None
         self.signature: Signature = frozenset()
+        self.failures = 0  # failed reconciles and checks in a row
+        self.retry_at: float | None = None  # when the failed reconcile is retried (clock time)
+        self.transient = False  # whether the pending retry is for a transient failure
+        self.invalid_digest: str | None = None  # content of the invalid manifests last reported
+        self.reported: tuple[str | None, tuple[Problem, ...]] | None = None  # the last refusal reported
 
     # -- pieces -------------------------------------------------------------------------------
     def _engine(self) -> Engine:
@@ -192,19 +279,31 @@ class Watcher:
             return (Problem(f"provider validation skipped: {text}", severity="warning"),)
         return ()
 
-    def _failed(self, trigger: str, started: float, exc: BaseException, files: tuple[str, ...]) -> ReconcileEvent:
+    def _failed(self, trigger: str, started: float, exc: BaseException, files: tuple[str, ...], digest: str | None) -> ReconcileEvent | None:
         if isinstance(exc, ReconcilerError):
             problems = tuple(exc.problems)
-            self.pending = isinstance(exc, RETRYABLE)
+            transient = isinstance(exc, TRANSIENT)
         else:  # a bug or an unexpected driver error: report it and keep the loop alive
-            problems = (Problem(f"internal error: {type(exc).__name__}: {exc}", hint="the next check retries; report it if it persists"),)
-            self.pending = True
+            problems = (Problem(f"internal error: {type(exc).__name__}: {exc}", hint="retried with backoff; report it if it persists"),)
+            transient = True
         if isinstance(exc, StateError) or not isinstance(exc, ReconcilerError):
             self._forget_engine()
-        return ReconcileEvent(trigger, "error", _ms(started), errors=problems, files=files)
+        self.failures += 1
+        delay = self.config.backoff.delay(self.failures, self.rand())
+        self.retry_at, self.transient = self.clock() + delay, transient
+        if transient:
+            self.reported = None  # a refusal after this is news again
+        elif self.reported == (digest, problems):
+            return None  # the same refusal of the same manifests: said already
+        else:
+            self.reported = (digest, problems)
+        return ReconcileEvent(trigger, "error", _ms(started), errors=problems, files=files, retry_in=delay)
+
+    def _succeeded(self) -> None:
+        self.failures, self.retry_at, self.reported = 0, None, None
 
     # -- the two operations ---------------------------------------------------------------------
-    def reconcile(self, trigger: str, files: tuple[str, ...] = ()) -> ReconcileEvent:
+    def reconcile(self, trigger: str, files: tuple[str, ...] = ()) -> ReconcileEvent | None:
         """Validate, plan and apply the manifests; invalid manifests apply nothing."""
         from reconciler.gitinfo import describe_checkout
         from reconciler.manifests.loader import load_manifests
@@ -216,10 +315,15 @@ class Watcher:
         started = time.perf_counter()
         paths = list(self.config.paths)
         self.signature = files_signature(self.config.paths)
+        digest = content_digest(self.signature)
+        if digest == self.invalid_digest:
+            return None  # the same invalid manifests as last time: reported already, and still invalid
         try:
             manifests = load_manifests(paths)
         except ReconcilerError as exc:
+            self.invalid_digest, self.retry_at = digest, None  # only a change can make them valid
             return ReconcileEvent(trigger, "invalid", _ms(started), errors=tuple(exc.problems), files=files)
+        self.invalid_digest = None
         try:
             git = describe_checkout(paths)
             engine = self._engine()
@@ -233,19 +337,23 @@ class Watcher:
             warnings = self._validate(engine, result.changed_providers if result is not None else ())
             statuses = self._provider_changes(engine)
         except Exception as exc:  # noqa: BLE001 - the loop must outlive any single reconcile
-            return self._failed(trigger, started, exc, files)
-        self.pending = False
+            return self._failed(trigger, started, exc, files, digest)
+        self._succeeded()
         if result is None or result.apply_id is None:
             return ReconcileEvent(trigger, "in-sync", _ms(started), drift=drift, provider_status=statuses, files=files, git=git)
         return ReconcileEvent(
             trigger, "applied", _ms(started), apply_id=result.apply_id, summary=plan.summary(), changes=_change_lines(plan),
-            drift=drift, errors=warnings, provider_status=statuses, files=files, git=git,
+            drift=drift, errors=warnings, provider_status=statuses, files=files, git=git, runs=result.runs_to_start,
         )
 
-    def check(self) -> ReconcileEvent:
-        """The interval check: retry a failed reconcile, else look for drift (and heal it if asked)."""
-        if self.pending:
-            return self.reconcile("retry")
+    def retry_due(self) -> bool:
+        return self.retry_at is not None and self.clock() >= self.retry_at
+
+    def check(self) -> ReconcileEvent | None:
+        """The interval check: look for drift (and heal it if asked). Skipped while a transient
+        failure waits for its retry: the retry is the check."""
+        if self.retry_at is not None and self.transient:
+            return None
         from reconciler.state.db import translate_db_errors
         from reconciler.state.snapshot import load_snapshot
 
@@ -256,10 +364,11 @@ class Watcher:
                 drift = tuple(detect_drift(load_snapshot(engine)))
             statuses = self._provider_changes(engine)
         except Exception as exc:  # noqa: BLE001
-            return self._failed("interval", started, exc, ())
+            return self._failed("interval", started, exc, (), None)
+        found = ReconcileEvent("interval", "drift" if drift else "in-sync", _ms(started), drift=drift, provider_status=statuses)
         if drift and self.config.self_heal:
-            return self.reconcile("self-heal")
-        return ReconcileEvent("interval", "drift" if drift else "in-sync", _ms(started), drift=drift, provider_status=statuses)
+            return self.reconcile("self-heal") or found  # None: the manifests cannot be applied, as reported
+        return found
 
     def missed_changes(self) -> tuple[str, ...]:
         """Files that changed since the last reconcile although no notification said so."""
@@ -297,19 +406,42 @@ def git_dir_of(path: str) -> Path | None:
     return Path(out.stdout.strip()) if out.returncode == 0 else None
 
 
-def run_watch(config: WatchConfig, emit: Callable[[ReconcileEvent], None], stop: threading.Event, *, once: bool = False) -> None:
-    """Reconcile now, then on every (debounced) change under the paths and every ``interval`` seconds."""
+Event = ReconcileEvent | RunEvent
+
+
+def run_watch(config: WatchConfig, emit: Callable[[Event], None], stop: threading.Event, *, once: bool = False) -> None:
+    """Reconcile now, then on every (debounced) change under the paths, when a failed reconcile is
+    due for its retry, and every ``interval`` seconds. ``emit`` is called from one thread at a time."""
     import watchfiles
 
     check_paths(config.paths)
+    lock = threading.Lock()
+
+    def say(event: Event | None) -> None:
+        if event is not None:
+            with lock:  # run threads report too
+                emit(event)
+
     watcher = Watcher(config)
+    runs = RunStarter(config.db, say)
+
+    def report(event: ReconcileEvent | None) -> None:
+        say(event)
+        if event is not None and event.runs:
+            runs.start(event.runs, event.apply_id)
+
     try:
-        emit(watcher.reconcile("startup"))
-        if once or stop.is_set():
+        report(watcher.reconcile("startup"))
+        if once:
+            runs.wait()  # like `apply`: a cron job ends when its runs have
+            return
+        if stop.is_set():
             return
         next_check = time.monotonic() + config.interval
+        scan_every = min(config.interval, MISSED_SCAN_SECONDS)
+        next_scan = time.monotonic() + scan_every
         git_dir, deferred = git_dir_of(config.paths[0]), False
-        wake_ms = max(50, int(min(config.interval, 5.0) * 1000))
+        wake_ms = max(50, int(min(scan_every, config.retry_initial) * 1000))
         for changes in watchfiles.watch(
             # a batch ends after 200 ms without changes (watchfiles' 50 ms splits a slow `git pull`)
             *config.paths, debounce=config.debounce_ms, step=min(200, config.debounce_ms), stop_event=stop, rust_timeout=wake_ms,
@@ -317,21 +449,30 @@ def run_watch(config: WatchConfig, emit: Callable[[ReconcileEvent], None], stop:
         ):
             if stop.is_set():
                 break
-            changed = tuple(sorted({path for _, path in changes})) if changes else watcher.missed_changes()
-            if changed and git_dir is not None and (git_dir / "index.lock").exists():
+            changed: tuple[str, ...] = ()
+            if changes:
+                changed = tuple(sorted({path for _, path in changes}))
+            elif time.monotonic() >= next_scan:
+                changed = watcher.missed_changes()
+                next_scan = time.monotonic() + scan_every
+            busy = git_dir is not None and (git_dir / "index.lock").exists()
+            if changed and busy:
                 # a checkout or pull is writing files: wait for it, never apply half of a commit
                 if not deferred:
-                    emit(ReconcileEvent("files", "deferred", 0.0, files=changed))
+                    say(ReconcileEvent("files", "deferred", 0.0, files=changed))
                 deferred = True
                 continue
-            deferred = False
-            if changed:
-                emit(watcher.reconcile("files", changed))
+            if changed or (deferred and not busy):
+                deferred = False
+                report(watcher.reconcile("files", changed or watcher.missed_changes()))
+            elif watcher.retry_due() and not busy:
+                report(watcher.reconcile("retry"))
             if stop.is_set():
                 break
             if time.monotonic() >= next_check:
-                emit(watcher.check())
+                report(watcher.check())
                 next_check = time.monotonic() + config.interval
     finally:
         watcher.close()
-        emit(ReconcileEvent("stop", "stopped", 0.0))
+        runs.stop()
+        say(ReconcileEvent("stop", "stopped", 0.0))

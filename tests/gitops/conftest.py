@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from tests.gitops.helpers import GitRepo
+from tests.runs.conftest import fake_model  # noqa: F401  (a fixture: runs started by watch)
 
 
 @pytest.fixture
