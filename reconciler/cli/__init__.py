@@ -33,7 +33,7 @@ def _register() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors print a located message and exit 1, never a traceback."""
-    from reconciler.errors import ReconcilerError
+    from reconciler.errors import ReconcilerError, first_line
     from reconciler.gcpolicy import tune_for_batch
 
     _register()
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # noqa: BLE001 - last resort: a short message, traceback only on request
         if os.environ.get("RECONCILER_DEBUG"):
             raise
-        click.echo(f"error: internal error: {type(exc).__name__}: {exc}", err=True)
+        click.echo(f"error: internal error: {type(exc).__name__}: {first_line(exc)}", err=True)
         click.echo("  hint: rerun with RECONCILER_DEBUG=1 for a traceback and report it", err=True)
         sys.exit(1)
     sys.exit(rv if isinstance(rv, int) else 0)

@@ -26,6 +26,7 @@ from reconciler.errors import (
     ReconcilerError,
     StalePlan,
     StateError,
+    first_line,
 )
 from reconciler.gitops.drift import Drift, detect_drift
 from reconciler.gitops.guards import GuardOptions
@@ -275,7 +276,7 @@ class Watcher:
         try:
             check_providers(engine, list(names), timeout=self.config.validation_timeout, skip_inactive=True)
         except Exception as exc:  # noqa: BLE001 - validation is advisory here
-            text = "; ".join(p.message for p in exc.problems) if isinstance(exc, ReconcilerError) else f"{type(exc).__name__}: {exc}"
+            text = "; ".join(p.message for p in exc.problems) if isinstance(exc, ReconcilerError) else f"{type(exc).__name__}: {first_line(exc)}"
             return (Problem(f"provider validation skipped: {text}", severity="warning"),)
         return ()
 
@@ -284,7 +285,7 @@ class Watcher:
             problems = tuple(exc.problems)
             transient = isinstance(exc, TRANSIENT)
         else:  # a bug or an unexpected driver error: report it and keep the loop alive
-            problems = (Problem(f"internal error: {type(exc).__name__}: {exc}", hint="retried with backoff; report it if it persists"),)
+            problems = (Problem(f"internal error: {type(exc).__name__}: {first_line(exc)}", hint="retried with backoff; report it if it persists"),)
             transient = True
         if isinstance(exc, StateError) or not isinstance(exc, ReconcilerError):
             self._forget_engine()
