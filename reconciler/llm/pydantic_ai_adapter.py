@@ -209,6 +209,7 @@ class PydanticAIAgent:
         self._recover = recover
         self._agent: Agent[_CallState, Any] = Agent(
             model,
+            name=agent.name,  # unnamed, pydantic-ai searches the caller's frame for a name on every run
             output_type=output_type,
             instructions="\n\n".join(instructions) or None,
             deps_type=_CallState,
@@ -218,7 +219,9 @@ class PydanticAIAgent:
         )
         self._agent.output_validator(self._check_output)
 
-    def _check_output(self, ctx: Any, output: Any) -> Any:
+    async def _check_output(self, ctx: Any, output: Any) -> Any:
+        # async on purpose: pydantic-ai runs a plain ``def`` validator in a worker thread, one thread
+        # hop per answer, which cost more than the whole check (it is microseconds)
         if self.output_mode == "plain":
             return output
         if self.output_mode == "text":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 
 import pytest
 from pydantic_ai.messages import ModelResponse, TextPart
@@ -62,6 +63,23 @@ def test_invalid_after_all_retries_fails_with_the_reason() -> None:
     assert len(seen) == 3
     assert info.value.attempts == 3
     assert "900 is greater than the maximum of 100" in str(info.value)
+
+
+def test_output_is_checked_on_the_event_loop_thread() -> None:
+    """pydantic-ai runs a plain-``def`` output validator in a worker thread, a hop per answer that cost
+    more than the check itself: the adapter's validator must stay ``async``."""
+    model, _ = scripted(json.dumps({"category": "crash", "confidence": 90}), json.dumps({"category": "bug", "confidence": 90}))
+    agent = make(model)
+    checked_in: list[int] = []
+
+    class Recording:
+        def errors(self, value: object) -> list[str]:
+            checked_in.append(threading.get_ident())
+            return real.errors(value)
+
+    real, agent.schema = agent.schema, Recording()  # type: ignore[assignment]
+    assert asyncio.run(agent.run("The app crashes")).attempts == 2
+    assert checked_in == [threading.get_ident()] * 2
 
 
 def test_unparseable_json_is_retried_then_fails() -> None:
