@@ -75,3 +75,50 @@ def test_parse_text(text: str, value: object, ok: bool) -> None:
 def test_object_detection() -> None:
     assert OutputSchema(CLASSIFY).is_object
     assert not OutputSchema({"type": "string", "enum": ["a"]}).is_object
+
+
+def _pure_python(schema: dict) -> OutputSchema:
+    checked = OutputSchema(schema)
+    object.__setattr__(checked, "_fast", None)  # as if jsonschema-rs were not installed
+    return checked
+
+
+AGREEMENT = [
+    pytest.param(CLASSIFY, {"category": "bug", "confidence": 0.5}, id="valid"),
+    pytest.param(CLASSIFY, {"category": "bug", "confidence": True}, id="bool-is-not-a-number"),
+    pytest.param({"type": "integer"}, 1.0, id="integral-float-is-an-integer"),
+    pytest.param({"enum": [1]}, True, id="enum-true-is-not-1"),
+    pytest.param({"const": False}, 0, id="const-false-is-not-0"),
+    pytest.param({"uniqueItems": True}, [1, True], id="unique-1-and-true"),
+    pytest.param({"uniqueItems": True}, [1, 1.0], id="not-unique-1-and-1.0"),
+    pytest.param({"type": "integer", "maximum": 10}, 2**70, id="big-integer"),
+    pytest.param({"type": "number"}, float("nan"), id="nan"),
+    pytest.param({"maxLength": 1}, "😀", id="length-in-code-points"),
+    pytest.param({"type": "object"}, {1: "non-string key"}, id="non-string-key"),
+    pytest.param({"multipleOf": 0.1}, 0.3, id="fractional-multiple-of"),
+    pytest.param({"type": "string", "format": "email"}, "no-at-sign", id="format-email"),
+    pytest.param({"type": "string", "format": "date"}, "2024-02-30", id="format-date"),
+    pytest.param({"type": "string", "pattern": "^\\d+$"}, "١٢٣", id="pattern-unicode-digits"),
+    pytest.param({"patternProperties": {"^x$": {"type": "integer"}}}, {"x": "1"}, id="pattern-properties"),
+    pytest.param(REFS, {"steps": [{"n": 0}]}, id="ref"),
+    pytest.param(NESTED, {"owner": {"team": "a"}, "tags": ["x"], "due": 3}, id="anyof"),
+    pytest.param({"$ref": "https://example.invalid/schema.json"}, {}, id="remote-ref-not-fetched"),
+]
+
+
+@pytest.mark.parametrize(("schema", "value"), [p.values for p in AGREEMENT], ids=[p.id for p in AGREEMENT])
+def test_fast_path_agrees_with_jsonschema(schema: dict, value: object) -> None:
+    """jsonschema-rs only confirms valid outputs; it never accepts what jsonschema rejects."""
+    try:
+        expected = _pure_python(schema).errors(value)
+    except Exception as exc:  # noqa: BLE001 - then the fast path must fail the same way
+        with pytest.raises(type(exc)):
+            OutputSchema(schema).errors(value)
+        return
+    assert OutputSchema(schema).errors(value) == expected
+
+
+def test_fast_path_is_used_where_it_agrees() -> None:
+    assert OutputSchema(CLASSIFY)._fast is not None and OutputSchema(REFS)._fast is not None
+    assert OutputSchema({"type": "string", "format": "email"})._fast is None
+    assert OutputSchema({"properties": {"n": {"multipleOf": 0.5}}})._fast is None
