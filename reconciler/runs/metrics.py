@@ -65,12 +65,13 @@ def is_correct(output: Any, item: dict[str, Any], expected: str) -> bool:
     return output is not None and _norm(answer_of(output, expected)) == _norm(item.get(expected))
 
 
-def accuracy(results: list[dict[str, Any]], expected: str | None) -> float | None:
-    """Share of finished items whose valid output matches the expected field (failed items count as wrong)."""
-    if not expected or not results:
+def accuracy(valid: list[tuple[Any, Any]], finished: int, expected: str | None) -> float | None:
+    """Share of finished items whose valid output matches the expected field: ``valid`` holds the
+    (input, output) of valid results only; failed items count as wrong."""
+    if not expected or not finished:
         return None
-    correct = sum(1 for r in results if r["valid"] and is_correct(r["output"], r["input"], expected))
-    return correct / len(results)
+    correct = sum(1 for item, output in valid if is_correct(output, item, expected))
+    return correct / finished
 
 
 def estimate_cost(provider_type: str, model_name: str, prices: dict[str, float] | None, input_tokens: int, output_tokens: int) -> float:

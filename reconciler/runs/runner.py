@@ -18,6 +18,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,29 +83,65 @@ class RetryPolicy:
 
 
 class ResultSink:
-    """Collects outcomes and hands them to ``flush`` in batches (by count or age)."""
+    """Collects outcomes and hands them to ``flush`` in batches (by count or age) on one writer thread.
 
-    def __init__(self, flush: Callable[[list[ItemOutcome]], None], batch: int = 64, max_age: float = 1.0) -> None:
-        self._flush, self._batch, self._max_age = flush, batch, max_age
+    A commit can take tens of milliseconds (SQLite waits for the disk); on the event loop that would
+    stall every worker, so writes run on a thread while the workers go on. One write at a time:
+    outcomes finished meanwhile go in the next batch, so a slow database gets fewer, larger writes.
+    A write that failed raises at the next ``add`` or at ``close``.
+    """
+
+    def __init__(
+        self, flush: Callable[[list[ItemOutcome]], None], batch: int = 64, max_age: float = 1.0, beat_every: float = 30.0
+    ) -> None:
+        self._flush, self._batch, self._max_age, self._beat_every = flush, batch, max_age, beat_every
         self._pending: list[ItemOutcome] = []
         self._oldest = 0.0
+        self._last_write = time.monotonic()
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="run-results")
+        self._writing: Future[None] | None = None
 
     def add(self, outcome: ItemOutcome) -> None:
         if not self._pending:
             self._oldest = time.monotonic()
         self._pending.append(outcome)
         if len(self._pending) >= self._batch or time.monotonic() - self._oldest >= self._max_age:
-            self.flush()
+            self._write()
 
-    def flush(self) -> None:
-        if self._pending:
+    def _write(self, beat: bool = False) -> None:
+        """Start writing what is pending unless a write is still running (the next one takes it too)."""
+        if self._writing is not None:
+            if not self._writing.done():
+                return
+            self._writing.result()  # raises what the last write raised
+        if self._pending or beat:
             pending, self._pending = self._pending, []
-            self._flush(pending)
+            self._last_write = time.monotonic()
+            self._writing = self._writer.submit(self._flush, pending)
 
-    def flush_stale(self) -> None:
-        """Flush outcomes waiting longer than ``max_age`` (slow runs store every item within a second)."""
-        if self._pending and time.monotonic() - self._oldest >= self._max_age:
-            self.flush()
+    def tick(self) -> None:
+        """Called every fraction of a second: write outcomes older than ``max_age`` (slow runs store every
+        item within a second); with nothing written for ``beat_every`` seconds, write an empty batch, which
+        only renews the run's heartbeat (another host then knows its runner is alive)."""
+        now = time.monotonic()
+        if self._writing is not None and self._writing.done() and self._writing.exception() is not None:
+            return  # the failure is raised by the next add or by close, not in the ticker's task
+        if self._pending and now - self._oldest >= self._max_age:
+            self._write()
+        elif not self._pending and now - self._last_write >= self._beat_every:
+            self._write(beat=True)
+
+    def close(self) -> None:
+        """Write everything still pending and wait for it (then the writer thread ends)."""
+        try:
+            if self._writing is not None:
+                self._writing.result()
+                self._writing = None
+            if self._pending:
+                pending, self._pending = self._pending, []
+                self._writer.submit(self._flush, pending).result()
+        finally:
+            self._writer.shutdown(wait=True)
 
 
 async def process_item(agent: LLMAgent, item: WorkItem, policy: RetryPolicy) -> ItemOutcome:
@@ -153,9 +190,10 @@ async def execute(
     on_item: Callable[[ItemOutcome], None] | None = None,
     halt: threading.Event | None = None,
 ) -> RunOutcome:
-    """Process ``items`` with ``concurrency`` workers; outcomes go to ``sink`` (flushed before returning,
-    also when cancelled, so a Ctrl-C loses nothing that finished). Setting ``halt`` (from any thread)
-    stops taking items: those in flight finish, the rest stay unfinished for a resume."""
+    """Process ``items`` with ``concurrency`` workers; outcomes go to ``sink`` (closed, so everything is
+    written, before returning, also when cancelled: a Ctrl-C loses nothing that finished). Setting
+    ``halt`` (from any thread) stops taking items: those in flight finish, the rest stay unfinished
+    for a resume."""
     outcome = RunOutcome()
     pending = iter(items)
     stop = asyncio.Event()
@@ -181,12 +219,12 @@ async def execute(
     async def ticker() -> None:
         while True:
             await asyncio.sleep(0.25)
-            sink.flush_stale()
+            sink.tick()
 
     tick = asyncio.create_task(ticker())
     try:
         await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
     finally:
         tick.cancel()
-        sink.flush()
+        sink.close()
     return outcome

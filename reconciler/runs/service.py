@@ -162,10 +162,10 @@ def execute_run(
                 from reconciler.llm.registry import default_registry
 
                 registry = default_registry()
-            sink = ResultSink(lambda batch: store.save_results(engine, record.id, [o.row() for o in batch]))
 
             async def go() -> Any:
                 agent = await registry.get_or_create(config.agent, config.task, provider, settings)
+                sink = ResultSink(lambda batch: store.save_results(engine, record.id, [o.row() for o in batch]))
                 try:
                     return await execute(
                         agent, items, concurrency=concurrency, policy=RetryPolicy(settings.max_retries), sink=sink, on_item=on_item, halt=halt,
@@ -192,19 +192,19 @@ def _finish(
     engine: Engine, record: store.RunRecord, spec: dict[str, Any], config: store.ResolvedConfig, sha: str,
     elapsed: float, stopped: str | None, processed: int,
 ) -> RunSummary:
-    results = store.all_results(engine, record.id)
+    counters = store.result_counters(engine, record.id)
     total = len(spec.get("inputs") or [])
-    ok = sum(1 for r in results if r["valid"])
-    failed = len(results) - ok
-    inp = sum(r["input_tokens"] or 0 for r in results)
-    out = sum(r["output_tokens"] or 0 for r in results)
+    ok, failed = counters["items_succeeded"], counters["items_failed"]
+    inp, out = counters["input_tokens"], counters["output_tokens"]
+    finished = ok + failed
     status = metrics.final_status(total, ok, failed, stopped is not None)
     error = None
     if stopped is not None:
-        error = f"stopped: {stopped}; {total - len(results)} of {total} items unfinished; run `reconciler run {record.name}` again to resume"
+        error = f"stopped: {stopped}; {total - finished} of {total} items unfinished; run `reconciler run {record.name}` again to resume"
     elif failed:
         error = f"{failed} of {total} items failed; see `reconciler runs results {record.name}`"
-    accuracy = metrics.accuracy(results, spec.get("expected"))
+    expected = spec.get("expected")
+    accuracy = metrics.accuracy(store.valid_outputs(engine, record.id), finished, expected) if expected and finished else None
     cost = metrics.estimate_cost(config.provider.type, config.agent.model_name, config.agent.prices, inp, out)
     elapsed_total = (record.elapsed_seconds or 0.0) + elapsed
     store.finish_run(
@@ -212,12 +212,11 @@ def _finish(
         record.id,
         {
             "status": status, "error": error, "completed_at": None if stopped is not None else utcnow(),
-            "items_total": total, "items_succeeded": ok, "items_failed": failed, "input_tokens": inp,
-            "output_tokens": out, "llm_tokens_used": inp + out, "accuracy": accuracy, "cost_estimate": cost,
+            "items_total": total, **counters, "accuracy": accuracy, "cost_estimate": cost,
             "elapsed_seconds": elapsed_total,
         },
     )
     return RunSummary(
-        record.name, status, total, ok, failed, total - len(results), processed, accuracy, inp, out, cost,
+        record.name, status, total, ok, failed, total - finished, processed, accuracy, inp, out, cost,
         elapsed_total, sha, error,
     )

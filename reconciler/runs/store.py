@@ -196,18 +196,22 @@ def finished_indexes(engine: Engine, run_id: uuid.UUID, *, retry_failed: bool) -
 
 
 def save_results(engine: Engine, run_id: uuid.UUID, rows: list[dict[str, Any]]) -> None:
-    """Store finished items (replacing an earlier failed attempt of the same item) and beat the heart."""
-    if not rows:
-        return
+    """Store finished items (replacing an earlier failed attempt of the same item) and beat the heart;
+    no rows: only beat it (a run whose items are slow still shows that its runner is alive)."""
     c = RESULTS.c
     now = utcnow()
+    if not rows:
+        with engine.begin() as conn:
+            conn.execute(update(RUNS).where(RUNS.c.id == run_id).values(heartbeat_at=now))
+        return
     with engine.begin() as conn:
         conn.execute(delete(RESULTS).where(c.run_id == run_id, c.item_index.in_([r["item_index"] for r in rows])))
         conn.execute(insert(RESULTS), [{"id": uuid.uuid4(), "run_id": run_id, "created_at": now, **r} for r in rows])
         _refresh_counters(conn, run_id, now)
 
 
-def _refresh_counters(conn: Any, run_id: uuid.UUID, now: datetime) -> dict[str, int]:
+def _counters(conn: Any, run_id: uuid.UUID) -> dict[str, int]:
+    """The run's counters, summed over its stored results by the database."""
     c = RESULTS.c
     row = conn.execute(
         select(
@@ -217,12 +221,29 @@ def _refresh_counters(conn: Any, run_id: uuid.UUID, now: datetime) -> dict[str, 
             func.count().filter(c.valid.is_(True)).label("ok"),
         ).where(c.run_id == run_id)
     ).one()
-    counters = {
+    return {
         "items_succeeded": int(row.ok), "items_failed": int(row.done - row.ok),
         "input_tokens": int(row.inp), "output_tokens": int(row.out), "llm_tokens_used": int(row.inp + row.out),
     }
+
+
+def _refresh_counters(conn: Any, run_id: uuid.UUID, now: datetime) -> dict[str, int]:
+    counters = _counters(conn, run_id)
     conn.execute(update(RUNS).where(RUNS.c.id == run_id).values(**counters, heartbeat_at=now, updated_at=now))
     return counters
+
+
+def result_counters(engine: Engine, run_id: uuid.UUID) -> dict[str, int]:
+    """items_succeeded, items_failed, input_tokens, output_tokens, llm_tokens_used (no rows loaded)."""
+    with engine.connect() as conn:
+        return _counters(conn, run_id)
+
+
+def valid_outputs(engine: Engine, run_id: uuid.UUID) -> list[tuple[Any, Any]]:
+    """(input, output) of every valid result: what accuracy compares."""
+    c = RESULTS.c
+    with engine.connect() as conn:
+        return [(r.input, r.output) for r in conn.execute(select(c.input, c.output).where(c.run_id == run_id, c.valid.is_(True)))]
 
 
 def all_results(engine: Engine, run_id: uuid.UUID) -> list[dict[str, Any]]:
@@ -233,7 +254,7 @@ def all_results(engine: Engine, run_id: uuid.UUID) -> list[dict[str, Any]]:
 
 
 def finish_run(engine: Engine, run_id: uuid.UUID, values: dict[str, Any]) -> None:
-    """Record the outcome and release the run (the caller computed counters from ``all_results``)."""
+    """Record the outcome and release the run (the caller computed counters with ``result_counters``)."""
     now = utcnow()
     with engine.begin() as conn:
         conn.execute(update(RUNS).where(RUNS.c.id == run_id).values(**values, runner=None, heartbeat_at=now, updated_at=now))

@@ -63,6 +63,36 @@ def test_server_errors_and_bad_json_fail_items_with_reasons(write_manifests, cli
     assert not by_index[1]["valid"] and "no valid output after 3 attempts" in by_index[1]["error"]
 
 
+def test_schema_invalid_answers_are_retried_with_the_error_then_recorded(write_manifests, cli_run, sqlite_url: str) -> None:
+    """Through HTTP: an answer outside the schema is sent back with the validation error; one that
+    stays invalid after every retry is stored as failed with the reason and its attempts."""
+    feedback: list[str] = []
+
+    def behaviour(request: dict, n: int) -> dict:
+        prompt = _prompt(request)
+        retried = [m for m in request["messages"][1:] if m["role"] in ("user", "tool") and m["content"] != prompt]
+        if retried:
+            feedback.append(json.dumps(retried))
+        if "Export" in prompt:
+            return {"category": "broken", "confidence": 50}  # never valid
+        if "dark mode" in prompt and not retried:
+            return {"category": "feature", "confidence": 500}  # valid once told why
+        return keyword_classifier(prompt)
+
+    with StubServer(behaviour) as stub:
+        _apply(write_manifests, cli_run, sqlite_url, stub.base_url)
+        code, out, err = cli_run("run", "sample", "--db", sqlite_url)
+    assert code == 0, err
+    assert "partial — 3/4 valid, 1 failed" in out
+    by_index = {r["item"]: r for r in _results(cli_run, sqlite_url)}
+    assert by_index[1]["valid"] and by_index[1]["attempts"] == 2 and by_index[1]["output"]["confidence"] != 500
+    assert not by_index[3]["valid"] and by_index[3]["attempts"] == 3
+    assert "no valid output after 3 attempts" in by_index[3]["error"] and "'broken' is not one of" in by_index[3]["error"]
+    assert by_index[3]["input_tokens"] == 30  # every attempt is counted
+    assert any("500 is greater than the maximum of 100" in f for f in feedback)
+    assert any("'broken' is not one of" in f for f in feedback)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

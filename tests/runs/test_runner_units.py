@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from reconciler.runs import metrics
@@ -26,15 +28,38 @@ def test_backoff_with_jitter(retry: int, retry_after: float | None, low: float, 
         assert len(delays) > 1  # jitter: workers do not retry in lockstep
 
 
-def test_sink_batches_by_count() -> None:
-    batches: list[list[int]] = []
-    sink = ResultSink(lambda b: batches.append([o for o in b]), batch=3, max_age=3600)
-    for i in range(7):
+def test_sink_batches_and_coalesces_while_a_write_runs() -> None:
+    release, batches = threading.Event(), []
+
+    def slow_write(batch: list) -> None:
+        release.wait(30)
+        batches.append(list(batch))
+
+    sink = ResultSink(slow_write, batch=3, max_age=3600)
+    for i in range(8):
         sink.add(i)  # type: ignore[arg-type]
-    sink.flush_stale()
-    assert batches == [[0, 1, 2], [3, 4, 5]]
-    sink.flush()
-    assert batches[-1] == [6]
+    release.set()  # the first batch was still being written: the others waited for one next write
+    sink.close()
+    assert batches == [[0, 1, 2], [3, 4, 5, 6, 7]]
+
+
+def test_sink_beats_when_idle_and_close_writes_the_rest() -> None:
+    batches: list[list[int]] = []
+    sink = ResultSink(lambda b: batches.append(list(b)), batch=100, max_age=3600, beat_every=0)
+    sink.tick()  # nothing pending: an empty write, which renews the heartbeat
+    sink.add(1)  # type: ignore[arg-type]
+    sink.close()
+    assert batches == [[], [1]]
+
+
+def test_sink_write_failure_is_raised() -> None:
+    def broken(batch: list) -> None:
+        raise OSError("disk full")
+
+    sink = ResultSink(broken, batch=1, max_age=3600)
+    sink.add(0)  # type: ignore[arg-type]
+    with pytest.raises(OSError, match="disk full"):
+        sink.close()
 
 
 @pytest.mark.parametrize(
@@ -51,14 +76,10 @@ def test_render_prompt(item: dict, template: str | None, expected: str | None, p
 
 
 def test_accuracy_counts_failed_items_as_wrong() -> None:
-    results = [
-        {"valid": True, "output": {"category": "Bug"}, "input": {"category": "bug"}},
-        {"valid": True, "output": {"category": "feature"}, "input": {"category": "bug"}},
-        {"valid": False, "output": None, "input": {"category": "bug"}},
-        {"valid": True, "output": "question", "input": {"category": "question"}},
-    ]
-    assert metrics.accuracy(results, "category") == 0.5
-    assert metrics.accuracy(results, None) is None
+    valid = [({"category": "bug"}, {"category": "Bug"}), ({"category": "bug"}, {"category": "feature"}), ({"category": "question"}, "question")]
+    assert metrics.accuracy(valid, 4, "category") == 0.5  # the fourth item failed
+    assert metrics.accuracy(valid, 4, None) is None
+    assert metrics.accuracy([], 0, "category") is None
 
 
 @pytest.mark.parametrize(
