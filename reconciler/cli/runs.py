@@ -153,6 +153,10 @@ def runs_list(db: str | None, fmt: str) -> int:
 
     rows = run_rows(open_engine(db, create=False))
     emit_rows(rows, fmt, ["name", "status", "items", "succeeded", "failed", "accuracy", "tokens", "cost_usd", "elapsed_s", "config", "started_at"])
+    if fmt == "table":
+        for row in rows:
+            if row["status"] == "interrupted":
+                click.echo(f"{row['name']}: {row['error']}", err=True)
     return 0
 
 

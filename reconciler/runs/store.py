@@ -62,6 +62,14 @@ def runner_identity() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def run_record(row: Any) -> RunRecord:
+    """A run's row (as ``list_runs`` returns it) as a ``RunRecord``."""
+    return RunRecord(
+        row["id"], row["name"], row["status"], row["spec"] or {}, row["agent_assignment_id"],
+        row["config_sha256"], row["runner"], row["heartbeat_at"], row["elapsed_seconds"],
+    )
+
+
 def find_run(engine: Engine, name: str) -> RunRecord:
     r = RUNS.c
     with engine.connect() as conn:
@@ -71,10 +79,7 @@ def find_run(engine: Engine, name: str) -> RunRecord:
             f"no run named {name!r} in the database",
             hint="apply a Run manifest first (reconciler apply PATH), or pass the manifest file: reconciler run FILE",
         )
-    return RunRecord(
-        row["id"], row["name"], row["status"], row["spec"] or {}, row["agent_assignment_id"],
-        row["config_sha256"], row["runner"], row["heartbeat_at"], row["elapsed_seconds"],
-    )
+    return run_record(row)
 
 
 def _applied(conn: Any, kind: str, row_id: uuid.UUID) -> dict[str, Any]:
@@ -145,7 +150,13 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:  # a killed process its parent has not reaped yet still answers the signal: a zombie is gone
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return True  # no /proc (macOS): trust the signal
+    state = stat[stat.rfind(b")") + 2 :][:1]  # "pid (command) S ...": the command may hold ")"
+    return state != b"Z"
 
 
 def holder_is_alive(record: RunRecord, now: datetime | None = None) -> bool:
@@ -161,6 +172,12 @@ def holder_is_alive(record: RunRecord, now: datetime | None = None) -> bool:
     if beat.tzinfo is None:
         beat = beat.replace(tzinfo=timezone.utc)
     return (now or utcnow()) - beat < HEARTBEAT_STALE
+
+
+def owner_gone(record: RunRecord, now: datetime | None = None) -> bool:
+    """Marked running, but the process that ran it is gone (killed, or its host stopped beating):
+    the run is interrupted, and ``reconciler run NAME`` resumes it."""
+    return record.status == "running" and record.runner != runner_identity() and not holder_is_alive(record, now)
 
 
 def claim_run(engine: Engine, record: RunRecord, snapshot: dict[str, Any], sha: str) -> datetime:

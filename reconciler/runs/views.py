@@ -13,13 +13,25 @@ def _iso(v: Any) -> Any:
     return v.isoformat(timespec="seconds") if hasattr(v, "isoformat") else v
 
 
+def _status(row: dict[str, Any]) -> tuple[str, str | None]:
+    """(status, error) as they are now: a run left ``running`` by a process that is gone is interrupted."""
+    record = store.run_record(row)
+    if not store.owner_gone(record):
+        return row["status"], row["error"]
+    return "interrupted", (
+        f"the process that ran it ({record.runner}) is gone; run `reconciler run {record.name}` to resume "
+        "(finished items are kept, the rest are processed)"
+    )
+
+
 def run_rows(engine: Engine | None) -> list[dict[str, Any]]:
     rows = []
     for r in store.list_runs(engine):
+        status, error = _status(r)
         rows.append(
             {
                 "name": r["name"],
-                "status": r["status"],
+                "status": status,
                 "items": r["items_total"],
                 "succeeded": r["items_succeeded"],
                 "failed": r["items_failed"],
@@ -30,7 +42,7 @@ def run_rows(engine: Engine | None) -> list[dict[str, Any]]:
                 "config": (r["config_sha256"] or "")[:12] or None,
                 "started_at": _iso(r["started_at"]),
                 "completed_at": _iso(r["completed_at"]),
-                "error": r["error"],
+                "error": error,
             }
         )
     return rows
@@ -42,10 +54,11 @@ def run_detail(engine: Engine, name: str) -> dict[str, Any]:
     spec = dict(record.spec)
     inputs = spec.pop("inputs", [])
     spec["inputs"] = f"{len(inputs)} items"
+    status, error = _status(row)
     return {
         "name": row["name"],
-        "status": row["status"],
-        "error": row["error"],
+        "status": status,
+        "error": error,
         "created_at": _iso(row["created_at"]),
         "started_at": _iso(row["started_at"]),
         "completed_at": _iso(row["completed_at"]),
@@ -58,7 +71,7 @@ def run_detail(engine: Engine, name: str) -> dict[str, Any]:
         "output_tokens": row["output_tokens"],
         "cost_estimate": row["cost_estimate"],
         "runner": row["runner"],
-        "runner_alive": store.holder_is_alive(record) if row["status"] == "running" else None,
+        "runner_alive": status == "running" if row["status"] == "running" else None,
         "config_sha256": row["config_sha256"],
         "spec": spec,
         "config_snapshot": row["config_snapshot"],

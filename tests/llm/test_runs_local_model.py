@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ import pytest
 from sqlalchemy import create_engine, func, select
 
 from reconciler.state.tables import RunResult
+from tests.runs.conftest import spawn_run
 
 pytestmark = [pytest.mark.llm, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
@@ -89,14 +89,6 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def _spawn_run(db: str, cwd: Path) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    return subprocess.Popen(
-        [sys.executable, "-m", "reconciler", "run", "local-e2e", "--db", db, "--json"],
-        cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-
-
 def _wait_for_items(proc: subprocess.Popen[str], count: int) -> list[dict]:
     events = []
     assert proc.stdout is not None
@@ -110,7 +102,7 @@ def _wait_for_items(proc: subprocess.Popen[str], count: int) -> list[dict]:
 def test_resume_after_the_run_process_is_killed(write_manifests, cli_run, sqlite_url: str, tmp_path: Path) -> None:
     root = _manifests(write_manifests, 4)
     assert cli_run("apply", str(root), "--db", sqlite_url, "--auto-approve")[0] == 0
-    proc = _spawn_run(sqlite_url, tmp_path)
+    proc = spawn_run("local-e2e", sqlite_url, tmp_path)
     try:
         _wait_for_items(proc, 1)
         time.sleep(2)  # a finished item is stored within a second
@@ -135,7 +127,7 @@ def test_resume_after_the_run_process_is_killed(write_manifests, cli_run, sqlite
 def test_run_survives_the_model_server_being_killed(write_manifests, cli_run, sqlite_url: str, tmp_path: Path) -> None:
     root = _manifests(write_manifests, 3)
     assert cli_run("apply", str(root), "--db", sqlite_url, "--auto-approve")[0] == 0
-    proc = _spawn_run(sqlite_url, tmp_path)
+    proc = spawn_run("local-e2e", sqlite_url, tmp_path)
     try:
         _wait_for_items(proc, 1)
         servers = _children(proc.pid)

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -68,6 +72,17 @@ spec:
     - {text: "How do I reset my password?", category: question}
     - {text: "Export is broken", category: bug}
 """
+
+
+def spawn_run(name: str, db: str, cwd: Path) -> subprocess.Popen[str]:
+    """``reconciler run NAME --json`` in its own process (one a test can kill), this checkout first on the path."""
+    from tests.conftest import REPO
+
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.Popen(
+        [sys.executable, "-m", "reconciler", "run", name, "--db", db, "--json"],
+        cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
 
 
 def keyword_classifier(prompt: str) -> dict[str, Any]:

@@ -4,11 +4,15 @@ provider that is down (the run stops, then resumes), and an unvalidated provider
 from __future__ import annotations
 
 import json
+import signal
 import socket
+import threading
+import time
+from pathlib import Path
 
 import pytest
 
-from tests.runs.conftest import RUN, STUB_CONFIG, keyword_classifier
+from tests.runs.conftest import RUN, STUB_CONFIG, keyword_classifier, spawn_run
 from tests.stub_openai import Reply, StubServer
 
 pytestmark = pytest.mark.usefixtures("real_llm_requests")
@@ -114,6 +118,70 @@ def test_provider_down_stops_the_run_and_resume_finishes_it(write_manifests, cli
         assert code == 0, err
         assert "completed — 4/4 valid" in out
         assert len(stub.requests) == 4
+
+
+def _stored(db: str) -> list[int]:
+    from sqlalchemy import select
+
+    from reconciler.state.db import open_engine
+    from reconciler.state.tables import RunResult
+
+    engine = open_engine(db, create=False)
+    try:
+        with engine.connect() as conn:
+            return sorted(conn.execute(select(RunResult.item_index)).scalars())
+    finally:
+        engine.dispose()
+
+
+def _listed(cli_run, db: str) -> dict:  # type: ignore[no-untyped-def]
+    return json.loads(cli_run("runs", "list", "--db", db, "-o", "json")[1])[0]
+
+
+def test_killed_run_is_listed_interrupted_and_resumes(write_manifests, cli_run, db_url: str, tmp_path: Path) -> None:
+    """SIGKILL the process executing a run: it is listed as interrupted (not running), and running it
+    again processes only the unfinished items."""
+    gate = threading.Event()  # the first two answers come at once, the others wait for the kill
+
+    def behaviour(request: dict, n: int) -> dict:
+        if n > 2:
+            gate.wait(120)
+        return keyword_classifier(_prompt(request))
+
+    with StubServer(behaviour) as stub:
+        _apply(write_manifests, cli_run, db_url, stub.base_url)
+        proc = spawn_run("sample", db_url, tmp_path)
+        try:
+            deadline = time.monotonic() + 120
+            while len(_stored(db_url)) < 2:  # stored within a second (the sink's max_age)
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
+                time.sleep(0.05)
+            running = _listed(cli_run, db_url)
+            assert running["status"] == "running"
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        gate.set()
+
+        listed = _listed(cli_run, db_url)
+        assert listed["status"] == "interrupted" and listed["succeeded"] == 2
+        assert "reconciler run sample" in listed["error"] and f":{proc.pid})" in listed["error"]
+        code, table, err = cli_run("runs", "list", "--db", db_url)
+        assert code == 0 and "interrupted" in table and "to resume" in err
+        shown = json.loads(cli_run("runs", "show", "sample", "--db", db_url, "-o", "json")[1])
+        assert shown["status"] == "interrupted" and shown["runner_alive"] is False
+
+        requests_before = len(stub.requests)
+        code, out, err = cli_run("run", "sample", "--db", db_url, "--json")
+    assert code == 0, err
+    summary = json.loads(out.splitlines()[-1])
+    assert summary["status"] == "completed" and summary["processed_now"] == 2
+    assert len(stub.requests) - requests_before == 2  # the two unfinished items, nothing else
+    assert _stored(db_url) == [0, 1, 2, 3]  # nothing lost, nothing duplicated
+    assert _listed(cli_run, db_url)["status"] == "completed"
 
 
 def test_agent_test_refuses_unvalidated_provider(write_manifests, cli_run, sqlite_url: str) -> None:

@@ -1,12 +1,22 @@
-"""Pure parts of the runner and run metrics: backoff, batching, prompts, accuracy, status, cost."""
+"""Pure parts of the runner and run metrics: backoff, batching, prompts, accuracy, status, cost, and
+whether the process that ran a run is gone."""
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
+import sys
 import threading
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
-from reconciler.runs import metrics
+from reconciler.runs import metrics, store
 from reconciler.runs.runner import ResultSink, RetryPolicy
 
 
@@ -107,3 +117,40 @@ def test_snapshot_has_no_secret_and_a_stable_hash() -> None:
     assert metrics.snapshot_sha256(snap) == metrics.snapshot_sha256(again)
     other = metrics.config_snapshot(provider, AgentConfig("a", "m", "prompt 2"), TaskConfig("t", {"type": "object"}))
     assert metrics.snapshot_sha256(snap) != metrics.snapshot_sha256(other)
+
+
+NOW = datetime(2025, 1, 1, tzinfo=timezone.utc)
+HOST = socket.gethostname()
+
+
+@pytest.mark.parametrize(
+    ("status", "runner", "beat_age", "gone"),
+    [
+        pytest.param("running", f"{HOST}:{2**31 - 1}", 0, True, id="same-host-pid-dead"),
+        pytest.param("running", f"{HOST}:{os.getpid()}", 3600, False, id="this-process"),
+        pytest.param("running", "elsewhere:12", 10, False, id="other-host-fresh-heartbeat"),
+        pytest.param("running", "elsewhere:12", 3600, True, id="other-host-lease-expired"),
+        pytest.param("running", "elsewhere:12", None, True, id="other-host-no-heartbeat"),
+        pytest.param("completed", None, None, False, id="finished"),
+    ],
+)
+def test_owner_gone(status: str, runner: str | None, beat_age: int | None, gone: bool) -> None:
+    beat = None if beat_age is None else NOW - timedelta(seconds=beat_age)
+    record = store.RunRecord(uuid.uuid4(), "r", status, {}, None, None, runner, beat, None)
+    assert store.owner_gone(record, now=NOW) is gone
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="zombies are told apart through /proc")
+def test_a_killed_unreaped_process_counts_as_gone() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        record = store.RunRecord(uuid.uuid4(), "r", "running", {}, None, None, f"{HOST}:{child.pid}", None, None)
+        assert not store.owner_gone(record)
+        child.send_signal(signal.SIGKILL)
+        stat = Path(f"/proc/{child.pid}/stat")
+        while stat.exists() and stat.read_bytes().rsplit(b")", 1)[1][1:2] != b"Z":  # not reaped: a zombie
+            time.sleep(0.01)
+        assert store.owner_gone(record)
+    finally:
+        child.kill()
+        child.wait()
