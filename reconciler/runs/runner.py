@@ -92,7 +92,7 @@ class ResultSink:
     """
 
     def __init__(
-        self, flush: Callable[[list[ItemOutcome]], None], batch: int = 64, max_age: float = 1.0, beat_every: float = 30.0
+        self, flush: Callable[[list[ItemOutcome]], None], batch: int = 256, max_age: float = 1.0, beat_every: float = 30.0
     ) -> None:
         self._flush, self._batch, self._max_age, self._beat_every = flush, batch, max_age, beat_every
         self._pending: list[ItemOutcome] = []
