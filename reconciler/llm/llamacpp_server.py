@@ -10,7 +10,7 @@ Public API::
     default_model_path() -> Path
     LlamaCppServer(model_path=None, *, host="127.0.0.1", port=None, n_ctx=2048,
                    n_parallel=DEFAULT_PARALLEL, n_threads=None, api_key=None,
-                   extra_env=None)
+                   extra_env=None, chat_template=None)
         .start(timeout=120) -> str     # base_url, e.g. "http://127.0.0.1:PORT/v1"
         .stop(timeout=10) -> None
         .base_url / .root_url / .pid / .port / .returncode / .is_running()
@@ -51,6 +51,7 @@ from typing import Any
 
 __all__ = [
     "DEFAULT_PARALLEL",
+    "GEMMA_CHAT_TEMPLATE",
     "LlamaCppServer",
     "default_model_path",
     "ensure_server",
@@ -61,6 +62,24 @@ __all__ = [
 DEFAULT_PARALLEL = 2
 #: Per-slot context window (tokens).  Total KV cache = n_ctx * n_parallel.
 DEFAULT_N_CTX = 2048
+
+#: Gemma's chat format for the bundled model. Its GGUF carries no chat template, so llama.cpp would
+#: fall back to ChatML, whose ``<|im_start|>`` markers mean nothing to Gemma's tokenizer. Gemma has no
+#: system role: system messages are folded into the next user turn (as Gemma's own template does). The
+#: BOS token is not written here: llama.cpp adds it when it tokenizes the prompt.
+GEMMA_CHAT_TEMPLATE = (
+    "{%- set ns = namespace(system='') -%}"
+    "{%- for message in messages -%}"
+    "{%- if message['role'] == 'system' -%}"
+    "{%- set ns.system = ns.system + message['content'] + '\\n\\n' -%}"
+    "{%- else -%}"
+    "{{- '<start_of_turn>' + ('model' if message['role'] == 'assistant' else 'user') + '\\n'"
+    " + ns.system + message['content'] | trim + '<end_of_turn>\\n' -}}"
+    "{%- set ns.system = '' -%}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- '<start_of_turn>model\\n' -}}{%- endif -%}"
+)
 
 _READY_MARKER = "RECONCILER_LLAMACPP_READY"
 _STAMP_SUFFIX = ".verified"
@@ -241,8 +260,11 @@ class LlamaCppServer:
         n_threads: int | None = None,
         api_key: str | None = None,
         extra_env: dict[str, str] | None = None,
+        chat_template: str | None = None,
     ) -> None:
         self._model_path = str(model_path) if model_path is not None else None
+        # None: the model's own template, except for the bundled model, which has none
+        self.chat_template = chat_template if chat_template is not None or model_path is not None else GEMMA_CHAT_TEMPLATE
         self.host = host
         self._requested_port = port
         self.n_ctx = n_ctx
@@ -324,6 +346,8 @@ class LlamaCppServer:
             "--threads",
             str(self.n_threads),
         ]
+        if self.chat_template:
+            cmd += ["--chat-template", self.chat_template]
         return cmd
 
     def _env(self) -> dict[str, str]:
@@ -533,6 +557,7 @@ def ensure_server(model_path: str | os.PathLike[str] | None = None) -> str:
                 n_parallel=int(os.environ.get("RECONCILER_LLM_PARALLEL", DEFAULT_PARALLEL)),
                 n_threads=int(os.environ.get("RECONCILER_LLM_THREADS", 0)) or None,
                 n_ctx=int(os.environ.get("RECONCILER_LLM_CTX", DEFAULT_N_CTX)),
+                chat_template=GEMMA_CHAT_TEMPLATE if model_path is None else None,
             )
             _shared[path] = srv
         if not _atexit_registered:
@@ -584,6 +609,8 @@ def _serve(args: argparse.Namespace) -> int:
     params.cpuparams_batch.n_threads = args.threads
     params.ui = False
     params.cors_origins = ""  # no browser access to the local server
+    if args.chat_template:
+        params.chat_template = args.chat_template
     api_key = os.environ.get("RECONCILER_LLAMACPP_API_KEY")
     if api_key:
         params.api_keys = [api_key]
@@ -620,9 +647,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-ctx", type=int, default=DEFAULT_N_CTX, help="context per slot")
     parser.add_argument("--parallel", type=int, default=DEFAULT_PARALLEL)
     parser.add_argument("--threads", type=int, default=_default_threads())
+    parser.add_argument("--chat-template", default=None, help="Jinja chat template (default: the model's own)")
     args = parser.parse_args(argv)
     if args.model is None:
         args.model = str(default_model_path())
+        if args.chat_template is None:
+            args.chat_template = GEMMA_CHAT_TEMPLATE
     return _serve(args)
 
 

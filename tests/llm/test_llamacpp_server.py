@@ -101,6 +101,23 @@ def test_base_url_and_models(server):
     assert models["data"]
 
 
+def test_bundled_model_gets_gemmas_chat_format(server):
+    """Its GGUF has no chat template (llama.cpp would fall back to ChatML): we give it Gemma's, which
+    has no system role, so the system prompt opens the first user turn."""
+    messages = [
+        {"role": "system", "content": "Classify."},
+        {"role": "user", "content": "Message: a"},
+        {"role": "assistant", "content": '{"category": "bug"}'},
+        {"role": "user", "content": "Message: b"},
+    ]
+    prompt = server.request("POST", "/apply-template", {"messages": messages})["prompt"]
+    assert prompt == (
+        "<start_of_turn>user\nClassify.\n\nMessage: a<end_of_turn>\n"
+        '<start_of_turn>model\n{"category": "bug"}<end_of_turn>\n'
+        "<start_of_turn>user\nMessage: b<end_of_turn>\n<start_of_turn>model\n"
+    )
+
+
 def test_json_schema_classification(server):
     jsonschema = pytest.importorskip("jsonschema")
     resp = server.request(
