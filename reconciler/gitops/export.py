@@ -109,6 +109,8 @@ def _spec(r: ActualResource, names: dict[ResourceKey, str]) -> tuple[dict[str, A
             notes.append("temperature is NULL in the database; manifests need a number, so the default 0.7 is written")
         if e.get("prices"):
             spec["prices"] = e["prices"]
+        if e.get("examples"):
+            spec["examples"] = e["examples"]
     elif r.kind == "Task":
         spec = {"description": e.get("description"), "response_schema": e.get("response_schema") or {}}
     else:

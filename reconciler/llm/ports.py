@@ -28,6 +28,14 @@ class ProviderConfig:
 
 
 @dataclass(frozen=True)
+class Example:
+    """A worked example the model sees before the prompt: a user turn and the answer it should give."""
+
+    input: str
+    output: Any  # a value fitting the task's response schema (sent as JSON), or text
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     """How to execute: model, prompt, settings (the seed's AgentConfig)."""
 
@@ -37,6 +45,12 @@ class AgentConfig:
     temperature: float | None = None
     max_tokens: int | None = None
     prices: dict[str, float] | None = None  # input_per_mtok / output_per_mtok overrides
+    examples: tuple[Example, ...] = ()  # sent as user/assistant message pairs before the prompt
+
+    @staticmethod
+    def examples_from(value: Any) -> tuple[Example, ...]:
+        """Examples from their stored form (a list of {input, output} mappings, or None)."""
+        return tuple(Example(e["input"], e["output"]) for e in value or ())
 
 
 @dataclass(frozen=True)

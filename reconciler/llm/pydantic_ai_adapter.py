@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic_ai import Agent, ModelRetry, NativeOutput, PromptedOutput, StructuredDict, capture_run_messages
 from pydantic_ai import exceptions as pe
-from pydantic_ai.messages import ModelResponse, TextPart
+from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, TextPart, UserPromptPart
 
 from reconciler.llm.output_schema import OutputSchema, feedback
 from reconciler.llm.ports import (
@@ -140,6 +140,17 @@ def _output_name(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "_-" else "_" for ch in name)[:64] or "output"
 
 
+def _example_messages(agent: AgentConfig) -> list[ModelMessage]:
+    """The agent's examples as earlier turns of the conversation: each input a user message, each
+    output the assistant's answer (JSON unless it is text). Small models follow these far better
+    than examples written into the system prompt."""
+    out: list[ModelMessage] = []
+    for example in agent.examples:
+        answer = example.output if isinstance(example.output, str) else json.dumps(example.output, ensure_ascii=False)
+        out += [ModelRequest(parts=[UserPromptPart(example.input)]), ModelResponse(parts=[TextPart(answer)])]
+    return out
+
+
 def _tokens(messages: list[Any]) -> tuple[int, int, int, str | None]:
     """(input tokens, output tokens, requests, last text) from captured messages."""
     inp = out = requests = 0
@@ -207,6 +218,7 @@ class PydanticAIAgent:
             model_settings["max_tokens"] = agent.max_tokens
         self.model = model
         self._recover = recover
+        self._examples = _example_messages(agent)
         self._agent: Agent[_CallState, Any] = Agent(
             model,
             name=agent.name,  # unnamed, pydantic-ai searches the caller's frame for a name on every run
@@ -238,9 +250,9 @@ class PydanticAIAgent:
         started = time.perf_counter()
         with capture_run_messages() as messages:
             try:
-                result = await self._agent.run(prompt, deps=state)
+                result = await self._agent.run(prompt, deps=state, message_history=self._examples or None)
             except (pe.AgentRunError, pe.UserError) as exc:
-                inp, out, requests, last = _tokens(messages)
+                inp, out, requests, last = _tokens(messages[len(self._examples):])
                 error = translate_error(exc, (inp, out, requests))
                 if isinstance(error, InvalidOutput):
                     reason = "; ".join(state.problems) or str(exc).splitlines()[0]

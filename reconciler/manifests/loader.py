@@ -399,3 +399,31 @@ def _check_together(manifests: list[Manifest], declared: set[ResourceKey], probl
                 pairs[pair] = m
         elif m.kind == "Run":
             ref(m, "assignment", "Assignment")
+    _check_examples(first, pairs, problems)
+
+
+def _check_examples(first: dict[ResourceKey, Manifest], pairs: dict[tuple[str, str], Manifest], problems: ProblemList) -> None:
+    """Each example an agent shows the model must be a valid answer of every task it is assigned to."""
+    from reconciler.llm.output_schema import OutputSchema
+    from reconciler.manifests.jsonschema_check import schema_errors
+
+    for agent_name, task_name in pairs:
+        agent, task = first.get(("Agent", agent_name)), first.get(("Task", task_name))
+        if agent is None or task is None or not agent.spec.examples:
+            continue
+        schema = task.resolved.get("response_schema")
+        if not schema or schema_errors(schema):  # no schema (free text), or a broken one (reported already)
+            continue
+        checker = OutputSchema(schema)
+        for i, example in enumerate(agent.spec.examples):
+            found = checker.errors(example.output)
+            if found:
+                problems.add(
+                    Problem(
+                        f"example {i} does not fit the response_schema of Task {task_name!r}: {'; '.join(found)}",
+                        agent.raw.where(("spec", "examples", i, "output")),
+                        agent.title,
+                        f"spec.examples.{i}.output",
+                        f"an example's output is an answer the model should give: make it valid for Task {task_name!r}",
+                    )
+                )

@@ -81,6 +81,13 @@ class Prices(_Strict):
     output_per_mtok: float = Field(ge=0)
 
 
+class AgentExample(_Strict):
+    """A worked example, sent to the model as a user message and its answer before every prompt."""
+
+    input: str = Field(min_length=1, description="the user message, written as the run's prompt_template renders a prompt")
+    output: Any = Field(description="the answer: a value that fits the response_schema of every task the agent is assigned to")
+
+
 class AgentSpec(_Strict):
     description: str | None = None
     provider: str = Field(pattern=NAME_PATTERN)
@@ -89,6 +96,10 @@ class AgentSpec(_Strict):
     temperature: float = Field(default=0.7, ge=0.0, le=2.0)
     max_tokens: int | None = Field(default=None, gt=0, le=2**31 - 1)  # a 32-bit INTEGER column
     prices: Prices | None = None
+    examples: list[AgentExample] = Field(
+        default_factory=list,
+        description="few-shot examples sent as user/assistant message pairs before each prompt (checked against the tasks' response_schema)",
+    )
     is_active: bool = True
 
 

@@ -45,6 +45,7 @@ def _essence(m: Manifest, fingerprint_secret: Any) -> tuple[dict[str, Any], dict
             "max_tokens": s.max_tokens,
             "is_active": s.is_active,
             "prices": s.prices.model_dump() if s.prices is not None else None,
+            "examples": [e.model_dump() for e in s.examples] or None,
         }, None
     if m.kind == "Task":
         return {"description": s.description, "response_schema": m.resolved["response_schema"], "is_active": s.is_active}, None

@@ -57,7 +57,10 @@ def _load(engine: Engine, agent_name: str, task_name: str | None) -> tuple[Agent
         from reconciler.providers.secrets import load_secret_box
 
         provider = replace(provider, api_key=load_secret_box(create=False).decrypt(row["api_key_encrypted"], provider.name))
-    agent = AgentConfig(row["name"], row["model_name"], row["system_prompt"] or "", row["temperature"], row["max_tokens"], applied_agent.get("prices"))
+    agent = AgentConfig(
+        row["name"], row["model_name"], row["system_prompt"] or "", row["temperature"], row["max_tokens"], applied_agent.get("prices"),
+        AgentConfig.examples_from(applied_agent.get("examples")),
+    )
     return agent, provider, row["is_active"], task
 
 

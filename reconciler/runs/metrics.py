@@ -27,6 +27,8 @@ def config_snapshot(provider: ProviderConfig, agent: AgentConfig, task: TaskConf
             "temperature": agent.temperature,
             "max_tokens": agent.max_tokens,
             "prices": agent.prices,
+            # only when there are some, so snapshots (and hashes) of runs without examples stay as they were
+            **({"examples": [{"input": e.input, "output": e.output} for e in agent.examples]} if agent.examples else {}),
         },
         "task": {"name": task.name, "response_schema": task.response_schema},
     }

@@ -23,7 +23,7 @@ from reconciler.state.tables import (
 ResourceKey = tuple[str, str]
 
 # Fields that have no column in the seed's tables; they live only in the bookkeeping's applied essence.
-EXTRA_FIELDS: dict[str, tuple[str, ...]] = {"Provider": ("model_path",), "Agent": ("prices",)}
+EXTRA_FIELDS: dict[str, tuple[str, ...]] = {"Provider": ("model_path",), "Agent": ("prices", "examples")}
 SENSITIVE_FIELDS: dict[str, tuple[str, ...]] = {"Provider": ("api_key",)}
 
 

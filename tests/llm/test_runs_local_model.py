@@ -33,7 +33,7 @@ MESSAGES = [
 def _manifests(write_manifests, n: int) -> Path:  # type: ignore[no-untyped-def]
     config = (REPO / "manifests" / "providers.yaml").read_text() + "\n---\n" + (REPO / "manifests" / "agents.yaml").read_text()
     config += "\n---\n" + (REPO / "manifests" / "tasks.yaml").read_text()
-    inputs = "\n".join(json.dumps({"text": t, "category": c}) for t, c in MESSAGES[:n])
+    inputs = "\n".join(json.dumps({"text": t, "category": c}) for t, c in (MESSAGES[i % len(MESSAGES)] for i in range(n)))
     run = f"""
 apiVersion: reconciler/v1
 kind: Run
@@ -100,28 +100,35 @@ def _wait_for_items(proc: subprocess.Popen[str], count: int) -> list[dict]:
 
 
 def test_resume_after_the_run_process_is_killed(write_manifests, cli_run, sqlite_url: str, tmp_path: Path) -> None:
-    root = _manifests(write_manifests, 4)
+    total = 8  # once the examples are in the server's prompt cache an item takes well under a second
+    root = _manifests(write_manifests, total)
     assert cli_run("apply", str(root), "--db", sqlite_url, "--auto-approve")[0] == 0
+    engine = create_engine(sqlite_url)
+
+    def stored() -> int:
+        with engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(RunResult)).scalar_one()
+
     proc = spawn_run("local-e2e", sqlite_url, tmp_path)
     try:
         _wait_for_items(proc, 1)
-        time.sleep(2)  # a finished item is stored within a second
+        deadline = time.monotonic() + 60
+        while stored() == 0 and time.monotonic() < deadline:  # a finished item is stored within a second
+            time.sleep(0.05)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
-    engine = create_engine(sqlite_url)
-    with engine.connect() as conn:
-        stored_before = conn.execute(select(func.count()).select_from(RunResult)).scalar_one()
-    assert 1 <= stored_before < 4
+    stored_before = stored()
+    assert 1 <= stored_before < total
     code, out, err = cli_run("run", "local-e2e", "--db", sqlite_url, "--json")
     summary = json.loads(out.splitlines()[-1])
-    assert summary["processed_now"] == 4 - stored_before, err
-    assert summary["items_succeeded"] + summary["items_failed"] == 4
+    assert summary["processed_now"] == total - stored_before, err
+    assert summary["items_succeeded"] + summary["items_failed"] == total
     with engine.connect() as conn:
         indexes = sorted(conn.execute(select(RunResult.item_index)).scalars())
-    assert indexes == [0, 1, 2, 3]  # nothing duplicated, nothing missing
+    assert indexes == list(range(total))  # nothing duplicated, nothing missing
 
 
 def test_run_survives_the_model_server_being_killed(write_manifests, cli_run, sqlite_url: str, tmp_path: Path) -> None:
