@@ -12,18 +12,16 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 
 from reconciler.errors import ReconcilerError, RunAlreadyStarted
-from reconciler.llm.ports import AgentConfig as AgentConfigPort
 from reconciler.llm.ports import ExecutionSettings, LLMError, ProviderConfig
 from reconciler.runs import metrics, store
 from reconciler.runs.runner import ItemOutcome, ResultSink, RetryPolicy, WorkItem, execute
-from reconciler.state.tables import AgentConfig as AgentRow
-from reconciler.state.tables import ManagedResource, utcnow
+from reconciler.state.tables import utcnow
 
 
 @dataclass(frozen=True)
@@ -85,18 +83,6 @@ def _model_file(provider: ProviderConfig) -> dict[str, Any] | None:
     return {"name": gguf.MODEL_NAME, "sha256": gguf.EXPECTED_SHA256}
 
 
-def _with_examples(engine: Engine, config: store.ResolvedConfig) -> store.ResolvedConfig:
-    """The agent's few-shot examples, which live in what reconciler applied (the seed's tables have no column)."""
-    a, m = AgentRow.__table__.c, ManagedResource.__table__.c
-    with engine.connect() as conn:
-        applied = conn.execute(
-            select(m.applied).join_from(ManagedResource.__table__, AgentRow.__table__, m.row_id == a.id)
-            .where(m.kind == "Agent", a.name == config.agent.name)
-        ).scalar()
-    examples = AgentConfigPort.examples_from((applied or {}).get("examples"))
-    return replace(config, agent=replace(config.agent, examples=examples)) if examples else config
-
-
 def _work_items(name: str, spec: dict[str, Any], skip: set[int]) -> list[WorkItem]:
     template, expected = spec.get("prompt_template"), spec.get("expected")
     items = []
@@ -145,7 +131,7 @@ def execute_run(
             f"run {name!r} is being executed by another process ({record.runner})",
             hint=f"wait for it, or watch it with `reconciler runs show {name}`",
         )
-    config = _with_examples(engine, store.resolve_assignment(engine, record.assignment_id, name))
+    config = store.resolve_assignment(engine, record.assignment_id, name)
     check_runnable(name, config)
     snapshot = metrics.config_snapshot(config.provider, config.agent, config.task, _model_file(config.provider))
     sha = metrics.snapshot_sha256(snapshot)

@@ -131,6 +131,7 @@ def resolve_assignment(engine: Engine, assignment_id: uuid.UUID | None, run_name
         agent=AgentConfig(
             name=row["agent_name"], model_name=row["model_name"], system_prompt=row["system_prompt"] or "",
             temperature=row["temperature"], max_tokens=row["max_tokens"], prices=agent_extra.get("prices"),
+            examples=AgentConfig.examples_from(agent_extra.get("examples")),
         ),
         task=TaskConfig(name=row["task_name"], response_schema=row["response_schema"] or {}),
         provider=ProviderConfig(
