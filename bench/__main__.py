@@ -181,7 +181,7 @@ def rerender(args: argparse.Namespace) -> int:
     commands = []
     for path in args.from_results:
         saved = json.loads(path.read_text(encoding="utf-8"))
-        commands.append(saved.get("command") or "python -m bench")
+        commands += (saved.get("command") or "python -m bench").split(" && ")  # a merged file lists several
         fresh: dict[tuple[str, str, int], list[Sample]] = {}
         for raw in saved["samples"]:
             sample = Sample(**raw)
