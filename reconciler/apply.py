@@ -21,7 +21,7 @@ from reconciler.errors import ReconcilerError, StalePlan
 from reconciler.plan.model import Action, Change, Plan
 from reconciler.state.history import record_operation
 from reconciler.state.snapshot import StateSnapshot, ciphertext_digest, read_snapshot
-from reconciler.state.tables import KIND_TABLES, ManagedResource, utcnow
+from reconciler.state.tables import KIND_TABLES, reconciler_resources, utcnow
 
 CHUNK = 500
 
@@ -205,7 +205,7 @@ def _provider_secret(
 
 
 def _write_bookkeeping(conn: Connection, deletes: list[tuple[str, str]], rows: list[dict[str, Any]]) -> None:
-    table = ManagedResource.__table__
+    table = reconciler_resources
     for kind, group in groupby(sorted(deletes), key=lambda k: k[0]):
         names = [n for _, n in group]
         for i in range(0, len(names), CHUNK):

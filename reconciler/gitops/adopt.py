@@ -18,7 +18,7 @@ from reconciler.gitops.export import export_names, placeholder_env
 from reconciler.gitops.guards import Selector, parse_selector
 from reconciler.state.history import record_operation
 from reconciler.state.snapshot import ActualResource, StateSnapshot, read_snapshot
-from reconciler.state.tables import KIND_TABLES, ManagedResource, utcnow
+from reconciler.state.tables import KIND_TABLES, reconciler_resources, utcnow
 
 ResourceKey = tuple[str, str]
 
@@ -119,7 +119,7 @@ def adopt(engine: Engine, selectors: list[str] | None, user: str) -> AdoptResult
                 books.append({"kind": r.kind, "name": name, "row_id": uuid.UUID(row_id), "applied": applied, "labels": {},
                               "annotations": {}, "secret_digest": r.secret_digest, "updated_at": now})
             apply_id = _record(conn, adoptions, user, now)
-            book = ManagedResource.__table__
+            book = reconciler_resources
             for b in books:  # bookkeeping left by a managed row that was deleted outside reconciler
                 conn.execute(delete(book).where(book.c.kind == b["kind"], book.c.name == b["name"]))
             conn.execute(insert(book), [{**b, "apply_id": apply_id} for b in books])

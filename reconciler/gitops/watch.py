@@ -184,9 +184,9 @@ def files_signature(paths: tuple[str, ...]) -> Signature:
 
 
 def provider_statuses(engine: Engine) -> dict[str, tuple[str, str | None]]:
-    from reconciler.state.tables import LLMProvider
+    from reconciler.state.tables import llm_providers
 
-    p = LLMProvider.__table__.c
+    p = llm_providers.c
     with engine.connect() as conn:
         return {r.name: (r.validation_status, r.validation_error) for r in conn.execute(select(p.name, p.validation_status, p.validation_error))}
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, bindparam, select, update
+from sqlalchemy import Connection, Engine, bindparam, select, update
 
 from reconciler.errors import ReconcilerError
 from reconciler.providers.secrets import (
@@ -24,10 +24,7 @@ from reconciler.providers.secrets import (
     write_key_file,
 )
 from reconciler.state.snapshot import ciphertext_digest
-from reconciler.state.tables import LLMProvider, ManagedResource, utcnow
-
-_PROVIDERS = cast(Table, LLMProvider.__table__)
-_BOOKKEEPING = cast(Table, ManagedResource.__table__)
+from reconciler.state.tables import llm_providers, reconciler_resources, utcnow
 
 
 @dataclass(frozen=True)
@@ -40,7 +37,7 @@ class RotationResult:
 
 def _plain_keys(conn: Connection, box: SecretBox) -> dict[Any, tuple[str, bytes, str]]:
     """{provider id: (name, old ciphertext, plain key)}; every stored key must decrypt."""
-    p = _PROVIDERS.c
+    p = llm_providers.c
     rows = conn.execute(select(p.id, p.name, p.api_key_encrypted).where(p.api_key_encrypted.is_not(None)).order_by(p.name)).all()
     out: dict[Any, tuple[str, bytes, str]] = {}
     bad = []
@@ -59,8 +56,8 @@ def reencrypt_all(conn: Connection, box: SecretBox) -> tuple[str, ...]:
     plain = _plain_keys(conn, box)
     if not plain:
         return ()
-    p = _PROVIDERS
-    b = _BOOKKEEPING
+    p = llm_providers
+    b = reconciler_resources
     books = {
         r.row_id: r
         for r in conn.execute(select(b.c.name, b.c.row_id, b.c.applied, b.c.secret_digest).where(b.c.kind == "Provider"))
@@ -128,8 +125,8 @@ def forget_undecryptable(engine: Engine, *, lock_timeout: float | None = None) -
     """Clear stored API keys that no configured key can decrypt (their key is lost); the next
     apply encrypts them again from the manifests' references."""
     box = load_secret_box(create=False)
-    p = _PROVIDERS
-    b = _BOOKKEEPING
+    p = llm_providers
+    b = reconciler_resources
     with _locked_transaction(engine, "secrets forget", lock_timeout) as conn:
         rows = conn.execute(select(p.c.id, p.c.name, p.c.api_key_encrypted).where(p.c.api_key_encrypted.is_not(None))).all()
         lost = [r for r in rows if not box.can_decrypt(r.api_key_encrypted)]

@@ -12,17 +12,18 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Engine, Table, select, update
+from sqlalchemy import Engine, select, update
 
 from reconciler.errors import ReconcilerError
 from reconciler.providers.events import EventBus, provider_events, validation_event
-from reconciler.providers.validation import DEFAULT_TIMEOUT, ProviderTarget, ValidationResult
-from reconciler.state.tables import LLMProvider, ManagedResource, utcnow
-
-_PROVIDERS = cast(Table, LLMProvider.__table__)
-_BOOKKEEPING = cast(Table, ManagedResource.__table__)
+from reconciler.providers.validation import (
+    DEFAULT_TIMEOUT,
+    ProviderTarget,
+    ValidationResult,
+)
+from reconciler.state.tables import llm_providers, reconciler_resources, utcnow
 
 
 @dataclass(frozen=True)
@@ -38,8 +39,8 @@ class StoredProvider:
 
 def load_providers(engine: Engine, names: Sequence[str] | None = None) -> list[StoredProvider]:
     """Provider rows (all, or the named ones: an unknown name is an error)."""
-    p = _PROVIDERS.c
-    b = _BOOKKEEPING.c
+    p = llm_providers.c
+    b = reconciler_resources.c
     with engine.connect() as conn:
         model_paths = {
             str(r.row_id): (r.applied or {}).get("model_path")
@@ -89,7 +90,7 @@ def targets_for(providers: Sequence[StoredProvider]) -> list[ProviderTarget]:
 def _set_status(engine: Engine, sp: StoredProvider, status: str, error: str | None, at: datetime | None) -> bool:
     """Store an outcome unless the provider changed meanwhile: an apply that changes its type,
     base_url or key resets it to pending (and validates it again), so this older result is dropped."""
-    p = _PROVIDERS
+    p = llm_providers
     with engine.begin() as conn:
         result = conn.execute(
             update(p)
@@ -117,7 +118,7 @@ async def check_providers_async(
     bus = bus or provider_events
     targets = targets_for(providers)  # before anything is written: a bad key changes nothing
     by_name = {sp.name: sp for sp in providers}
-    p = _PROVIDERS
+    p = llm_providers
     with engine.begin() as conn:
         conn.execute(
             update(p)

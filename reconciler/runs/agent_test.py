@@ -14,15 +14,25 @@ from typing import Any
 from sqlalchemy import Engine, select
 
 from reconciler.errors import ReconcilerError
-from reconciler.llm.ports import AgentConfig, ExecutionSettings, LLMError, ProviderConfig, TaskConfig
-from reconciler.state.tables import AgentConfig as AgentRow
-from reconciler.state.tables import LLMProvider, ManagedResource, TaskConfig as TaskRow
+from reconciler.llm.ports import (
+    AgentConfig,
+    ExecutionSettings,
+    LLMError,
+    ProviderConfig,
+    TaskConfig,
+)
+from reconciler.state.tables import (
+    agent_configs,
+    llm_providers,
+    reconciler_resources,
+    task_configs,
+)
 
 ALWAYS_USABLE = frozenset({"llamacpp"})
 
 
 def _load(engine: Engine, agent_name: str, task_name: str | None) -> tuple[AgentConfig, ProviderConfig, Any, TaskConfig | None]:
-    a, p, t, m = AgentRow.__table__, LLMProvider.__table__, TaskRow.__table__, ManagedResource.__table__
+    a, p, t, m = agent_configs, llm_providers, task_configs, reconciler_resources
     with engine.connect() as conn:
         row = conn.execute(
             select(a, p.c.name.label("provider_name"), p.c.type.label("provider_type"), p.c.base_url, p.c.api_key_encrypted,

@@ -14,20 +14,18 @@ from sqlalchemy import Engine, delete, func, insert, select, update
 from reconciler.errors import ReconcilerError, RunAlreadyStarted
 from reconciler.llm.ports import AgentConfig, ProviderConfig, TaskConfig
 from reconciler.state.tables import (
-    AgentConfig as AgentRow,
-)
-from reconciler.state.tables import (
-    AgentTaskAssignment,
-    AnalysisRun,
-    LLMProvider,
-    ManagedResource,
-    RunResult,
-    TaskConfig as TaskRow,
+    agent_configs,
+    agent_task_assignments,
+    analysis_runs,
+    llm_providers,
+    reconciler_resources,
+    run_results,
+    task_configs,
     utcnow,
 )
 
-RUNS = AnalysisRun.__table__
-RESULTS = RunResult.__table__
+RUNS = analysis_runs
+RESULTS = run_results
 HEARTBEAT_STALE = timedelta(seconds=90)
 
 
@@ -83,7 +81,7 @@ def find_run(engine: Engine, name: str) -> RunRecord:
 
 
 def _applied(conn: Any, kind: str, row_id: uuid.UUID) -> dict[str, Any]:
-    m = ManagedResource.__table__.c
+    m = reconciler_resources.c
     value = conn.execute(select(m.applied).where(m.kind == kind, m.row_id == row_id)).scalar()
     return value or {}
 
@@ -94,8 +92,8 @@ def resolve_assignment(engine: Engine, assignment_id: uuid.UUID | None, run_name
             f"run {run_name!r}: its assignment no longer exists",
             hint="give the run an existing assignment (spec.assignment) under a new run name and apply",
         )
-    s, a, t, p = AgentTaskAssignment.__table__, AgentRow.__table__, TaskRow.__table__, LLMProvider.__table__
-    m = ManagedResource.__table__.c
+    s, a, t, p = agent_task_assignments, agent_configs, task_configs, llm_providers
+    m = reconciler_resources.c
     with engine.connect() as conn:
         row = conn.execute(
             select(

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection, insert
 
-from reconciler.state.tables import ApplyRecord, utcnow
+from reconciler.state.tables import reconciler_applies, utcnow
 
 
 def record_operation(
@@ -29,7 +29,7 @@ def record_operation(
     what changed (an apply's plan, the adopted resources, the re-encrypted providers); it must
     never hold a secret."""
     git = git or {}
-    table = ApplyRecord.__table__
+    table = reconciler_applies
     result = conn.execute(
         insert(table).returning(table.c.id),
         {

@@ -7,12 +7,12 @@ from typing import Any
 from sqlalchemy import Engine, select
 
 from reconciler.state.tables import (
-    AgentConfig,
-    AgentTaskAssignment,
-    ApplyRecord,
-    LLMProvider,
-    ManagedResource,
-    TaskConfig,
+    agent_configs,
+    agent_task_assignments,
+    llm_providers,
+    reconciler_applies,
+    reconciler_resources,
+    task_configs,
 )
 
 RESOURCE_KINDS = {"providers": "Provider", "agents": "Agent", "tasks": "Task", "assignments": "Assignment"}
@@ -23,7 +23,7 @@ def _iso(v: Any) -> Any:
 
 
 def _managed(conn: Any, kind: str) -> dict[str, str]:
-    t = ManagedResource.__table__
+    t = reconciler_resources
     return {str(r.row_id): r.name for r in conn.execute(select(t.c.row_id, t.c.name).where(t.c.kind == kind))}
 
 
@@ -34,7 +34,7 @@ def list_resources(engine: Engine | None, what: str, name: str | None = None) ->
     with engine.connect() as conn:
         managed = _managed(conn, kind)
         if kind == "Provider":
-            p = LLMProvider.__table__.c
+            p = llm_providers.c
             rows = [
                 {
                     "name": r.name,
@@ -48,10 +48,10 @@ def list_resources(engine: Engine | None, what: str, name: str | None = None) ->
                     "managed": str(r.id) in managed,
                     "id": str(r.id),
                 }
-                for r in conn.execute(select(LLMProvider.__table__).order_by(p.name))
+                for r in conn.execute(select(llm_providers).order_by(p.name))
             ]
         elif kind == "Agent":
-            a, p = AgentConfig.__table__, LLMProvider.__table__
+            a, p = agent_configs, llm_providers
             rows = [
                 {
                     "name": r.name,
@@ -70,7 +70,7 @@ def list_resources(engine: Engine | None, what: str, name: str | None = None) ->
                 )
             ]
         elif kind == "Task":
-            t = TaskConfig.__table__
+            t = task_configs
             rows = [
                 {
                     "name": r.name,
@@ -83,7 +83,7 @@ def list_resources(engine: Engine | None, what: str, name: str | None = None) ->
                 for r in conn.execute(select(t).order_by(t.c.name))
             ]
         else:
-            s, a, t, p = AgentTaskAssignment.__table__, AgentConfig.__table__, TaskConfig.__table__, LLMProvider.__table__
+            s, a, t, p = agent_task_assignments, agent_configs, task_configs, llm_providers
             query = (
                 select(
                     s.c.id, s.c.is_active, s.c.assigned_at,
@@ -117,7 +117,7 @@ def list_resources(engine: Engine | None, what: str, name: str | None = None) ->
 def list_history(engine: Engine | None, limit: int = 50) -> list[dict[str, Any]]:
     if engine is None:
         return []
-    h = ApplyRecord.__table__
+    h = reconciler_applies
     with engine.connect() as conn:
         rows = conn.execute(select(h).order_by(h.c.id.desc()).limit(limit)).mappings().all()
     return [

@@ -12,12 +12,12 @@ from sqlalchemy import Connection, Engine, String, inspect, select, type_coerce
 
 from reconciler.state.jsoncodec import canonical_bytes
 from reconciler.state.tables import (
-    AgentConfig,
-    AgentTaskAssignment,
-    AnalysisRun,
-    LLMProvider,
-    ManagedResource,
-    TaskConfig,
+    agent_configs,
+    agent_task_assignments,
+    analysis_runs,
+    llm_providers,
+    reconciler_resources,
+    task_configs,
 )
 
 ResourceKey = tuple[str, str]
@@ -79,7 +79,7 @@ def load_snapshot(engine: Engine | None) -> StateSnapshot:
 
 def _existing_tables(conn: Connection) -> set[str] | None:
     """None when reconciler's schema is in place; else the tables that exist (a seed database)."""
-    if inspect(conn).has_table(ManagedResource.__tablename__):
+    if inspect(conn).has_table(reconciler_resources.name):
         return None
     return set(inspect(conn).get_table_names())
 
@@ -110,7 +110,7 @@ def read_snapshot(conn: Connection) -> StateSnapshot:
 
     managed: dict[tuple[str, str], Any] = {}
     by_row: dict[tuple[str, str], Any] = {}
-    book_query = select(*(_raw_id(c) if c.name == "row_id" else c for c in ManagedResource.__table__.columns))
+    book_query = select(*(_raw_id(c) if c.name == "row_id" else c for c in reconciler_resources.columns))
     for m in conn.execute(book_query).all() if tables is None else []:
         managed[(m.kind, m.name)] = m
         by_row[(m.kind, _id_text(m.row_id))] = m
@@ -154,7 +154,7 @@ def read_snapshot(conn: Connection) -> StateSnapshot:
         )
         return name
 
-    p = LLMProvider.__table__.c
+    p = llm_providers.c
     provider_names: dict[Any, str] = {}
     for row in rows_of(select(_raw_id(p.id), p.name, p.type, p.base_url, p.api_key_encrypted, p.is_active)):
         digest = ciphertext_digest(row.api_key_encrypted)
@@ -171,11 +171,11 @@ def read_snapshot(conn: Connection) -> StateSnapshot:
             digest,
             row.api_key_encrypted,
         )
-    t = TaskConfig.__table__.c
+    t = task_configs.c
     task_names: dict[Any, str] = {}
     for row in rows_of(select(_raw_id(t.id), t.name, t.description, t.response_schema, t.is_active)):
         task_names[row.id] = add("Task", row.name, _id_text(row.id), {"description": row.description, "response_schema": row.response_schema, "is_active": bool(row.is_active)})
-    a = AgentConfig.__table__.c
+    a = agent_configs.c
     agent_names: dict[Any, str] = {}
     agent_query = select(_raw_id(a.id), a.name, a.description, _raw_id(a.provider_id), a.model_name, a.system_prompt, a.temperature, a.max_tokens, a.is_active)
     for row in rows_of(agent_query):
@@ -193,7 +193,7 @@ def read_snapshot(conn: Connection) -> StateSnapshot:
                 "is_active": bool(row.is_active),
             },
         )
-    s = AgentTaskAssignment.__table__.c
+    s = agent_task_assignments.c
     for row in rows_of(select(_raw_id(s.id), _raw_id(s.agent_id), _raw_id(s.task_id), s.is_active)):
         agent, task = agent_names.get(row.agent_id), task_names.get(row.task_id)
         add("Assignment", f"{agent}+{task}", _id_text(row.id), {"agent": agent, "task": task, "is_active": bool(row.is_active)})
@@ -206,7 +206,7 @@ def read_snapshot(conn: Connection) -> StateSnapshot:
 
 def _read_runs(conn: Connection, resources: dict[ResourceKey, ActualResource], managed: dict[tuple[str, str], Any]) -> None:
     """Named runs. A run's essence is what was applied, plus whether it started (then it is immutable)."""
-    r = AnalysisRun.__table__.c
+    r = analysis_runs.c
     for row in conn.execute(select(_raw_id(r.id), r.name, r.status).where(r.name.is_not(None))):
         book = managed.get(("Run", row.name))
         if book is not None and _id_text(book.row_id) != _id_text(row.id):

@@ -1,182 +1,193 @@
-"""Database tables. The first five follow the seed service's models so its database can be
-brought under GitOps in place; ``reconciler_*`` tables are the reconciler's own bookkeeping."""
+"""Database tables, as SQLAlchemy Core tables. The first six follow the seed service's models so its
+database can be brought under GitOps in place; ``reconciler_*`` tables are the reconciler's own
+bookkeeping. Core, not the ORM: nothing here needs identity maps or sessions, and importing
+``sqlalchemy.orm`` and building declarative classes cost every command 70 ms at start-up."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime, timezone
-from typing import Any
 
 from sqlalchemy import (
     JSON,
     Boolean,
+    Column,
     DateTime,
     Float,
     ForeignKey,
     Integer,
     LargeBinary,
+    MetaData,
     String,
+    Table,
     Text,
     UniqueConstraint,
     Uuid,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-class Base(DeclarativeBase):
-    type_annotation_map = {dict[str, Any]: JSON, uuid.UUID: Uuid}
+metadata = MetaData()
 
 
-class LLMProvider(Base):
-    __tablename__ = "llm_providers"
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
-    name: Mapped[str] = mapped_column(String(255), unique=True, index=True)
-    type: Mapped[str] = mapped_column(String(32))
-    base_url: Mapped[str | None] = mapped_column(String(2048))
-    api_key_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
-    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
-    validation_status: Mapped[str] = mapped_column(String(16), default="pending")
-    validation_error: Mapped[str | None] = mapped_column(Text)
-    validated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+def _id() -> Column[uuid.UUID]:
+    return Column("id", Uuid, primary_key=True, default=uuid.uuid4)
 
 
-class AgentConfig(Base):
-    __tablename__ = "agent_configs"
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
-    name: Mapped[str] = mapped_column(String(255), unique=True, index=True)
-    description: Mapped[str | None] = mapped_column(Text)
-    provider_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("llm_providers.id", ondelete="RESTRICT"), index=True)
-    model_name: Mapped[str] = mapped_column(String(255))
-    system_prompt: Mapped[str] = mapped_column(Text, default="")
-    temperature: Mapped[float | None] = mapped_column(Float)
-    max_tokens: Mapped[int | None] = mapped_column(Integer)
-    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-
-
-class TaskConfig(Base):
-    __tablename__ = "task_configs"
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
-    name: Mapped[str] = mapped_column(String(255), unique=True, index=True)
-    description: Mapped[str | None] = mapped_column(Text)
-    response_schema: Mapped[dict[str, Any]] = mapped_column(JSON)
-    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-
-
-class AgentTaskAssignment(Base):
-    __tablename__ = "agent_task_assignments"
-    __table_args__ = (UniqueConstraint("agent_id", "task_id", name="uq_agent_task"),)
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
-    agent_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("agent_configs.id", ondelete="CASCADE"), index=True)
-    task_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("task_configs.id", ondelete="CASCADE"), index=True)
-    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
-    assigned_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-
-
-class AnalysisRun(Base):
-    """A batch run (the seed's analysis run) with the exact configuration snapshot it used."""
-
-    __tablename__ = "analysis_runs"
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
-    name: Mapped[str | None] = mapped_column(String(255), unique=True, index=True)
-    agent_assignment_id: Mapped[uuid.UUID | None] = mapped_column(
-        ForeignKey("agent_task_assignments.id", ondelete="SET NULL"), index=True
+def _timestamps() -> tuple[Column[datetime], Column[datetime]]:
+    return (
+        Column("created_at", DateTime(timezone=True), nullable=False, default=utcnow),
+        Column("updated_at", DateTime(timezone=True), nullable=False, default=utcnow),
     )
-    spec: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    config_snapshot: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    config_sha256: Mapped[str | None] = mapped_column(String(64), index=True)
-    time_window_start: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    time_window_end: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    status: Mapped[str] = mapped_column(String(16), default="pending")
-    error: Mapped[str | None] = mapped_column(Text)
-    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    items_total: Mapped[int] = mapped_column(Integer, default=0)
-    items_succeeded: Mapped[int] = mapped_column(Integer, default=0)
-    items_failed: Mapped[int] = mapped_column(Integer, default=0)
-    input_tokens: Mapped[int] = mapped_column(Integer, default=0)
-    output_tokens: Mapped[int] = mapped_column(Integer, default=0)
-    accuracy: Mapped[float | None] = mapped_column(Float)
-    elapsed_seconds: Mapped[float | None] = mapped_column(Float)
-    proposals_total: Mapped[int] = mapped_column(Integer, default=0)
-    proposals_approved: Mapped[int] = mapped_column(Integer, default=0)
-    proposals_rejected: Mapped[int] = mapped_column(Integer, default=0)
-    llm_tokens_used: Mapped[int] = mapped_column(Integer, default=0)
-    cost_estimate: Mapped[float] = mapped_column(Float, default=0.0)
-    runner: Mapped[str | None] = mapped_column(String(255))  # host:pid executing it, so two never run at once
-    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
-class RunResult(Base):
-    """One processed input of a run; ``(run_id, item_index)`` is unique so a resume never duplicates."""
+llm_providers = Table(
+    "llm_providers",
+    metadata,
+    _id(),
+    Column("name", String(255), nullable=False, unique=True, index=True),
+    Column("type", String(32), nullable=False),
+    Column("base_url", String(2048)),
+    Column("api_key_encrypted", LargeBinary),
+    Column("is_active", Boolean, nullable=False, default=True),
+    Column("validation_status", String(16), nullable=False, default="pending"),
+    Column("validation_error", Text),
+    Column("validated_at", DateTime(timezone=True)),
+    *_timestamps(),
+)
 
-    __tablename__ = "run_results"
-    __table_args__ = (UniqueConstraint("run_id", "item_index", name="uq_run_item"),)
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
-    run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("analysis_runs.id", ondelete="CASCADE"), index=True)
-    item_index: Mapped[int] = mapped_column(Integer)
-    input: Mapped[dict[str, Any]] = mapped_column(JSON)
-    output: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    valid: Mapped[bool] = mapped_column(Boolean, default=False)
-    error: Mapped[str | None] = mapped_column(Text)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    input_tokens: Mapped[int] = mapped_column(Integer, default=0)
-    output_tokens: Mapped[int] = mapped_column(Integer, default=0)
-    latency_ms: Mapped[float | None] = mapped_column(Float)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+agent_configs = Table(
+    "agent_configs",
+    metadata,
+    _id(),
+    Column("name", String(255), nullable=False, unique=True, index=True),
+    Column("description", Text),
+    Column("provider_id", Uuid, ForeignKey("llm_providers.id", ondelete="RESTRICT"), nullable=False, index=True),
+    Column("model_name", String(255), nullable=False),
+    Column("system_prompt", Text, nullable=False, default=""),
+    Column("temperature", Float),
+    Column("max_tokens", Integer),
+    Column("is_active", Boolean, nullable=False, default=True),
+    *_timestamps(),
+)
 
+task_configs = Table(
+    "task_configs",
+    metadata,
+    _id(),
+    Column("name", String(255), nullable=False, unique=True, index=True),
+    Column("description", Text),
+    Column("response_schema", JSON, nullable=False),
+    Column("is_active", Boolean, nullable=False, default=True),
+    *_timestamps(),
+)
 
-class ManagedResource(Base):
-    """What the reconciler manages and what it last applied (the essence), for prune and drift."""
+agent_task_assignments = Table(
+    "agent_task_assignments",
+    metadata,
+    _id(),
+    Column("agent_id", Uuid, ForeignKey("agent_configs.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("task_id", Uuid, ForeignKey("task_configs.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("is_active", Boolean, nullable=False, default=True),
+    Column("assigned_at", DateTime(timezone=True), nullable=False, default=utcnow),
+    UniqueConstraint("agent_id", "task_id", name="uq_agent_task"),
+)
 
-    __tablename__ = "reconciler_resources"
-    kind: Mapped[str] = mapped_column(String(32), primary_key=True)
-    name: Mapped[str] = mapped_column(String(255), primary_key=True)
-    row_id: Mapped[uuid.UUID] = mapped_column(index=True)
-    applied: Mapped[dict[str, Any]] = mapped_column(JSON)
-    labels: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    annotations: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    secret_digest: Mapped[str | None] = mapped_column(String(80))  # "sha256:" + 64 hex digits
-    apply_id: Mapped[int | None] = mapped_column(Integer)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+# A batch run (the seed's analysis run) with the exact configuration snapshot it used.
+analysis_runs = Table(
+    "analysis_runs",
+    metadata,
+    _id(),
+    Column("name", String(255), unique=True, index=True),
+    Column("agent_assignment_id", Uuid, ForeignKey("agent_task_assignments.id", ondelete="SET NULL"), index=True),
+    Column("spec", JSON),
+    Column("config_snapshot", JSON),
+    Column("config_sha256", String(64), index=True),
+    Column("time_window_start", DateTime(timezone=True)),
+    Column("time_window_end", DateTime(timezone=True)),
+    Column("status", String(16), nullable=False, default="pending"),
+    Column("error", Text),
+    Column("started_at", DateTime(timezone=True)),
+    Column("completed_at", DateTime(timezone=True)),
+    Column("items_total", Integer, nullable=False, default=0),
+    Column("items_succeeded", Integer, nullable=False, default=0),
+    Column("items_failed", Integer, nullable=False, default=0),
+    Column("input_tokens", Integer, nullable=False, default=0),
+    Column("output_tokens", Integer, nullable=False, default=0),
+    Column("accuracy", Float),
+    Column("elapsed_seconds", Float),
+    Column("proposals_total", Integer, nullable=False, default=0),
+    Column("proposals_approved", Integer, nullable=False, default=0),
+    Column("proposals_rejected", Integer, nullable=False, default=0),
+    Column("llm_tokens_used", Integer, nullable=False, default=0),
+    Column("cost_estimate", Float, nullable=False, default=0.0),
+    Column("runner", String(255)),  # host:pid executing it, so two never run at once
+    Column("heartbeat_at", DateTime(timezone=True)),
+    *_timestamps(),
+)
 
+# One processed input of a run; (run_id, item_index) is unique so a resume never duplicates.
+run_results = Table(
+    "run_results",
+    metadata,
+    _id(),
+    Column("run_id", Uuid, ForeignKey("analysis_runs.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("item_index", Integer, nullable=False),
+    Column("input", JSON, nullable=False),
+    Column("output", JSON),
+    Column("valid", Boolean, nullable=False, default=False),
+    Column("error", Text),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("input_tokens", Integer, nullable=False, default=0),
+    Column("output_tokens", Integer, nullable=False, default=0),
+    Column("latency_ms", Float),
+    Column("created_at", DateTime(timezone=True), nullable=False, default=utcnow),
+    UniqueConstraint("run_id", "item_index", name="uq_run_item"),
+)
 
-class ApplyRecord(Base):
-    """One successful apply: when, who, from which commit, what changed."""
+# What the reconciler manages and what it last applied (the essence), for prune and drift.
+reconciler_resources = Table(
+    "reconciler_resources",
+    metadata,
+    Column("kind", String(32), primary_key=True),
+    Column("name", String(255), primary_key=True),
+    Column("row_id", Uuid, nullable=False, index=True),
+    Column("applied", JSON, nullable=False),
+    Column("labels", JSON),
+    Column("annotations", JSON),
+    Column("secret_digest", String(80)),  # "sha256:" + 64 hex digits
+    Column("apply_id", Integer),
+    Column("updated_at", DateTime(timezone=True), nullable=False, default=utcnow),
+)
 
-    __tablename__ = "reconciler_applies"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    finished_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    user: Mapped[str] = mapped_column(String(255))
-    command: Mapped[str] = mapped_column(String(64), default="apply")
-    source: Mapped[str | None] = mapped_column(Text)
-    git_commit: Mapped[str | None] = mapped_column(String(64))
-    git_dirty: Mapped[bool | None] = mapped_column(Boolean)
-    git_ref: Mapped[str | None] = mapped_column(String(255))
-    git_author: Mapped[str | None] = mapped_column(String(255))
-    git_subject: Mapped[str | None] = mapped_column(Text)
-    created: Mapped[int] = mapped_column(Integer, default=0)
-    updated: Mapped[int] = mapped_column(Integer, default=0)
-    deleted: Mapped[int] = mapped_column(Integer, default=0)
-    plan: Mapped[dict[str, Any]] = mapped_column(JSON)
-
+# One operation that wrote the state (apply, adopt, secrets rotate/forget): when, who, which commit, what changed.
+reconciler_applies = Table(
+    "reconciler_applies",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True), nullable=False),
+    Column("user", String(255), nullable=False),
+    Column("command", String(64), nullable=False, default="apply"),
+    Column("source", Text),
+    Column("git_commit", String(64)),
+    Column("git_dirty", Boolean),
+    Column("git_ref", String(255)),
+    Column("git_author", String(255)),
+    Column("git_subject", Text),
+    Column("created", Integer, nullable=False, default=0),
+    Column("updated", Integer, nullable=False, default=0),
+    Column("deleted", Integer, nullable=False, default=0),
+    Column("plan", JSON, nullable=False),
+)
 
 KIND_TABLES = {
-    "Provider": LLMProvider.__table__,
-    "Agent": AgentConfig.__table__,
-    "Task": TaskConfig.__table__,
-    "Assignment": AgentTaskAssignment.__table__,
-    "Run": AnalysisRun.__table__,
+    "Provider": llm_providers,
+    "Agent": agent_configs,
+    "Task": task_configs,
+    "Assignment": agent_task_assignments,
+    "Run": analysis_runs,
 }

@@ -12,15 +12,15 @@ from sqlalchemy import create_engine, insert
 
 from reconciler.state.db import database_url
 from reconciler.state.tables import (
-    AgentConfig,
-    AgentTaskAssignment,
-    LLMProvider,
-    TaskConfig,
+    agent_configs,
+    agent_task_assignments,
+    llm_providers,
+    task_configs,
     utcnow,
 )
 from tests.gitops.helpers import config
 
-SEED_TABLES = [LLMProvider.__table__, AgentConfig.__table__, TaskConfig.__table__, AgentTaskAssignment.__table__]
+SEED_TABLES = [llm_providers, agent_configs, task_configs, agent_task_assignments]
 SEED_KEY = Fernet.generate_key().decode()
 API_KEY = "sk-seed-0123456789abcdef"
 
@@ -32,22 +32,22 @@ def fill_like_the_seed_service(db_url: str) -> None:
     now = utcnow()
     pid, aid, tid = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     with engine.begin() as conn:
-        conn.execute(insert(LLMProvider.__table__), {
+        conn.execute(insert(llm_providers), {
             "id": pid, "name": "OpenAI Prod", "type": "openai", "base_url": "https://api.openai.com/v1",
             "api_key_encrypted": Fernet(SEED_KEY.encode()).encrypt(API_KEY.encode()), "is_active": True,
             "validation_status": "connected", "created_at": now, "updated_at": now,
         })
-        conn.execute(insert(AgentConfig.__table__), {
+        conn.execute(insert(agent_configs), {
             "id": aid, "name": "Message Classifier", "description": "Classifies messages", "provider_id": pid,
             "model_name": "gpt-4o-mini", "system_prompt": "Classify the message.\nAnswer with JSON.", "temperature": 0.3,
             "max_tokens": 500, "is_active": True, "created_at": now, "updated_at": now,
         })
-        conn.execute(insert(TaskConfig.__table__), {
+        conn.execute(insert(task_configs), {
             "id": tid, "name": "classify-message", "description": None, "is_active": False,
             "response_schema": {"type": "object", "properties": {"category": {"type": "string"}}, "required": ["category"]},
             "created_at": now, "updated_at": now,
         })
-        conn.execute(insert(AgentTaskAssignment.__table__), {"id": uuid.uuid4(), "agent_id": aid, "task_id": tid, "is_active": True, "assigned_at": now})
+        conn.execute(insert(agent_task_assignments), {"id": uuid.uuid4(), "agent_id": aid, "task_id": tid, "is_active": True, "assigned_at": now})
     engine.dispose()
 
 

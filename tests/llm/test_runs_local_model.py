@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, func, select
 
-from reconciler.state.tables import RunResult
+from reconciler.state.tables import run_results
 from tests.runs.conftest import spawn_run
 
 pytestmark = [pytest.mark.llm, pytest.mark.slow]
@@ -107,7 +107,7 @@ def test_resume_after_the_run_process_is_killed(write_manifests, cli_run, sqlite
 
     def stored() -> int:
         with engine.connect() as conn:
-            return conn.execute(select(func.count()).select_from(RunResult)).scalar_one()
+            return conn.execute(select(func.count()).select_from(run_results)).scalar_one()
 
     proc = spawn_run("local-e2e", sqlite_url, tmp_path)
     try:
@@ -127,7 +127,7 @@ def test_resume_after_the_run_process_is_killed(write_manifests, cli_run, sqlite
     assert summary["processed_now"] == total - stored_before, err
     assert summary["items_succeeded"] + summary["items_failed"] == total
     with engine.connect() as conn:
-        indexes = sorted(conn.execute(select(RunResult.item_index)).scalars())
+        indexes = sorted(conn.execute(select(run_results.c.item_index)).scalars())
     assert indexes == list(range(total))  # nothing duplicated, nothing missing
 
 

@@ -16,13 +16,13 @@ from sqlalchemy.engine import Engine
 
 from reconciler.state.db import database_url, make_engine
 from reconciler.state.tables import (
-    AgentConfig,
-    AgentTaskAssignment,
-    ApplyRecord,
-    Base,
-    LLMProvider,
-    ManagedResource,
-    TaskConfig,
+    agent_configs,
+    agent_task_assignments,
+    llm_providers,
+    metadata,
+    reconciler_applies,
+    reconciler_resources,
+    task_configs,
 )
 
 # which apply last touched a row depends on the path taken; a provider's validation result is an
@@ -36,11 +36,10 @@ def engine_for(url: str) -> Engine:
 
 def _names_by_id(conn: Any) -> dict[Any, str]:
     names: dict[Any, str] = {}
-    for table, kind in ((LLMProvider, "Provider"), (AgentConfig, "Agent"), (TaskConfig, "Task")):
-        t = table.__table__
+    for t, kind in ((llm_providers, "Provider"), (agent_configs, "Agent"), (task_configs, "Task")):
         for row in conn.execute(select(t.c.id, t.c.name)):
             names[row.id] = f"{kind}:{row.name}"
-    a = AgentTaskAssignment.__table__
+    a = agent_task_assignments
     for row in conn.execute(select(a.c.id, a.c.agent_id, a.c.task_id)):
         names[row.id] = f"Assignment:{names.get(row.agent_id)}+{names.get(row.task_id)}"
     return names
@@ -61,8 +60,8 @@ def dump_state(url: str) -> dict[str, list[tuple[Any, ...]]]:
         with engine.connect() as conn:
             names = _names_by_id(conn)
             out: dict[str, list[tuple[Any, ...]]] = {}
-            for table in Base.metadata.sorted_tables:
-                if table.name == ApplyRecord.__tablename__:
+            for table in metadata.sorted_tables:
+                if table.name == reconciler_applies.name:
                     continue
                 columns = [c for c in table.columns if not isinstance(c.type, DateTime) and c.name not in _SKIPPED_COLUMNS]
                 rows = [
@@ -80,7 +79,7 @@ def history_rows(url: str) -> list[tuple[int, str, int, int, int]]:
     engine = engine_for(url)
     try:
         with engine.connect() as conn:
-            t = ApplyRecord.__table__
+            t = reconciler_applies
             rows = conn.execute(select(t.c.id, t.c.source, t.c.created, t.c.updated, t.c.deleted).order_by(t.c.id))
             return [tuple(r) for r in rows]  # type: ignore[misc]
     finally:
@@ -92,7 +91,7 @@ def dangling_apply_ids(url: str) -> int:
     engine = engine_for(url)
     try:
         with engine.connect() as conn:
-            m, h = ManagedResource.__table__, ApplyRecord.__table__
+            m, h = reconciler_resources, reconciler_applies
             known = {r.id for r in conn.execute(select(h.c.id))}
             return sum(1 for r in conn.execute(select(m.c.apply_id)) if r.apply_id is not None and r.apply_id not in known)
     finally:

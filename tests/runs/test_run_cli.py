@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, select, update
 
-from reconciler.state.tables import AnalysisRun, RunResult
+from reconciler.state.tables import analysis_runs, run_results
 from tests.runs.conftest import CONFIG, RUN, keyword_classifier
 
 
@@ -108,15 +108,15 @@ def test_resume_processes_only_unfinished_items(write_manifests, cli_run, fake_m
     assert cli_run("run", "sample", "--db", sqlite_url)[0] == 0
     engine = create_engine(sqlite_url)
     with engine.begin() as conn:  # as if the process had been killed after two items
-        run_id = conn.execute(select(AnalysisRun.id)).scalar_one()
-        conn.execute(RunResult.__table__.delete().where(RunResult.item_index >= 2))
-        conn.execute(update(AnalysisRun).values(status="running", runner="elsewhere:1", heartbeat_at=None))
+        run_id = conn.execute(select(analysis_runs.c.id)).scalar_one()
+        conn.execute(run_results.delete().where(run_results.c.item_index >= 2))
+        conn.execute(update(analysis_runs).values(status="running", runner="elsewhere:1", heartbeat_at=None))
     prompts.clear()
     code, out, err = cli_run("run", "sample", "--db", sqlite_url)
     assert code == 0, err
     assert sorted(prompts) == ["Message: Export is broken", "Message: How do I reset my password?"]
     with engine.connect() as conn:
-        indexes = conn.execute(select(RunResult.item_index).where(RunResult.run_id == run_id)).scalars().all()
+        indexes = conn.execute(select(run_results.c.item_index).where(run_results.c.run_id == run_id)).scalars().all()
     assert sorted(indexes) == [0, 1, 2, 3]
 
 

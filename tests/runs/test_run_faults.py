@@ -124,12 +124,12 @@ def _stored(db: str) -> list[int]:
     from sqlalchemy import select
 
     from reconciler.state.db import open_engine
-    from reconciler.state.tables import RunResult
+    from reconciler.state.tables import run_results
 
     engine = open_engine(db, create=False)
     try:
         with engine.connect() as conn:
-            return sorted(conn.execute(select(RunResult.item_index)).scalars())
+            return sorted(conn.execute(select(run_results.c.item_index)).scalars())
     finally:
         engine.dispose()
 

@@ -8,7 +8,7 @@ Revises:
 from alembic import op
 from sqlalchemy import inspect
 
-from reconciler.state.tables import Base
+from reconciler.state.tables import metadata
 
 revision = "0001"
 down_revision = None
@@ -19,7 +19,7 @@ depends_on = None
 def upgrade() -> None:
     bind = op.get_bind()
     existing = set(inspect(bind).get_table_names())
-    for table in Base.metadata.sorted_tables:
+    for table in metadata.sorted_tables:
         if table.name not in existing:
             table.create(bind)
             continue
