@@ -11,10 +11,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, select
+from sqlalchemy import DateTime, MetaData, select, text
 from sqlalchemy.engine import Engine
 
-from reconciler.state.db import database_url, make_engine
+from reconciler.state.db import database_url, make_engine, sqlite_path
 from reconciler.state.tables import (
     agent_configs,
     agent_task_assignments,
@@ -28,6 +28,23 @@ from reconciler.state.tables import (
 # which apply last touched a row depends on the path taken; a provider's validation result is an
 # observation of the provider made after the apply's transaction, not configuration
 _SKIPPED_COLUMNS = {"apply_id", "validation_status", "validation_error"}
+
+
+def stored_bytes(url: str) -> bytes:
+    """Everything the database stores, for leak scans: the SQLite file (with its journal or WAL)
+    as bytes, or every PostgreSQL row of every table as text."""
+    parsed = database_url(url)
+    path = sqlite_path(parsed)
+    if path is not None:
+        return b"".join(p.read_bytes() for p in path.parent.iterdir() if p.name.startswith(path.name))
+    engine = make_engine(parsed)
+    try:
+        meta = MetaData()
+        meta.reflect(engine)
+        with engine.connect() as conn:
+            return "\n".join(str(v) for name in meta.tables for v in conn.execute(text(f'SELECT t::text FROM "{name}" t')).scalars()).encode()
+    finally:
+        engine.dispose()
 
 
 def engine_for(url: str) -> Engine:

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import REPO
+from tests.reliability.dbstate import stored_bytes
 
 pytest.importorskip("reconciler.runs.runner", reason="the batch-run runner (issue 4) has not landed")
 stub_openai = pytest.importorskip("tests.stub_openai", reason="the runs issue's stub server has not landed")
@@ -92,25 +93,6 @@ def _manifests(write_manifests: Any, base_url: str, items: int) -> Path:
     return write_manifests({"all.yaml": CONFIG.replace("BASE", base_url).replace("INPUTS", inputs)})
 
 
-def _database_text(url: str) -> bytes:
-    from sqlalchemy import MetaData, create_engine, text
-
-    from reconciler.state.db import database_url, sqlite_path
-
-    parsed = database_url(url)
-    path = sqlite_path(parsed)
-    if path is not None:
-        return b"".join(p.read_bytes() for p in path.parent.iterdir() if p.name.startswith(path.name))
-    engine = create_engine(parsed)
-    try:
-        meta = MetaData()
-        meta.reflect(engine)
-        with engine.connect() as conn:
-            return "\n".join(str(v) for name in meta.tables for v in conn.execute(text(f'SELECT t::text FROM "{name}" t')).scalars()).encode()
-    finally:
-        engine.dispose()
-
-
 def _results(cli_run: Any, db: str) -> list[dict[str, Any]]:
     code, out, err = cli_run("runs", "results", "faulty", "--db", db, "-o", "json")
     assert code == 0, err
@@ -165,7 +147,7 @@ def test_random_faults_end_partial_with_reasons_and_resume_completes(write_manif
     assert all(r["valid"] for r in final)
     assert set(stub.authorizations) == {f"Bearer {CANARY}"}  # the key went only where it belongs
     shown = "".join(cli_run(*args, "--db", db_url, "-o", "json")[1] for args in (("runs", "list"), ("runs", "results", "faulty")))
-    assert CANARY not in out + err + shown and CANARY.encode() not in _database_text(db_url)  # snapshots, results
+    assert CANARY not in out + err + shown and CANARY.encode() not in stored_bytes(db_url)  # snapshots, results
     assert sum(faults.injected.values()) >= 4, faults.injected
     if os.environ.get("RELIABILITY_FAULTS_OUT"):  # for tests/reliability/report.py
         Path(os.environ["RELIABILITY_FAULTS_OUT"]).write_text(json.dumps({"items": ITEMS, "injected": faults.injected}))

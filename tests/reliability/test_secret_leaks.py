@@ -14,10 +14,9 @@ from typing import Any
 
 import pytest
 from cryptography.fernet import Fernet
-from sqlalchemy import MetaData, create_engine, text
 
 from reconciler.providers import secrets
-from reconciler.state.db import database_url, sqlite_path
+from tests.reliability.dbstate import stored_bytes
 
 PROVIDERS = """\
 apiVersion: reconciler/v1
@@ -33,20 +32,6 @@ spec:
 def _forms(secret: str) -> dict[str, bytes]:
     raw = secret.encode()
     return {"raw": raw, "hex": raw.hex().encode(), "base64": base64.b64encode(raw).rstrip(b"="), "urlsafe-base64": base64.urlsafe_b64encode(raw).rstrip(b"=")}
-
-
-def _postgres_text(url: str) -> bytes:
-    parsed = database_url(url)
-    if sqlite_path(parsed) is not None:
-        return b""
-    engine = create_engine(parsed)
-    try:
-        meta = MetaData()
-        meta.reflect(engine)
-        with engine.connect() as conn:
-            return "\n".join(str(v) for name in meta.tables for v in conn.execute(text(f'SELECT t::text FROM "{name}" t')).scalars()).encode()
-    finally:
-        engine.dispose()
 
 
 def _files_under(root: Path) -> dict[str, bytes]:
@@ -81,7 +66,7 @@ def test_no_command_output_or_leftover_file_holds_the_key(cli_run: Any, db_url: 
     run("history", "--db", db_url, "-o", "json")
     run("get", "providers", "--db", db_url, "-o", "yaml")
 
-    haystacks = {"outputs": "\n".join(outputs).encode(), "postgres": _postgres_text(db_url), **_files_under(tmp_path)}
+    haystacks = {"outputs": "\n".join(outputs).encode(), "database": stored_bytes(db_url), **_files_under(tmp_path)}
     for value in (secret, other):
         for form, needle in _forms(value).items():
             for where, blob in haystacks.items():
