@@ -24,8 +24,6 @@ from reconciler.state.tables import (
     utcnow,
 )
 
-RUNS = analysis_runs
-RESULTS = run_results
 HEARTBEAT_STALE = timedelta(seconds=90)
 
 
@@ -69,9 +67,9 @@ def run_record(row: Any) -> RunRecord:
 
 
 def find_run(engine: Engine, name: str) -> RunRecord:
-    r = RUNS.c
+    r = analysis_runs.c
     with engine.connect() as conn:
-        row = conn.execute(select(RUNS).where(r.name == name)).mappings().first()
+        row = conn.execute(select(analysis_runs).where(r.name == name)).mappings().first()
     if row is None:
         raise ReconcilerError(
             f"no run named {name!r} in the database",
@@ -181,7 +179,7 @@ def owner_gone(record: RunRecord, now: datetime | None = None) -> bool:
 
 def claim_run(engine: Engine, record: RunRecord, snapshot: dict[str, Any], sha: str) -> datetime:
     """Mark the run running under this process (compare-and-swap on status and runner)."""
-    r = RUNS.c
+    r = analysis_runs.c
     now = utcnow()
     values: dict[str, Any] = {
         "status": "running", "runner": runner_identity(), "heartbeat_at": now, "updated_at": now,
@@ -192,7 +190,7 @@ def claim_run(engine: Engine, record: RunRecord, snapshot: dict[str, Any], sha: 
     with engine.begin() as conn:
         same_runner = r.runner.is_(None) if record.runner is None else r.runner == record.runner
         done = conn.execute(
-            update(RUNS).where(r.id == record.id, r.status == record.status, same_runner).values(**values)
+            update(analysis_runs).where(r.id == record.id, r.status == record.status, same_runner).values(**values)
         ).rowcount
     if done != 1:
         raise RunAlreadyStarted(
@@ -203,7 +201,7 @@ def claim_run(engine: Engine, record: RunRecord, snapshot: dict[str, Any], sha: 
 
 
 def finished_indexes(engine: Engine, run_id: uuid.UUID, *, retry_failed: bool) -> set[int]:
-    c = RESULTS.c
+    c = run_results.c
     query = select(c.item_index).where(c.run_id == run_id)
     if retry_failed:
         query = query.where(c.valid.is_(True))
@@ -214,21 +212,21 @@ def finished_indexes(engine: Engine, run_id: uuid.UUID, *, retry_failed: bool) -
 def save_results(engine: Engine, run_id: uuid.UUID, rows: list[dict[str, Any]]) -> None:
     """Store finished items (replacing an earlier failed attempt of the same item) and beat the heart;
     no rows: only beat it (a run whose items are slow still shows that its runner is alive)."""
-    c = RESULTS.c
+    c = run_results.c
     now = utcnow()
     if not rows:
         with engine.begin() as conn:
-            conn.execute(update(RUNS).where(RUNS.c.id == run_id).values(heartbeat_at=now))
+            conn.execute(update(analysis_runs).where(analysis_runs.c.id == run_id).values(heartbeat_at=now))
         return
     with engine.begin() as conn:
-        conn.execute(delete(RESULTS).where(c.run_id == run_id, c.item_index.in_([r["item_index"] for r in rows])))
-        conn.execute(insert(RESULTS), [{"id": uuid.uuid4(), "run_id": run_id, "created_at": now, **r} for r in rows])
+        conn.execute(delete(run_results).where(c.run_id == run_id, c.item_index.in_([r["item_index"] for r in rows])))
+        conn.execute(insert(run_results), [{"id": uuid.uuid4(), "run_id": run_id, "created_at": now, **r} for r in rows])
         _refresh_counters(conn, run_id, now)
 
 
 def _counters(conn: Any, run_id: uuid.UUID) -> dict[str, int]:
     """The run's counters, summed over its stored results by the database."""
-    c = RESULTS.c
+    c = run_results.c
     row = conn.execute(
         select(
             func.count().label("done"),
@@ -245,7 +243,7 @@ def _counters(conn: Any, run_id: uuid.UUID) -> dict[str, int]:
 
 def _refresh_counters(conn: Any, run_id: uuid.UUID, now: datetime) -> dict[str, int]:
     counters = _counters(conn, run_id)
-    conn.execute(update(RUNS).where(RUNS.c.id == run_id).values(**counters, heartbeat_at=now, updated_at=now))
+    conn.execute(update(analysis_runs).where(analysis_runs.c.id == run_id).values(**counters, heartbeat_at=now, updated_at=now))
     return counters
 
 
@@ -257,15 +255,15 @@ def result_counters(engine: Engine, run_id: uuid.UUID) -> dict[str, int]:
 
 def valid_outputs(engine: Engine, run_id: uuid.UUID) -> list[tuple[Any, Any]]:
     """(input, output) of every valid result: what accuracy compares."""
-    c = RESULTS.c
+    c = run_results.c
     with engine.connect() as conn:
         return [(r.input, r.output) for r in conn.execute(select(c.input, c.output).where(c.run_id == run_id, c.valid.is_(True)))]
 
 
 def all_results(engine: Engine, run_id: uuid.UUID) -> list[dict[str, Any]]:
-    c = RESULTS.c
+    c = run_results.c
     with engine.connect() as conn:
-        rows = conn.execute(select(RESULTS).where(c.run_id == run_id).order_by(c.item_index)).mappings().all()
+        rows = conn.execute(select(run_results).where(c.run_id == run_id).order_by(c.item_index)).mappings().all()
     return [dict(r) for r in rows]
 
 
@@ -273,14 +271,14 @@ def finish_run(engine: Engine, run_id: uuid.UUID, values: dict[str, Any]) -> Non
     """Record the outcome and release the run (the caller computed counters with ``result_counters``)."""
     now = utcnow()
     with engine.begin() as conn:
-        conn.execute(update(RUNS).where(RUNS.c.id == run_id).values(**values, runner=None, heartbeat_at=now, updated_at=now))
+        conn.execute(update(analysis_runs).where(analysis_runs.c.id == run_id).values(**values, runner=None, heartbeat_at=now, updated_at=now))
 
 
 def list_runs(engine: Engine | None) -> list[dict[str, Any]]:
     if engine is None:
         return []
-    r = RUNS.c
+    r = analysis_runs.c
     with engine.connect() as conn:
-        rows = conn.execute(select(RUNS).where(r.name.is_not(None)).order_by(r.created_at, r.name)).mappings().all()
+        rows = conn.execute(select(analysis_runs).where(r.name.is_not(None)).order_by(r.created_at, r.name)).mappings().all()
     return [dict(row) for row in rows]
 
