@@ -18,10 +18,11 @@ from typing import Any
 from sqlalchemy import Connection, Engine, bindparam, delete, insert, update
 
 from reconciler.errors import ReconcilerError, StalePlan
+from reconciler.kinds import BY_NAME, Kind
 from reconciler.plan.model import Action, Change, Plan
 from reconciler.state.history import record_operation
 from reconciler.state.snapshot import StateSnapshot, ciphertext_digest, read_snapshot
-from reconciler.state.tables import KIND_TABLES, reconciler_resources, utcnow
+from reconciler.state.tables import reconciler_resources, utcnow
 
 CHUNK = 500
 
@@ -66,10 +67,10 @@ def execute_plan(engine: Engine, plan: Plan, meta: ApplyMeta, encrypt_secret: Se
             apply_id = _record_history(conn, plan, meta, started)
             _write_changes(conn, plan, snapshot, apply_id, encrypt_secret)
     s = plan.summary()
-    providers = tuple(c.name for c in plan.changes if c.kind == "Provider" and c.action is not Action.DELETE)
+    providers = tuple(c.name for c in plan.changes if BY_NAME[c.kind].validation_fields and c.action is not Action.DELETE)
     runs = tuple(
         c.name for c in plan.changes
-        if c.kind == "Run" and c.action is not Action.DELETE and (c.desired or {}).get("trigger") == "on_apply"
+        if BY_NAME[c.kind].history and c.action is not Action.DELETE and (c.desired or {}).get("trigger") == "on_apply"
     )
     return ApplyResult(apply_id, s["create"], s["update"], s["delete"], providers, runs)
 
@@ -86,35 +87,6 @@ def _applied(desired: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in desired.items() if not k.startswith("_")}
 
 
-def _row_values(kind: str, d: dict[str, Any], ids: dict[tuple[str, str], uuid.UUID]) -> dict[str, Any]:
-    if kind == "Provider":
-        return {"type": d["type"], "base_url": d["base_url"], "is_active": d["is_active"]}
-    if kind == "Agent":
-        return {
-            "description": d["description"],
-            "provider_id": ids[("Provider", d["provider"])],
-            "model_name": d["model_name"],
-            "system_prompt": d["system_prompt"],
-            "temperature": d["temperature"],
-            "max_tokens": d["max_tokens"],
-            "is_active": d["is_active"],
-        }
-    if kind == "Task":
-        return {"description": d["description"], "response_schema": d["response_schema"], "is_active": d["is_active"]}
-    if kind == "Assignment":
-        return {"agent_id": ids[("Agent", d["agent"])], "task_id": ids[("Task", d["task"])], "is_active": d["is_active"]}
-    if kind == "Run":
-        spec = {k: v for k, v in d.items() if not k.startswith("_")}
-        spec["inputs"] = d.get("_inputs") or []
-        return {
-            "agent_assignment_id": ids[("Assignment", d["assignment"])],
-            "spec": spec,
-            "items_total": d["items"],
-            "status": "pending",
-        }
-    raise ValueError(kind)
-
-
 def _write_changes(
     conn: Connection, plan: Plan, snapshot: StateSnapshot, apply_id: int, encrypt_secret: SecretResolver | None
 ) -> None:
@@ -126,7 +98,8 @@ def _write_changes(
     book_delete: list[tuple[str, str]] = []
     for (action, kind), group in groupby(plan.changes, key=lambda c: (c.action, c.kind)):
         changes = list(group)
-        table = KIND_TABLES[kind]
+        k = BY_NAME[kind]
+        table = k.table
         if action is Action.DELETE:
             row_ids = [uuid.UUID(c.row_id) for c in changes if c.row_id]
             for i in range(0, len(row_ids), CHUNK):
@@ -138,13 +111,13 @@ def _write_changes(
             assert c.desired is not None
             row_id = uuid.UUID(c.row_id) if c.row_id else uuid.uuid4()
             ids[c.key] = row_id
-            values = _row_values(kind, c.desired, ids)
+            values = k.row_values(c.desired, ids)
             values["_id"] = row_id
-            if kind != "Assignment":
+            if k.named_rows:
                 values["name"] = c.name
             digest = None
-            if kind == "Provider":
-                digest, secret_values = _provider_secret(c, snapshot, encrypt_secret)
+            if k.secret_column is not None:
+                digest, secret_values = _secret_columns(k, c, snapshot, encrypt_secret)
                 values.update(secret_values)
             rows.append(values)
             book_rows.append(
@@ -162,14 +135,11 @@ def _write_changes(
             )
             book_delete.append(c.key)  # a create may replace bookkeeping whose row was deleted out of band
         if action is Action.CREATE:
-            stamp = {"assigned_at": now} if kind == "Assignment" else {"created_at": now, "updated_at": now}
-            payload = [{**{k: v for k, v in r.items() if k != "_id"}, "id": r["_id"], **stamp} for r in rows]
-            if kind == "Provider":
-                for p in payload:
-                    p.setdefault("validation_status", "pending")
+            stamp = {"assigned_at": now} if k.stamps == "assigned" else {"created_at": now, "updated_at": now}
+            payload = [{**k.create_defaults, **{col: v for col, v in r.items() if col != "_id"}, "id": r["_id"], **stamp} for r in rows]
             conn.execute(insert(table), payload)
         else:
-            stamp = {} if kind == "Assignment" else {"updated_at": now}
+            stamp = {} if k.stamps == "assigned" else {"updated_at": now}
             # one executemany per distinct column set (a provider whose key is unchanged keeps its ciphertext)
             for columns, same in groupby(sorted(rows, key=lambda r: tuple(sorted(r))), key=lambda r: tuple(sorted(r))):
                 cols = [c for c in columns if c != "_id"]
@@ -180,28 +150,31 @@ def _write_changes(
     _write_bookkeeping(conn, book_delete, book_rows)
 
 
-def _provider_secret(
-    c: Change, snapshot: StateSnapshot, encrypt_secret: SecretResolver | None
+def _secret_columns(
+    k: Kind, c: Change, snapshot: StateSnapshot, encrypt_secret: SecretResolver | None
 ) -> tuple[str | None, dict[str, Any]]:
-    """(digest for bookkeeping, columns to write) for a provider's api_key."""
+    """(digest for bookkeeping, columns to write) for a kind's sensitive field (a provider's api_key)."""
     d = c.desired or {}
-    touched = c.action is Action.CREATE or any(f.field in {"api_key", "type", "base_url"} for f in c.fields)
-    status = {"validation_status": "pending", "validation_error": None, "validated_at": None} if touched else {}
-    if d.get("api_key") is None:
-        return None, {"api_key_encrypted": None, **status}
-    key_changed = c.action is Action.CREATE or any(f.field == "api_key" for f in c.fields)
+    (field_name,) = k.sensitive
+    column = k.secret_column
+    assert column is not None
+    touched = c.action is Action.CREATE or any(f.field in k.validation_fields for f in c.fields)
+    status = {"validation_status": "pending", "validation_error": None, "validated_at": None} if touched and k.validation_fields else {}
+    if d.get(field_name) is None:
+        return None, {column: None, **status}
+    key_changed = c.action is Action.CREATE or any(f.field == field_name for f in c.fields)
     if not key_changed:
         current = snapshot.resources.get(c.key)
         return (current.secret_digest if current is not None else None), status
     if encrypt_secret is None:
-        raise ReconcilerError(f"provider {c.name!r}: no secret key available to encrypt its api_key")
+        raise ReconcilerError(f"{k.name.lower()} {c.name!r}: no secret key available to encrypt its {field_name}")
     token, mac = encrypt_secret(c)
-    if mac != d["api_key"]["hmac"]:
+    if mac != d[field_name]["hmac"]:
         raise StalePlan(
-            f"provider {c.name!r}: the api_key it refers to ({d['api_key']['ref']}) changed after the plan was made",
+            f"{k.name.lower()} {c.name!r}: the {field_name} it refers to ({d[field_name]['ref']}) changed after the plan was made",
             hint="make a new plan and apply that",
         )
-    return ciphertext_digest(token), {"api_key_encrypted": token, **status}
+    return ciphertext_digest(token), {column: token, **status}
 
 
 def _write_bookkeeping(conn: Connection, deletes: list[tuple[str, str]], rows: list[dict[str, Any]]) -> None:

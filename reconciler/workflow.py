@@ -1,22 +1,26 @@
-"""The pipeline in one place: manifests -> desired state; database -> snapshot; diff -> plan; apply.
+"""The pipeline in one place: manifests -> desired state; database -> snapshot; diff -> plan -> guard
+rails; apply; then validate the changed providers and start the ``on_apply`` runs.
 
-The CLI, watch mode and tests call these functions; each stage below is a module of its own.
+``plan_from_paths`` and ``apply_manifests`` are the use cases: `plan`, `apply`, `watch` and
+`run FILE` all call them and render the values they return. Each stage is a module of its own.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 
 from reconciler.apply import ApplyMeta, ApplyResult, execute_plan
-from reconciler.gitops.guards import GuardOptions, guard_plan
+from reconciler.errors import Problem, ReconcilerError, first_line
 from reconciler.manifests.loader import Manifest, ManifestSet, load_manifests
 from reconciler.plan.desired import DesiredResource, desired_state
 from reconciler.plan.diff import diff
+from reconciler.plan.guards import GuardOptions, guard_plan
 from reconciler.plan.model import Change, Plan
 from reconciler.state.db import database_url, open_engine, translate_db_errors
 from reconciler.state.lock import DEFAULT_LOCK_TIMEOUT, apply_lock, holder_identity
@@ -24,6 +28,8 @@ from reconciler.state.snapshot import StateSnapshot, load_snapshot
 
 if TYPE_CHECKING:
     from reconciler.providers.secrets import SecretBox
+    from reconciler.providers.validation import ValidationResult
+    from reconciler.runs.triggered import TriggeredRun
 
 
 @dataclass(frozen=True)
@@ -42,7 +48,7 @@ def _needs_secrets(manifests: ManifestSet) -> bool:
 def resolve_manifest_secrets(manifests: ManifestSet) -> dict[str, str]:
     """Provider name -> plain API key, for every provider with an api_key. Every unreadable or
     disallowed reference is reported at once, located at its manifest field."""
-    from reconciler.errors import Problem, ReconcilerError
+    from reconciler.errors import Problem, ReconcilerError, first_line
     from reconciler.providers.secrets import SecretRefError, read_reference
 
     values: dict[str, str] = {}
@@ -152,13 +158,196 @@ def run_apply(engine: Engine, plan: Plan, meta: ApplyMeta) -> ApplyResult:
         return execute_plan(engine, plan, meta, secret_encrypter() if needs else None)
 
 
+@dataclass(frozen=True)
+class ApplyRequest:
+    """What to apply and how. ``paths`` are where the manifests are read (for --git-ref, a
+    temporary copy); ``sources`` how the history names them."""
+
+    paths: list[str]
+    db: str | None = None
+    prune: bool = True
+    git: dict[str, Any] | None = None
+    guards: GuardOptions | None = None
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT
+    command: str = "apply"  # recorded in the history: apply | watch | run
+    sources: list[str] | None = None
+    only_kind: str | None = None  # `run FILE`: the file may hold only manifests of this kind ...
+    external_refs: bool = False  # ... whose references may name resources only the database has
+    validate_providers: bool = True  # probe created or changed providers after the commit
+    validation_timeout: float = 10.0
+    wait_validation: bool = False  # a validation that cannot run is an error (CI), not a warning
+    start_runs: bool = True  # start the ``trigger: on_apply`` runs the apply created or changed
+    engine: Engine | None = None  # an engine the caller keeps open (watch); else one is opened for the request
+    manifests: ManifestSet | None = None  # already loaded from ``paths`` by the caller (watch tells invalid input apart)
+
+
+def _no_confirm(plan: Plan) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class ApplyHooks:
+    """Where the caller sees the pipeline's steps: to print them, to ask, to start runs its own way."""
+
+    relocate: Callable[[Plan], Plan] = lambda plan: plan  # --git-ref: sources as in the repository
+    warnings: Callable[[tuple[Problem, ...]], None] = lambda problems: None
+    show_plan: Callable[[Plan], None] = lambda plan: None
+    confirm: Callable[[Plan], None] = _no_confirm  # raises to refuse; called only for a non-empty plan
+    # (engine, run names) -> how each went; None: start them one after another here
+    start_runs: Callable[[Engine, tuple[str, ...]], tuple[TriggeredRun, ...]] | None = None
+
+
+@dataclass(frozen=True)
+class ApplyOutcome:
+    """What one apply did, for the caller to render."""
+
+    plan: Plan
+    snapshot: StateSnapshot  # the state the plan was made against
+    result: ApplyResult | None = None  # None: nothing was applied (an empty plan)
+    engine: Engine | None = None
+    validations: tuple[ValidationResult, ...] = ()
+    problems: tuple[Problem, ...] = ()  # warnings from after the commit (validation could not run)
+    runs: tuple[TriggeredRun, ...] = ()
+    manifests: ManifestSet | None = None  # what was read (None for a saved plan)
+
+    @property
+    def applied(self) -> bool:
+        return self.result is not None and self.result.apply_id is not None
+
+
+def _check_only_kind(manifests: ManifestSet, request: ApplyRequest) -> None:
+    kind = request.only_kind
+    if kind is None:
+        return
+    others = [m for m in manifests.manifests if m.kind != kind]
+    where = " ".join(request.sources or request.paths)
+    if others:
+        raise ReconcilerError(
+            Problem(
+                f"`reconciler run FILE` takes only {kind} manifests; {others[0].title} is a {others[0].kind}",
+                others[0].location,
+                hint=f"apply the configuration first: reconciler apply {where}",
+            )
+        )
+    if not manifests.manifests:
+        raise ReconcilerError(f"{where} holds no {kind} manifest", hint=f"pass a run's name or a file with kind: {kind} documents")
+
+
+def _check_external_refs(manifests: ManifestSet, snapshot: StateSnapshot) -> None:
+    """References the manifests leave to the database must be there (``run FILE``)."""
+    from reconciler.kinds import BY_NAME
+
+    declared = {m.key for m in manifests.manifests}
+    problems = [
+        Problem(
+            f"refers to {ref.kind} {getattr(m.spec, f)!r}, which is not in the database",
+            m.raw.where(("spec", f)),
+            m.title,
+            f"spec.{f}",
+            f"apply the {ref.kind.lower()} first (reconciler apply PATH), or fix the name",
+        )
+        for m in manifests.manifests
+        for f, ref in BY_NAME[m.kind].references.items()
+        if (ref.kind, getattr(m.spec, f)) not in snapshot.resources and (ref.kind, getattr(m.spec, f)) not in declared
+    ]
+    if problems:
+        raise ReconcilerError(problems)
+
+
+def apply_manifests(request: ApplyRequest, hooks: ApplyHooks = ApplyHooks()) -> ApplyOutcome:
+    """Validate the manifests, then under the apply lock: read the state, plan, check the guard
+    rails, show and confirm the plan, apply it in one transaction; after the commit (and the lock):
+    validate the providers it created or changed and start its ``on_apply`` runs.
+
+    Bad input stops before the database is touched; the schema is created or migrated only once
+    the plan is confirmed (the fingerprint check inside the apply transaction catches anyone who
+    changed the database meanwhile)."""
+    manifests = request.manifests or load_manifests(request.paths, external_refs=request.external_refs)
+    _check_only_kind(manifests, request)
+    hooks.warnings(manifests.warnings)
+    sources = request.sources or request.paths
+    with contextlib.ExitStack() as held:
+        existing = request.engine or open_engine(request.db, create=False)
+        if existing is not None:
+            held.enter_context(translate_db_errors(existing.url, "reconciling" if request.command == "watch" else "applying"))
+            held.enter_context(apply_lock(existing, request.lock_timeout, command=request.command))
+        with translate_db_errors(database_url(request.db), "reading the current state"):
+            snapshot = load_snapshot(existing)
+        if request.external_refs:
+            _check_external_refs(manifests, snapshot)
+        the_plan = compute_plan(
+            manifests, snapshot, prune=request.prune, sources=sources, git=request.git, guards=request.guards
+        )
+        the_plan = hooks.relocate(the_plan)
+        hooks.show_plan(the_plan)
+        if the_plan.is_empty:
+            return ApplyOutcome(the_plan, snapshot, engine=existing, manifests=manifests)
+        hooks.confirm(the_plan)
+        engine = request.engine if request.engine is not None else open_for_apply(request.db)
+        if existing is None:
+            held.enter_context(apply_lock(engine, request.lock_timeout, command=request.command))
+        result = run_apply(engine, the_plan, apply_meta(request.command, sources, request.git))
+    return replace(_after_commit(the_plan, snapshot, engine, result, request, hooks), manifests=manifests)
+
+
+def apply_saved_plan(saved: Plan, request: ApplyRequest, hooks: ApplyHooks = ApplyHooks()) -> ApplyOutcome:
+    """`apply FILE`: exactly the saved plan, refused if the database changed since it was made;
+    then the same after-commit steps as ``apply_manifests``."""
+    engine = request.engine or open_for_apply(request.db)
+    with translate_db_errors(engine.url, "applying"), apply_lock(engine, request.lock_timeout, command=request.command):
+        hooks.show_plan(saved)
+        result = run_apply(engine, saved, apply_meta(request.command, list(saved.sources), saved.git))
+    return _after_commit(saved, StateSnapshot.empty(), engine, result, request, hooks)
+
+
+def _after_commit(
+    plan: Plan, snapshot: StateSnapshot, engine: Engine, result: ApplyResult, request: ApplyRequest, hooks: ApplyHooks
+) -> ApplyOutcome:
+    validations, problems = _validate_after(engine, result, request)
+    runs: tuple[TriggeredRun, ...] = ()
+    if request.start_runs and result.runs_to_start:  # after the lock is released: a run may take hours
+        runs = (hooks.start_runs or start_runs_now)(engine, result.runs_to_start)
+    return ApplyOutcome(plan, snapshot, result, engine, validations, problems, runs)
+
+
+def _validate_after(engine: Engine, result: ApplyResult, request: ApplyRequest) -> tuple[tuple[ValidationResult, ...], tuple[Problem, ...]]:
+    """Probe the providers an apply created or changed, after the commit: a failed probe never
+    undoes the apply; a probe that cannot run at all is a warning."""
+    if not result.changed_providers or not request.validate_providers:
+        return (), ()
+    from reconciler.providers.status import check_providers
+
+    try:
+        with translate_db_errors(engine.url, "validating providers"):
+            return tuple(check_providers(engine, list(result.changed_providers), timeout=request.validation_timeout, skip_inactive=True)), ()
+    except Exception as exc:  # noqa: BLE001 - the apply has committed: validation is advisory unless waited for
+        if request.wait_validation:
+            raise
+        if isinstance(exc, ReconcilerError):
+            return (), tuple(Problem(f"provider validation skipped: {p.message}", hint=p.hint, severity="warning") for p in exc.problems)
+        return (), (Problem(f"provider validation skipped: {type(exc).__name__}: {first_line(exc)}", severity="warning"),)
+
+
+def start_runs_now(engine: Engine, names: tuple[str, ...]) -> tuple[TriggeredRun, ...]:
+    """Start the on_apply runs one after another; one that cannot start does not stop the others."""
+    from reconciler.runs.triggered import start_triggered_run
+
+    return tuple(start_triggered_run(engine, name) for name in names)
+
+
 __all__ = [
     "DEFAULT_LOCK_TIMEOUT",
+    "ApplyHooks",
+    "ApplyOutcome",
+    "ApplyRequest",
     "PlanRequest",
     "apply_lock",
+    "apply_manifests",
     "apply_meta",
+    "apply_saved_plan",
     "compute_plan",
     "open_for_apply",
     "plan_from_paths",
     "run_apply",
+    "start_runs_now",
 ]

@@ -37,3 +37,23 @@ def test_schema_rejects_unknown_field_and_out_of_range() -> None:
     messages = sorted(e.message for e in Draft202012Validator(schema).iter_errors(doc))
     assert any("3 is greater than the maximum of 2" in m for m in messages)
     assert any("'colour' was unexpected" in m for m in messages)
+
+
+def _documents() -> list[tuple[str, dict]]:
+    return [(p.name, doc) for p in sorted((REPO / "manifests").glob("*.yaml")) for doc in yaml.safe_load_all(p.read_text())]
+
+
+def test_any_manifest_schema_checks_each_document_against_its_kind() -> None:
+    """One schema per file (as editors apply it): every kind in a mixed file is checked as itself."""
+    validator = Draft202012Validator(json.loads(render_schemas()["manifest.schema.json"]))
+    kinds = set()
+    for name, doc in _documents():
+        assert list(validator.iter_errors(doc)) == [], name
+        kinds.add(doc["kind"])
+    assert {"Task", "Assignment"} <= kinds  # manifests/tasks.yaml holds both
+    assignment = {"apiVersion": "reconciler/v1", "kind": "Assignment", "metadata": {"name": "a"}, "spec": {"agent": "x", "task": "y"}}
+    assert list(validator.iter_errors(assignment)) == []
+    as_task = {**assignment, "kind": "Task"}  # an Assignment's spec is not a valid Task spec
+    assert any("response_schema" in e.message or "was unexpected" in e.message for e in validator.iter_errors(as_task))
+    unknown = {**assignment, "kind": "Agnet"}
+    assert any("is not one of" in e.message for e in validator.iter_errors(unknown))

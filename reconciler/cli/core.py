@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,13 +12,7 @@ import click
 
 from reconciler.cli import cli
 
-db_option = click.option(
-    "--db",
-    envvar="RECONCILER_DATABASE_URL",
-    metavar="URL",
-    help="State database (default: sqlite .reconciler/state.db; env RECONCILER_DATABASE_URL).",
-)
-paths_argument = click.argument("paths", nargs=-1, required=True, type=click.Path())
+from reconciler.cli.options import db_option, echo_plan, gitops_options, guard_options, paths_argument
 
 
 @cli.command()
@@ -50,16 +44,6 @@ def validate(paths: tuple[str, ...], fmt: str) -> int:
     return 0
 
 
-_PLAN_COLOURS = {"  + ": "green", "  ~ ": "yellow", "  - ": "red"}
-
-
-def echo_plan(text: str) -> None:
-    """Print a rendered plan; colours show on a terminal only (click strips them elsewhere)."""
-    for line in text.splitlines():
-        colour = _PLAN_COLOURS.get(line[:4])
-        click.echo(click.style(line, fg=colour) if colour else line)
-
-
 def _count_problem(n: int):  # type: ignore[no-untyped-def]
     from reconciler.errors import Problem
 
@@ -70,27 +54,6 @@ def _git_for(paths: list[str]) -> dict[str, Any] | None:
     from reconciler.gitinfo import describe_checkout
 
     return describe_checkout(paths)
-
-
-def gitops_options(f: Any) -> Any:
-    """--git-ref/--repo (manifests as of a commit) and the guard rails, shared by plan and apply."""
-    for option in reversed(
-        [
-            click.option("--git-ref", metavar="REF", help="Read the manifests as of this commit/branch/tag (no checkout); PATH is then relative to the repository root."),
-            click.option("--repo", metavar="PATH", help="The git repository for --git-ref (default: the one holding the current directory)."),
-            click.option("--target", "targets", multiple=True, metavar="KIND/NAME", help="Only plan these resources (repeatable; NAME may be a glob)."),
-            click.option("--exclude", "excludes", multiple=True, metavar="KIND/NAME", help="Leave these resources out of the plan (repeatable)."),
-            click.option("--allow-mass-delete", is_flag=True, help="Allow a plan that deletes more than half of the managed resources."),
-        ]
-    ):
-        f = option(f)
-    return f
-
-
-def _guards(targets: tuple[str, ...], excludes: tuple[str, ...], allow_mass_delete: bool):  # type: ignore[no-untyped-def]
-    from reconciler.gitops.guards import GuardOptions
-
-    return GuardOptions(tuple(targets), tuple(excludes), allow_mass_delete)
 
 
 @cli.command()
@@ -112,7 +75,7 @@ def plan(
     from reconciler.workflow import PlanRequest, plan_from_paths
 
     with manifest_source(list(paths), git_ref, repo) as src:
-        request = PlanRequest(src.paths, db, prune=not no_prune, git=src.git, guards=_guards(targets, excludes, allow_mass_delete))
+        request = PlanRequest(src.paths, db, prune=not no_prune, git=src.git, guards=guard_options(targets, excludes, allow_mass_delete))
         the_plan, manifests = plan_from_paths(request)
         the_plan = src.relocate_plan(the_plan)
         for w in manifests.warnings:
@@ -190,16 +153,18 @@ def apply(
     wait_validation: bool, no_validate: bool, validation_timeout: float,
 ) -> int:
     """Make the database match the manifests (PATH...) or apply a saved plan (FILE)."""
-    from reconciler.manifests.loader import load_manifests
     from reconciler.plan.render import render_text
-    from reconciler.state.db import database_url, open_engine, translate_db_errors
-    from reconciler.state.lock import DEFAULT_LOCK_TIMEOUT, apply_lock
-    from reconciler.state.snapshot import load_snapshot
-    from reconciler.workflow import apply_meta, compute_plan, open_for_apply, run_apply
+    from reconciler.state.lock import DEFAULT_LOCK_TIMEOUT
+    from reconciler.workflow import ApplyHooks, ApplyRequest, apply_manifests, apply_saved_plan
 
     if wait_validation and no_validate:
         raise click.UsageError("--wait-validation and --no-validate exclude each other")
     timeout = DEFAULT_LOCK_TIMEOUT if lock_timeout is None else lock_timeout
+    request = ApplyRequest(
+        list(paths), db, prune=not no_prune, guards=guard_options(targets, excludes, allow_mass_delete), lock_timeout=timeout,
+        validate_providers=not no_validate, validation_timeout=validation_timeout, wait_validation=wait_validation,
+    )
+    show = ApplyHooks(show_plan=lambda p: echo_plan(render_text(p)), start_runs=_start_runs)
     if _is_saved_plan(paths) and git_ref is None:
         if repo or targets or excludes or allow_mass_delete:
             from reconciler.errors import ReconcilerError
@@ -208,80 +173,77 @@ def apply(
                 "a saved plan is applied exactly as it was made; --repo, --target, --exclude and --allow-mass-delete do not apply",
                 hint="pass them to `reconciler plan ... --out FILE` instead",
             )
-        saved = _load_saved_plan(paths[0])
-        engine = open_for_apply(db)
-        with apply_lock(engine, timeout):
-            echo_plan(render_text(saved))
-            result = run_apply(engine, saved, apply_meta("apply-plan", list(saved.sources), saved.git))
+        outcome = apply_saved_plan(_load_saved_plan(paths[0]), replace(request, command="apply-plan"), show)
     else:
         from reconciler.gitops.revisions import manifest_source
 
-        with contextlib.ExitStack() as held:
-            src = held.enter_context(manifest_source(list(paths), git_ref, repo))  # --git-ref: a temporary copy
-            manifests = load_manifests(src.paths)  # bad input stops here, before the database is touched
-            for w in manifests.warnings:
-                click.echo(src.relocate_problem(w).render(), err=True)
-            git = src.git
-            existing = open_engine(db, create=False)
-            # The schema is created or migrated only once the plan is confirmed; the fingerprint check
-            # inside the apply transaction catches anyone who changed the database meanwhile.
-            if existing is not None:
-                held.enter_context(apply_lock(existing, timeout))
-            with translate_db_errors(database_url(db), "reading the current state"):
-                snapshot = load_snapshot(existing)
-            guards = _guards(targets, excludes, allow_mass_delete)
-            the_plan = compute_plan(manifests, snapshot, prune=not no_prune, sources=src.display, git=git, guards=guards)
-            the_plan = src.relocate_plan(the_plan)
-            echo_plan(render_text(the_plan))
-            if the_plan.is_empty:
-                return 0
-            _confirm(auto_approve)
-            engine = open_for_apply(db)
-            if existing is None:
-                held.enter_context(apply_lock(engine, timeout))
-            result = run_apply(engine, the_plan, apply_meta("apply", src.display, git))
-    if result.apply_id is None:
+        with manifest_source(list(paths), git_ref, repo) as src:  # --git-ref: a temporary copy
+            hooks = replace(
+                show,
+                relocate=src.relocate_plan,
+                warnings=lambda problems: _echo_problems(src.relocate_problem(w) for w in problems),
+                confirm=lambda plan: _confirm(auto_approve),
+            )
+            outcome = apply_manifests(replace(request, paths=src.paths, sources=src.display, git=src.git), hooks)
+        if not outcome.applied and outcome.plan.is_empty:
+            return 0
+    return _report_apply(outcome, wait_validation)
+
+
+def _echo_problems(problems: Any) -> None:
+    for p in problems:
+        click.echo(p.render(), err=True)
+
+
+def _start_runs(engine: Any, names: tuple[str, ...]) -> tuple[Any, ...]:
+    from reconciler.cli.runs import start_triggered_runs
+
+    return start_triggered_runs(engine, names)
+
+
+def _report_apply(outcome: Any, wait_validation: bool) -> int:
+    """What happened after the plan: the apply, the providers' validation, the on_apply runs."""
+    from reconciler.errors import ReconcilerError
+
+    result = outcome.result
+    if result is None or result.apply_id is None:
         click.echo("Nothing to apply.")
     else:
-        click.echo(
-            f"Apply complete (#{result.apply_id}): {result.created} created, {result.updated} updated, {result.deleted} deleted."
-        )
-    code = 0
-    if result.changed_providers and not no_validate:  # after the commit: a failed probe never undoes the apply
-        from reconciler.cli.providers import validate_after_apply
+        click.echo(f"Apply complete (#{result.apply_id}): {result.created} created, {result.updated} updated, {result.deleted} deleted.")
+    for problem in outcome.problems:
+        click.echo(problem.render(), err=True)
+    if outcome.validations:
+        from reconciler.cli.providers import describe_validation
 
-        code = validate_after_apply(engine, result.changed_providers, wait=wait_validation, timeout=validation_timeout)
-    if result.runs_to_start:  # trigger: on_apply, started after the lock is released
-        from reconciler.cli.runs import start_triggered_runs
-
-        code = max(code, start_triggered_runs(engine, result.runs_to_start))
-    return code
-
-
-_GET_COLUMNS = {
-    "providers": ["name", "type", "base_url", "is_active", "validation_status", "validated_at", "validation_error", "managed"],
-    "agents": ["name", "provider", "model_name", "temperature", "max_tokens", "is_active", "managed"],
-    "tasks": ["name", "description", "is_active", "managed"],
-    "assignments": ["name", "agent_name", "task_name", "provider_name", "provider_type", "is_active", "managed"],
-}
-_KIND_ALIASES = {
-    "provider": "providers", "providers": "providers", "agent": "agents", "agents": "agents",
-    "task": "tasks", "tasks": "tasks", "assignment": "assignments", "assignments": "assignments",
-}
+        n = len(outcome.validations)
+        click.echo(f"Validated {n} provider{'s' if n != 1 else ''}:")
+        for r in outcome.validations:
+            click.echo(f"  {r.name}: {describe_validation(r)}")
+        failed = [r.name for r in outcome.validations if not r.ok]
+        if failed and wait_validation:
+            raise ReconcilerError(
+                f"the apply succeeded, but {len(failed)} provider{'s' if len(failed) != 1 else ''} failed validation: {', '.join(failed)}",
+                hint="fix the provider and apply again, or re-check with `reconciler providers check`",
+            )
+    return 1 if any(run.failed for run in outcome.runs) else 0
 
 
 @cli.command()
-@click.argument("kind", type=click.Choice(sorted(_KIND_ALIASES), case_sensitive=False), metavar="KIND")
+@click.argument("kind", metavar="KIND")
 @click.argument("name", required=False)
 @db_option
 @click.option("-o", "--output", "fmt", type=click.Choice(["table", "json", "yaml"]), default="table")
 def get(kind: str, name: str | None, db: str | None, fmt: str) -> int:
-    """List providers, agents, tasks or assignments as stored in the database."""
+    """List the resources of one KIND (e.g. providers, agents, tasks, assignments) as stored in the database."""
     from reconciler.errors import ReconcilerError
+    from reconciler.kinds import ALIASES
     from reconciler.state.db import open_engine, translate_db_errors
     from reconciler.state.queries import list_resources
 
-    what = _KIND_ALIASES[kind.lower()]
+    if kind.lower() not in ALIASES:
+        raise click.BadParameter(f"{kind!r} is not one of {', '.join(sorted(ALIASES))}.", param_hint="'KIND'")
+    k = ALIASES[kind.lower()]
+    what = k.plural
     engine = open_engine(db, create=False)
     if engine is not None:
         with translate_db_errors(engine.url, f"listing {what}"):
@@ -292,7 +254,7 @@ def get(kind: str, name: str | None, db: str | None, fmt: str) -> int:
         raise ReconcilerError(f"no {what[:-1]} named {name!r} in the database", hint=f"list them with `reconciler get {what}`")
     from reconciler.cli.output import emit_rows
 
-    emit_rows(rows, fmt, _GET_COLUMNS[what])
+    emit_rows(rows, fmt, list(k.get_columns))
     return 0
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from reconciler.cli import cli
-from reconciler.cli.core import db_option
+from reconciler.cli.options import db_option
 
 
 @cli.command()

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 from reconciler.cli import cli
-from reconciler.cli.core import db_option
+from reconciler.cli.options import db_option
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -32,7 +32,7 @@ def _engine(db: str | None) -> Engine:
     return engine
 
 
-def _describe(r: ValidationResult) -> str:
+def describe_validation(r: ValidationResult) -> str:
     if not r.ok:
         return f"error: {r.error}"
     n = len(r.models)
@@ -104,35 +104,6 @@ def models(name: str, db: str | None, timeout: float, fmt: str) -> int:
         click.echo("\n".join(result.models))
     else:
         click.echo(f"Provider {name!r} serves no models.", err=True)
-    return 0
-
-
-def validate_after_apply(engine: Engine, names: Sequence[str], *, wait: bool, timeout: float) -> int:
-    """Validate the providers an apply created or changed; with ``wait``, exit 1 if any fails."""
-    from reconciler.errors import ReconcilerError
-    from reconciler.providers.status import check_providers
-    from reconciler.state.db import translate_db_errors
-
-    try:
-        with translate_db_errors(engine.url, "validating providers"):
-            results = check_providers(engine, list(names), timeout=timeout, skip_inactive=True)
-    except ReconcilerError as exc:
-        if wait:
-            raise
-        for problem in exc.problems:
-            click.echo("warning: provider validation skipped: " + problem.render().removeprefix("error: "), err=True)
-        return 0
-    if not results:
-        return 0
-    click.echo(f"Validated {len(results)} provider{'s' if len(results) != 1 else ''}:")
-    for r in results:
-        click.echo(f"  {r.name}: {_describe(r)}")
-    failed = [r.name for r in results if not r.ok]
-    if failed and wait:
-        raise ReconcilerError(
-            f"the apply succeeded, but {len(failed)} provider{'s' if len(failed) != 1 else ''} failed validation: {', '.join(failed)}",
-            hint="fix the provider and apply again, or re-check with `reconciler providers check`",
-        )
     return 0
 
 

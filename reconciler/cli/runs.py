@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from reconciler.cli import cli
-from reconciler.cli.core import db_option
+from reconciler.cli.options import db_option
 
 
 def _engine(db: str | None, create: bool = False) -> Any:
@@ -103,23 +103,28 @@ def execute_named(engine: Any, names: list[str], *, as_json: bool, concurrency: 
 def run_command(target: str, db: str | None, concurrency: int | None, retry_failed: bool, as_json: bool, no_table: bool) -> int:
     """Execute (or resume) a run by name, or the Run manifests in FILE."""
     if _is_file(target):
-        from reconciler.runs.submit import submit_run_file
+        from reconciler.workflow import ApplyRequest, apply_manifests
 
-        engine = _engine(db, create=True)
-        names = submit_run_file(engine, target)
+        # the Run manifests are applied first, like any apply (lock, guard rails, history)
+        request = ApplyRequest(
+            [target], db, prune=False, command="run", only_kind="Run", external_refs=True, validate_providers=False, start_runs=False,
+        )
+        outcome = apply_manifests(request)
+        names = [m.name for m in outcome.manifests.manifests] if outcome.manifests is not None else []
+        engine = _engine(db)
     else:
         engine = _engine(db)
         names = [target]
     return execute_named(engine, names, as_json=as_json, concurrency=concurrency, retry_failed=retry_failed, table=not no_table)
 
 
-def start_triggered_runs(db_engine: Any, names: tuple[str, ...]) -> int:
+def start_triggered_runs(db_engine: Any, names: tuple[str, ...]) -> tuple[Any, ...]:
     """Called by `apply` for runs with trigger: on_apply (`watch` starts them through the same
     ``start_triggered_run``); one run that cannot start does not keep the others from starting."""
     from reconciler.runs.triggered import start_triggered_run
 
     click.echo(f"Starting {len(names)} run{'s' if len(names) != 1 else ''} with trigger: on_apply: {', '.join(names)}")
-    code = 0
+    outcomes = []
     for name in names:
         progress = _Progress(False)
         try:
@@ -132,9 +137,8 @@ def start_triggered_runs(db_engine: Any, names: tuple[str, ...]) -> int:
             click.echo(f"Run {name}: not started: {outcome.skipped}")
         for problem in outcome.problems:
             click.echo(problem.render(), err=True)
-        if outcome.failed:
-            code = 1
-    return code
+        outcomes.append(outcome)
+    return tuple(outcomes)
 
 
 @cli.group("runs")

@@ -14,11 +14,13 @@ from typing import Any
 from sqlalchemy import Connection, Engine, delete, insert, update
 
 from reconciler.errors import Problem, ReconcilerError
+from reconciler.kinds import BY_NAME
+from reconciler.kinds.provider import PROVIDER
 from reconciler.gitops.export import export_names, placeholder_env
-from reconciler.gitops.guards import Selector, parse_selector
+from reconciler.plan.guards import Selector, parse_selector
 from reconciler.state.history import record_operation
 from reconciler.state.snapshot import ActualResource, StateSnapshot, read_snapshot
-from reconciler.state.tables import KIND_TABLES, reconciler_resources, utcnow
+from reconciler.state.tables import reconciler_resources, utcnow
 
 ResourceKey = tuple[str, str]
 
@@ -79,14 +81,14 @@ def _secret_fingerprint(token: bytes | None, provider: str) -> tuple[str | None,
 def _renames(conn: Connection, snapshot: StateSnapshot, chosen: list[tuple[ActualResource, str]]) -> dict[str, str]:
     renamed = {}
     for r, name in chosen:
-        if r.kind == "Assignment" or name == r.name:
+        if not BY_NAME[r.kind].named_rows or name == r.name:
             continue
         if (r.kind, name) in snapshot.resources:
             raise ReconcilerError(
                 f"cannot adopt {r.kind} {r.name!r} as {name!r}: a {r.kind.lower()} named {name!r} already exists",
                 hint="rename one of the two rows in the database first",
             )
-        table = KIND_TABLES[r.kind]
+        table = BY_NAME[r.kind].table
         conn.execute(update(table).where(table.c.id == uuid.UUID(r.row_id)).values(name=name))
         renamed[r.row_id] = r.name
     return renamed
@@ -105,14 +107,14 @@ def adopt(engine: Engine, selectors: list[str] | None, user: str) -> AdoptResult
             renamed = _renames(conn, before, chosen)
             wanted = {r.row_id: name for r, name in chosen}
             after = {r.row_id: r for r in read_snapshot(conn).resources.values()}
-            tokens = _provider_tokens(conn, [rid for rid in wanted if after[rid].kind == "Provider"])
+            tokens = _provider_tokens(conn, [rid for rid in wanted if after[rid].kind == PROVIDER.name])
             now = utcnow()
             adoptions, books = [], []
             for row_id, name in wanted.items():
                 r = after[row_id]
                 applied: dict[str, Any] = dict(r.essence)
                 note = ""
-                if r.kind == "Provider" and applied.get("api_key") is not None:
+                if BY_NAME[r.kind].secret_column is not None and applied.get("api_key") is not None:
                     mac, note = _secret_fingerprint(tokens.get(row_id), name)
                     applied["api_key"] = {"ref": f"env:{placeholder_env(name)}", "hmac": mac}
                 adoptions.append(Adoption(r.kind, name, row_id, renamed.get(row_id), note))
@@ -129,7 +131,7 @@ def adopt(engine: Engine, selectors: list[str] | None, user: str) -> AdoptResult
 def _provider_tokens(conn: Connection, row_ids: list[str]) -> dict[str, bytes | None]:
     from sqlalchemy import select
 
-    t = KIND_TABLES["Provider"]
+    t = PROVIDER.table
     if not row_ids:
         return {}
     rows = conn.execute(select(t.c.id, t.c.api_key_encrypted).where(t.c.id.in_([uuid.UUID(r) for r in row_ids])))

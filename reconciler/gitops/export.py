@@ -14,11 +14,15 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from reconciler.state.snapshot import ActualResource, StateSnapshot
+from reconciler.kinds import CONFIG_KINDS
+from reconciler.kinds.base import ExportSource
+from reconciler.kinds.provider import placeholder_env
+from reconciler.state.snapshot import StateSnapshot
+
+__all__ = ["FILE_NAMES", "ExportedDocument", "export_documents", "export_names", "placeholder_env", "render_documents", "slug"]
 
 ResourceKey = tuple[str, str]
-EXPORT_ORDER = ("Provider", "Task", "Agent", "Assignment")
-FILE_NAMES = {"Provider": "providers.yaml", "Task": "tasks.yaml", "Agent": "agents.yaml", "Assignment": "assignments.yaml"}
+FILE_NAMES = {str(k.name): f"{k.plural}.yaml" for k in CONFIG_KINDS}
 
 
 @functools.cache
@@ -51,86 +55,35 @@ def slug(text: str) -> str:
 
 
 def export_names(snapshot: StateSnapshot) -> dict[ResourceKey, str]:
-    """The manifest name of every resource: its own when managed or valid, else a slug
-    (an unmanaged assignment is named ``AGENT-TASK`` after the exported names of both)."""
+    """The manifest name of every resource: its own when managed or valid, else a slug (an
+    unmanaged assignment is named ``AGENT-TASK`` after the exported names of what it refers to)."""
     names: dict[ResourceKey, str] = {}
-    for key, r in snapshot.resources.items():
-        if r.kind != "Assignment":
-            names[key] = r.name if r.managed else slug(r.name)
-    for key, r in snapshot.resources.items():
-        if r.kind == "Assignment":
-            agent_name, task_name = str(r.essence.get("agent")), str(r.essence.get("task"))
-            agent = names.get(("Agent", agent_name), agent_name)
-            task = names.get(("Task", task_name), task_name)
-            names[key] = r.name if r.managed else slug(f"{agent}-{task}")
+    for k in CONFIG_KINDS:  # dependency order: what a row refers to is named before it
+        for key, r in snapshot.resources.items():
+            if r.kind != k.name:
+                continue
+            if r.managed:
+                names[key] = r.name
+            elif k.named_rows:
+                names[key] = slug(r.name)
+            else:
+                parts = [names.get((ref.kind, str(r.essence.get(f))), str(r.essence.get(f))) for f, ref in k.references.items()]
+                names[key] = slug("-".join(parts))
     return names
-
-
-def placeholder_env(provider_name: str) -> str:
-    return re.sub(r"[^A-Z0-9]+", "_", provider_name.upper()).strip("_") + "_API_KEY"
-
-
-def _secret_ref(r: ActualResource, name: str) -> tuple[dict[str, str] | None, list[str]]:
-    current = r.essence.get("api_key")
-    applied = (r.applied or {}).get("api_key")
-    if current is None:
-        return None, []
-    ref = applied.get("ref") if isinstance(applied, dict) and r.managed else None
-    if isinstance(ref, str) and ref.startswith("env:"):
-        return {"from_env": ref[4:]}, []
-    if isinstance(ref, str) and ref.startswith("file:"):
-        return {"from_file": ref[5:]}, [f"api_key is read from {ref[5:]!r}, relative to this file: copy the secret file next to it (never into git)"]
-    var = placeholder_env(name)
-    note = (
-        f"api_key: the database holds an encrypted key but not where it came from; {var} is a placeholder: "
-        f"export {var} with the key (or point api_key at your secret) before planning"
-    )
-    return {"from_env": var}, [note]
-
-
-def _spec(r: ActualResource, names: dict[ResourceKey, str]) -> tuple[dict[str, Any], list[str]]:
-    e = r.essence
-    notes: list[str] = []
-    spec: dict[str, Any]
-    if r.kind == "Provider":
-        spec = {"type": e["type"]}
-        if e.get("base_url"):
-            spec["base_url"] = e["base_url"]
-        ref, notes = _secret_ref(r, names[(r.kind, r.name)])
-        if ref is not None:
-            spec["api_key"] = ref
-        if e.get("model_path"):
-            spec["model_path"] = e["model_path"]
-    elif r.kind == "Agent":
-        spec = {"description": e.get("description"), "provider": names.get(("Provider", e["provider"]), e["provider"]), "model_name": e["model_name"],
-                "system_prompt": e.get("system_prompt") or "", "temperature": e.get("temperature"), "max_tokens": e.get("max_tokens")}
-        if e.get("temperature") is None:
-            spec["temperature"] = 0.7
-            notes.append("temperature is NULL in the database; manifests need a number, so the default 0.7 is written")
-        if e.get("prices"):
-            spec["prices"] = e["prices"]
-        if e.get("examples"):
-            spec["examples"] = e["examples"]
-    elif r.kind == "Task":
-        spec = {"description": e.get("description"), "response_schema": e.get("response_schema") or {}}
-    else:
-        spec = {"agent": names.get(("Agent", e["agent"]), e["agent"]), "task": names.get(("Task", e["task"]), e["task"])}
-    spec = {k: v for k, v in spec.items() if v is not None}
-    if not e.get("is_active", True):
-        spec["is_active"] = False
-    return spec, notes
 
 
 def export_documents(snapshot: StateSnapshot) -> list[ExportedDocument]:
     """One manifest per resource, providers first, sorted by name within a kind."""
     names = export_names(snapshot)
     docs = []
-    for kind in EXPORT_ORDER:
-        for key in sorted(k for k in snapshot.resources if k[0] == kind):
+    for k in CONFIG_KINDS:
+        kind = str(k.name)  # plain text: YAML writes no enums
+        for key in sorted(key for key in snapshot.resources if key[0] == kind):
             r = snapshot.resources[key]
-            spec, notes = _spec(r, names)
             name = names[key]
-            if name != r.name and r.kind != "Assignment":
+            exported = k.export(ExportSource(r.essence, r.applied if r.managed else None, name, lambda kd, n: names.get((kd, n), n)))
+            spec, notes = exported.spec, list(exported.notes)
+            if name != r.name and k.named_rows:
                 notes.insert(0, f"named {r.name!r} in the database; `reconciler adopt {kind.lower()}/{name}` renames the row to match")
             metadata: dict[str, Any] = {"name": name}
             if r.labels:

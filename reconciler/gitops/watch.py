@@ -29,7 +29,7 @@ from reconciler.errors import (
     first_line,
 )
 from reconciler.gitops.drift import Drift, detect_drift
-from reconciler.gitops.guards import GuardOptions
+from reconciler.plan.guards import GuardOptions
 from reconciler.gitops.watch_runs import RunEvent, RunStarter
 from reconciler.plan.model import Plan
 from reconciler.plan.render import render_change
@@ -266,20 +266,6 @@ class Watcher:
         self.statuses = now
         return changes
 
-    def _validate(self, engine: Engine, names: tuple[str, ...]) -> tuple[Problem, ...]:
-        """Probe the providers an apply created or changed, after the commit: an unreachable
-        provider is a status (failed) and a warning, never a failed reconcile."""
-        if not names or not self.config.validate_providers:
-            return ()
-        from reconciler.providers.status import check_providers
-
-        try:
-            check_providers(engine, list(names), timeout=self.config.validation_timeout, skip_inactive=True)
-        except Exception as exc:  # noqa: BLE001 - validation is advisory here
-            text = "; ".join(p.message for p in exc.problems) if isinstance(exc, ReconcilerError) else f"{type(exc).__name__}: {first_line(exc)}"
-            return (Problem(f"provider validation skipped: {text}", severity="warning"),)
-        return ()
-
     def _failed(self, trigger: str, started: float, exc: BaseException, files: tuple[str, ...], digest: str | None) -> ReconcileEvent | None:
         if isinstance(exc, ReconcilerError):
             problems = tuple(exc.problems)
@@ -308,10 +294,7 @@ class Watcher:
         """Validate, plan and apply the manifests; invalid manifests apply nothing."""
         from reconciler.gitinfo import describe_checkout
         from reconciler.manifests.loader import load_manifests
-        from reconciler.state.db import translate_db_errors
-        from reconciler.state.lock import apply_lock
-        from reconciler.state.snapshot import load_snapshot
-        from reconciler.workflow import apply_meta, compute_plan, run_apply
+        from reconciler.workflow import ApplyRequest, apply_manifests
 
         started = time.perf_counter()
         paths = list(self.config.paths)
@@ -328,23 +311,23 @@ class Watcher:
         try:
             git = describe_checkout(paths)
             engine = self._engine()
-            with translate_db_errors(engine.url, "reconciling"), apply_lock(engine, self.config.lock_timeout, command="watch"):
-                with translate_db_errors(engine.url, "reading the current state"):
-                    snapshot = load_snapshot(engine)
-                drift = tuple(detect_drift(snapshot))
-                guards = GuardOptions(allow_mass_delete=self.config.allow_mass_delete)
-                plan = compute_plan(manifests, snapshot, prune=True, sources=paths, git=git, guards=guards)
-                result = None if plan.is_empty else run_apply(engine, plan, apply_meta("watch", paths, git))
-            warnings = self._validate(engine, result.changed_providers if result is not None else ())
+            request = ApplyRequest(
+                paths, self.config.db, prune=True, git=git, guards=GuardOptions(allow_mass_delete=self.config.allow_mass_delete),
+                lock_timeout=self.config.lock_timeout, command="watch", validate_providers=self.config.validate_providers,
+                validation_timeout=self.config.validation_timeout, start_runs=False, engine=engine, manifests=manifests,
+            )
+            outcome = apply_manifests(request)  # its on_apply runs start in the background, after this event
+            drift = tuple(detect_drift(outcome.snapshot))
             statuses = self._provider_changes(engine)
         except Exception as exc:  # noqa: BLE001 - the loop must outlive any single reconcile
             return self._failed(trigger, started, exc, files, digest)
         self._succeeded()
+        result, plan = outcome.result, outcome.plan
         if result is None or result.apply_id is None:
             return ReconcileEvent(trigger, "in-sync", _ms(started), drift=drift, provider_status=statuses, files=files, git=git)
         return ReconcileEvent(
             trigger, "applied", _ms(started), apply_id=result.apply_id, summary=plan.summary(), changes=_change_lines(plan),
-            drift=drift, errors=warnings, provider_status=statuses, files=files, git=git, runs=result.runs_to_start,
+            drift=drift, errors=outcome.problems, provider_status=statuses, files=files, git=git, runs=result.runs_to_start,
         )
 
     def retry_due(self) -> bool:

@@ -16,7 +16,8 @@ from pydantic import BaseModel, ValidationError
 
 from reconciler.errors import Location, Problem, ProblemList, ReconcilerError
 from reconciler.manifests import files
-from reconciler.manifests.models import API_VERSION, KINDS, MANIFEST_MODELS, FileRef
+from reconciler.kinds import BY_NAME
+from reconciler.manifests.models import API_VERSION, KIND_NAMES, MANIFEST_MODELS, FileRef
 from reconciler.manifests.yamlfile import (
     FieldPath,
     RawDocument,
@@ -212,15 +213,15 @@ def _check_document(doc: RawDocument, path: Path, root: Path, problems: ProblemL
             )
         )
         return None
-    if kind not in KINDS:
-        close = difflib.get_close_matches(str(kind), KINDS, n=1)
+    if kind not in KIND_NAMES:
+        close = difflib.get_close_matches(str(kind), KIND_NAMES, n=1)
         problems.add(
             Problem(
                 "missing kind" if kind is None else f"unknown kind {_short(kind)}",
                 doc.where(("kind",)),
                 "document",
                 "kind",
-                (f"did you mean {close[0]!r}? " if close else "") + f"kinds: {', '.join(KINDS)}",
+                (f"did you mean {close[0]!r}? " if close else "") + f"kinds: {', '.join(KIND_NAMES)}",
             )
         )
         return None
@@ -374,31 +375,29 @@ def _check_together(manifests: list[Manifest], declared: set[ResourceKey], probl
                 )
             )
 
-    pairs: dict[tuple[str, str], Manifest] = {}
+    pairs: dict[tuple[str, str], Manifest] = {}  # (agent, task) -> its assignment
     for m in manifests:
         if first.get(m.key) is not m:
             continue
-        if m.kind == "Agent":
-            ref(m, "provider", "Provider")
-        elif m.kind == "Assignment":
-            ref(m, "agent", "Agent")
-            ref(m, "task", "Task")
-            pair = (m.spec.agent, m.spec.task)
-            if pair in pairs:
-                other = pairs[pair]
+        k = BY_NAME[m.kind]
+        for field_name, reference in k.references.items():
+            ref(m, field_name, reference.kind)
+        if k.natural_name is not None:  # an unnamed row: one per combination of its references
+            combo = tuple(getattr(m.spec, f) for f in k.references)
+            if combo in pairs:
+                other = pairs[combo]
+                what = " and ".join(f"{BY_NAME[r.kind].name.lower()} {v!r}" for r, v in zip(k.references.values(), combo, strict=True))
                 problems.add(
                     Problem(
-                        f"agent {pair[0]!r} and task {pair[1]!r} are already assigned by Assignment {other.name!r} at {other.location}",
+                        f"{what} are already assigned by {k.name} {other.name!r} at {other.location}",
                         m.location,
                         m.title,
                         "spec",
-                        "one assignment per agent+task pair; remove one of the two",
+                        f"one {k.name.lower()} per {'+'.join(k.references)} pair; remove one of the two",
                     )
                 )
             else:
-                pairs[pair] = m
-        elif m.kind == "Run":
-            ref(m, "assignment", "Assignment")
+                pairs[combo] = m  # type: ignore[index]
     _check_examples(first, pairs, problems)
 
 

@@ -11,13 +11,12 @@ from datetime import datetime, timezone
 from typing import Any
 
 from reconciler.errors import Problem, ReconcilerError
+from reconciler.kinds import BY_NAME, KINDS
 from reconciler.plan.desired import DesiredResource
 from reconciler.plan.model import Action, Change, FieldChange, Plan, UnmanagedResource
-from reconciler.state.snapshot import SENSITIVE_FIELDS, ActualResource, StateSnapshot
+from reconciler.state.snapshot import ActualResource, StateSnapshot
 
 ResourceKey = tuple[str, str]
-# (kind, field) -> kind it references by name
-REFERENCES = {("Agent", "provider"): "Provider", ("Assignment", "agent"): "Agent", ("Assignment", "task"): "Task"}
 
 
 def _sensitive_equal(a: Any, b: Any) -> bool:
@@ -27,7 +26,7 @@ def _sensitive_equal(a: Any, b: Any) -> bool:
 
 
 def diff_fields(kind: str, desired: dict[str, Any], actual: ActualResource) -> tuple[FieldChange, ...]:
-    sensitive = SENSITIVE_FIELDS.get(kind, ())
+    sensitive = BY_NAME[kind].sensitive
     applied = actual.applied
     changes = []
     for name, new in desired.items():
@@ -54,10 +53,6 @@ def _metadata_changes(d: DesiredResource, a: ActualResource) -> tuple[FieldChang
 def _renamed(a: ActualResource) -> tuple[FieldChange, ...]:
     """A managed row renamed outside reconciler is drift: apply renames it back."""
     return () if a.row_name is None else (FieldChange("name", a.row_name, a.name, drift=True),)
-
-
-def _pair_key(essence: dict[str, Any]) -> str:
-    return f"{essence['agent']}+{essence['task']}"
 
 
 def _desired_payload(d: DesiredResource) -> dict[str, Any]:
@@ -89,19 +84,23 @@ def diff(
 ) -> Plan:
     """The plan that makes ``actual`` equal ``desired``; raises ReconcilerError when it cannot."""
     problems: list[Problem] = []
-    upserts: dict[str, list[Change]] = {k: [] for k in ("Provider", "Task", "Agent", "Assignment", "Run")}
-    deletes: dict[str, list[Change]] = {k: [] for k in ("Provider", "Task", "Agent", "Assignment", "Run")}
+    upserts: dict[str, list[Change]] = {k.name: [] for k in KINDS}
+    deletes: dict[str, list[Change]] = {k.name: [] for k in KINDS}
     resources = actual.resources
 
-    managed_pairs = {_pair_key(r.essence): r for r in resources.values() if r.kind == "Assignment" and r.managed}
+    # the natural names (AGENT+TASK) of managed unnamed rows: an unmanaged twin of one is not listed
+    managed_natural = {
+        (r.kind, natural(r.essence)) for r in resources.values() if r.managed and (natural := BY_NAME[r.kind].natural_name)
+    }
     for key in sorted(desired):
         d = desired[key]
         a = resources.get(key)
-        if d.kind == "Assignment" and a is None:
-            twin = resources.get(("Assignment", _pair_key(d.essence)))
+        natural = BY_NAME[d.kind].natural_name
+        if natural is not None and a is None:
+            twin = resources.get((d.kind, natural(d.essence)))
             if twin is not None and not twin.managed:
-                a = None
-                problems.append(_conflict(d, f"agent {d.essence['agent']!r} is already assigned task {d.essence['task']!r} by a row reconciler does not manage"))
+                refs = ", ".join(f"{f} {d.essence[f]!r}" for f in BY_NAME[d.kind].references)
+                problems.append(_conflict(d, f"{d.kind} {twin.name!r} ({refs}) already exists as a row reconciler does not manage"))
                 continue
         if a is not None and not a.managed:
             problems.append(_conflict(d, f"{d.kind} {d.name!r} already exists in the database but is not managed by reconciler"))
@@ -112,7 +111,7 @@ def diff(
             )
             continue
         fields = _renamed(a) + diff_fields(d.kind, d.essence, a) + _metadata_changes(d, a)
-        if fields and d.kind == "Run" and a.essence.get("started"):
+        if fields and BY_NAME[d.kind].history and a.essence.get("started"):
             problems.append(_started_run(d, a))
             continue
         if fields:
@@ -127,10 +126,10 @@ def diff(
     unmanaged: list[UnmanagedResource] = []
     for key in sorted(resources):
         a = resources[key]
-        if a.kind == "Run":
+        if BY_NAME[a.kind].history:
             continue  # runs are history: never pruned, never listed as unmanaged
         if not a.managed:
-            if not (a.kind == "Assignment" and a.name in managed_pairs):
+            if (a.kind, a.name) not in managed_natural:
                 unmanaged.append(UnmanagedResource(a.kind, a.name))
             continue
         if key in desired or not prune:
@@ -148,11 +147,12 @@ def diff(
     problems += _blocked_deletes(deleted, resources)
     if problems:
         raise ReconcilerError(problems)
-    ordered = (
-        upserts["Provider"] + upserts["Task"] + upserts["Agent"]
-        + deletes["Assignment"] + upserts["Assignment"] + upserts["Run"]
-        + deletes["Agent"] + deletes["Task"] + deletes["Provider"]
-    )
+    ordered: list[Change] = []
+    for k in KINDS:  # creates and updates in dependency order, deletes after them in reverse
+        ordered += (deletes[k.name] if k.delete_first else []) + upserts[k.name]
+    for k in reversed(KINDS):
+        if not k.delete_first and not k.history:
+            ordered += deletes[k.name]
     return Plan(
         changes=tuple(ordered),
         state_fingerprint=actual.fingerprint,
@@ -178,11 +178,10 @@ def _blocked_deletes(deleted: set[ResourceKey], resources: dict[ResourceKey, Act
     """A delete is refused when a row that stays (unmanaged, or kept) still refers to it."""
     problems = []
     for key, r in resources.items():
-        if key in deleted:
+        if key in deleted or BY_NAME[r.kind].history:  # a run keeps its results when its assignment goes
             continue
-        for (kind, field_name), target in REFERENCES.items():
-            if r.kind != kind:
-                continue
+        for field_name, reference in BY_NAME[r.kind].references.items():
+            target = reference.kind
             ref = (target, r.essence.get(field_name))
             if ref in deleted:
                 problems.append(

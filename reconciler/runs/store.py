@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import Engine, delete, func, insert, select, update
 
 from reconciler.errors import ReconcilerError, RunAlreadyStarted
+from reconciler.kinds.agent import agent_config
 from reconciler.llm.ports import AgentConfig, ProviderConfig, TaskConfig
 from reconciler.state.tables import (
     agent_configs,
@@ -124,11 +125,7 @@ def resolve_assignment(engine: Engine, assignment_id: uuid.UUID | None, run_name
     )
     return ResolvedConfig(
         assignment=assignment_name,
-        agent=AgentConfig(
-            name=row["agent_name"], model_name=row["model_name"], system_prompt=row["system_prompt"] or "",
-            temperature=row["temperature"], max_tokens=row["max_tokens"], prices=agent_extra.get("prices"),
-            examples=AgentConfig.examples_from(agent_extra.get("examples")),
-        ),
+        agent=agent_config(row["agent_name"], dict(row), agent_extra),
         task=TaskConfig(name=row["task_name"], response_schema=row["response_schema"] or {}),
         provider=ProviderConfig(
             name=row["provider_name"], type=row["type"], base_url=row["base_url"], model_path=provider_extra.get("model_path"),

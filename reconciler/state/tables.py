@@ -1,12 +1,10 @@
-"""Database tables, as SQLAlchemy Core tables. The first six follow the seed service's models so its
-database can be brought under GitOps in place; ``reconciler_*`` tables are the reconciler's own
-bookkeeping. Core, not the ORM: nothing here needs identity maps or sessions, and importing
-``sqlalchemy.orm`` and building declarative classes cost every command 70 ms at start-up."""
+"""Database tables, as SQLAlchemy Core tables. The tables of the resource kinds follow the seed
+service's models so its database can be brought under GitOps in place; each is defined by its kind
+(``reconciler/kinds/``) and re-exported here. ``run_results`` and the ``reconciler_*`` tables are
+the reconciler's own. Core, not the ORM: nothing here needs identity maps or sessions, and
+importing ``sqlalchemy.orm`` and building declarative classes cost every command 70 ms at start-up."""
 
 from __future__ import annotations
-
-import uuid
-from datetime import datetime, timezone
 
 from sqlalchemy import (
     JSON,
@@ -16,8 +14,6 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Integer,
-    LargeBinary,
-    MetaData,
     String,
     Table,
     Text,
@@ -25,115 +21,19 @@ from sqlalchemy import (
     Uuid,
 )
 
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-metadata = MetaData()
-
-
-def _id() -> Column[uuid.UUID]:
-    return Column("id", Uuid, primary_key=True, default=uuid.uuid4)
-
-
-def _timestamps() -> tuple[Column[datetime], Column[datetime]]:
-    return (
-        Column("created_at", DateTime(timezone=True), nullable=False, default=utcnow),
-        Column("updated_at", DateTime(timezone=True), nullable=False, default=utcnow),
-    )
-
-
-llm_providers = Table(
-    "llm_providers",
-    metadata,
-    _id(),
-    Column("name", String(255), nullable=False, unique=True, index=True),
-    Column("type", String(32), nullable=False),
-    Column("base_url", String(2048)),
-    Column("api_key_encrypted", LargeBinary),
-    Column("is_active", Boolean, nullable=False, default=True),
-    Column("validation_status", String(16), nullable=False, default="pending"),
-    Column("validation_error", Text),
-    Column("validated_at", DateTime(timezone=True)),
-    *_timestamps(),
-)
-
-agent_configs = Table(
-    "agent_configs",
-    metadata,
-    _id(),
-    Column("name", String(255), nullable=False, unique=True, index=True),
-    Column("description", Text),
-    Column("provider_id", Uuid, ForeignKey("llm_providers.id", ondelete="RESTRICT"), nullable=False, index=True),
-    Column("model_name", String(255), nullable=False),
-    Column("system_prompt", Text, nullable=False, default=""),
-    Column("temperature", Float),
-    Column("max_tokens", Integer),
-    Column("is_active", Boolean, nullable=False, default=True),
-    *_timestamps(),
-)
-
-task_configs = Table(
-    "task_configs",
-    metadata,
-    _id(),
-    Column("name", String(255), nullable=False, unique=True, index=True),
-    Column("description", Text),
-    Column("response_schema", JSON, nullable=False),
-    Column("is_active", Boolean, nullable=False, default=True),
-    *_timestamps(),
-)
-
-agent_task_assignments = Table(
-    "agent_task_assignments",
-    metadata,
-    _id(),
-    Column("agent_id", Uuid, ForeignKey("agent_configs.id", ondelete="CASCADE"), nullable=False, index=True),
-    Column("task_id", Uuid, ForeignKey("task_configs.id", ondelete="CASCADE"), nullable=False, index=True),
-    Column("is_active", Boolean, nullable=False, default=True),
-    Column("assigned_at", DateTime(timezone=True), nullable=False, default=utcnow),
-    UniqueConstraint("agent_id", "task_id", name="uq_agent_task"),
-)
-
-# A batch run (the seed's analysis run) with the exact configuration snapshot it used.
-analysis_runs = Table(
-    "analysis_runs",
-    metadata,
-    _id(),
-    Column("name", String(255), unique=True, index=True),
-    Column("agent_assignment_id", Uuid, ForeignKey("agent_task_assignments.id", ondelete="SET NULL"), index=True),
-    Column("spec", JSON),
-    Column("config_snapshot", JSON),
-    Column("config_sha256", String(64), index=True),
-    Column("time_window_start", DateTime(timezone=True)),
-    Column("time_window_end", DateTime(timezone=True)),
-    Column("status", String(16), nullable=False, default="pending"),
-    Column("error", Text),
-    Column("started_at", DateTime(timezone=True)),
-    Column("completed_at", DateTime(timezone=True)),
-    Column("items_total", Integer, nullable=False, default=0),
-    Column("items_succeeded", Integer, nullable=False, default=0),
-    Column("items_failed", Integer, nullable=False, default=0),
-    Column("input_tokens", Integer, nullable=False, default=0),
-    Column("output_tokens", Integer, nullable=False, default=0),
-    Column("accuracy", Float),
-    Column("elapsed_seconds", Float),
-    Column("proposals_total", Integer, nullable=False, default=0),
-    Column("proposals_approved", Integer, nullable=False, default=0),
-    Column("proposals_rejected", Integer, nullable=False, default=0),
-    Column("llm_tokens_used", Integer, nullable=False, default=0),
-    Column("cost_estimate", Float, nullable=False, default=0.0),
-    Column("runner", String(255)),  # host:pid executing it, so two never run at once
-    Column("heartbeat_at", DateTime(timezone=True)),
-    *_timestamps(),
-)
+from reconciler.kinds import KINDS
+from reconciler.kinds.agent import agent_configs
+from reconciler.kinds.assignment import agent_task_assignments
+from reconciler.kinds.base import id_column, metadata, utcnow
+from reconciler.kinds.provider import llm_providers
+from reconciler.kinds.run import analysis_runs
+from reconciler.kinds.task import task_configs
 
 # One processed input of a run; (run_id, item_index) is unique so a resume never duplicates.
 run_results = Table(
     "run_results",
     metadata,
-    _id(),
+    id_column(),
     Column("run_id", Uuid, ForeignKey("analysis_runs.id", ondelete="CASCADE"), nullable=False, index=True),
     Column("item_index", Integer, nullable=False),
     Column("input", JSON, nullable=False),
@@ -184,10 +84,9 @@ reconciler_applies = Table(
     Column("plan", JSON, nullable=False),
 )
 
-KIND_TABLES = {
-    "Provider": llm_providers,
-    "Agent": agent_configs,
-    "Task": task_configs,
-    "Assignment": agent_task_assignments,
-    "Run": analysis_runs,
-}
+KIND_TABLES = {k.name: k.table for k in KINDS}
+
+__all__ = [
+    "KIND_TABLES", "agent_configs", "agent_task_assignments", "analysis_runs", "llm_providers", "metadata",
+    "reconciler_applies", "reconciler_resources", "run_results", "task_configs", "utcnow",
+]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from reconciler.errors import ReconcilerError
-from reconciler.gitops.guards import (
+from reconciler.plan.guards import (
     GuardOptions,
     check_mass_delete,
     check_prevent_destroy,

@@ -11,18 +11,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from reconciler.errors import Problem, ReconcilerError
+from reconciler.kinds import ALIASES, BY_NAME, CONFIG_KINDS
 from reconciler.plan.model import Action, Change, Plan
 from reconciler.state.snapshot import StateSnapshot
 
 ResourceKey = tuple[str, str]
 PREVENT_DESTROY = "reconciler/prevent-destroy"
 DEFAULT_MASS_DELETE_SHARE = 0.5
-KIND_NAMES = {
-    "provider": "Provider", "providers": "Provider", "agent": "Agent", "agents": "Agent",
-    "task": "Task", "tasks": "Task", "assignment": "Assignment", "assignments": "Assignment",
-}
-# (kind, field of the essence) -> kind it refers to by name
-REFERENCES = {("Agent", "provider"): "Provider", ("Assignment", "agent"): "Agent", ("Assignment", "task"): "Task"}
 
 
 @dataclass(frozen=True)
@@ -51,11 +46,12 @@ class GuardOptions:
 
 def parse_selector(text: str, option: str = "--target") -> Selector:
     kind, sep, name = text.partition("/")
-    kind_name = "*" if kind == "*" else KIND_NAMES.get(kind.lower())
+    found = ALIASES.get(kind.lower())
+    kind_name = "*" if kind == "*" else (str(found.name) if found is not None else None)
     if not sep or not name or kind_name is None:
         raise ReconcilerError(
             f"{option} {text!r} is not KIND/NAME",
-            hint="e.g. agent/triage, provider/openai or task/* (kinds: provider, agent, task, assignment)",
+            hint=f"e.g. agent/triage, provider/openai or task/* (kinds: {', '.join(k.name.lower() for k in CONFIG_KINDS)})",
         )
     return Selector(text, kind_name, name)
 
@@ -95,9 +91,9 @@ def _references(change: Change, snapshot: StateSnapshot) -> Iterable[ResourceKey
         essence = actual.essence if actual is not None else {}
     else:
         essence = change.desired or {}
-    for (kind, field_name), target in REFERENCES.items():
-        if kind == change.kind and essence.get(field_name) is not None:
-            yield (target, essence[field_name])
+    for field_name, reference in BY_NAME[change.kind].references.items():
+        if essence.get(field_name) is not None:
+            yield (reference.kind, essence[field_name])
 
 
 def select_changes(plan: Plan, snapshot: StateSnapshot, known: set[ResourceKey], options: GuardOptions) -> Plan:

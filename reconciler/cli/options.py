@@ -1,0 +1,49 @@
+"""Options and arguments several commands share (a leaf: command modules import it, never each other)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import click
+
+if TYPE_CHECKING:
+    from reconciler.plan.guards import GuardOptions
+
+db_option = click.option(
+    "--db",
+    envvar="RECONCILER_DATABASE_URL",
+    metavar="URL",
+    help="State database (default: sqlite .reconciler/state.db; env RECONCILER_DATABASE_URL).",
+)
+paths_argument = click.argument("paths", nargs=-1, required=True, type=click.Path())
+
+
+def gitops_options(f: Any) -> Any:
+    """--git-ref/--repo (manifests as of a commit) and the guard rails, shared by plan and apply."""
+    for option in reversed(
+        [
+            click.option("--git-ref", metavar="REF", help="Read the manifests as of this commit/branch/tag (no checkout); PATH is then relative to the repository root."),
+            click.option("--repo", metavar="PATH", help="The git repository for --git-ref (default: the one holding the current directory)."),
+            click.option("--target", "targets", multiple=True, metavar="KIND/NAME", help="Only plan these resources (repeatable; NAME may be a glob)."),
+            click.option("--exclude", "excludes", multiple=True, metavar="KIND/NAME", help="Leave these resources out of the plan (repeatable)."),
+            click.option("--allow-mass-delete", is_flag=True, help="Allow a plan that deletes more than half of the managed resources."),
+        ]
+    ):
+        f = option(f)
+    return f
+
+
+def guard_options(targets: tuple[str, ...], excludes: tuple[str, ...], allow_mass_delete: bool) -> GuardOptions:
+    from reconciler.plan.guards import GuardOptions
+
+    return GuardOptions(tuple(targets), tuple(excludes), allow_mass_delete)
+
+
+_PLAN_COLOURS = {"  + ": "green", "  ~ ": "yellow", "  - ": "red"}
+
+
+def echo_plan(text: str) -> None:
+    """Print a rendered plan; colours show on a terminal only (click strips them elsewhere)."""
+    for line in text.splitlines():
+        colour = _PLAN_COLOURS.get(line[:4])
+        click.echo(click.style(line, fg=colour) if colour else line)

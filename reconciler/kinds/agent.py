@@ -1,0 +1,136 @@
+"""Agent: a model, a prompt and its settings on a provider (the seed's ``agent_configs``).
+
+A new agent field goes here (spec model, essence; a field without a column is kept in the
+bookkeeping by listing it in ``extra_fields``) and, when the model sees it, in the LLM port
+(``llm/ports.AgentConfig``) and the adapter that sends it. See docs/development.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from pydantic import Field
+from sqlalchemy import Boolean, Column, Float, ForeignKey, Integer, String, Text, Uuid, select
+
+from reconciler.kinds.base import (
+    NAME_PATTERN,
+    Fingerprint,
+    Kind,
+    KindName,
+    Reference,
+    Strict,
+    column_reader,
+    column_writer,
+    listing,
+    named_table,
+    plain_export,
+)
+from reconciler.llm.ports import AgentConfig
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
+    from reconciler.manifests.loader import Manifest
+
+agent_configs = named_table(
+    "agent_configs",
+    Column("description", Text),
+    Column("provider_id", Uuid, ForeignKey("llm_providers.id", ondelete="RESTRICT"), nullable=False, index=True),
+    Column("model_name", String(255), nullable=False),
+    Column("system_prompt", Text, nullable=False, default=""),
+    Column("temperature", Float),
+    Column("max_tokens", Integer),
+    Column("is_active", Boolean, nullable=False, default=True),
+)
+
+
+class Prices(Strict):
+    """Overrides for cost estimates, in USD per million tokens."""
+
+    input_per_mtok: float = Field(ge=0)
+    output_per_mtok: float = Field(ge=0)
+
+
+class AgentExample(Strict):
+    """A worked example, sent to the model as a user message and its answer before every prompt."""
+
+    input: str = Field(min_length=1, description="the user message, written as the run's prompt_template renders a prompt")
+    output: Any = Field(description="the answer: a value that fits the response_schema of every task the agent is assigned to")
+
+
+class AgentSpec(Strict):
+    description: str | None = None
+    provider: str = Field(pattern=NAME_PATTERN)
+    model_name: str = Field(min_length=1, max_length=255)  # the column is VARCHAR(255)
+    system_prompt: str = ""
+    temperature: float = Field(default=0.7, ge=0.0, le=2.0)
+    max_tokens: int | None = Field(default=None, gt=0, le=2**31 - 1)  # a 32-bit INTEGER column
+    prices: Prices | None = None
+    examples: list[AgentExample] = Field(
+        default_factory=list,
+        description="few-shot examples sent as user/assistant message pairs before each prompt (checked against the tasks' response_schema)",
+    )
+    is_active: bool = True
+
+
+_COLUMNS = ("description", "model_name", "system_prompt", "temperature", "max_tokens", "is_active")
+_REFERENCES = {"provider": Reference("provider_id", KindName.PROVIDER)}
+
+
+def _essence(m: Manifest, fingerprint: Fingerprint | None) -> dict[str, Any]:
+    s = m.spec
+    return {
+        "description": s.description,
+        "provider": s.provider,
+        "model_name": s.model_name,
+        "system_prompt": s.system_prompt,
+        "temperature": s.temperature,
+        "max_tokens": s.max_tokens,
+        "is_active": s.is_active,
+        "prices": s.prices.model_dump() if s.prices is not None else None,
+        "examples": [e.model_dump() for e in s.examples] or None,
+    }
+
+
+def _list_rows(conn: Connection, managed: Mapping[str, str]) -> list[dict[str, Any]]:
+    from reconciler.kinds.provider import llm_providers
+
+    a, p = agent_configs, llm_providers
+    fields = ("name", "provider", "model_name", "temperature", "max_tokens", "is_active", "description", "system_prompt")
+    query = select(a, p.c.name.label("provider")).join(p, p.c.id == a.c.provider_id).order_by(a.c.name)
+    return [listing(r, fields, managed) for r in conn.execute(query)]
+
+
+def agent_config(name: str, row: Mapping[str, Any], applied: Mapping[str, Any]) -> AgentConfig:
+    """The LLM port's view of an agent: its columns (``row``) and the fields kept in the
+    bookkeeping (``applied``). Everything the model sees must pass through here."""
+    return AgentConfig(
+        name=name,
+        model_name=row["model_name"],
+        system_prompt=row["system_prompt"] or "",
+        temperature=row["temperature"],
+        max_tokens=row["max_tokens"],
+        prices=applied.get("prices"),
+        examples=AgentConfig.examples_from(applied.get("examples")),
+    )
+
+
+AGENT = Kind(
+    name=KindName.AGENT,
+    plural="agents",
+    table=agent_configs,
+    spec_model=AgentSpec,
+    essence=_essence,
+    row_values=column_writer(_COLUMNS, _REFERENCES),
+    read=column_reader(agent_configs, _COLUMNS, _REFERENCES),
+    export=plain_export(
+        ("description", "provider", "model_name", "system_prompt", "temperature", "max_tokens", "prices", "examples"),
+        _REFERENCES,
+        defaults={"temperature": 0.7},
+    ),
+    references=_REFERENCES,
+    extra_fields=("prices", "examples"),
+    get_columns=("name", "provider", "model_name", "temperature", "max_tokens", "is_active", "managed"),
+    list_rows=_list_rows,
+)

@@ -1,0 +1,102 @@
+"""Assignment: which agent handles which task (the seed's ``agent_task_assignments``, its M2M for A/B
+testing). The table has no name column: reconciler names each pair in its bookkeeping."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from pydantic import Field
+from sqlalchemy import Boolean, Column, DateTime, ForeignKey, Table, UniqueConstraint, Uuid, select
+
+from reconciler.kinds.base import (
+    NAME_PATTERN,
+    Fingerprint,
+    Kind,
+    KindName,
+    Reference,
+    Strict,
+    column_reader,
+    column_writer,
+    id_column,
+    listing,
+    metadata,
+    plain_export,
+    utcnow,
+)
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
+    from reconciler.manifests.loader import Manifest
+
+agent_task_assignments = Table(
+    "agent_task_assignments",
+    metadata,
+    id_column(),
+    Column("agent_id", Uuid, ForeignKey("agent_configs.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("task_id", Uuid, ForeignKey("task_configs.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("is_active", Boolean, nullable=False, default=True),
+    Column("assigned_at", DateTime(timezone=True), nullable=False, default=utcnow),
+    UniqueConstraint("agent_id", "task_id", name="uq_agent_task"),
+)
+
+
+class AssignmentSpec(Strict):
+    agent: str = Field(pattern=NAME_PATTERN)
+    task: str = Field(pattern=NAME_PATTERN)
+    is_active: bool = True
+
+
+_COLUMNS = ("is_active",)
+_REFERENCES = {"agent": Reference("agent_id", KindName.AGENT), "task": Reference("task_id", KindName.TASK)}
+
+
+def pair_name(essence: dict[str, Any]) -> str:
+    """The name of an assignment row reconciler does not manage: ``AGENT+TASK``."""
+    return f"{essence['agent']}+{essence['task']}"
+
+
+def _essence(m: Manifest, fingerprint: Fingerprint | None) -> dict[str, Any]:
+    return {"agent": m.spec.agent, "task": m.spec.task, "is_active": m.spec.is_active}
+
+
+def _list_rows(conn: Connection, managed: Mapping[str, str]) -> list[dict[str, Any]]:
+    """With agent, task, provider name and type, as the seed's ``list_with_details``."""
+    from reconciler.kinds.agent import agent_configs
+    from reconciler.kinds.provider import llm_providers
+    from reconciler.kinds.task import task_configs
+
+    s, a, t, p = agent_task_assignments, agent_configs, task_configs, llm_providers
+    query = (
+        select(
+            s.c.id, s.c.is_active, s.c.assigned_at,
+            a.c.name.label("agent_name"), t.c.name.label("task_name"),
+            p.c.name.label("provider_name"), p.c.type.label("provider_type"),
+        )
+        .join(a, a.c.id == s.c.agent_id)
+        .join(t, t.c.id == s.c.task_id)
+        .join(p, p.c.id == a.c.provider_id)
+        .order_by(a.c.name, t.c.name)
+    )
+    fields = ("agent_name", "task_name", "provider_name", "provider_type", "is_active", "assigned_at")
+    return [{"name": managed.get(str(r.id), f"{r.agent_name}+{r.task_name}"), **listing(r, fields, managed)} for r in conn.execute(query)]
+
+
+ASSIGNMENT = Kind(
+    name=KindName.ASSIGNMENT,
+    plural="assignments",
+    table=agent_task_assignments,
+    spec_model=AssignmentSpec,
+    essence=_essence,
+    row_values=column_writer(_COLUMNS, _REFERENCES),
+    read=column_reader(agent_task_assignments, _COLUMNS, _REFERENCES, name_of=pair_name),
+    export=plain_export(("agent", "task"), _REFERENCES),
+    references=_REFERENCES,
+    named_rows=False,
+    natural_name=pair_name,
+    delete_first=True,
+    stamps="assigned",
+    get_columns=("name", "agent_name", "task_name", "provider_name", "provider_type", "is_active", "managed"),
+    list_rows=_list_rows,
+)

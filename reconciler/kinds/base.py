@@ -1,0 +1,317 @@
+"""What every resource kind is made of, and the pieces the kinds share.
+
+A ``Kind`` is one frozen object that owns everything about a resource kind: its manifest spec
+model, its table, the order it is written in, which fields refer to other kinds (and through which
+column), which are sensitive or have no column of their own, and the functions that turn a manifest
+into an essence, an essence into row values, a row into an essence and an essence back into a
+manifest. The pipeline (desired state, diff, apply, snapshot, guards, the loader's reference
+checks, export, adopt, ``get``) loops over ``reconciler.kinds.KINDS`` instead of naming kinds.
+
+This is the lowest layer above the LLM ports: it imports no other part of reconciler except
+``errors`` and ``llm.ports`` (the manifest type is only named for type checkers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
+from sqlalchemy import Column, DateTime, MetaData, Table, Uuid
+
+if TYPE_CHECKING:
+    import uuid
+
+    from sqlalchemy import Connection, Row
+
+    from reconciler.manifests.loader import Manifest
+
+API_VERSION = "reconciler/v1"
+NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+
+metadata = MetaData()
+
+
+class KindName(StrEnum):
+    """The closed set of manifest kinds (values are what manifests write under ``kind:``; a
+    ``StrEnum`` compares, hashes and formats as its value, so it keys the same dicts as the text)."""
+
+    PROVIDER = "Provider"
+    TASK = "Task"
+    AGENT = "Agent"
+    ASSIGNMENT = "Assignment"
+    RUN = "Run"
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def id_column() -> Column[Any]:
+    import uuid
+
+    return Column("id", Uuid, primary_key=True, default=uuid.uuid4)
+
+
+def timestamp_columns() -> tuple[Column[datetime], Column[datetime]]:
+    return (
+        Column("created_at", DateTime(timezone=True), nullable=False, default=utcnow),
+        Column("updated_at", DateTime(timezone=True), nullable=False, default=utcnow),
+    )
+
+
+def named_table(name: str, *columns: Any) -> Table:
+    """A configuration table as the seed's models make them: id, a unique name, the kind's own
+    columns, then created_at and updated_at."""
+    from sqlalchemy import String
+
+    return Table(
+        name, metadata, id_column(), Column("name", String(255), nullable=False, unique=True, index=True), *columns, *timestamp_columns()
+    )
+
+
+def listing(row: Any, fields: tuple[str, ...], managed: Mapping[str, str], **extra: Any) -> dict[str, Any]:
+    """One row as `reconciler get` lists it: ``fields`` (timestamps as ISO text), then ``extra``,
+    whether reconciler manages it, and its id."""
+    return {**{f: iso(getattr(row, f)) for f in fields}, **extra, "managed": str(row.id) in managed, "id": str(row.id)}
+
+
+# -- manifest pieces every kind uses ----------------------------------------------------------
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class FileRef(Strict):
+    """Read a value from a file, relative to the manifest that names it."""
+
+    from_file: str = Field(min_length=1)
+
+
+class SecretRef(Strict):
+    """Where a secret comes from. Manifests never hold the secret itself."""
+
+    from_env: str | None = Field(default=None, min_length=1, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    from_file: str | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reject_literal(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            raise PydanticCustomError(
+                "literal_secret",
+                "a literal API key is not allowed in a manifest (it would end up in git)",
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> SecretRef:
+        if (self.from_env is None) == (self.from_file is None):
+            raise PydanticCustomError("secret_ref_shape", "give exactly one of from_env or from_file")
+        return self
+
+    def describe(self) -> str:
+        return f"env:{self.from_env}" if self.from_env is not None else f"file:{self.from_file}"
+
+
+class Metadata(Strict):
+    name: str = Field(pattern=NAME_PATTERN, description="lowercase letters, digits and '-', unique per kind")
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+# -- the kind object ----------------------------------------------------------------------------
+
+ResourceKey = tuple[str, str]  # (kind, name)
+Ids = Mapping[ResourceKey, "uuid.UUID"]  # (kind, name) -> row id, for references on write
+Names = Mapping[str, Mapping[Any, str]]  # kind -> raw row id -> managed name, for references on read
+Fingerprint = Callable[[dict[str, Any], "Manifest"], str]  # (secret reference, manifest) -> HMAC
+
+
+@dataclass(frozen=True)
+class Reference:
+    """An essence field naming a resource of ``kind``, stored as that row's id in ``column``."""
+
+    column: str
+    kind: KindName
+
+
+@dataclass(frozen=True)
+class RowRead:
+    """One row of a kind as the snapshot needs it: its own name, id text and essence."""
+
+    name: str
+    raw_id: Any  # as the driver returned it: the key other kinds' references use
+    essence: dict[str, Any]
+    secret_ciphertext: bytes | None = None
+
+
+@dataclass(frozen=True)
+class ExportedSpec:
+    spec: dict[str, Any]
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ExportSource:
+    """What export knows of one row: its essence now, what reconciler last applied (None for a
+    row it does not manage), the name the manifest gets, and the exported name of any other row."""
+
+    essence: dict[str, Any]
+    applied: dict[str, Any] | None
+    name: str
+    exported_name: Callable[[str, str], str]  # (kind, name in the database) -> name in the manifests
+
+
+@dataclass(frozen=True)
+class Kind:
+    """Everything about one resource kind (see the module docstring)."""
+
+    name: KindName
+    plural: str
+    table: Table
+    spec_model: type[BaseModel]
+    # manifest (and the provider secret fingerprint function, or None) -> comparable essence
+    essence: Callable[[Manifest, Fingerprint | None], dict[str, Any]]
+    # essence (plus "_"-prefixed payload) and the ids of every (kind, name) -> column values
+    row_values: Callable[[dict[str, Any], Ids], dict[str, Any]]
+    # the rows of this kind in the database, references already turned into names
+    read: Callable[[Connection, Names], list[RowRead]]
+    # a row as read from the database -> the manifest spec export writes
+    export: Callable[[ExportSource], ExportedSpec]
+    references: Mapping[str, Reference] = field(default_factory=dict)
+    sensitive: tuple[str, ...] = ()
+    extra_fields: tuple[str, ...] = ()  # no column in the seed's table: kept in the bookkeeping's applied essence
+    payload: Callable[[Manifest], dict[str, Any]] | None = None  # written by apply, not compared by the diff
+    secret_source: Callable[[Manifest], dict[str, Any] | None] | None = None  # how apply re-reads a secret field
+    secret_column: str | None = None  # where the encrypted secret of the sensitive field is stored
+    validation_fields: tuple[str, ...] = ()  # a change to one of these makes the row's validation pending again
+    named_rows: bool = True  # False: the row has no name column (an assignment is named by reconciler)
+    natural_name: Callable[[dict[str, Any]], str] | None = None  # the name of an unnamed row nobody manages
+    delete_first: bool = False  # its deletes go before its creates (they may free a unique pair the creates need)
+    history: bool = False  # a record of what ran: never pruned or listed unmanaged, immutable once started
+    stamps: Literal["created_updated", "assigned"] = "created_updated"
+    create_defaults: Mapping[str, Any] = field(default_factory=dict)  # columns set only on create
+    get_columns: tuple[str, ...] = ()  # `reconciler get PLURAL` table columns
+    list_rows: Callable[[Connection, Mapping[str, str]], list[dict[str, Any]]] | None = None  # for `get`
+
+    @property
+    def aliases(self) -> tuple[str, ...]:
+        """The words `get`, --target and adopt accept for this kind."""
+        return (self.name.lower(), self.plural)
+
+    @property
+    def managed_by_gitops(self) -> bool:
+        """Listed by `get`, exportable and adoptable (runs are history, not configuration)."""
+        return not self.history
+
+
+def common_columns(row: Row[Any], columns: tuple[str, ...]) -> dict[str, Any]:
+    """The plain (non-reference) essence fields of a row; ``is_active`` read as a real bool."""
+    out = {c: getattr(row, c) for c in columns}
+    if "is_active" in out:
+        out["is_active"] = bool(out["is_active"])
+    return out
+
+
+def iso(v: Any) -> Any:
+    """A timestamp as ISO 8601 text, to the second (listings); anything else as it is."""
+    return v.isoformat(timespec="seconds") if hasattr(v, "isoformat") else v
+
+
+def without_none(spec: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in spec.items() if v is not None}
+
+
+def inactive_flag(essence: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+    """Exports write ``is_active`` only when it is off (the default is on)."""
+    if not essence.get("is_active", True):
+        spec["is_active"] = False
+    return spec
+
+
+# -- reading and writing rows, shared by the kinds that map fields to columns one to one --------
+
+
+def raw_id(column: Any) -> Any:
+    """Select a UUID column as the driver returns it: SQLAlchemy's conversion to ``uuid.UUID``
+    and back to text cost a fifth of reading 10,000 rows. See ``id_text``."""
+    from sqlalchemy import String, type_coerce
+
+    return type_coerce(column, String).label(column.name)
+
+
+def id_text(raw: Any) -> str:
+    """The canonical text of a UUID as ``raw_id`` reads it: 32 hex digits (SQLite), a
+    ``uuid.UUID`` (PostgreSQL), or already dashed text (a seed database's own choice)."""
+    if raw.__class__ is str:
+        if len(raw) == 32:
+            return f"{raw[:8]}-{raw[8:12]}-{raw[12:16]}-{raw[16:20]}-{raw[20:]}".lower()
+        import uuid
+
+        return str(uuid.UUID(raw))
+    return str(raw)
+
+
+def column_reader(
+    table: Table, columns: tuple[str, ...], references: Mapping[str, Reference] = {},
+    name_of: Callable[[dict[str, Any]], str] | None = None,
+) -> Callable[[Connection, Names], list[RowRead]]:
+    """A ``Kind.read`` for a table whose essence fields are its columns (``name_of`` names rows
+    of a table without a name column, from their essence)."""
+    from sqlalchemy import select
+
+    def read(conn: Connection, names: Names) -> list[RowRead]:
+        c = table.c
+        selected = [raw_id(c.id), *([] if name_of else [c.name]), *(c[col] for col in columns)]
+        selected += [raw_id(c[ref.column]) for ref in references.values()]
+        out = []
+        for row in conn.execute(select(*selected)).all():
+            essence = common_columns(row, columns)
+            for field_name, ref in references.items():
+                essence[field_name] = names.get(ref.kind, {}).get(getattr(row, ref.column))
+            name = name_of(essence) if name_of else row.name
+            out.append(RowRead(name, row.id, essence))
+        return out
+
+    return read
+
+
+def column_writer(columns: tuple[str, ...], references: Mapping[str, Reference] = {}) -> Callable[[dict[str, Any], Ids], dict[str, Any]]:
+    """The ``Kind.row_values`` matching ``column_reader``: references become the target rows' ids."""
+
+    def row_values(essence: dict[str, Any], ids: Ids) -> dict[str, Any]:
+        values = {c: essence[c] for c in columns}
+        for field_name, ref in references.items():
+            values[ref.column] = ids[(ref.kind, essence[field_name])]
+        return values
+
+    return row_values
+
+
+def plain_export(
+    order: tuple[str, ...], references: Mapping[str, Reference] = {}, defaults: Mapping[str, Any] = {},
+) -> Callable[[ExportSource], ExportedSpec]:
+    """A ``Kind.export`` that writes the essence's fields in ``order`` (None left out, references
+    under their exported names); a NULL where the manifest needs a value gets ``defaults`` and a note."""
+
+    def export(source: ExportSource) -> ExportedSpec:
+        essence = source.essence
+        spec: dict[str, Any] = {}
+        notes = []
+        for f in order:
+            value = essence.get(f)
+            if f in references and value is not None:
+                value = source.exported_name(references[f].kind, value)
+            if value is None and f in defaults:
+                value = defaults[f]
+                notes.append(f"{f} is NULL in the database; manifests need a value, so the default {value!r} is written")
+            spec[f] = value
+        return ExportedSpec(inactive_flag(essence, without_none(spec)), tuple(notes))
+
+    return export

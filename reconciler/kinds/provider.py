@@ -1,0 +1,163 @@
+"""Provider: where a model is served (the seed's ``llm_providers``)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field, model_validator
+from pydantic_core import PydanticCustomError
+from sqlalchemy import Boolean, Column, DateTime, LargeBinary, String, Text, select
+
+from reconciler.kinds.base import (
+    ExportedSpec,
+    ExportSource,
+    Fingerprint,
+    Kind,
+    KindName,
+    Names,
+    RowRead,
+    SecretRef,
+    Strict,
+    column_writer,
+    inactive_flag,
+    iso,
+    listing,
+    named_table,
+    raw_id,
+)
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
+    from reconciler.manifests.loader import Manifest
+
+ProviderType = Literal["ollama", "openai", "llamacpp"]
+
+llm_providers = named_table(
+    "llm_providers",
+    Column("type", String(32), nullable=False),
+    Column("base_url", String(2048)),
+    Column("api_key_encrypted", LargeBinary),
+    Column("is_active", Boolean, nullable=False, default=True),
+    Column("validation_status", String(16), nullable=False, default="pending"),
+    Column("validation_error", Text),
+    Column("validated_at", DateTime(timezone=True)),
+)
+
+
+class ProviderSpec(Strict):
+    type: ProviderType
+    base_url: str | None = Field(default=None, max_length=2048, pattern=r"^https?://\S+$")
+    api_key: SecretRef | None = None
+    model_path: str | None = Field(default=None, description="llamacpp only: a GGUF file to serve")
+    is_active: bool = True
+
+    @model_validator(mode="after")
+    def _check_type_fields(self) -> ProviderSpec:
+        if self.type == "ollama" and not self.base_url:
+            raise PydanticCustomError("ollama_base_url", "an ollama provider needs base_url (e.g. http://localhost:11434)")
+        if self.model_path is not None and self.type != "llamacpp":
+            raise PydanticCustomError("model_path_type", "model_path is only for type: llamacpp")
+        return self
+
+
+def ciphertext_digest(token: bytes | None) -> str | None:
+    return None if token is None else "sha256:" + hashlib.sha256(token).hexdigest()
+
+
+def secret_source(m: Manifest) -> dict[str, Any] | None:
+    """How apply re-resolves a provider's secret (never the value itself)."""
+    if m.spec.api_key is None:
+        return None
+    return {"ref": m.spec.api_key.model_dump(exclude_none=True), "manifest": str(Path(m.raw.file).resolve()), "root": str(m.root)}
+
+
+def _essence(m: Manifest, fingerprint: Fingerprint | None) -> dict[str, Any]:
+    s = m.spec
+    api_key = None
+    if s.api_key is not None:
+        assert fingerprint is not None, "a provider with an api_key needs the secret fingerprint function"
+        api_key = {"ref": s.api_key.describe(), "hmac": fingerprint(s.api_key.model_dump(exclude_none=True), m)}
+    return {"type": s.type, "base_url": s.base_url, "is_active": s.is_active, "api_key": api_key, "model_path": s.model_path}
+
+
+def _read(conn: Connection, names: Names) -> list[RowRead]:
+    p = llm_providers.c
+    out = []
+    for row in conn.execute(select(raw_id(p.id), p.name, p.type, p.base_url, p.api_key_encrypted, p.is_active)).all():
+        digest = ciphertext_digest(row.api_key_encrypted)
+        essence = {
+            "type": row.type,
+            "base_url": row.base_url,
+            "is_active": bool(row.is_active),
+            "api_key": None if digest is None else {"hmac": None, "digest": digest},
+        }
+        out.append(RowRead(row.name, row.id, essence, row.api_key_encrypted))
+    return out
+
+
+def placeholder_env(provider_name: str) -> str:
+    """The environment variable an export names for a key whose source it does not know."""
+    import re
+
+    return re.sub(r"[^A-Z0-9]+", "_", provider_name.upper()).strip("_") + "_API_KEY"
+
+
+def _export(source: ExportSource) -> ExportedSpec:
+    """Secrets are written as references, never values; for a row reconciler never managed the
+    reference is unknown, so a ``from_env`` placeholder named after the provider is written."""
+    essence = source.essence
+    spec: dict[str, Any] = {"type": essence["type"]}
+    if essence.get("base_url"):
+        spec["base_url"] = essence["base_url"]
+    notes: list[str] = []
+    if essence.get("api_key") is not None:
+        applied = (source.applied or {}).get("api_key")
+        ref = applied.get("ref") if isinstance(applied, dict) else None
+        if isinstance(ref, str) and ref.startswith("env:"):
+            spec["api_key"] = {"from_env": ref[4:]}
+        elif isinstance(ref, str) and ref.startswith("file:"):
+            spec["api_key"] = {"from_file": ref[5:]}
+            notes.append(f"api_key is read from {ref[5:]!r}, relative to this file: copy the secret file next to it (never into git)")
+        else:
+            var = placeholder_env(source.name)
+            spec["api_key"] = {"from_env": var}
+            notes.append(
+                f"api_key: the database holds an encrypted key but not where it came from; {var} is a placeholder: "
+                f"export {var} with the key (or point api_key at your secret) before planning"
+            )
+    if essence.get("model_path"):
+        spec["model_path"] = essence["model_path"]
+    return ExportedSpec(inactive_flag(essence, spec), tuple(notes))
+
+
+def _list_rows(conn: Connection, managed: Mapping[str, str]) -> list[dict[str, Any]]:
+    fields = ("name", "type", "base_url")
+    status = ("is_active", "validation_status", "validation_error", "validated_at")
+    return [
+        listing(r, fields, managed, api_key="(set, encrypted)" if r.api_key_encrypted else None, **{f: iso(getattr(r, f)) for f in status})
+        for r in conn.execute(select(llm_providers).order_by(llm_providers.c.name))
+    ]
+
+
+PROVIDER = Kind(
+    name=KindName.PROVIDER,
+    plural="providers",
+    table=llm_providers,
+    spec_model=ProviderSpec,
+    essence=_essence,
+    row_values=column_writer(("type", "base_url", "is_active")),
+    read=_read,
+    export=_export,
+    sensitive=("api_key",),
+    extra_fields=("model_path",),
+    secret_source=secret_source,
+    secret_column="api_key_encrypted",
+    validation_fields=("api_key", "type", "base_url"),
+    create_defaults={"validation_status": "pending"},
+    get_columns=("name", "type", "base_url", "is_active", "validation_status", "validated_at", "validation_error", "managed"),
+    list_rows=_list_rows,
+)
