@@ -76,8 +76,8 @@ class WatchConfig:
 class ReconcileEvent:
     """What one reconcile or drift check did: JSON-lines friendly, and printable for people."""
 
-    trigger: str  # startup | files | interval | retry | self-heal | stop
-    outcome: str  # applied | in-sync | drift | invalid | error | deferred | stopped
+    trigger: str  # startup | files | interval | retry | self-heal | takeover | stop
+    outcome: str  # applied | in-sync | drift | invalid | error | deferred | standby | stopped
     duration_ms: float
     time: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="milliseconds"))
     apply_id: int | None = None
@@ -90,6 +90,7 @@ class ReconcileEvent:
     git: dict[str, Any] | None = None
     retry_in: float | None = None  # seconds until the failed reconcile is retried (None: on the next change)
     runs: tuple[str, ...] = ()  # runs with trigger: on_apply this apply created or changed: they start now
+    leader: str | None = None  # standby: the watcher that leads
 
     @property
     def failed(self) -> bool:
@@ -117,6 +118,7 @@ class ReconcileEvent:
             "git": self.git,
             "retry_in_s": None if self.retry_in is None else round(self.retry_in, 1),
             "runs": list(self.runs),
+            "leader": self.leader,
         }
 
     def render_text(self) -> str:
@@ -130,6 +132,7 @@ class ReconcileEvent:
             "drift": f"drift in {len(self.drift)} resource{'s' if len(self.drift) != 1 else ''} (report only; --self-heal reverts it)",
             "invalid": "manifests are invalid; applied nothing; waiting for them to change",
             "deferred": "a git operation is in progress; reconciling when it ends",
+            "standby": f"standby: {self.leader or 'another watcher'} leads; taking over if it stops",
             "stopped": "stopped",
         }[self.outcome]
         lines = [f"{head}: {what} ({self.duration_ms:.0f} ms)"]
@@ -391,6 +394,28 @@ def git_dir_of(path: str) -> Path | None:
 
 
 Event = ReconcileEvent | RunEvent
+STANDBY_POLL_SECONDS = 2.0  # how often a standby tries to take over: a SIGKILLed leader is replaced within this
+
+
+def _lead(leadership: Any, say: Callable[[Event | None], None], stop: threading.Event, trigger: str) -> str | None:
+    """Return once this process leads, with the trigger of its first reconcile (``trigger`` when
+    it led at once, ``takeover`` after standing by), or None when asked to stop first. Says once
+    that it stands by, and who leads. A database that cannot be reached elects nobody: the caller
+    goes on, its reconcile reports the database error and retries, and the next look decides."""
+    if leadership.try_acquire() is not False:
+        return trigger
+    say(ReconcileEvent(trigger, "standby", 0.0, leader=leadership.holder()))
+    while not stop.wait(STANDBY_POLL_SECONDS):
+        if leadership.try_acquire():
+            return "takeover"
+    return None
+
+
+def _leadership(db: str | None) -> Any:
+    from reconciler.state.lock import Leadership
+    from reconciler.workflow import open_for_apply
+
+    return Leadership(open_for_apply(db))
 
 
 def run_watch(config: WatchConfig, emit: Callable[[Event], None], stop: threading.Event, *, once: bool = False) -> None:
@@ -408,6 +433,7 @@ def run_watch(config: WatchConfig, emit: Callable[[Event], None], stop: threadin
 
     watcher = Watcher(config)
     runs = RunStarter(config.db, say)
+    leadership = None if once else _leadership(config.db)
 
     def report(event: ReconcileEvent | None) -> None:
         say(event)
@@ -415,7 +441,10 @@ def run_watch(config: WatchConfig, emit: Callable[[Event], None], stop: threadin
             runs.start(event.runs, event.apply_id)
 
     try:
-        report(watcher.reconcile("startup"))
+        first = "startup" if leadership is None else _lead(leadership, say, stop, "startup")
+        if first is None:
+            return
+        report(watcher.reconcile(first))
         if once:
             runs.wait()  # like `apply`: a cron job ends when its runs have
             return
@@ -433,6 +462,13 @@ def run_watch(config: WatchConfig, emit: Callable[[Event], None], stop: threadin
         ):
             if stop.is_set():
                 break
+            if leadership is not None and not leadership.holds() and leadership.try_acquire() is False:
+                # its lock's connection was lost and another watcher leads now
+                again = _lead(leadership, say, stop, "interval")
+                if again is None:
+                    break
+                report(watcher.reconcile(again))
+                continue
             changed: tuple[str, ...] = ()
             if changes:
                 changed = tuple(sorted({path for _, path in changes}))
@@ -459,4 +495,6 @@ def run_watch(config: WatchConfig, emit: Callable[[Event], None], stop: threadin
     finally:
         watcher.close()
         runs.stop()
+        if leadership is not None:
+            leadership.release()
         say(ReconcileEvent("stop", "stopped", 0.0))

@@ -14,6 +14,7 @@ import os
 import socket
 import time
 from collections.abc import Iterator
+from typing import Any
 from datetime import datetime, timezone
 
 from sqlalchemy import Engine, text
@@ -128,3 +129,140 @@ def _advisory_lock(engine: Engine, timeout: float, info: dict[str, object]) -> I
         finally:
             conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _PG_LOCK_KEY})
             conn.commit()
+
+
+_PG_LEADER_KEY = _PG_LOCK_KEY + 1
+
+
+class Leadership:
+    """Which of several `watch` processes on one database reconciles: the one holding a lock for
+    as long as it lives. On PostgreSQL a session-level advisory lock on a connection of its own
+    (the server frees it the moment the leader's connection drops, so a SIGKILLed leader is replaced
+    at the standbys' next try); on SQLite an flock beside the database file (freed by the kernel when
+    the process dies). Standbys call ``try_acquire`` on a short interval; a leader checks ``holds``
+    before each reconcile, so one that lost its connection stops reconciling."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._conn: Any = None
+        self._fd: int | None = None
+        self.info = {"holder": holder_identity(), "pid": os.getpid(), "command": "watch"}
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.engine.url.get_backend_name() == "sqlite"
+
+    def try_acquire(self) -> bool | None:
+        """Become the leader if nobody is; never waits. None: the database cannot be reached, so
+        nobody can tell (nor apply anything); the caller goes on and tries again later."""
+        if self.is_sqlite:
+            return self._try_file()
+        try:
+            if self._conn is None:
+                conn = self.engine.connect()
+                self._conn = conn
+                conn.execute(text("SELECT set_config('application_name', :label, false)"), {"label": self.label})
+                # the server notices a leader cut off by the network in seconds, not hours, and frees its lock
+                for setting, value in (("tcp_keepalives_idle", "5"), ("tcp_keepalives_interval", "2"), ("tcp_keepalives_count", "3")):
+                    conn.execute(text("SELECT set_config(:s, :v, false)"), {"s": setting, "v": value})
+                conn.commit()
+            got = self._try_pg_lock()
+            if not got and self._end_own_stale_session():
+                got = self._try_pg_lock()
+        except Exception:  # noqa: BLE001 - the server is unreachable or went away
+            self._drop_connection()
+            return None
+        if not got:
+            self._drop_connection()  # a standby holds no connection between tries
+        return got
+
+    @property
+    def label(self) -> str:
+        return f"reconciler watch {self.info['holder']} pid={self.info['pid']}"[:63]
+
+    def _try_pg_lock(self) -> bool:
+        got = bool(self._conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": _PG_LEADER_KEY}).scalar())
+        self._conn.commit()
+        return got
+
+    def _end_own_stale_session(self) -> bool:
+        """This process's own earlier lock session, which the server still keeps (its connection was
+        cut on the way, e.g. by a proxy that stayed up): end it, so the lock is free again."""
+        stale = self._conn.execute(
+            text(
+                "SELECT a.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                "WHERE l.locktype = 'advisory' AND l.granted AND l.objid = :k AND a.application_name = :label AND a.pid <> pg_backend_pid()"
+            ),
+            {"k": _PG_LEADER_KEY, "label": self.label},
+        ).scalar()
+        if stale is None:
+            return False
+        ended = bool(self._conn.execute(text("SELECT pg_terminate_backend(:p, 5000)"), {"p": stale}).scalar())
+        self._conn.commit()
+        return ended
+
+    def _try_file(self) -> bool:
+        path = sqlite_path(self.engine.url)
+        if path is None:  # an in-memory database has one process
+            return True
+        fd = os.open(path.with_name(path.name + ".watch-leader"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(self.info).encode(), 0)
+        self._fd = fd
+        return True
+
+    def holds(self) -> bool:
+        """Still the leader (the lock's connection is alive)."""
+        if self.is_sqlite:
+            return self._fd is not None or sqlite_path(self.engine.url) is None
+        if self._conn is None:
+            return False
+        try:
+            self._conn.execute(text("SELECT 1")).scalar()
+            self._conn.commit()
+            return True
+        except Exception:  # noqa: BLE001 - connection lost: the server has freed the lock
+            self._drop_connection()
+            return False
+
+    def holder(self) -> str:
+        """Who leads now, as far as the database can tell."""
+        try:
+            if self.is_sqlite:
+                path = sqlite_path(self.engine.url)
+                return _describe(json.loads((path.with_name(path.name + ".watch-leader")).read_bytes() or b"{}")) if path else "unknown"
+            with self.engine.connect() as conn:
+                row = conn.execute(
+                    text(
+                        "SELECT a.application_name, a.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                        "WHERE l.locktype = 'advisory' AND l.granted AND l.objid = :k"
+                    ),
+                    {"k": _PG_LEADER_KEY},
+                ).first()
+            return f"{row.application_name} (server pid {row.pid})" if row else "unknown"
+        except Exception:  # noqa: BLE001 - only used in a message
+            return "unknown"
+
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+            self._conn = None
+
+    def release(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, 0)
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _PG_LEADER_KEY})
+                self._conn.commit()
+            self._drop_connection()
