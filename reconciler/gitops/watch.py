@@ -377,17 +377,11 @@ def check_paths(paths: tuple[str, ...]) -> None:
 
 def git_dir_of(path: str) -> Path | None:
     """The .git directory of the checkout holding ``path`` (None outside git)."""
-    import subprocess
+    from reconciler.gitinfo import git_output
 
     start = Path(path).resolve()
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(start if start.is_dir() else start.parent), "rev-parse", "--absolute-git-dir"],
-            capture_output=True, text=True, timeout=10, check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return Path(out.stdout.strip()) if out.returncode == 0 else None
+    out = git_output(start if start.is_dir() else start.parent, "rev-parse", "--absolute-git-dir")
+    return Path(out.strip()) if out is not None else None
 
 
 Event = ReconcileEvent | RunEvent
