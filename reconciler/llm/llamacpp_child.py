@@ -45,7 +45,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, _on_term)
 
-    import xllamacpp as xlc
+    import xllamacpp as xlc  # type: ignore[import-untyped]  # the package ships no type information
 
     params = xlc.CommonParams()
     params.model.path = args.model

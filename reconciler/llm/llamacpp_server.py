@@ -75,6 +75,12 @@ def _describe_returncode(rc: int | None) -> str:
     return f"exited with status {rc}"
 
 
+def _close_stdin(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(OSError):
+        if proc.stdin is not None:
+            proc.stdin.close()
+
+
 class LlamaCppServer:
     """llama.cpp OpenAI-compatible server in a child process.
 
@@ -289,8 +295,7 @@ class LlamaCppServer:
         if proc is None:
             return
         if proc.poll() is None:
-            with contextlib.suppress(OSError):
-                proc.stdin.close()  # graceful: child exits on stdin EOF
+            _close_stdin(proc)  # graceful: child exits on stdin EOF
             try:
                 proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
@@ -300,8 +305,7 @@ class LlamaCppServer:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
-        with contextlib.suppress(OSError):
-            proc.stdin.close()
+        _close_stdin(proc)
         for t in self._threads:
             t.join(timeout=2)
         self._threads = []
