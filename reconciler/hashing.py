@@ -41,9 +41,9 @@ def _has_short_exponent(data: bytes) -> bool:
         return True
     i = data.find(b"e-")
     while i != -1:
-        if i > 0 and 0x30 <= data[i - 1] <= 0x39 and i + 2 < len(data) and 0x30 <= data[i + 2] <= 0x39:
-            if i + 3 == len(data) or data[i + 3] in _NUMBER_END:
-                return True
+        digits_around = i > 0 and 0x30 <= data[i - 1] <= 0x39 and i + 2 < len(data) and 0x30 <= data[i + 2] <= 0x39
+        if digits_around and (i + 3 == len(data) or data[i + 3] in _NUMBER_END):
+            return True
         i = data.find(b"e-", i + 2)
     return False
 

@@ -40,7 +40,7 @@ def _serve(args: argparse.Namespace) -> int:
     class _Terminate(Exception):
         pass
 
-    def _on_term(signum: int, frame: FrameType | None) -> None:  # noqa: ARG001
+    def _on_term(signum: int, frame: FrameType | None) -> None:
         raise _Terminate()
 
     signal.signal(signal.SIGTERM, _on_term)
@@ -65,7 +65,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     try:
         server = xlc.Server(params)  # binds the port, loads the model, starts HTTP
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - whatever llama.cpp raises, the parent reads it on stderr
         print(f"failed to start llama.cpp server: {exc!r}", file=sys.stderr, flush=True)
         return 2
 

@@ -37,7 +37,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Self
 
 from reconciler.llm.bundled_model import GEMMA_CHAT_TEMPLATE, default_model_path
 from reconciler.llm.llamacpp_child import API_KEY_ENV, DEFAULT_N_CTX, DEFAULT_PARALLEL, READY_MARKER, default_threads
@@ -351,7 +351,7 @@ class LlamaCppServer:
 
     # -- context manager -------------------------------------------------------------
 
-    def __enter__(self) -> LlamaCppServer:
+    def __enter__(self) -> Self:
         self.start()
         return self
 

@@ -40,9 +40,9 @@ def ensure_server(model_path: str | os.PathLike[str] | None = None) -> str:
         if srv is None:
             srv = LlamaCppServer(
                 path,
-                n_parallel=int(os.environ.get("RECONCILER_LLM_PARALLEL", DEFAULT_PARALLEL)),
-                n_threads=int(os.environ.get("RECONCILER_LLM_THREADS", 0)) or None,
-                n_ctx=int(os.environ.get("RECONCILER_LLM_CTX", DEFAULT_N_CTX)),
+                n_parallel=int(os.environ.get("RECONCILER_LLM_PARALLEL", str(DEFAULT_PARALLEL))),
+                n_threads=int(os.environ.get("RECONCILER_LLM_THREADS", "0")) or None,
+                n_ctx=int(os.environ.get("RECONCILER_LLM_CTX", str(DEFAULT_N_CTX))),
                 chat_template=GEMMA_CHAT_TEMPLATE if model_path is None else None,
             )
             _shared[path] = srv

@@ -195,7 +195,7 @@ def _adopt_hint(kind: str, name: str) -> str:
         ),
         pytest.param(
             [desired("Assignment", "triage-classify", PAIR)], [actual("Assignment", "triage+classify", PAIR, managed=False)],
-            [Problem("agent 'triage' is already assigned task 'classify' by a row reconciler does not manage", None,
+            [Problem("Assignment 'triage+classify' (agent 'triage', task 'classify') already exists as a row reconciler does not manage", None,
                      'Assignment "triage-classify"', hint=_adopt_hint("Assignment", "triage-classify"))],
             id="conflict-with-an-unmanaged-pair",
         ),

@@ -62,7 +62,7 @@ def test_parse_selector_refuses(text: str) -> None:
     assert exc.value.problems == [
         Problem(
             f"--exclude {text!r} is not KIND/NAME",
-            hint="e.g. agent/triage, provider/openai or task/* (kinds: provider, agent, task, assignment)",
+            hint="e.g. agent/triage, provider/openai or task/* (kinds: provider, task, agent, assignment)",
         )
     ]
 
