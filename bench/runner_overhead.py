@@ -192,7 +192,7 @@ def stub_section(n: int, concurrency: int, rounds: int) -> dict[str, list[float]
 
 
 def local_section(n: int, concurrency: int, rounds: int) -> dict[str, list[float]]:
-    from reconciler.llm.llamacpp_server import ensure_server, stop_shared_servers
+    from reconciler.llm.llamacpp_shared import ensure_server, stop_shared_servers
 
     base_url = ensure_server()
     items = prompts(n)

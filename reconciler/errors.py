@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
+
+#: How a problem counts. ``error``: the command fails (exit 1) and changes nothing; ``warning``:
+#: reported, the command goes on; ``summary``: the closing line after a list of errors ("nothing was
+#: changed"), rendered as its bare message and not counted as an error itself.
+Severity = Literal["error", "warning", "summary"]
 
 
 @dataclass(frozen=True, order=True)
@@ -28,7 +34,7 @@ class Problem:
     document: str = ""  # e.g. 'Agent "triage"'
     field: str = ""  # dotted path, e.g. "spec.temperature"
     hint: str = ""
-    severity: str = "error"  # error | warning
+    severity: Severity = "error"
 
     def render(self) -> str:
         if self.severity == "summary":

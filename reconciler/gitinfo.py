@@ -6,11 +6,36 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from reconciler.errors import ReconcilerError
 
-def _git(cwd: Path, *args: str) -> str | None:
+
+def run_git(cwd: Path, *args: str, binary: bool = False, timeout: float = 10.0, hint: str = "install git") -> subprocess.CompletedProcess[Any]:
+    """``git -C cwd ARGS``: the one place reconciler runs git.
+
+    A missing git, one that cannot start or one that outlives ``timeout`` is a ReconcilerError; a
+    command that fails is not (the caller reads ``returncode`` and ``stderr``). Never reads the
+    terminal, so a credential prompt cannot hang ``watch``; undecodable output is replaced, not fatal.
+    """
+    command = ["git", "-C", str(cwd), *args]
     try:
-        out = subprocess.run(["git", "-C", str(cwd), *args], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
+        if binary:
+            return subprocess.run(command, capture_output=True, stdin=subprocess.DEVNULL, timeout=timeout, check=False)
+        return subprocess.run(
+            command, capture_output=True, stdin=subprocess.DEVNULL, timeout=timeout, check=False, encoding="utf-8", errors="replace"
+        )
+    except FileNotFoundError:
+        raise ReconcilerError("git is not installed", hint=hint) from None
+    except subprocess.TimeoutExpired:
+        raise ReconcilerError(f"git {' '.join(args[:2])} timed out after {timeout:g} s in {cwd}") from None
+    except OSError as exc:
+        raise ReconcilerError(f"git could not be started in {cwd}: {exc.strerror or exc}", hint=hint) from None
+
+
+def git_output(cwd: Path, *args: str) -> str | None:
+    """The output of a git command that succeeded, else None: for what is only recorded when known."""
+    try:
+        out = run_git(cwd, *args)
+    except ReconcilerError:
         return None
     return out.stdout if out.returncode == 0 else None
 
@@ -21,12 +46,12 @@ def describe_checkout(paths: list[str]) -> dict[str, Any] | None:
         return None
     first = Path(paths[0]).resolve()
     cwd = first if first.is_dir() else first.parent
-    head = _git(cwd, "rev-parse", "HEAD")
+    head = git_output(cwd, "rev-parse", "HEAD")
     if head is None:
         return None
-    status = _git(cwd, "status", "--porcelain", "--", *[str(Path(p).resolve()) for p in paths]) or ""
-    log = (_git(cwd, "log", "-1", "--format=%an <%ae>%x00%s") or "\x00").rstrip("\n").split("\x00", 1)
-    branch = (_git(cwd, "rev-parse", "--abbrev-ref", "HEAD") or "").strip() or None
+    status = git_output(cwd, "status", "--porcelain", "--", *[str(Path(p).resolve()) for p in paths]) or ""
+    log = (git_output(cwd, "log", "-1", "--format=%an <%ae>%x00%s") or "\x00").rstrip("\n").split("\x00", 1)
+    branch = (git_output(cwd, "rev-parse", "--abbrev-ref", "HEAD") or "").strip() or None
     return {
         "commit": head.strip(),
         "dirty": bool(status.strip()),

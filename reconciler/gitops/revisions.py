@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.errors import Location, Problem, ReconcilerError
+from reconciler.gitinfo import describe_checkout, run_git
 from reconciler.plan.model import Plan
 
 
@@ -46,12 +47,7 @@ class ManifestSource:
 
 
 def _git(repo: Path, *args: str, binary: bool = False) -> subprocess.CompletedProcess[Any]:
-    try:
-        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=not binary, timeout=120, check=False)
-    except FileNotFoundError:
-        raise ReconcilerError("git is not installed", hint="install git to use --git-ref") from None
-    except subprocess.TimeoutExpired:
-        raise ReconcilerError(f"git {' '.join(args[:2])} timed out in {repo}") from None
+    return run_git(repo, *args, binary=binary, timeout=120, hint="install git to use --git-ref")
 
 
 def _err_text(out: subprocess.CompletedProcess[Any]) -> str:
@@ -123,8 +119,6 @@ def manifest_source(paths: list[str], git_ref: str | None, repo: str | None) -> 
     if git_ref is None:
         if repo is not None:
             raise ReconcilerError("--repo only makes sense with --git-ref", hint="add --git-ref REF, or drop --repo")
-        from reconciler.gitinfo import describe_checkout
-
         yield ManifestSource(list(paths), list(paths), describe_checkout(list(paths)))
         return
     with manifests_at(paths, git_ref, repo) as source:

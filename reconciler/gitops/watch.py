@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import Engine, select
 
@@ -36,6 +36,12 @@ from reconciler.plan.render import render_change
 
 TRANSIENT = (StateError, LockTimeout, StalePlan)  # may go away by itself: every failed retry is reported
 MISSED_SCAN_SECONDS = 5.0  # at most this long between looks for changes no notification told about
+
+#: What set off a reconcile or check: the first one, changed files, the drift-check interval, a retry
+#: after a failure, drift to heal (``--self-heal``), or the loop stopping. Printed as is in ``--json``.
+Trigger = Literal["startup", "files", "interval", "retry", "self-heal", "takeover", "stop"]
+#: What it came to. Printed as is in ``--json``.
+Outcome = Literal["applied", "in-sync", "drift", "invalid", "error", "deferred", "standby", "stopped"]
 
 
 @dataclass(frozen=True)
@@ -76,8 +82,8 @@ class WatchConfig:
 class ReconcileEvent:
     """What one reconcile or drift check did: JSON-lines friendly, and printable for people."""
 
-    trigger: str  # startup | files | interval | retry | self-heal | takeover | stop
-    outcome: str  # applied | in-sync | drift | invalid | error | deferred | standby | stopped
+    trigger: Trigger
+    outcome: Outcome
     duration_ms: float
     time: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="milliseconds"))
     apply_id: int | None = None
@@ -269,7 +275,7 @@ class Watcher:
         self.statuses = now
         return changes
 
-    def _failed(self, trigger: str, started: float, exc: BaseException, files: tuple[str, ...], digest: str | None) -> ReconcileEvent | None:
+    def _failed(self, trigger: Trigger, started: float, exc: BaseException, files: tuple[str, ...], digest: str | None) -> ReconcileEvent | None:
         if isinstance(exc, ReconcilerError):
             problems = tuple(exc.problems)
             transient = isinstance(exc, TRANSIENT)
@@ -293,7 +299,7 @@ class Watcher:
         self.failures, self.retry_at, self.reported = 0, None, None
 
     # -- the two operations ---------------------------------------------------------------------
-    def reconcile(self, trigger: str, files: tuple[str, ...] = ()) -> ReconcileEvent | None:
+    def reconcile(self, trigger: Trigger, files: tuple[str, ...] = ()) -> ReconcileEvent | None:
         """Validate, plan and apply the manifests; invalid manifests apply nothing."""
         from reconciler.gitinfo import describe_checkout
         from reconciler.manifests.loader import load_manifests
@@ -380,24 +386,18 @@ def check_paths(paths: tuple[str, ...]) -> None:
 
 def git_dir_of(path: str) -> Path | None:
     """The .git directory of the checkout holding ``path`` (None outside git)."""
-    import subprocess
+    from reconciler.gitinfo import git_output
 
     start = Path(path).resolve()
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(start if start.is_dir() else start.parent), "rev-parse", "--absolute-git-dir"],
-            capture_output=True, text=True, timeout=10, check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return Path(out.stdout.strip()) if out.returncode == 0 else None
+    out = git_output(start if start.is_dir() else start.parent, "rev-parse", "--absolute-git-dir")
+    return Path(out.strip()) if out is not None else None
 
 
 Event = ReconcileEvent | RunEvent
 STANDBY_POLL_SECONDS = 2.0  # how often a standby tries to take over: a SIGKILLed leader is replaced within this
 
 
-def _lead(leadership: Any, say: Callable[[Event | None], None], stop: threading.Event, trigger: str) -> str | None:
+def _lead(leadership: Any, say: Callable[[Event | None], None], stop: threading.Event, trigger: Trigger) -> Trigger | None:
     """Return once this process leads, with the trigger of its first reconcile (``trigger`` when
     it led at once, ``takeover`` after standing by), or None when asked to stop first. Says once
     that it stands by, and who leads. A database that cannot be reached elects nobody: the caller

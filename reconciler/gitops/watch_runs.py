@@ -13,9 +13,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from reconciler.errors import Problem, first_line
+from reconciler.errors import Problem, Severity, first_line
 
 if TYPE_CHECKING:
     from reconciler.runs.triggered import TriggeredRun
@@ -23,13 +23,18 @@ if TYPE_CHECKING:
 CLAIM_TIMEOUT = 60.0  # longest wait for a run to claim its configuration before the loop goes on
 RUN_STOP_GRACE = 10.0  # how long a stopping watch lets runs finish the items they are working on
 
+#: Where a run watch started is: it claimed its configuration and works (``started``); it ended, or
+#: broke down after starting (``finished``); it was not due (``skipped``); it could not start and
+#: stays pending (``not-started``); watch stopped while it still worked (``interrupted``).
+RunPhase = Literal["started", "finished", "skipped", "not-started", "interrupted"]
+
 
 @dataclass(frozen=True)
 class RunEvent:
     """A run watch started: once it has claimed its configuration, and once it has ended."""
 
     run: str
-    phase: str  # started | finished | skipped | not-started | interrupted
+    phase: RunPhase
     status: str  # the run's status in the database afterwards (pending if it could not start)
     apply_id: int | None
     message: str
@@ -73,7 +78,7 @@ def outcome_event(outcome: TriggeredRun, apply_id: int | None) -> RunEvent:
         s = outcome.summary
         errors: tuple[Problem, ...] = ()
         if s.error:
-            severity = "warning" if status == "partial" else "error"
+            severity: Severity = "warning" if status == "partial" else "error"
             errors = (Problem(s.error, hint=next_step(name, status), severity=severity),)
         return RunEvent(name, "finished", status, apply_id, s.describe(), s.to_dict(), errors)
     if outcome.skipped:

@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
 from sqlalchemy import JSON, Column, DateTime, Float, ForeignKey, Integer, String, Table, Text, Uuid, select
 
+from reconciler.hashing import sha256_hex
 from reconciler.kinds.base import (
     NAME_PATTERN,
     ExportedSpec,
@@ -86,11 +87,7 @@ class RunSpec(Strict):
 
 
 def inputs_digest(inputs: list[dict[str, Any]]) -> str:
-    import hashlib
-    import json
-
-    text = json.dumps(inputs, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+    return "sha256:" + sha256_hex(inputs)
 
 
 def _essence(m: Manifest, fingerprint: Fingerprint | None) -> dict[str, Any]:

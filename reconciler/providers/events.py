@@ -1,7 +1,10 @@
-"""Provider status changes as events: the CLI prints them as JSON lines, watch mode streams them.
+"""Provider status changes as events, published while providers are validated.
 
 The seed broadcast ``validation_update`` messages on a WebSocket; here any code can subscribe a
-callback to ``provider_events`` (or pass its own ``EventBus``) and receives the same dicts.
+callback to ``provider_events`` (or pass its own ``EventBus``) and receives the same dicts:
+``providers check --json`` prints them as JSON lines. ``watch`` does not subscribe: it polls the
+providers' stored statuses after every apply and drift check and reports the changes in its own
+events (``provider_status``), so it also sees validations another process ran.
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from reconciler.errors import ReconcilerError, name_list
+from reconciler.paths import FileRefError, resolve_within
 
 SECRET_KEY_ENV = "RECONCILER_SECRET_KEY"
 SECRET_KEY_FILE_ENV = "RECONCILER_SECRET_KEY_FILE"
@@ -72,11 +73,9 @@ def check_env_name(var: str, environ: Mapping[str, str] | None = None) -> None:
 
 
 def _secret_file(ref: str, manifest_file: Path, root: Path, must_exist: bool) -> Path:
-    from reconciler.manifests import files
-
     try:
-        return files.resolve_within(root, manifest_file, ref, must_exist=must_exist)
-    except files.FileRefError as err:
+        return resolve_within(root, manifest_file, ref, must_exist=must_exist)
+    except FileRefError as err:
         raise SecretRefError(str(err), hint=err.hint, field="from_file") from None
 
 

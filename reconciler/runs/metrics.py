@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Any
 
+from reconciler.hashing import sha256_hex
 from reconciler.llm.ports import AgentConfig, ProviderConfig, TaskConfig
 
 LOCAL_PROVIDER_TYPES = frozenset({"llamacpp", "ollama"})  # run on your own hardware: no per-token price
@@ -35,8 +35,7 @@ def config_snapshot(provider: ProviderConfig, agent: AgentConfig, task: TaskConf
 
 
 def snapshot_sha256(snapshot: dict[str, Any]) -> str:
-    text = json.dumps(snapshot, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
+    return sha256_hex(snapshot)
 
 
 def render_prompt(item: dict[str, Any], template: str | None, expected: str | None) -> str:

@@ -6,6 +6,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from reconciler.hashing import canonical_json as canonical_bytes
+
+__all__ = ["canonical_bytes", "loads"]  # canonical_bytes: kept for state.snapshot's fingerprint
+
 try:
     import orjson
 except ImportError:  # pragma: no cover - optional speed-up
@@ -27,15 +31,3 @@ def loads(text: str | bytes) -> Any:
         except orjson.JSONDecodeError:
             pass
     return json.loads(text)
-
-
-def canonical_bytes(value: Any) -> bytes:
-    """A stable encoding (sorted keys) for hashing; equal values always give equal bytes.
-
-    NaN and infinities encode as null here; the state never holds them (PostgreSQL's json rejects them)."""
-    if orjson is not None:
-        try:
-            return orjson.dumps(value, option=orjson.OPT_SORT_KEYS, default=str)
-        except TypeError:
-            pass
-    return json.dumps(value, sort_keys=True, default=str).encode()

@@ -61,7 +61,8 @@ def fingerprint_of(resources: dict[ResourceKey, ActualResource]) -> str:
     h = hashlib.sha256()
     for key in sorted(resources):
         r = resources[key]
-        state = [key, r.row_id, r.managed, r.essence, r.applied, r.labels, r.annotations]
+        # list(key), not the tuple: a tuple never reads back equal, which sends canonical_bytes to its slower path
+        state = [list(key), r.row_id, r.managed, r.essence, r.applied, r.labels, r.annotations]
         h.update(canonical_bytes(state if r.row_name is None else [*state, r.row_name]))
     return h.hexdigest()
 

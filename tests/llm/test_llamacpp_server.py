@@ -1,4 +1,6 @@
-"""Tests for the embedded llama.cpp server (reconciler.llm.llamacpp_server).
+"""Tests for the embedded llama.cpp server: the bundled model's cache (reconciler.llm.bundled_model),
+the process supervisor (llamacpp_server), the shared servers (llamacpp_shared) and the child
+(llamacpp_child).
 
 These start a real llama.cpp child process with the bundled Gemma 3 270M model
 (~2 s startup, ~400 MB RSS).  Marked ``llm`` so they can be deselected with
@@ -20,13 +22,12 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.llm import llamacpp_server as mod
-from reconciler.llm.llamacpp_server import (
-    LlamaCppServer,
-    default_model_path,
-    ensure_server,
-    stop_shared_servers,
-)
+from reconciler.llm import llamacpp_shared
+from reconciler.llm.bundled_model import default_model_path
+from reconciler.llm.llamacpp_server import LlamaCppServer
+from reconciler.llm.llamacpp_shared import ensure_server, stop_shared_servers
+
+ROOT = str(Path(__file__).resolve().parents[2])
 
 pytestmark = pytest.mark.llm
 
@@ -91,6 +92,32 @@ def test_truncated_model_is_rebuilt(tmp_path, monkeypatch):
     assert default_model_path() == path
     assert path.stat().st_size == full_size
     assert not list(path.parent.glob("*.tmp"))
+
+
+def test_concurrent_processes_assemble_the_model_once(tmp_path):
+    """Two processes asking for the model in an empty cache: one assembles it under the file lock,
+    the other waits and takes that file (a second assembly would have replaced it: another inode)."""
+    script = textwrap.dedent(
+        """
+        import sys
+        from reconciler.llm.bundled_model import default_model_path
+        sys.stdin.readline()  # start together
+        path = default_model_path()
+        print(path, path.stat().st_ino, flush=True)
+        """
+    )
+    env = dict(os.environ, RECONCILER_CACHE_DIR=str(tmp_path), PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
+    procs = [subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    for p in procs:
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    outs = [p.communicate(timeout=300)[0].split() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0]
+    assert outs[0] == outs[1] and outs[0][0] == str(tmp_path / "models" / "gemma-3-270m-q4_k_m.gguf")
+    assert int(outs[0][1]) == (tmp_path / "models" / "gemma-3-270m-q4_k_m.gguf").stat().st_ino
+    assert sorted(p.name for p in (tmp_path / "models").iterdir() if not p.name.endswith(".lock")) == [
+        "gemma-3-270m-q4_k_m.gguf", "gemma-3-270m-q4_k_m.gguf.verified",
+    ]
 
 
 def test_base_url_and_models(server):
@@ -170,7 +197,7 @@ def test_ensure_server_is_shared_and_restarts():
         url1 = ensure_server()
         url2 = ensure_server()
         assert url1 == url2
-        (srv,) = mod._shared.values()
+        (srv,) = llamacpp_shared._shared.values()
         os.kill(srv.pid, signal.SIGKILL)
         srv._proc.wait(timeout=10)
         url3 = ensure_server()  # transparently restarted
@@ -178,7 +205,7 @@ def test_ensure_server_is_shared_and_restarts():
         assert _get(url3 + "/models")["data"]
     finally:
         stop_shared_servers()
-    assert not mod._shared
+    assert not llamacpp_shared._shared
 
 
 def test_child_exits_when_parent_dies(tmp_path):
@@ -193,8 +220,7 @@ def test_child_exits_when_parent_dies(tmp_path):
         time.sleep(600)
         """
     )
-    root = str(Path(mod.__file__).resolve().parents[2])
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
     parent = subprocess.Popen(
         [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=env
     )

@@ -53,7 +53,7 @@ def _allow_requests(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     import pydantic_ai.models
 
     from reconciler.llm import registry
-    from reconciler.llm.llamacpp_server import stop_shared_servers
+    from reconciler.llm.llamacpp_shared import stop_shared_servers
 
     monkeypatch.setattr(pydantic_ai.models, "ALLOW_MODEL_REQUESTS", True)
     monkeypatch.setattr(registry, "_default", None)
