@@ -158,6 +158,7 @@ def create_app(settings: ServeSettings | None = None, source: StateSource | None
             Exception: _internal_error,
         },
     )
+    app.router.redirect_slashes = False  # "/api/v1/agents/" is a 404 like any other unknown path, not a redirect
     if settings.cors_origins:
         from starlette.middleware.cors import CORSMiddleware
 

@@ -25,6 +25,15 @@ RUNS_SHOWN = 20
 PROVIDERS_SHOWN = 200
 
 
+def _money(value: float | None) -> str:
+    """USD as people read it: a fraction of a cent keeps its significant digits."""
+    if value is None:
+        return "–"
+    if value == 0:
+        return "$0"
+    return f"${value:,.2f}" if value >= 1 else f"${value:.2g}" if value < 0.0001 else f"${value:.4f}"
+
+
 @functools.cache
 def _environment() -> Any:
     import jinja2
@@ -37,7 +46,7 @@ def _environment() -> Any:
         lstrip_blocks=True,
     )
     env.filters["percent"] = lambda v: "–" if v is None else f"{v:.0%}"
-    env.filters["money"] = lambda v: "–" if v is None else f"${v:,.4f}"
+    env.filters["money"] = _money
     env.filters["short"] = lambda v, n=10: "" if not v else str(v)[:n]
     env.filters["when"] = lambda v: "" if not v else str(v).replace("T", " ").split("+")[0]
     return env

@@ -264,12 +264,14 @@ class EventReader:
     def _read(self, url: str, headers: dict[str, str]) -> None:
         try:
             with self._client.stream("GET", url, headers=headers) as response:
-                name, data = None, []
+                name, data, ident = None, [], None
                 for line in response.iter_lines():
                     if self._stop:
                         return
                     self.raw.append(line)
-                    if line.startswith("event:"):
+                    if line.startswith("id:"):
+                        ident = int(line[3:].strip())
+                    elif line.startswith("event:"):
                         name = line[6:].strip()
                     elif line.startswith("data:"):
                         data.append(line[5:].strip())
@@ -278,9 +280,9 @@ class EventReader:
                             self.ready.set()
                         elif name and data:
                             with self._cond:
-                                self.events.append({"_event": name, "_at": time.monotonic(), **json.loads("\n".join(data))})
+                                self.events.append({"_event": name, "_id": ident, "_at": time.monotonic(), **json.loads("\n".join(data))})
                                 self._cond.notify_all()
-                        name, data = None, []
+                        name, data, ident = None, [], None
         except httpx.HTTPError:
             pass
         finally:
