@@ -9,13 +9,21 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-_LAZY = {
-    name: "reconciler.client"
-    for name in (
-        "Client", "ManagedAgent", "Result", "ClientError", "AgentNotFound", "TaskNotFound", "TaskNotAssigned",
-        "AgentInactive", "ModelNotFound", "AgentCallFailed", "InvalidAgentOutput",
-    )
-}
+__all__ = [
+    "AgentCallFailed",
+    "AgentInactive",
+    "AgentNotFound",
+    "Client",
+    "ClientError",
+    "InvalidAgentOutput",
+    "ManagedAgent",
+    "ModelNotFound",
+    "Result",
+    "TaskNotAssigned",
+    "TaskNotFound",
+    "__version__",
+]
+_LAZY = {name: "reconciler.client" for name in __all__ if name != "__version__"}
 
 if TYPE_CHECKING:
     from reconciler.client import (
@@ -31,8 +39,6 @@ if TYPE_CHECKING:
         TaskNotAssigned,
         TaskNotFound,
     )
-
-__all__ = ["__version__", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

@@ -38,7 +38,7 @@ from reconciler.errors import ReconcilerError, first_line
 from reconciler.providers.events import validation_event
 from reconciler.serve import queries
 from reconciler.serve.wire import dumps
-from reconciler.state.tables import analysis_runs, llm_providers, reconciler_applies
+from reconciler.state.tables import llm_providers, reconciler_applies
 
 log = logging.getLogger("reconciler.serve")
 
@@ -206,8 +206,8 @@ def pulse_events(old: Pulse, new: Pulse) -> list[Event]:
         if before is None or (before.status, before.error, before.validated_at) != (state.status, state.error, state.validated_at):
             out.append(validation_event(state.name, pid, state.status, state.error, state.validated_at))
     for rid, row in new.runs.items():
-        before = old.runs.get(rid)
-        if before is None or any(before.get(k) != row.get(k) for k in RUN_EVENT_FIELDS):
+        was = old.runs.get(rid)
+        if was is None or any(was.get(k) != row.get(k) for k in RUN_EVENT_FIELDS):
             out.append({"event": "run", **{k: row.get(k) for k in RUN_EVENT_FIELDS}})
     for name, progress in new.experiments.items():
         if old.experiments.get(name) != progress:

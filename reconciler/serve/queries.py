@@ -266,7 +266,7 @@ def get_assignment(engine: Engine, key: str) -> dict[str, Any] | None:
             condition = pair if condition is None else condition | pair
         if condition is None:
             return None
-        rows = conn.execute(_assignment_query(book).where(condition)).all()
+        rows = list(conn.execute(_assignment_query(book).where(condition)).all())
     # a managed name wins over another row's AGENT+TASK spelling
     rows.sort(key=lambda r: (r.managed_name != key, str(r.id) != key))
     return _assignment_row(rows[0]) if rows else None

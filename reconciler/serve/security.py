@@ -38,8 +38,10 @@ SECURITY_HEADERS = [
     (b"referrer-policy", b"no-referrer"),
     (
         b"content-security-policy",
-        b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
-        b"form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        (
+            b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+            b"form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+        ),
     ),
 ]
 
@@ -70,7 +72,7 @@ class TokenCheck:
         self.session = session_value(token)
 
     def bearer_ok(self, header: bytes | None) -> bool:
-        if not header or not header[:7].lower() == b"bearer ":
+        if not header or header[:7].lower() != b"bearer ":
             return False
         return hmac.compare_digest(_digest(header[7:].strip()), self._token_digest)
 

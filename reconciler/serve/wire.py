@@ -69,22 +69,22 @@ def parse_query(query: Mapping[str, str], params: tuple[Param, ...]) -> dict[str
 
 def _convert(p: Param, raw: str) -> Any:
     if p.type is ParamType.BOOL:
-        low = raw.strip().lower()
-        if low in _TRUE:
+        word = raw.strip().lower()
+        if word in _TRUE:
             return True
-        if low in _FALSE:
+        if word in _FALSE:
             return False
         raise ApiError(400, f"query parameter {p.name!r} must be true or false, not {_shown(raw)}")
     if p.type is ParamType.INT:
         text = raw.strip()
         if not (text.isascii() and text.lstrip("-").isdigit()) or len(text) > 20:
             raise ApiError(400, f"query parameter {p.name!r} must be an integer, not {_shown(raw)}")
-        value = int(text)
+        number = int(text)
         low = p.minimum if p.minimum is not None else -MAX_INT
         high = p.maximum if p.maximum is not None else MAX_INT
-        if not low <= value <= high:
-            raise ApiError(400, f"query parameter {p.name!r} must be between {low} and {high}, not {value}")
-        return value
+        if not low <= number <= high:
+            raise ApiError(400, f"query parameter {p.name!r} must be between {low} and {high}, not {number}")
+        return number
     if p.choices and raw not in p.choices:
         raise ApiError(400, f"query parameter {p.name!r} must be one of {', '.join(p.choices)}, not {_shown(raw)}")
     if "\x00" in raw:

@@ -147,7 +147,7 @@ class State:
         """The real command line in another process (as another user's `reconciler apply` would be)."""
         env = {**os.environ, **self.env, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
         done = subprocess.run(
-            [sys.executable, "-m", "reconciler", *args, "--db", self.url], env=env, capture_output=True, text=True, timeout=timeout,
+            [sys.executable, "-m", "reconciler", *args, "--db", self.url], check=False, env=env, capture_output=True, text=True, timeout=timeout,
         )
         if check and done.returncode != 0:
             raise AssertionError(f"reconciler {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
@@ -201,6 +201,7 @@ class LiveServer:
         self.app = app
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as `reconciler serve` does
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=3)

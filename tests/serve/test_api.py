@@ -80,7 +80,7 @@ def test_pagination_pages_through_everything_once(shared_state: State, live: Any
     server = live(shared_state.url)
     everything = [r["name"] for r in server.get(f"{API}/agents").json()]
     paged = []
-    for skip in range(0, 5):
+    for skip in range(5):
         page = server.get(f"{API}/agents", params={"skip": skip, "limit": 1})
         assert page.headers["x-total-count"] == str(len(everything))
         paged += [r["name"] for r in page.json()]

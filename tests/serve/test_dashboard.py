@@ -111,13 +111,13 @@ def _driver() -> Any:
 
 
 def _wait(driver: Any, condition: Any, what: str, timeout: float = 20.0) -> Any:
-    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
     from selenium.webdriver.support.ui import WebDriverWait
 
     try:
         return WebDriverWait(driver, timeout, ignored_exceptions=(StaleElementReferenceException,)).until(condition)
-    except Exception as exc:
-        raise AssertionError(f"the page never showed {what}: {type(exc).__name__}") from None
+    except TimeoutException:
+        raise AssertionError(f"the page never showed {what} within {timeout} s") from None
 
 
 def _text(driver: Any, selector: str) -> str:

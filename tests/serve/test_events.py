@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -17,8 +17,8 @@ from reconciler.state.db import open_engine
 from reconciler.state.tables import agent_configs
 from tests.serve.conftest import State
 
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
-T1 = datetime(2026, 1, 1, 0, 0, 5, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+T1 = datetime(2026, 1, 1, 0, 0, 5, tzinfo=UTC)
 
 
 def _pulse(providers: dict[str, tuple[str, str | None, datetime | None]] | None = None, runs: dict[str, dict[str, Any]] | None = None) -> Pulse:

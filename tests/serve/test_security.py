@@ -119,7 +119,7 @@ def test_websocket_upgrades_are_refused(shared_state: State, live: Any) -> None:
     ],
 )
 def test_the_command_refuses_unsafe_or_bad_settings(cli_run: Any, args: list[str], message: str) -> None:
-    code, out, err = cli_run("serve", *args)
+    code, _, err = cli_run("serve", *args)
     assert code == 1 and message in err and "Traceback" not in err
 
 
