@@ -6,7 +6,7 @@ from __future__ import annotations
 import click
 
 from reconciler.cli import cli
-from reconciler.cli.core import db_option
+from reconciler.cli.options import db_option
 
 MIN_TOKEN_LENGTH = 16
 

@@ -25,7 +25,7 @@ from reconciler.serve.events import Hub, Poller, sse_stream
 from reconciler.serve.openapi import openapi_document
 from reconciler.serve.security import Guard
 from reconciler.serve.source import StateSource
-from reconciler.serve.wire import ApiError, dumps, error_body, parse_query
+from reconciler.serve.wire import ApiError, dumps, error_body, parse_query, reason_of
 
 log = logging.getLogger("reconciler.serve")
 
@@ -118,7 +118,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 async def _state_error(request: Request, exc: Exception) -> Response:
     """The database is down, locked or unreadable: the server is fine, the state is not reachable."""
-    reason = exc.problems[0].message if isinstance(exc, ReconcilerError) and exc.problems else first_line(exc)
+    reason = reason_of(exc)
     log.warning("request %s failed: %s", request.url.path, reason)
     return json_response(error_body(503, f"the state database cannot be read: {reason}", "retry shortly"), 503)
 

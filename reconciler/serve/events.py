@@ -34,10 +34,10 @@ from typing import Any
 from sqlalchemy import Engine, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from reconciler.errors import ReconcilerError, first_line
+from reconciler.errors import ReconcilerError
 from reconciler.providers.events import validation_event
 from reconciler.serve import queries
-from reconciler.serve.wire import dumps
+from reconciler.serve.wire import dumps, reason_of
 from reconciler.state.tables import llm_providers, reconciler_applies
 
 log = logging.getLogger("reconciler.serve")
@@ -322,9 +322,9 @@ class Poller:
                 self._counter.close()
                 self._counter = None
             self._token = object()
-            events = [] if not self._db_ok else [{"event": "database", "reachable": False, "message": first_line(exc)}]
+            events = [] if not self._db_ok else [{"event": "database", "reachable": False, "message": reason_of(exc)}]
             if self._db_ok:
-                log.warning("reading the state database failed: %s", first_line(exc))
+                log.warning("reading the state database failed: %s", reason_of(exc))
             self._db_ok = False
             return self._publish(events)
         if not self._db_ok:
@@ -376,7 +376,7 @@ class Poller:
                 self._drift_last = event
                 self.hub.publish(event)
         except (SQLAlchemyError, ReconcilerError, OSError) as exc:
-            log.warning("checking drift failed: %s", first_line(exc))
+            log.warning("checking drift failed: %s", reason_of(exc))
             self._drift_dirty = True
         finally:
             took = self.clock() - started

@@ -112,6 +112,16 @@ def dumps(value: Any) -> bytes:
     return orjson.dumps(redact(value), default=str, option=orjson.OPT_NON_STR_KEYS)
 
 
+def reason_of(exc: BaseException) -> str:
+    """What went wrong, in one line: a ReconcilerError's message, else the exception's first line
+    (a driver error's statement and parameters follow it and are no one's business)."""
+    from reconciler.errors import ReconcilerError, first_line
+
+    if isinstance(exc, ReconcilerError) and exc.problems:
+        return exc.problems[0].message
+    return first_line(exc)
+
+
 def error_body(status: int, message: str, hint: str = "") -> dict[str, Any]:
     body: dict[str, Any] = {"status": status, "error": _REASONS.get(status, "Error"), "message": message}
     if hint:

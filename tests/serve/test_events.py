@@ -192,3 +192,52 @@ def test_a_reconnecting_client_replays_what_it_missed(sqlite_state: State, live:
     again = events(server.url + "/api/v1/events", headers={"Last-Event-ID": str(missed["_id"] - 1)})
     replayed = again.wait(lambda e: e["_event"] == "validation_update" and e["validation_status"] == "connected")
     assert (replayed["_id"], replayed["validated_at"]) == (missed["_id"], missed["validated_at"])
+
+
+class _Flaky:
+    """A StateSource whose database can be made unreachable (as a server restart or a lost network does)."""
+
+    def __init__(self, real: StateSource) -> None:
+        self.real, self.down = real, False
+        self.display = real.display
+
+    def engine(self) -> Any:
+        if self.down:
+            from reconciler.errors import StateError
+
+            raise StateError("database error while opening the database: connection refused")
+        return self.real.engine()
+
+    def dispose(self) -> None:
+        self.real.dispose()
+
+
+def test_an_unreachable_database_is_an_event_and_a_503(sqlite_state: State) -> None:
+    import httpx
+
+    from reconciler.serve.app import ServeSettings, create_app
+    from tests.serve.conftest import LiveServer
+
+    source = _Flaky(StateSource(sqlite_state.url))
+
+    async def ticks() -> list[list[dict[str, Any]]]:
+        poller = Poller(source, Hub(), interval=0.01)
+        out = [await poller.tick()]
+        source.down = True
+        out += [await poller.tick(), await poller.tick()]
+        source.down = False
+        out.append(await poller.tick())
+        return out
+
+    baseline, lost, still, back = asyncio.run(ticks())
+    assert (baseline, still) == ([], [])
+    assert lost == [{"event": "database", "reachable": False, "message": "database error while opening the database: connection refused"}]
+    assert back == [{"event": "database", "reachable": True, "message": None}]
+
+    source.down = True
+    with LiveServer(create_app(ServeSettings(db=sqlite_state.url), source)) as server:  # type: ignore[arg-type]
+        response = httpx.get(server.url + "/api/v1/providers", timeout=30)
+        assert response.status_code == 503
+        assert response.json()["message"].startswith("the state database cannot be read: database error")
+        page = httpx.get(server.url + "/", timeout=30)
+        assert page.status_code == 503
