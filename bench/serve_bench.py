@@ -262,9 +262,9 @@ def render(results: dict[str, Any], command: str) -> str:
     api, big, ev, cl = results["api"], results["api_1000"], results["events"], results["client"]
     browser = results["browser_s"]
     lines = [
-        f"Measured by `{command}` on {results['cpu']}; load average {results['load_before']} before and "
+        (f"Measured by `{command}` on {results['cpu']}; load average {results['load_before']} before and "
         f"{results['load_after']} after (1/5/15 min). The machine was shared with other agents' builds and tests, "
-        "so these are upper bounds more than typical values.",
+        "so these are upper bounds more than typical values."),
         "",
         f"| measure ({results['resources']:,} resources, SQLite) | p50 | p99 / max |",
         "| --- | --- | --- |",
@@ -275,16 +275,16 @@ def render(results: dict[str, Any], command: str) -> str:
         "| dashboard first load in headless Chromium | not measured (no chromium) | |",
         f"| event latency: status written by another connection → SSE client ({ev['n']} samples) | {ev['p50_s'] * 1000:.0f} ms | {ev['max_s'] * 1000:.0f} ms |",
         "",
-        f"Client overhead on the stub OpenAI server (its own process), one call at a time, median of {cl['rounds']} rounds of "
+        (f"Client overhead on the stub OpenAI server (its own process), one call at a time, median of {cl['rounds']} rounds of "
         f"{cl['calls']} calls: a bare registry instance's `run` {cl['bare_ms']:.2f} ms per call, `await agent.run` "
         f"{cl['client_ms']:.2f} ms ({cl['overhead_us']:+.0f} µs), `agent.run_sync` {cl['sync_ms']:.2f} ms "
         f"({cl['sync_overhead_us']:+.0f} µs: the hop to the client's event-loop thread); {cl['instances']} agent "
-        "instances were created (one per event loop).",
+        "instances were created (one per event loop)."),
         "",
-        "What makes these: a page is one LIMIT/OFFSET query with the bookkeeping joined (not the whole table, as "
+        ("What makes these: a page is one LIMIT/OFFSET query with the bookkeeping joined (not the whole table, as "
         "`reconciler get` reads it); the dashboard's cost is the drift check (the full snapshot); an idle database "
         "costs the poller one `PRAGMA data_version` per tick, and an event waits at most one tick (0.5 s) plus a "
-        "pulse query; the client asks the database for the newest history id at most every 2 s.",
+        "pulse query; the client asks the database for the newest history id at most every 2 s."),
     ]
     return "\n".join(lines)
 

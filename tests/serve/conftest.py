@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import pytest
@@ -122,6 +122,16 @@ def stub() -> Iterator[StubServer]:
 
 
 @pytest.fixture
+def no_experiments() -> Iterator[None]:
+    """The server as in a build without the Experiment kind."""
+    from reconciler.serve import experiments
+
+    experiments.register(None)
+    yield
+    experiments.reset()
+
+
+@pytest.fixture
 def secret_env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     env = {KEY_ENV: API_KEY, "RECONCILER_SECRET_KEY": Fernet.generate_key().decode()}
     for k, v in env.items():
@@ -208,7 +218,7 @@ class LiveServer:
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
-    def __enter__(self) -> LiveServer:
+    def __enter__(self) -> Self:
         self.thread.start()
         deadline = time.monotonic() + 20
         while not self.server.started:

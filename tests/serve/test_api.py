@@ -161,10 +161,7 @@ def test_status_and_index(shared_state: State, live: Any) -> None:
     assert index["endpoints"] == [e.url for e in ENDPOINTS]
 
 
-def test_experiments_answer_501_without_the_experiment_kind(shared_state: State, live: Any) -> None:
-    from reconciler.serve import experiments
-
-    experiments.register(None)
+def test_experiments_answer_501_without_the_experiment_kind(shared_state: State, live: Any, no_experiments: None) -> None:
     server = live(shared_state.url)
     for path in ("experiments", "experiments/ab"):
         response = server.get(f"{API}/{path}")

@@ -54,11 +54,10 @@ def comparison() -> Iterator[RunComparison]:
     backend = RunComparison("prompt-ab", ["sample", "live"])
     experiments.register(backend)
     yield backend
-    experiments.register(None)
+    experiments.reset()
 
 
-def test_sections_render_from_the_database(shared_state: State) -> None:
-    experiments.register(None)
+def test_sections_render_from_the_database(shared_state: State, no_experiments: None) -> None:
     engine = open_engine(shared_state.url, create=False)
     html = dashboard.render_page(engine, "sqlite:///state.db")
     for expected in ('data-provider="stub"', 'data-status="connected"', 'data-apply="1"', "No drift", 'data-run="sample"',
