@@ -201,9 +201,9 @@ class Client:
                 f"agent {agent!r} with task {task!r} cannot run: {what} {'is' if len(config.inactive) == 1 else 'are'} inactive",
                 hint="set is_active: true in the manifests and apply",
             )
-        from reconciler.runs.service import model_file
+        from reconciler.runs.service import model_file_of
 
-        snapshot = metrics.config_snapshot(config.provider, config.agent, config.task, model_file(config.provider))
+        snapshot = metrics.config_snapshot(config.provider, config.agent, config.task, model_file_of(config.provider))
         provider = config.provider
         if config.api_key_encrypted is not None:
             from reconciler.providers.secrets import load_secret_box

@@ -72,7 +72,7 @@ def _with_secret(provider: ProviderConfig, token: bytes | None) -> ProviderConfi
     return replace(provider, api_key=load_secret_box(create=False).decrypt(token, provider.name))
 
 
-def model_file(provider: ProviderConfig) -> dict[str, Any] | None:
+def model_file_of(provider: ProviderConfig) -> dict[str, Any] | None:
     """For the bundled default model: which file, by digest (the snapshot must pin what answered)."""
     if provider.type != "llamacpp" or provider.model_path or provider.base_url:
         return None
@@ -133,7 +133,7 @@ def execute_run(
         )
     config = store.resolve_assignment(engine, record.assignment_id, name)
     check_runnable(name, config)
-    snapshot = metrics.config_snapshot(config.provider, config.agent, config.task, model_file(config.provider))
+    snapshot = metrics.config_snapshot(config.provider, config.agent, config.task, model_file_of(config.provider))
     sha = metrics.snapshot_sha256(snapshot)
     spec = record.spec
     done = store.finished_indexes(engine, record.id, retry_failed=options.retry_failed)
