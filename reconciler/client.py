@@ -128,8 +128,7 @@ class Client:
     ) -> None:
         from reconciler.state.db import open_engine, translate_db_errors
 
-        url = db
-        engine = open_engine(url, create=False)
+        engine = open_engine(db, create=False)
         if engine is None:
             raise ClientError("no state database yet", hint="apply manifests first (reconciler apply PATH), or pass the database URL")
         self._engine: Engine = engine
@@ -315,10 +314,10 @@ class ManagedAgent:
         else:
             config = resolved.config
             llm = await self._client.registry().get_or_create(config.agent, config.task, resolved.provider, resolved.settings)
+            # the old instance (if the configuration changed) is only let go, not closed: another agent
+            # of this process may share it through the registry and be answering with it right now
             with self._lock:
                 self._instances[loop] = (resolved.config_sha256, llm)
-            if held is not None and held[1] is not llm:
-                await _close_all([held[1]])  # the configuration changed: the old instance's client goes
         started = time.perf_counter()
         try:
             answer = await llm.run(prompt)

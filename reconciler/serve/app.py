@@ -59,7 +59,7 @@ def _api_route(endpoint: api.Endpoint, source: StateSource) -> Route:
     return Route(endpoint.url, serve, methods=["GET"], name=endpoint.name)
 
 
-def build_routes(settings: ServeSettings, source: StateSource, hub: Hub) -> list[BaseRoute]:
+def build_routes(settings: ServeSettings, source: StateSource, hub: Hub, poller: Poller) -> list[BaseRoute]:
     routes: list[BaseRoute] = [_api_route(e, source) for e in api.ENDPOINTS if e.handler is not None]
     document = openapi_document(secured=settings.token is not None)
 
@@ -83,7 +83,8 @@ def build_routes(settings: ServeSettings, source: StateSource, hub: Hub) -> list
         section = request.path_params["section"]
         if section not in dashboard.SECTIONS:
             raise ApiError(404, f"no dashboard section {section[:40]!r}", f"sections: {', '.join(dashboard.SECTIONS)}")
-        html = await run_in_threadpool(lambda: dashboard.render_section(section, source.engine(), source.display))
+        drift = poller.known_drift() if section == "drift" else None
+        html = await run_in_threadpool(lambda: dashboard.render_section(section, source.engine(), source.display, drift))
         return HTMLResponse(html, headers={"cache-control": "no-store"})
 
     routes += [
@@ -148,7 +149,7 @@ def create_app(settings: ServeSettings | None = None, source: StateSource | None
             source.dispose()
 
     app = Starlette(
-        routes=build_routes(settings, source, hub),
+        routes=build_routes(settings, source, hub, poller),
         lifespan=lifespan,
         exception_handlers={
             ApiError: _api_error,

@@ -384,6 +384,12 @@ class Poller:
             self._drift_next = self.clock() + max(self.interval, took)
             self._drift_task = None
 
+    def known_drift(self) -> Event | None:
+        """The last drift check, while no commit came after it (the dashboard reuses it)."""
+        if self._drift_dirty or self._drift_task is not None:
+            return None
+        return self._drift_last
+
     async def wait_drift(self) -> None:
         """Tests: wait for a drift check in flight."""
         if self._drift_task is not None:

@@ -60,9 +60,11 @@ def comparison() -> Iterator[RunComparison]:
 def test_sections_render_from_the_database(shared_state: State, no_experiments: None) -> None:
     engine = open_engine(shared_state.url, create=False)
     html = dashboard.render_page(engine, "sqlite:///state.db")
-    for expected in ('data-provider="stub"', 'data-status="connected"', 'data-apply="1"', "No drift", 'data-run="sample"',
+    for expected in ('data-provider="stub"', 'data-status="connected"', 'data-apply="1"', 'data-run="sample"',
                      "4/4", "100%", "Experiments are not part of this reconciler build", 'data-count="agents">3<'):
         assert expected in html, expected
+    assert 'data-deferred="1"' in html and "Checking…" in html and "No drift" not in html  # fetched by the script
+    assert "No drift" in dashboard.render_section("drift", engine, "db")
     assert "<script>" not in html  # no inline script: the CSP allows only /static/dashboard.js
 
 
@@ -139,7 +141,7 @@ def test_the_dashboard_updates_live_in_a_real_browser(sqlite_state: State, live:
         assert _text(driver, 'tr[data-provider="stub"] .badge') == "connected"
         assert _text(driver, 'tr[data-provider="spare"] .badge') == "pending"
         assert _text(driver, 'tr[data-run="sample"] [data-progress]') == "4/4"
-        assert "No drift" in _text(driver, "#section-drift")
+        _wait(driver, lambda d: "No drift" in _text(d, "#section-drift"), "the drift section, fetched after the page")
         assert _text(driver, '[data-count="providers"]') == "2"
         driver.execute_script("window.__notReloaded = 42")
 

@@ -140,28 +140,28 @@ def test_an_idle_database_costs_no_query_per_tick(sqlite_state: State) -> None:
     assert found == []  # a temperature change is no pulse event (it is drift: see below)
 
 
-def test_events_reach_a_client_from_other_processes(sqlite_state: State, live: Any, events: Any, tmp_path: Any) -> None:
+def test_events_reach_a_client_from_other_processes(state: State, live: Any, events: Any, tmp_path: Any) -> None:
     """Apply (with its git commit), provider validation, drift and a run, each made by another process
-    or connection, arrive as SSE events."""
-    root = sqlite_state.root
+    or connection, arrive as SSE events (SQLite: data_version; PostgreSQL: the snapshot's xmax)."""
+    root = state.root
     subprocess.run(["git", "init", "-q", str(root)], check=True)
-    server = live(sqlite_state.url)
+    server = live(state.url)
     reader = events(server.url + "/api/v1/events")
 
     # an apply in another process: its history entry, with the commit it came from
-    sqlite_state.write(prompt="Classify the message in one word.")
+    state.write(prompt="Classify the message in one word.")
     git = ["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@example.com"]
     subprocess.run([*git, "add", "-A"], check=True)
     subprocess.run([*git, "commit", "-qm", "shorter prompt"], check=True)
     head = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
-    sqlite_state.apply("--no-validate")
+    state.apply("--no-validate")
     applied = reader.wait(lambda e: e["_event"] == "apply")
     assert {k: applied[k] for k in ("event", "command", "git_commit", "git_subject", "created", "updated", "deleted")} == {
         "event": "apply", "command": "apply", "git_commit": head, "git_subject": "shorter prompt", "created": 0, "updated": 1, "deleted": 0,
     }
 
     # provider validation by another process: the seed's validation_update
-    sqlite_state.cli("providers", "check", "stub")
+    state.cli("providers", "check", "stub")
     update_ = reader.wait(lambda e: e["_event"] == "validation_update" and e["validation_status"] != "validating")
     stub_id = server.get("/api/v1/providers/stub").json()["id"]
     assert (update_["event"], update_["provider_id"], update_["validation_status"], update_["validation_error"]) == (
@@ -169,16 +169,16 @@ def test_events_reach_a_client_from_other_processes(sqlite_state: State, live: A
     )
 
     # drift: an edit through another connection, as another service would make it
-    writer = open_engine(sqlite_state.url, create=False)
+    writer = open_engine(state.url, create=False)
     with writer.begin() as conn:
         conn.execute(update(agent_configs).where(agent_configs.c.name == "classifier").values(temperature=1.1))
     drift = reader.wait(lambda e: e["_event"] == "drift" and e["count"] == 1)
     assert drift["drift"][0]["name"] == "classifier" and drift["drift"][0]["fields"][0]["field"] == "temperature"
-    sqlite_state.apply("--no-validate")  # puts it back
+    state.apply("--no-validate")  # puts it back
     reader.wait(lambda e: e["_event"] == "drift" and e["count"] == 0)
 
     # a run in another process: its progress until it completes
-    sqlite_state.cli("run", str(sqlite_state.run_manifest("live")))
+    state.cli("run", str(state.run_manifest("live")))
     done = reader.wait(lambda e: e["_event"] == "run" and e["name"] == "live" and e["status"] == "completed")
     assert (done["items_total"], done["items_done"], done["accuracy"]) == (4, 4, 1.0)
 

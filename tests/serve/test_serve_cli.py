@@ -10,9 +10,11 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.conftest import REPO
 from tests.serve.conftest import State
@@ -84,3 +86,18 @@ def test_other_commands_never_import_the_web_stack() -> None:
 def test_help_lists_serve(cli_run: Any) -> None:
     code, out, _ = cli_run("serve", "--help")
     assert code == 0 and "--token" in out and "read-only" in out.lower()
+
+
+@pytest.mark.slow
+def test_the_benchmark_script_runs_end_to_end(tmp_path: Path) -> None:
+    """bench/serve_bench.py at a small size writes its section (figures are not checked: not a timed test)."""
+    out = tmp_path / "BENCHMARKS.md"
+    out.write_text("# Benchmarks\n\n## Core plan/apply\n\nkept as is\n", encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, "bench/serve_bench.py", "--resources", "100", "--requests", "20", "--calls", "5", "--rounds", "1", "--out", str(out)],
+        cwd=REPO, env=_env(), capture_output=True, text=True, timeout=900, check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    text = out.read_text(encoding="utf-8")
+    assert "## Core plan/apply\n\nkept as is\n" in text and "## Serve and client" in text
+    assert "| `GET /api/v1/assignments` (a page of 100, 20 sequential requests) |" in text

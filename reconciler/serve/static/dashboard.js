@@ -71,3 +71,5 @@ function connect() {
 }
 
 connect();
+// sections the page was sent without (drift: a full snapshot) are fetched at once
+schedule([...document.querySelectorAll("[data-deferred]")].map((el) => el.dataset.section));
