@@ -59,6 +59,7 @@ def serve(db: str | None, host: str, port: int, token: str | None, poll_interval
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         sock.bind((host, port))
+        sock.listen(2048)  # connections made as soon as the address is printed wait for uvicorn, not refused
     except OSError as exc:
         sock.close()
         raise ReconcilerError(f"cannot listen on {host}:{port}: {exc.strerror or exc}", hint="choose another --port or --host") from None

@@ -111,7 +111,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     elif exc.status_code == 405:
         message = f"method {request.method} is not allowed: this server is read-only"
         hint = "configuration changes come through git: edit the manifests and run `reconciler apply`"
-        headers.setdefault("allow", "GET, HEAD")
+        headers["allow"] = "GET, HEAD"  # Starlette's comes from a set: its order changes from run to run
     else:
         message, hint = str(exc.detail), ""
     return json_response(error_body(exc.status_code, message, hint), exc.status_code, headers)
