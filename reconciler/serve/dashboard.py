@@ -9,6 +9,7 @@ second renderer in JavaScript to drift from it, and no build step.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,10 @@ def _money(value: float | None) -> str:
         return "–"
     if value == 0:
         return "$0"
-    return f"${value:,.2f}" if value >= 1 else f"${value:.2g}" if value < 0.0001 else f"${value:.4f}"
+    if value >= 1:
+        return f"${value:,.2f}"
+    digits = max(4, 1 - math.floor(math.log10(value)))  # two significant digits: $0.000018
+    return f"${value:.{digits}f}"
 
 
 @functools.cache

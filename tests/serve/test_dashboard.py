@@ -181,3 +181,11 @@ kind: Provider
 metadata: {name: newbie}
 spec: {type: openai, base_url: "BASE"}
 """
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [(None, "–"), (0, "$0"), (1.8e-5, "$0.000018"), (0.00123, "$0.0012"), (0.05, "$0.0500"), (2.5, "$2.50"), (1234.5, "$1,234.50")],
+)
+def test_money(value: float | None, shown: str) -> None:
+    assert dashboard._money(value) == shown
