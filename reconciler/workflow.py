@@ -48,7 +48,7 @@ def _needs_secrets(manifests: ManifestSet) -> bool:
 def resolve_manifest_secrets(manifests: ManifestSet) -> dict[str, str]:
     """Provider name -> plain API key, for every provider with an api_key. Every unreadable or
     disallowed reference is reported at once, located at its manifest field."""
-    from reconciler.errors import Problem, ReconcilerError, first_line
+    from reconciler.errors import Problem, ReconcilerError
     from reconciler.providers.secrets import SecretRefError, read_reference
 
     values: dict[str, str] = {}
@@ -320,7 +320,7 @@ def _validate_after(engine: Engine, result: ApplyResult, request: ApplyRequest) 
     try:
         with translate_db_errors(engine.url, "validating providers"):
             return tuple(check_providers(engine, list(result.changed_providers), timeout=request.validation_timeout, skip_inactive=True)), ()
-    except Exception as exc:  # noqa: BLE001 - the apply has committed: validation is advisory unless waited for
+    except Exception as exc:  # the apply has committed: validation is advisory unless waited for
         if request.wait_validation:
             raise
         if isinstance(exc, ReconcilerError):

@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         sys.exit(130)
-    except Exception as exc:  # noqa: BLE001 - last resort: a short message, traceback only on request
+    except Exception as exc:  # last resort: a short message, traceback only on request
         if os.environ.get("RECONCILER_DEBUG"):
             raise
         click.echo(f"error: internal error: {type(exc).__name__}: {first_line(exc)}", err=True)

@@ -6,13 +6,16 @@ import json
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from reconciler.cli import cli
-
 from reconciler.cli.options import db_option, echo_plan, gitops_options, guard_options, paths_argument
+
+if TYPE_CHECKING:
+    from reconciler.errors import Problem
+    from reconciler.plan.model import Plan
 
 
 @cli.command()
@@ -30,9 +33,19 @@ def validate(paths: tuple[str, ...], fmt: str) -> int:
             click.echo(json.dumps({"valid": False, "problems": [p.to_dict() for p in exc.problems]}, indent=2))
             return 1
         errors = [p for p in exc.problems if p.severity == "error"]
-        raise ReconcilerError(exc.problems + [_count_problem(len(errors))]) from None
+        raise ReconcilerError([*exc.problems, _count_problem(len(errors))]) from None
     if fmt == "json":
-        click.echo(json.dumps({"valid": True, "resources": len(manifests.manifests), "files": len(manifests.files), "problems": [p.to_dict() for p in manifests.warnings]}, indent=2))
+        click.echo(
+            json.dumps(
+                {
+                    "valid": True,
+                    "resources": len(manifests.manifests),
+                    "files": len(manifests.files),
+                    "problems": [p.to_dict() for p in manifests.warnings],
+                },
+                indent=2,
+            )
+        )
         return 0
     for w in manifests.warnings:
         click.echo(w.render(), err=True)
@@ -44,7 +57,7 @@ def validate(paths: tuple[str, ...], fmt: str) -> int:
     return 0
 
 
-def _count_problem(n: int):  # type: ignore[no-untyped-def]
+def _count_problem(n: int) -> Problem:
     from reconciler.errors import Problem
 
     return Problem(f"Found {n} error{'s' if n != 1 else ''}; nothing was changed.", severity="summary")
@@ -102,7 +115,7 @@ def _save_plan(the_plan: Any, out: str) -> None:
         raise ReconcilerError(f"cannot write plan file {out}: {exc.strerror}") from None
 
 
-def _load_saved_plan(path: str):  # type: ignore[no-untyped-def]
+def _load_saved_plan(path: str) -> Plan:
     from reconciler.errors import Location, Problem, ReconcilerError
     from reconciler.plan.model import Plan
 
@@ -146,7 +159,13 @@ def _confirm(auto_approve: bool) -> None:
 @gitops_options
 @click.option("--wait-validation", is_flag=True, help="Exit 1 if a created or changed provider fails validation (for CI).")
 @click.option("--no-validate", is_flag=True, help="Do not validate created or changed providers after the apply.")
-@click.option("--validation-timeout", type=click.FloatRange(min=0, min_open=True), default=10.0, metavar="S", help="Seconds each provider may take to answer (default 10).")
+@click.option(
+    "--validation-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=10.0,
+    metavar="S",
+    help="Seconds each provider may take to answer (default 10).",
+)
 def apply(
     paths: tuple[str, ...], db: str | None, auto_approve: bool, no_prune: bool, lock_timeout: float | None,
     git_ref: str | None, repo: str | None, targets: tuple[str, ...], excludes: tuple[str, ...], allow_mass_delete: bool,

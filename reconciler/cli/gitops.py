@@ -48,14 +48,35 @@ def drift(paths: tuple[str, ...], db: str | None, as_json: bool, detailed_exitco
 @click.option("--interval", type=click.FloatRange(min=0.05), default=60.0, show_default=True, help="Seconds between drift checks.")
 @click.option("--self-heal/--report-only", default=False, help="Revert drift on each check, or only report it (default).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line for each reconcile and each run event.")
-@click.option("--debounce", "debounce_ms", type=click.IntRange(min=1), default=1600, show_default=True, help="Milliseconds to group file changes into one reconcile.")
+@click.option(
+    "--debounce",
+    "debounce_ms",
+    type=click.IntRange(min=1),
+    default=1600,
+    show_default=True,
+    help="Milliseconds to group file changes into one reconcile.",
+)
 @click.option("--lock-timeout", type=float, default=10.0, show_default=True, help="Seconds to wait for another apply.")
 @click.option("--allow-mass-delete", is_flag=True, help="Allow reconciles that delete more than half of the managed resources.")
 @click.option("--once", is_flag=True, help="Reconcile once, wait for the runs it starts, and exit (cron; exit 1 if anything failed).")
 @click.option("--no-validate", is_flag=True, help="Do not probe created or changed providers after each apply.")
-@click.option("--validation-timeout", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True, help="Seconds each provider may take to answer.")
-@click.option("--retry-initial", type=click.FloatRange(min=0.05), default=5.0, show_default=True, help="Seconds before the first retry of a failed apply; doubles with each failure.")
-@click.option("--retry-max", type=click.FloatRange(min=0.05), default=300.0, show_default=True, help="Longest wait between retries of a failed apply.")
+@click.option(
+    "--validation-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=10.0,
+    show_default=True,
+    help="Seconds each provider may take to answer.",
+)
+@click.option(
+    "--retry-initial",
+    type=click.FloatRange(min=0.05),
+    default=5.0,
+    show_default=True,
+    help="Seconds before the first retry of a failed apply; doubles with each failure.",
+)
+@click.option(
+    "--retry-max", type=click.FloatRange(min=0.05), default=300.0, show_default=True, help="Longest wait between retries of a failed apply."
+)
 def watch(
     paths: tuple[str, ...], db: str | None, interval: float, self_heal: bool, as_json: bool, debounce_ms: int,
     lock_timeout: float, allow_mass_delete: bool, once: bool, no_validate: bool, validation_timeout: float,
@@ -127,7 +148,11 @@ def export(db: str | None, out: str | None) -> int:
     target = Path(out) if out else None
     if target is not None and target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise ReconcilerError(
-            Problem("export directory exists and is not empty", Location(str(target)), hint="choose a new or empty directory; export never overwrites files")
+            Problem(
+                "export directory exists and is not empty",
+                Location(str(target)),
+                hint="choose a new or empty directory; export never overwrites files",
+            )
         )
     engine = open_engine(db, create=False)
     snapshot = StateSnapshot.empty()

@@ -22,9 +22,15 @@ def gitops_options(f: Any) -> Any:
     """--git-ref/--repo (manifests as of a commit) and the guard rails, shared by plan and apply."""
     for option in reversed(
         [
-            click.option("--git-ref", metavar="REF", help="Read the manifests as of this commit/branch/tag (no checkout); PATH is then relative to the repository root."),
+            click.option(
+                "--git-ref",
+                metavar="REF",
+                help="Read the manifests as of this commit/branch/tag (no checkout); PATH is then relative to the repository root.",
+            ),
             click.option("--repo", metavar="PATH", help="The git repository for --git-ref (default: the one holding the current directory)."),
-            click.option("--target", "targets", multiple=True, metavar="KIND/NAME", help="Only plan these resources (repeatable; NAME may be a glob)."),
+            click.option(
+                "--target", "targets", multiple=True, metavar="KIND/NAME", help="Only plan these resources (repeatable; NAME may be a glob)."
+            ),
             click.option("--exclude", "excludes", multiple=True, metavar="KIND/NAME", help="Leave these resources out of the plan (repeatable)."),
             click.option("--allow-mass-delete", is_flag=True, help="Allow a plan that deletes more than half of the managed resources."),
         ]

@@ -75,7 +75,9 @@ def _report(engine: Any, summary: Any, *, as_json: bool, table: bool) -> None:
         click.echo(f"  {summary.error}", err=True)
 
 
-def execute_named(engine: Any, names: list[str], *, as_json: bool, concurrency: int | None = None, retry_failed: bool = False, table: bool = True) -> int:
+def execute_named(
+    engine: Any, names: list[str], *, as_json: bool, concurrency: int | None = None, retry_failed: bool = False, table: bool = True
+) -> int:
     from reconciler.runs.service import RunOptions, execute_run
 
     code = 0

@@ -14,9 +14,9 @@ from typing import Any
 from sqlalchemy import Connection, Engine, delete, insert, update
 
 from reconciler.errors import Problem, ReconcilerError
+from reconciler.gitops.export import export_names, placeholder_env
 from reconciler.kinds import BY_NAME
 from reconciler.kinds.provider import PROVIDER
-from reconciler.gitops.export import export_names, placeholder_env
 from reconciler.plan.guards import Selector, parse_selector
 from reconciler.state.history import record_operation
 from reconciler.state.snapshot import ActualResource, StateSnapshot, read_snapshot
@@ -48,7 +48,7 @@ def choose(snapshot: StateSnapshot, selectors: list[Selector] | None) -> tuple[l
     chosen: dict[str, tuple[ActualResource, str]] = {}
     managed: list[str] = []
     problems = []
-    for selector in selectors or [None]:  # type: ignore[list-item]
+    for selector in selectors if selectors else [None]:  # None: every row
         hit = False
         for key, r in sorted(snapshot.resources.items()):
             if selector is not None and not (selector.matches((r.kind, names[key])) or selector.matches(key)):

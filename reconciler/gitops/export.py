@@ -116,12 +116,15 @@ def _dumper() -> Any:
     """Multi-line strings as literal blocks, so prompts read as they were written."""
     import yaml
 
-    base = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml: several times faster
+    try:  # libyaml: several times faster
+        from yaml import CSafeDumper as _Base
+    except ImportError:  # pragma: no cover
+        from yaml import SafeDumper as _Base  # type: ignore[assignment]  # types-PyYAML declares libyaml's classes unconditionally
 
-    class _Dumper(base):  # type: ignore[misc, valid-type]
+    class _Dumper(_Base):
         pass
 
-    def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    def _str(dumper: _Dumper, value: str) -> yaml.ScalarNode:
         return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else None)
 
     _Dumper.add_representer(str, _str)

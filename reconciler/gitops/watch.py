@@ -29,8 +29,8 @@ from reconciler.errors import (
     first_line,
 )
 from reconciler.gitops.drift import Drift, detect_drift
-from reconciler.plan.guards import GuardOptions
 from reconciler.gitops.watch_runs import RunEvent, RunStarter
+from reconciler.plan.guards import GuardOptions
 from reconciler.plan.model import Plan
 from reconciler.plan.render import render_change
 

@@ -3,7 +3,7 @@ configuration snapshot it used. A run is history once it starts: never pruned, n
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal, Union
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
@@ -65,7 +65,7 @@ analysis_runs = Table(
     *timestamp_columns(),
 )
 
-RunInput = Union[str, dict[str, Any]]
+RunInput = str | dict[str, Any]
 
 
 class RunSpec(Strict):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, field_validator
 from pydantic_core import PydanticCustomError
@@ -40,7 +40,7 @@ task_configs = named_table(
 
 class TaskSpec(Strict):
     description: str | None = None
-    response_schema: Union[FileRef, dict[str, Any]] = Field(
+    response_schema: FileRef | dict[str, Any] = Field(
         description="an inline JSON Schema, or {from_file: path} relative to the manifest"
     )
     is_active: bool = True

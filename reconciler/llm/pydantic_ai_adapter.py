@@ -20,6 +20,7 @@ from typing import Any
 from pydantic_ai import Agent, ModelRetry, NativeOutput, PromptedOutput, StructuredDict, capture_run_messages
 from pydantic_ai import exceptions as pe
 from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, TextPart, UserPromptPart
+from pydantic_ai.settings import ModelSettings
 
 from reconciler.llm.output_schema import OutputSchema, feedback
 from reconciler.llm.ports import (
@@ -211,7 +212,7 @@ class PydanticAIAgent:
         instructions = [agent.system_prompt] if agent.system_prompt else []
         if self.output_mode == "text":
             instructions.append(TEXT_MODE_INSTRUCTIONS.format(schema=json.dumps(task.response_schema)))
-        model_settings: dict[str, Any] = {"timeout": settings.timeout_seconds}
+        model_settings: ModelSettings = {"timeout": settings.timeout_seconds}
         if agent.temperature is not None:
             model_settings["temperature"] = agent.temperature
         if agent.max_tokens is not None:
@@ -225,7 +226,7 @@ class PydanticAIAgent:
             output_type=output_type,
             instructions="\n\n".join(instructions) or None,
             deps_type=_CallState,
-            model_settings=model_settings,  # type: ignore[arg-type]
+            model_settings=model_settings,
             retries={"output": settings.max_retries},
             defer_model_check=True,
         )

@@ -66,12 +66,11 @@ class AgentRegistry:
             if found is not None:
                 return found
             # a synchronous factory may block (starting the embedded server): keep the loop free
-            if inspect.iscoroutinefunction(self._factory) or inspect.iscoroutinefunction(getattr(self._factory, "__call__", None)):
-                created = await self._factory(agent, task, provider, settings)  # type: ignore[misc]
+            if inspect.iscoroutinefunction(self._factory) or inspect.iscoroutinefunction(getattr(self._factory, "__call__", None)):  # noqa: B004 - is a callable object's __call__ async?
+                made = self._factory(agent, task, provider, settings)
             else:
-                created = await asyncio.to_thread(self._factory, agent, task, provider, settings)
-                if inspect.isawaitable(created):
-                    created = await created
+                made = await asyncio.to_thread(self._factory, agent, task, provider, settings)
+            created = await made if inspect.isawaitable(made) else made
             self.created += 1
 
             def forget(ref: weakref.ref[Any], key: tuple[int, RegistryKey] = key) -> None:
@@ -83,7 +82,7 @@ class AgentRegistry:
             with self._guard:
                 self._agents[key] = (weakref.ref(created, forget), weakref.ref(loop))
                 self._locks.pop(key, None)  # later callers find the instance; waiters hold the lock object
-            return created  # type: ignore[no-any-return]
+            return created
 
 
 _default: AgentRegistry | None = None

@@ -7,8 +7,11 @@ imported in milliseconds. ``jsonschema`` is imported only to describe what is wr
 
 from __future__ import annotations
 
-from functools import lru_cache
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from jsonschema.protocols import Validator
 
 # Metaschemas jsonschema-rs ships; for any other $schema it would try to download it, so those go
 # straight to the pure-Python check (which treats them as it always did).
@@ -40,8 +43,8 @@ def _confirmed_valid(schema: dict[str, Any]) -> bool:
         return False
 
 
-@lru_cache(maxsize=None)
-def _meta_validator(cls: type) -> Any:
+@cache
+def _meta_validator(cls: type[Validator]) -> Validator:
     return cls(cls.META_SCHEMA)
 
 

@@ -15,8 +15,8 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from reconciler.errors import Location, Problem, ProblemList, ReconcilerError
-from reconciler.manifests import files
 from reconciler.kinds import BY_NAME
+from reconciler.manifests import files
 from reconciler.manifests.models import API_VERSION, KIND_NAMES, MANIFEST_MODELS, FileRef
 from reconciler.manifests.yamlfile import (
     FieldPath,
@@ -397,7 +397,7 @@ def _check_together(manifests: list[Manifest], declared: set[ResourceKey], probl
                     )
                 )
             else:
-                pairs[combo] = m  # type: ignore[index]
+                pairs[combo] = m
     _check_examples(first, pairs, problems)
 
 

@@ -7,9 +7,9 @@ these models (``python -m reconciler.manifests.schemas``) and a test proves the 
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from reconciler.kinds import KINDS
 from reconciler.kinds.agent import AgentExample, AgentSpec, Prices
@@ -23,15 +23,22 @@ SPEC_MODELS: dict[str, type[BaseModel]] = {str(k.name): k.spec_model for k in KI
 KIND_NAMES = tuple(SPEC_MODELS)
 
 
-def _envelope(kind: str, spec: type[BaseModel]) -> type[BaseModel]:
+class Envelope(Strict):
+    """What every manifest model has; ``_envelope`` narrows ``kind`` to its name and ``spec`` to its model."""
+
+    apiVersion: Literal["reconciler/v1"]
+    kind: str
+    metadata: Metadata
+    spec: BaseModel
+
+
+def _envelope(kind: str, spec: type[BaseModel]) -> type[Envelope]:
     return type(
         f"{kind}Manifest",
-        (Strict,),
+        (Envelope,),
         {
             "__annotations__": {
-                "apiVersion": Literal["reconciler/v1"],
-                "kind": Literal[kind],  # type: ignore[valid-type]
-                "metadata": Metadata,
+                "kind": Literal[kind],
                 "spec": spec,
             },
             "__doc__": f"A reconciler/v1 {kind} manifest.",
@@ -39,11 +46,9 @@ def _envelope(kind: str, spec: type[BaseModel]) -> type[BaseModel]:
     )
 
 
-MANIFEST_MODELS: dict[str, type[BaseModel]] = {kind: _envelope(kind, spec) for kind, spec in SPEC_MODELS.items()}
-AnyManifest = Annotated[Union[tuple(MANIFEST_MODELS.values())], Field(discriminator="kind")]  # type: ignore[valid-type]
+MANIFEST_MODELS: dict[str, type[Envelope]] = {kind: _envelope(kind, spec) for kind, spec in SPEC_MODELS.items()}
 
 __all__ = [
-    "API_VERSION", "NAME_PATTERN", "AgentExample", "AgentSpec", "AnyManifest", "AssignmentSpec", "FileRef", "KIND_NAMES",
-    "MANIFEST_MODELS", "Metadata", "Prices", "ProviderSpec", "ProviderType", "RunInput", "RunSpec", "SPEC_MODELS",
-    "SecretRef", "TaskSpec",
+    "API_VERSION", "KIND_NAMES", "MANIFEST_MODELS", "NAME_PATTERN", "SPEC_MODELS", "AgentExample", "AgentSpec", "AssignmentSpec",
+    "Envelope", "FileRef", "Metadata", "Prices", "ProviderSpec", "ProviderType", "RunInput", "RunSpec", "SecretRef", "TaskSpec",
 ]

@@ -7,6 +7,7 @@ column for each field, refuse duplicate keys, and bound the work a hostile file 
 
 from __future__ import annotations
 
+import itertools
 import math
 import operator
 import os
@@ -15,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 
@@ -24,13 +25,13 @@ from reconciler.errors import Location, Problem
 try:  # libyaml is ~10x faster; fall back to the pure-Python composer when it is missing
     from yaml import CSafeLoader as _BaseLoader
 except ImportError:  # pragma: no cover
-    from yaml import SafeLoader as _BaseLoader  # type: ignore[assignment]
+    from yaml import SafeLoader as _BaseLoader  # type: ignore[assignment]  # types-PyYAML declares libyaml's classes unconditionally
 
 # Implicit tags depend only on (kind, value, implicit) here: safe loading has no path resolvers.
 _resolve_tag = lru_cache(maxsize=65_536)(yaml.resolver.Resolver().resolve)
 
 
-class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]
+class _Loader(_BaseLoader):
     """libyaml's composer calls back into Python three times per node: to resolve its tag and to
     descend into and ascend from path resolvers, which safe loading does not have. Those calls were
     a fifth of reading 10,000 manifests, so they are replaced by C callables: a memo of the tags
@@ -38,9 +39,13 @@ class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]
 
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
-        self.resolve = _resolve_tag
-        self.descend_resolver = operator.is_  # (parent, index) -> ignored
-        self.ascend_resolver = tuple  # () -> ignored
+        # set in the instance's __dict__, where they shadow the methods (the stubs declare those as
+        # methods returning None; the composer ignores what the two no-ops return)
+        vars(self).update(
+            resolve=_resolve_tag,
+            descend_resolver=operator.is_,  # (parent, index) -> ignored
+            ascend_resolver=tuple,  # () -> ignored
+        )
 
 
 MAX_FILE_BYTES = int(os.environ.get("RECONCILER_MAX_FILE_BYTES", 16 * 1024 * 1024))
@@ -147,9 +152,9 @@ class _Converter:
 
     def convert(self, node: yaml.Node, path: FieldPath, depth: int) -> Any:
         """``node`` sits at ``depth`` and was counted by its parent (the root by the caller)."""
-        cls = node.__class__
-        if cls is yaml.ScalarNode:
+        if node.__class__ is yaml.ScalarNode:  # not through `cls`: the checker narrows only this form
             return self.scalar(node)
+        cls = node.__class__
         marks = self.marks
         children = node.value
         if cls is yaml.SequenceNode:
@@ -178,7 +183,7 @@ class _Converter:
                 else:
                     key = self._key(key_node)
                 if key in result:
-                    self._duplicate(node, key_node, key, path)
+                    self._duplicate(cast(yaml.MappingNode, node), key_node, key, path)  # cls is MappingNode
                     continue
                 if fast and value_node.tag == _STR and value_node.__class__ is scalar_node:
                     result[key] = value_node.value  # the common case, a plain string, inline
@@ -192,7 +197,7 @@ class _Converter:
 
     def _key(self, key_node: yaml.Node) -> str:
         if key_node.tag == _STR and key_node.__class__ is yaml.ScalarNode:
-            return key_node.value if self.fast_strings else _storable_text(key_node)  # type: ignore[no-any-return]
+            return key_node.value if self.fast_strings else _storable_text(key_node)
         if key_node.tag == "tag:yaml.org,2002:merge":
             raise _TooComplex("YAML merge keys ('<<') are not supported in manifests", key_node)
         key = self.scalar(key_node) if isinstance(key_node, yaml.ScalarNode) else None
@@ -298,7 +303,7 @@ def may_nest_deeply(text: str) -> bool:
     if len(text) <= short:
         return False
     bounds = [0, *(m.start() for m in _DOCUMENT_MARKER.finditer(text)), len(text)]
-    long_documents = [(a, b) for a, b in zip(bounds, bounds[1:]) if b - a > short]
+    long_documents = [(a, b) for a, b in itertools.pairwise(bounds) if b - a > short]
     if not long_documents:
         return False
     budget = SAFE_COMPOSE_DEPTH - len(_DEEP_INDENT) - 1
@@ -318,6 +323,7 @@ def _too_deep(text: str, display: str) -> Problem | None:
                 depth += 1
                 if depth > MAX_DEPTH:
                     mark = event.start_mark
+                    assert mark is not None  # the parser marks every event it produces
                     return Problem(
                         f"nesting is deeper than {MAX_DEPTH} levels",
                         Location(display, mark.line + 1, mark.column + 1),

@@ -7,7 +7,7 @@ never managed are listed as unmanaged and never touched.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from reconciler.errors import Problem, ReconcilerError
@@ -156,7 +156,7 @@ def diff(
     return Plan(
         changes=tuple(ordered),
         state_fingerprint=actual.fingerprint,
-        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         prune=prune,
         unmanaged=tuple(unmanaged),
         sources=sources,

@@ -164,5 +164,5 @@ def guard_plan(plan: Plan, snapshot: StateSnapshot, known: set[ResourceKey], opt
     managed = sum(1 for r in snapshot.resources.values() if r.managed)
     problems = check_prevent_destroy(narrowed) + check_mass_delete(narrowed, managed, options)
     if problems:
-        raise ReconcilerError(problems + [Problem("nothing was changed", severity="summary")])
+        raise ReconcilerError([*problems, Problem("nothing was changed", severity="summary")])
     return narrowed

@@ -22,7 +22,7 @@ def _value(v: Any) -> str:
 
 
 def _is_long(v: Any) -> bool:
-    return (isinstance(v, str) and ("\n" in v or len(v) > _INLINE_LIMIT)) or isinstance(v, (dict, list)) and len(_value(v)) > _INLINE_LIMIT
+    return (isinstance(v, str) and ("\n" in v or len(v) > _INLINE_LIMIT)) or (isinstance(v, (dict, list)) and len(_value(v)) > _INLINE_LIMIT)
 
 
 def _long_lines(v: Any) -> list[str]:

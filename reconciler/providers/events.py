@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 Event = dict[str, Any]
@@ -61,7 +61,7 @@ def validation_event(
         "validation_status": status,
         "validation_error": error,
         "validated_at": validated_at.isoformat(timespec="seconds") if validated_at else None,
-        "at": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+        "at": datetime.now(UTC).isoformat(timespec="milliseconds"),
         **extra,
     }
 

@@ -21,9 +21,13 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from reconciler.errors import ReconcilerError, name_list
 from reconciler.paths import FileRefError, resolve_within
+
+if TYPE_CHECKING:
+    from cryptography.fernet import MultiFernet
 
 SECRET_KEY_ENV = "RECONCILER_SECRET_KEY"
 SECRET_KEY_FILE_ENV = "RECONCILER_SECRET_KEY_FILE"
@@ -135,7 +139,7 @@ class SecretBox:
     def key(self) -> bytes:
         return self.keys[0]
 
-    def _fernet(self):  # type: ignore[no-untyped-def]
+    def _fernet(self) -> MultiFernet:
         from cryptography.fernet import Fernet, MultiFernet
 
         return MultiFernet([Fernet(k) for k in self.keys])
@@ -195,7 +199,9 @@ def _parse_keys(text: str, source: str) -> tuple[bytes, ...]:
         try:
             Fernet(token.encode())
         except (ValueError, TypeError):
-            raise ReconcilerError(f"key #{i + 1} in {source} is not a valid Fernet key (32 url-safe base64-encoded bytes)", hint=GENERATE_HINT) from None
+            raise ReconcilerError(
+                f"key #{i + 1} in {source} is not a valid Fernet key (32 url-safe base64-encoded bytes)", hint=GENERATE_HINT
+            ) from None
         keys.append(token.encode())
     if not keys:
         raise ReconcilerError(f"{source} holds no key", hint=GENERATE_HINT)

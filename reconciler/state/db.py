@@ -8,13 +8,17 @@ import os
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemyError
 
 from reconciler.errors import StateError
 from reconciler.state import jsoncodec
+
+if TYPE_CHECKING:
+    import sqlite3
 
 DATABASE_URL_ENV = "RECONCILER_DATABASE_URL"
 DEFAULT_SQLITE_PATH = Path(".reconciler") / "state.db"
@@ -82,7 +86,7 @@ def _make_engine(url: URL) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30}, json_deserializer=jsoncodec.loads)
 
         @event.listens_for(engine, "connect")
-        def _on_connect(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+        def _on_connect(dbapi_connection: sqlite3.Connection, _record: object) -> None:
             dbapi_connection.isolation_level = None  # we issue BEGIN ourselves (SQLAlchemy's pysqlite recipe)
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA foreign_keys=ON")
@@ -90,7 +94,7 @@ def _make_engine(url: URL) -> Engine:
             cursor.close()
 
         @event.listens_for(engine, "begin")
-        def _on_begin(conn):  # type: ignore[no-untyped-def]
+        def _on_begin(conn: Connection) -> None:
             mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
             conn.exec_driver_sql(f"BEGIN {mode}")
 

@@ -6,14 +6,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import orjson  # a dependency (reconciler.hashing needs it too), not an optional speed-up
+
 from reconciler.hashing import canonical_json as canonical_bytes
 
 __all__ = ["canonical_bytes", "loads"]  # canonical_bytes: kept for state.snapshot's fingerprint
-
-try:
-    import orjson
-except ImportError:  # pragma: no cover - optional speed-up
-    orjson = None  # type: ignore[assignment]
 
 
 # orjson reads integers beyond 64 bits as floats, silently; such a number has at least 19 digits.
@@ -25,7 +22,7 @@ _LONG_NUMBER = b"1" * 19
 
 def loads(text: str | bytes) -> Any:
     raw = text.encode() if isinstance(text, str) else text
-    if orjson is not None and _LONG_NUMBER not in raw.translate(_DIGITS_AS_ONES):
+    if _LONG_NUMBER not in raw.translate(_DIGITS_AS_ONES):
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError:

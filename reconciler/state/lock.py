@@ -14,8 +14,8 @@ import os
 import socket
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
-from datetime import datetime, timezone
 
 from sqlalchemy import Engine, text
 
@@ -59,7 +59,7 @@ def apply_lock(engine: Engine, timeout: float = DEFAULT_LOCK_TIMEOUT, command: s
     info = {
         "holder": holder_identity(),
         "pid": os.getpid(),
-        "since": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "since": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": command,
     }
     if engine.url.get_backend_name() == "sqlite":
