@@ -184,7 +184,12 @@ class Client:
             assignment_id = conn.execute(select(s.id).where(s.agent_id == agent_id, s.task_id == task_id)).scalar()
             if assignment_id is None:
                 tasks = list(
-                    conn.execute(select(t.name).join_from(agent_task_assignments, task_configs, t.id == s.task_id).where(s.agent_id == agent_id).order_by(t.name)).scalars()
+                    conn.execute(
+                        select(t.name)
+                        .join_from(agent_task_assignments, task_configs, t.id == s.task_id)
+                        .where(s.agent_id == agent_id)
+                        .order_by(t.name)
+                    ).scalars()
                 )
                 hint = f"agent {agent!r} has {', '.join(repr(x) for x in tasks)}" if tasks else f"agent {agent!r} has no tasks"
                 raise TaskNotAssigned(

@@ -3,10 +3,18 @@ inside the command, so no other command pays for it."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from reconciler.cli import cli
 from reconciler.cli.options import db_option
+
+if TYPE_CHECKING:
+    import socket
+    from types import FrameType
+
+    from starlette.applications import Starlette
 
 MIN_TOKEN_LENGTH = 16
 
@@ -16,8 +24,12 @@ MIN_TOKEN_LENGTH = 16
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on; anything but loopback needs --token.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="Port (0: any free port).")
 @click.option("--token", envvar="RECONCILER_SERVE_TOKEN", metavar="TOKEN", help="Require Authorization: Bearer TOKEN (env RECONCILER_SERVE_TOKEN).")
-@click.option("--poll-interval", type=click.FloatRange(0.05, 10.0), default=0.5, show_default=True, help="Seconds between checks of the database for events.")
-@click.option("--cors-origin", "cors_origins", multiple=True, metavar="ORIGIN", help="Allow this origin's scripts to read the API (repeatable; off by default).")
+@click.option(
+    "--poll-interval", type=click.FloatRange(0.05, 10.0), default=0.5, show_default=True, help="Seconds between checks of the database for events."
+)
+@click.option(
+    "--cors-origin", "cors_origins", multiple=True, metavar="ORIGIN", help="Allow this origin's scripts to read the API (repeatable; off by default)."
+)
 @click.option("--access-log", is_flag=True, help="Log every request to stderr.")
 def serve(db: str | None, host: str, port: int, token: str | None, poll_interval: float, cors_origins: tuple[str, ...], access_log: bool) -> int:
     """Serve the state read-only: a JSON API under /api/v1, Server-Sent Events at /api/v1/events and a
@@ -75,11 +87,11 @@ def serve(db: str | None, host: str, port: int, token: str | None, poll_interval
     return 0
 
 
-def _run(app: object, sock: object, access_log: bool) -> None:
+def _run(app: Starlette, sock: socket.socket, access_log: bool) -> None:
     import uvicorn
 
     config = uvicorn.Config(
-        app,  # type: ignore[arg-type]
+        app,
         log_level="info" if access_log else "warning",
         access_log=access_log,
         lifespan="on",
@@ -89,11 +101,11 @@ def _run(app: object, sock: object, access_log: bool) -> None:
     )
 
     class Server(uvicorn.Server):
-        def handle_exit(self, sig: int, frame: object) -> None:
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             # open event streams never end by themselves: end them, or shutdown waits for its timeout
-            loop = getattr(app.state, "loop", None)  # type: ignore[attr-defined]
+            loop = getattr(app.state, "loop", None)
             if loop is not None:
-                loop.call_soon_threadsafe(app.state.hub.close)  # type: ignore[attr-defined]
-            super().handle_exit(sig, frame)  # type: ignore[arg-type]
+                loop.call_soon_threadsafe(app.state.hub.close)
+            super().handle_exit(sig, frame)
 
-    Server(config).run(sockets=[sock])  # type: ignore[list-item]
+    Server(config).run(sockets=[sock])

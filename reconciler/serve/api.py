@@ -244,7 +244,9 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("", "index", "The endpoints of this API.", "meta", index),
     Endpoint("/status", "status", "Database, resource counts and the last apply.", "meta", status),
     Endpoint("/providers", "list_providers", "Providers with their validation status.", "providers", providers, LISTED, returns="array"),
-    Endpoint("/providers/{name}", "get_provider", "One provider.", "providers", _one("provider", "providers", queries.get_provider), path_params=NAME),
+    Endpoint(
+        "/providers/{name}", "get_provider", "One provider.", "providers", _one("provider", "providers", queries.get_provider), path_params=NAME
+    ),
     Endpoint(
         "/agents", "list_agents", "Agents.", "agents", agents,
         (*LISTED, Param("provider", ParamType.STR, "Only the agents of this provider (name or id).")), returns="array",
@@ -274,10 +276,28 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         (*PAGED, Param("valid", ParamType.BOOL, "Only valid (true) or only failed (false) items.")), NAME, "array",
     ),
     Endpoint("/experiments", "list_experiments", "Experiments with their status.", "experiments", experiment_list, returns="array"),
-    Endpoint("/experiments/{name}", "get_experiment", "One experiment's report (the comparison of its variants).", "experiments", experiment_report, path_params=NAME),
-    Endpoint("/history", "list_history", "Every operation that wrote the state, newest first (without plans).", "history", history, PAGED, returns="array"),
-    Endpoint("/history/{name}", "get_history", "One operation with what it changed.", "history", history_entry, path_params={"name": "The entry's number."}),
+    Endpoint(
+        "/experiments/{name}",
+        "get_experiment",
+        "One experiment's report (the comparison of its variants).",
+        "experiments",
+        experiment_report,
+        path_params=NAME,
+    ),
+    Endpoint(
+        "/history", "list_history", "Every operation that wrote the state, newest first (without plans).", "history", history, PAGED, returns="array"
+    ),
+    Endpoint(
+        "/history/{name}", "get_history", "One operation with what it changed.", "history", history_entry, path_params={"name": "The entry's number."}
+    ),
     Endpoint("/drift", "get_drift", "What changed in the database outside reconciler since it was applied.", "drift", drift),
-    Endpoint("/events", "events", "Server-Sent Events: validation_update, apply, drift, run, experiment, database.", "events", None, media_type="text/event-stream"),
+    Endpoint(
+        "/events",
+        "events",
+        "Server-Sent Events: validation_update, apply, drift, run, experiment, database.",
+        "events",
+        None,
+        media_type="text/event-stream",
+    ),
     Endpoint("/openapi.json", "openapi", "This document.", "meta", None),
 )

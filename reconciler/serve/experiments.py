@@ -116,7 +116,7 @@ def comparison(arms: list[dict[str, Any]]) -> dict[str, Any]:
         }
         for arm in arms
     ]
-    scored = any(v["metrics"]["accuracy"] is not None for v in variants)
+    scored = any(arm.get("accuracy") is not None for arm in arms)
     return {"variants": variants, "metrics": list(ARM_METRICS), "primary_metric": "accuracy" if scored else "valid"}
 
 

@@ -407,7 +407,20 @@ def _history_row(r: Any) -> dict[str, Any]:
     }
 
 
-_HISTORY_COLUMNS = ("id", "finished_at", "user", "command", "git_commit", "git_dirty", "git_author", "git_subject", "created", "updated", "deleted", "source")
+_HISTORY_COLUMNS = (
+    "id",
+    "finished_at",
+    "user",
+    "command",
+    "git_commit",
+    "git_dirty",
+    "git_author",
+    "git_subject",
+    "created",
+    "updated",
+    "deleted",
+    "source",
+)
 
 
 def list_history(engine: Engine, page: Page, after: int | None = None) -> Listing:

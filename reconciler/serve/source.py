@@ -11,11 +11,15 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, event
 from sqlalchemy.engine import URL
 
 from reconciler.state.db import database_url, display_url, open_engine, sqlite_path, translate_db_errors
+
+if TYPE_CHECKING:
+    import psycopg
 
 RETRY_OPEN_SECONDS = 1.0
 
@@ -70,7 +74,7 @@ def _read_only_sessions(engine: Engine) -> None:
         return
 
     @event.listens_for(engine, "connect")
-    def _read_only(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+    def _read_only(dbapi_connection: psycopg.Connection[Any], _record: object) -> None:
         autocommit = dbapi_connection.autocommit
         dbapi_connection.autocommit = True
         with dbapi_connection.cursor() as cursor:
