@@ -399,6 +399,45 @@ def _check_together(manifests: list[Manifest], declared: set[ResourceKey], probl
             else:
                 pairs[combo] = m  # type: ignore[index]
     _check_examples(first, pairs, problems)
+    _check_row_names(first, problems)
+
+
+def _check_row_names(first: dict[ResourceKey, Manifest], problems: ProblemList) -> None:
+    """``reconciler/row-name``: only where the table has a name column, fits it, one row per name."""
+    from reconciler.kinds.base import ROW_NAME, ROW_NAME_MAX, row_name
+
+    field_path = ("metadata", "annotations", ROW_NAME)
+    seen: dict[tuple[str, str], Manifest] = {}
+    for m in first.values():
+        value = m.annotations.get(ROW_NAME)
+        if value is not None:
+            where = m.raw.where(field_path)
+            dotted = f"metadata.annotations.{ROW_NAME}"
+            if not BY_NAME[m.kind].named_rows:
+                problems.add(Problem(f"a {m.kind} row has no name column, so it cannot keep a row name", where, m.title, dotted, "remove the annotation"))
+                continue
+            if not value.strip() or len(value) > ROW_NAME_MAX:
+                problems.add(
+                    Problem(f"found {_short(value)}; a row name is 1 to {ROW_NAME_MAX} characters, not only spaces", where, m.title, dotted,
+                            "give the row's name in the database, or remove the annotation to name the row after the manifest")
+                )
+                continue
+        if not BY_NAME[m.kind].named_rows:
+            continue
+        key = (m.kind, row_name(m.name, m.annotations))
+        other = seen.get(key)
+        if other is not None:
+            problems.add(
+                Problem(
+                    f"row name {key[1]!r} is already the row name of {other.title} at {other.location}",
+                    m.raw.where(field_path if value is not None else ("metadata", "name")),
+                    m.title,
+                    f"metadata.annotations.{ROW_NAME}" if value is not None else "metadata.name",
+                    "row names are unique per kind in the database; change one of the two",
+                )
+            )
+        else:
+            seen[key] = m
 
 
 def _check_examples(first: dict[ResourceKey, Manifest], pairs: dict[tuple[str, str], Manifest], problems: ProblemList) -> None:

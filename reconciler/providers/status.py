@@ -23,6 +23,7 @@ from reconciler.providers.validation import (
     ProviderTarget,
     ValidationResult,
 )
+from reconciler.state.columns import writable
 from reconciler.state.tables import llm_providers, reconciler_resources, utcnow
 
 
@@ -90,8 +91,8 @@ def targets_for(providers: Sequence[StoredProvider]) -> list[ProviderTarget]:
 def _set_status(engine: Engine, sp: StoredProvider, status: str, error: str | None, at: datetime | None) -> bool:
     """Store an outcome unless the provider changed meanwhile: an apply that changes its type,
     base_url or key resets it to pending (and validates it again), so this older result is dropped."""
-    p = llm_providers
     with engine.begin() as conn:
+        p = writable(conn, llm_providers)  # type and validation_status may be the database's own enum types
         result = conn.execute(
             update(p)
             .where(
@@ -118,8 +119,8 @@ async def check_providers_async(
     bus = bus or provider_events
     targets = targets_for(providers)  # before anything is written: a bad key changes nothing
     by_name = {sp.name: sp for sp in providers}
-    p = llm_providers
     with engine.begin() as conn:
+        p = writable(conn, llm_providers)
         conn.execute(
             update(p)
             .where(p.c.id.in_([sp.id for sp in providers]))
