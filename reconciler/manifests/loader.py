@@ -414,7 +414,7 @@ def _check_row_names(first: dict[ResourceKey, Manifest], problems: ProblemList) 
             where = m.raw.where(field_path)
             dotted = f"metadata.annotations.{ROW_NAME}"
             if not BY_NAME[m.kind].named_rows:
-                problems.add(Problem(f"a {m.kind} row has no name column, so it cannot keep a row name", where, m.title, dotted, "remove the annotation"))
+                problems.add(Problem(f"{m.kind} rows have no name column, so they cannot keep a row name", where, m.title, dotted, "remove the annotation"))
                 continue
             if not value.strip() or len(value) > ROW_NAME_MAX:
                 problems.add(

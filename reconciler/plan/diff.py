@@ -72,7 +72,7 @@ def _row_name_taken(d: DesiredResource, desired: dict[ResourceKey, DesiredResour
     if other.managed and moving:
         return None
     if not other.managed:
-        return _conflict(d, f"its row would be named {want!r}, the name of a {d.kind.lower()} row reconciler does not manage")
+        return _conflict(d, f"its row would be named {want!r}, the name of an existing {d.kind.lower()} that reconciler does not manage")
     return Problem(
         f"its row would be named {want!r}, which {d.kind} {other.name!r} holds in the database",
         None,

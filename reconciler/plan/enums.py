@@ -69,9 +69,9 @@ def enum_shortfalls(changes: Iterable[Change], columns: DbColumns) -> tuple[Enum
                 missing.setdefault((e.table, e.column), {}).update(dict.fromkeys(lacking))
                 who.setdefault((e.table, e.column), {})[f"{c.kind.lower()} {c.name}"] = None
     out = []
-    for key, values in sorted(missing.items()):
+    for key, lacking_values in sorted(missing.items()):
         e = columns.enums[key]
-        out.append(EnumShortfall(e.table, e.column, e.qualified_name, e.values, tuple(values), tuple(who[key])))
+        out.append(EnumShortfall(e.table, e.column, e.qualified_name, e.values, tuple(lacking_values), tuple(who[key])))
     return tuple(out)
 
 

@@ -137,7 +137,8 @@ def add_enum_values(conn: Connection, enum: DbEnum, values: Iterable[str]) -> No
     caller commits this before writing any row that uses the values."""
     from sqlalchemy.dialects.postgresql import ENUM
 
-    type_sql = conn.dialect.identifier_preparer.format_type(ENUM(name=enum.type_name, schema=enum.schema, create_type=False))
+    preparer: Any = conn.dialect.identifier_preparer  # PostgreSQL's: it quotes a (schema-qualified) type name
+    type_sql = preparer.format_type(ENUM(name=enum.type_name, schema=enum.schema, create_type=False))
     literal = String().literal_processor(conn.dialect)
     assert literal is not None
     for value in values:

@@ -132,8 +132,10 @@ def error_hint(exc: DBAPIError, reason: str) -> str:
     diag = getattr(orig, "diag", None)
     column = getattr(diag, "column_name", None)
     table = getattr(diag, "table_name", None)
-    where = f"column {table}.{column}" if table and column else (f"column {column}" if column else "the column")
     low = reason.lower()
+    if column is None and "constraint failed: " in low:  # SQLite: "NOT NULL constraint failed: llm_providers.type"
+        table, _, column = reason.split("constraint failed: ", 1)[1].split(",")[0].strip().partition(".")
+    where = f"column {table}.{column}" if table and column else (f"column {column}" if column else "the column")
     if state.startswith("08") or any(m in low for m in _CONNECTION_FAILURES):
         return CONNECTION_HINT
     if state == "22P02" and "enum" in low:
@@ -144,7 +146,7 @@ def error_hint(exc: DBAPIError, reason: str) -> str:
             "`reconciler plan` shows the enum columns it knows of, and a type it does not know of needs the column changed"
         )
     if state == "22001" or "value too long" in low:
-        return f"{where} holds fewer characters than this value: shorten it in the manifest"
+        return f"{where if column else 'a column'} holds fewer characters than this value: shorten it in the manifest"
     if state == "23502" or "not null constraint failed" in low:
         return f"{where} does not allow NULL in this database: give the field a value in the manifest"
     if state == "23514" or "check constraint failed" in low:

@@ -95,7 +95,7 @@ def enum_values(url: str, type_name: str) -> list[str]:
     engine = seed_engine(url)
     try:
         with engine.connect() as conn:
-            return [e for e in inspect(conn).get_enums() if e["name"] == type_name][0]["labels"]  # type: ignore[no-any-return]
+            return next(e["labels"] for e in inspect(conn).get_enums() if e["name"] == type_name)  # type: ignore[no-any-return]
     finally:
         engine.dispose()
 

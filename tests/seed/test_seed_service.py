@@ -189,9 +189,8 @@ def test_a_provider_type_the_enum_lacks_is_shown_refused_and_added_only_when_ask
     # what the warning said: the service's models cannot read that row, and still read every other one by id
     engine = seed_engine(pg_url)
     try:
-        with Session(engine) as s:
-            with pytest.raises(LookupError, match="llamacpp"):
-                get_by_name(s, LLMProvider, "local")
+        with Session(engine) as s, pytest.raises(LookupError, match="llamacpp"):
+            get_by_name(s, LLMProvider, "local")
         with Session(engine) as s:
             assert s.get(LLMProvider, ids["Ollama Local"]).type is ProviderType.ollama
             assert get_by_name(s, AgentConfig, "Message Classifier").id == ids["Message Classifier"]
