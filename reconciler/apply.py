@@ -22,7 +22,7 @@ from reconciler.kinds import BY_NAME, Kind
 from reconciler.kinds.base import row_name
 from reconciler.plan.enums import enum_shortfalls, refusal
 from reconciler.plan.model import Action, Change, EnumShortfall, Plan
-from reconciler.state.columns import add_enum_values, reflect_columns
+from reconciler.state.columns import add_enum_values
 from reconciler.state.history import record_operation
 from reconciler.state.snapshot import StateSnapshot, ciphertext_digest, read_snapshot
 from reconciler.state.tables import reconciler_resources, utcnow
@@ -62,10 +62,7 @@ def execute_plan(engine: Engine, plan: Plan, meta: ApplyMeta, encrypt_secret: Se
         with conn.begin():
             snapshot = read_snapshot(conn)
             if snapshot.fingerprint != plan.state_fingerprint:
-                raise StalePlan(
-                    "the database changed after this plan was made; applying it could undo those changes",
-                    hint="make a new plan (reconciler plan ... --out FILE) and apply that",
-                )
+                raise _stale()
             if plan.is_empty:
                 return ApplyResult(None, 0, 0, 0, ())
             shortfalls = enum_shortfalls(plan.changes, snapshot.columns)
@@ -82,6 +79,13 @@ def execute_plan(engine: Engine, plan: Plan, meta: ApplyMeta, encrypt_secret: Se
     return ApplyResult(apply_id, s["create"], s["update"], s["delete"], providers, runs)
 
 
+def _stale() -> StalePlan:
+    return StalePlan(
+        "the database changed after this plan was made; applying it could undo those changes",
+        hint="make a new plan (reconciler plan ... --out FILE) and apply that",
+    )
+
+
 def extend_enums(engine: Engine, plan: Plan, meta: ApplyMeta) -> tuple[EnumShortfall, ...]:
     """Add the values ``plan`` needs that the database's enums lack, in a transaction of its own,
     recorded in history (``extend-enums``), committed before the apply's transaction uses them.
@@ -90,7 +94,10 @@ def extend_enums(engine: Engine, plan: Plan, meta: ApplyMeta) -> tuple[EnumShort
     configuration is the state before; the next apply finds the values there and adds nothing.
     (PostgreSQL cannot remove an enum value, so this is as far back as it can go.)"""
     with engine.connect() as conn, conn.begin():
-        columns = reflect_columns(conn)
+        snapshot = read_snapshot(conn)
+        if snapshot.fingerprint != plan.state_fingerprint:  # refused now rather than after extending
+            raise _stale()
+        columns = snapshot.columns
         needed = enum_shortfalls(plan.changes, columns)
         if not needed:
             return ()
@@ -139,8 +146,8 @@ def _write_changes(
             ids[c.key] = row_id
             values = k.row_values(c.desired, ids)
             values["_id"] = row_id
-            if k.named_rows:
-                values["name"] = row_name(c.name, c.annotations)
+            if k.named_rows:  # a row may keep the name its service knows it by (reconciler/row-name)
+                values["name"] = row_name(c.name, c.annotations) if k.keeps_row_names else c.name
             digest = None
             if k.secret_column is not None:
                 digest, secret_values = _secret_columns(k, c, snapshot, encrypt_secret)

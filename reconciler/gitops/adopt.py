@@ -142,7 +142,7 @@ def adopt(engine: Engine, selectors: list[str] | None, user: str, *, rename: boo
                 if BY_NAME[r.kind].secret_column is not None and applied.get("api_key") is not None:
                     mac, note = _secret_fingerprint(tokens.get(row_id), name)
                     applied["api_key"] = {"ref": f"env:{placeholder_env(name)}", "hmac": mac}
-                kept = r.db_name if BY_NAME[r.kind].named_rows and r.db_name != name else None
+                kept = r.db_name if BY_NAME[r.kind].keeps_row_names and r.db_name != name else None
                 adoptions.append(Adoption(r.kind, name, row_id, renamed.get(row_id), kept, note))
                 books.append({"kind": r.kind, "name": name, "row_id": uuid.UUID(row_id), "applied": applied, "labels": {},
                               "annotations": {ROW_NAME: kept} if kept else {}, "secret_digest": r.secret_digest, "updated_at": now})

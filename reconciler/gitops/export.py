@@ -86,7 +86,7 @@ def export_documents(snapshot: StateSnapshot) -> list[ExportedDocument]:
             exported = k.export(ExportSource(r.essence, r.applied if r.managed else None, name, lambda kd, n: names.get((kd, n), n)))
             spec, notes = exported.spec, list(exported.notes)
             annotations = {a: v for a, v in r.annotations.items() if a != ROW_NAME}
-            if k.named_rows and r.db_name != name:  # the row's own name now, which the manifest name cannot be
+            if k.keeps_row_names and r.db_name != name:  # the row's own name now, which the manifest name cannot be
                 annotations[ROW_NAME] = r.db_name
                 if not r.managed:
                     notes.insert(

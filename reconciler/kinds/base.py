@@ -218,6 +218,12 @@ class Kind:
         return (self.name.lower(), self.plural)
 
     @property
+    def keeps_row_names(self) -> bool:
+        """Its rows may keep a name of their own (``reconciler/row-name``): they have a name column
+        and are not found by their manifest name (as runs are)."""
+        return self.named_rows and not self.history
+
+    @property
     def managed_by_gitops(self) -> bool:
         """Listed by `get`, exportable and adoptable (runs are history, not configuration)."""
         return not self.history

@@ -406,6 +406,8 @@ def _check_row_names(first: dict[ResourceKey, Manifest], problems: ProblemList) 
     """``reconciler/row-name``: only where the table has a name column, fits it, one row per name."""
     from reconciler.kinds.base import ROW_NAME, ROW_NAME_MAX, row_name
 
+    if not any(ROW_NAME in m.annotations for m in first.values()):
+        return  # every row is named after its manifest: names are unique per kind already
     field_path = ("metadata", "annotations", ROW_NAME)
     seen: dict[tuple[str, str], Manifest] = {}
     for m in first.values():
@@ -413,8 +415,9 @@ def _check_row_names(first: dict[ResourceKey, Manifest], problems: ProblemList) 
         if value is not None:
             where = m.raw.where(field_path)
             dotted = f"metadata.annotations.{ROW_NAME}"
-            if not BY_NAME[m.kind].named_rows:
-                problems.add(Problem(f"{m.kind} rows have no name column, so they cannot keep a row name", where, m.title, dotted, "remove the annotation"))
+            if not BY_NAME[m.kind].keeps_row_names:
+                why = "are found by their manifest name" if BY_NAME[m.kind].named_rows else "have no name column"
+                problems.add(Problem(f"{m.kind} rows {why}, so they cannot keep a row name", where, m.title, dotted, "remove the annotation"))
                 continue
             if not value.strip() or len(value) > ROW_NAME_MAX:
                 problems.add(
@@ -422,7 +425,7 @@ def _check_row_names(first: dict[ResourceKey, Manifest], problems: ProblemList) 
                             "give the row's name in the database, or remove the annotation to name the row after the manifest")
                 )
                 continue
-        if not BY_NAME[m.kind].named_rows:
+        if not BY_NAME[m.kind].keeps_row_names:
             continue
         key = (m.kind, row_name(m.name, m.annotations))
         other = seen.get(key)

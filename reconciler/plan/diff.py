@@ -54,8 +54,8 @@ def _metadata_changes(d: DesiredResource, a: ActualResource) -> tuple[FieldChang
 def _renamed(d: DesiredResource, a: ActualResource) -> tuple[FieldChange, ...]:
     """The row's name against the one the manifest gives it (``reconciler/row-name``, else its
     name): drift when someone renamed the row outside reconciler; apply renames it."""
-    if not BY_NAME[d.kind].named_rows:
-        return ()
+    if (a.row_name is None and ROW_NAME not in d.annotations) or not BY_NAME[d.kind].keeps_row_names:
+        return ()  # the common case: both named after the manifest
     want = row_name(d.name, d.annotations)
     if a.db_name == want:
         return ()
@@ -118,7 +118,9 @@ def diff(
     managed_natural = {
         (r.kind, natural(r.essence)) for r in resources.values() if r.managed and (natural := BY_NAME[r.kind].natural_name)
     }
-    by_row_name = {(r.kind, r.db_name): r for r in resources.values() if BY_NAME[r.kind].named_rows}
+    # rows named otherwise than their manifests (reconciler/row-name): a name one row keeps may be another's
+    kept_names = any(r.row_name is not None for r in resources.values()) or any(ROW_NAME in d.annotations for d in desired.values())
+    by_row_name = {(r.kind, r.db_name): r for r in resources.values() if BY_NAME[r.kind].keeps_row_names} if kept_names else {}
     for key in sorted(desired):
         d = desired[key]
         a = resources.get(key)
@@ -132,7 +134,7 @@ def diff(
         if a is not None and not a.managed:
             problems.append(_conflict(d, f"{d.kind} {d.name!r} already exists in the database but is not managed by reconciler"))
             continue
-        taken = _row_name_taken(d, desired, by_row_name) if BY_NAME[d.kind].named_rows else None
+        taken = _row_name_taken(d, desired, by_row_name) if kept_names and BY_NAME[d.kind].keeps_row_names else None
         if taken is not None:
             problems.append(taken)
             continue

@@ -112,7 +112,8 @@ def render_markdown(plan: Plan) -> str:
     if plan.is_empty:
         return head + "No changes. The database matches the manifests.\n"
     body = "\n".join(line for c in plan.changes for line in render_change(c))
-    extra = "\n".join(_unmanaged_line(plan) + [f"> **{line}**" if line.startswith("Warning") else f"> {line}" for line in _enum_lines(plan)])
+    quoted = "\n".join(f"> **{line}**" if line.startswith("Warning") else f"> {line.strip()}" for line in _enum_lines(plan))
+    extra = "\n\n".join(part for part in ("\n".join(_unmanaged_line(plan)), quoted) if part)
     return head + f"**{summary_line(plan)}**\n\n```diff\n{body}\n```\n" + (f"\n{extra}\n" if extra else "")
 
 

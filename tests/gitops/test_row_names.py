@@ -8,6 +8,7 @@ from pathlib import Path
 
 import yaml
 from sqlalchemy import text
+from sqlmodel import select
 
 from tests.seed.helpers import SHARED_KEY, fill_like_the_service
 from tests.seed.models import AgentConfig, LLMProvider, Session, get_by_name, seed_engine
@@ -20,7 +21,7 @@ def _row_names(url: str, model: type) -> list[str]:
     engine = seed_engine(url)
     try:
         with Session(engine) as s:
-            return sorted(r.name for r in s.query(model))  # type: ignore[attr-defined]
+            return sorted(r.name for r in s.exec(select(model)))
     finally:
         engine.dispose()
 
@@ -166,10 +167,16 @@ def test_validate_checks_row_name_annotations(cli_run, write_manifests) -> None:
         kind: Assignment
         metadata: {name: g-t, annotations: {reconciler/row-name: "G T"}}
         spec: {agent: g, task: t}
+        ---
+        apiVersion: reconciler/v1
+        kind: Run
+        metadata: {name: r, annotations: {reconciler/row-name: "Run R"}}
+        spec: {assignment: g-t, inputs: [hello]}
         """})
     code, _, err = cli_run("validate", str(root))
     assert code == 1
     assert "m.yaml:8:35: error: Provider \"b\" metadata.annotations.reconciler/row-name: row name 'Shared' is already the row name of Provider \"a\"" in err
     assert "error: Provider \"c\" metadata.annotations.reconciler/row-name: found '  '; a row name is 1 to 255 characters" in err
     assert "error: Assignment \"g-t\" metadata.annotations.reconciler/row-name: Assignment rows have no name column" in err
-    assert "Found 3 errors; nothing was changed." in err
+    assert "error: Run \"r\" metadata.annotations.reconciler/row-name: Run rows are found by their manifest name" in err
+    assert "Found 4 errors; nothing was changed." in err

@@ -224,3 +224,22 @@ def test_the_validation_status_enum_is_checked_too(cli_run, pg_url: str, tmp_pat
         "Warning: llm_providers.validation_status is the PostgreSQL enum validationstatus ('pending', 'connected', 'error'); "
         "provider gpu-box would write 'validating', which it lacks."
     ) in out
+
+
+@pytest.mark.postgres
+def test_a_stale_saved_plan_extends_nothing(cli_run, pg_url: str, tmp_path: Path) -> None:
+    from sqlalchemy import text
+
+    fill_like_the_service(pg_url)
+    out_dir = tmp_path / "manifests"
+    assert cli_run("export", "--db", pg_url, "--out", str(out_dir), env=ENV)[0] == 0
+    assert cli_run("adopt", "--all", "--db", pg_url, env=ENV)[0] == 0
+    append_document(out_dir / "providers.yaml", {"apiVersion": "reconciler/v1", "kind": "Provider", "metadata": {"name": "local"}, "spec": {"type": "llamacpp"}})
+    assert cli_run("plan", str(out_dir), "--db", pg_url, "--out", str(tmp_path / "plan.json"), env=ENV)[0] == 0
+    engine = seed_engine(pg_url)
+    with engine.begin() as conn:  # the service changes a row after the plan was made
+        conn.execute(text("UPDATE agent_configs SET temperature = 0.9"))
+    engine.dispose()
+    code, _, err = cli_run("apply", str(tmp_path / "plan.json"), "--db", pg_url, "--extend-enums", "--no-validate", env=ENV)
+    assert code == 1 and "the database changed after this plan was made" in err
+    assert enum_values(pg_url, "providertype") == ["ollama", "openai"]
