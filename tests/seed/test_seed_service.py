@@ -243,3 +243,21 @@ def test_a_stale_saved_plan_extends_nothing(cli_run, pg_url: str, tmp_path: Path
     code, _, err = cli_run("apply", str(tmp_path / "plan.json"), "--db", pg_url, "--extend-enums", "--no-validate", env=ENV)
     assert code == 1 and "the database changed after this plan was made" in err
     assert enum_values(pg_url, "providertype") == ["ollama", "openai"]
+
+
+@pytest.mark.postgres
+def test_secrets_forget_writes_the_status_through_the_enum(cli_run, pg_url: str) -> None:
+    """``secrets forget`` resets validation_status, a column the seed types as its own enum."""
+    fill_like_the_service(pg_url)
+    other_key = Fernet.generate_key().decode()  # not the service's key: its API key cannot be decrypted
+    assert cli_run("adopt", "--all", "--db", pg_url, env={"RECONCILER_SECRET_KEY": other_key})[0] == 0
+    code, out, err = cli_run("secrets", "forget", "--undecryptable", "--db", pg_url, env={"RECONCILER_SECRET_KEY": other_key})
+    assert code == 0, err
+    assert "OpenAI GPT-4" in out
+    engine = seed_engine(pg_url)
+    try:
+        with Session(engine) as s:
+            row = get_by_name(s, LLMProvider, "OpenAI GPT-4")
+            assert (row.api_key_encrypted, row.validation_status) == (None, ValidationStatus.pending)
+    finally:
+        engine.dispose()
