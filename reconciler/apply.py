@@ -19,7 +19,10 @@ from sqlalchemy import Connection, Engine, bindparam, delete, insert, update
 
 from reconciler.errors import ReconcilerError, StalePlan
 from reconciler.kinds import BY_NAME, Kind
-from reconciler.plan.model import Action, Change, Plan
+from reconciler.kinds.base import row_name
+from reconciler.plan.enums import enum_shortfalls, refusal
+from reconciler.plan.model import Action, Change, EnumShortfall, Plan
+from reconciler.state.columns import add_enum_values
 from reconciler.state.history import record_operation
 from reconciler.state.snapshot import StateSnapshot, ciphertext_digest, read_snapshot
 from reconciler.state.tables import reconciler_resources, utcnow
@@ -45,6 +48,7 @@ class ApplyResult:
     deleted: int
     changed_providers: tuple[str, ...]
     runs_to_start: tuple[str, ...] = ()  # runs created or changed with trigger: on_apply
+    extended: tuple[EnumShortfall, ...] = ()  # enum values added before the apply (--extend-enums)
 
 
 SecretResolver = Callable[[Change], tuple[bytes, str]]  # change -> (ciphertext, hmac)
@@ -58,12 +62,12 @@ def execute_plan(engine: Engine, plan: Plan, meta: ApplyMeta, encrypt_secret: Se
         with conn.begin():
             snapshot = read_snapshot(conn)
             if snapshot.fingerprint != plan.state_fingerprint:
-                raise StalePlan(
-                    "the database changed after this plan was made; applying it could undo those changes",
-                    hint="make a new plan (reconciler plan ... --out FILE) and apply that",
-                )
+                raise _stale()
             if plan.is_empty:
                 return ApplyResult(None, 0, 0, 0, ())
+            shortfalls = enum_shortfalls(plan.changes, snapshot.columns)
+            if shortfalls:  # a saved plan, or --extend-enums not given: PostgreSQL would refuse the rows
+                raise refusal(shortfalls)
             apply_id = _record_history(conn, plan, meta, started)
             _write_changes(conn, plan, snapshot, apply_id, encrypt_secret)
     s = plan.summary()
@@ -73,6 +77,35 @@ def execute_plan(engine: Engine, plan: Plan, meta: ApplyMeta, encrypt_secret: Se
         if BY_NAME[c.kind].history and c.action is not Action.DELETE and (c.desired or {}).get("trigger") == "on_apply"
     )
     return ApplyResult(apply_id, s["create"], s["update"], s["delete"], providers, runs)
+
+
+def _stale() -> StalePlan:
+    return StalePlan(
+        "the database changed after this plan was made; applying it could undo those changes",
+        hint="make a new plan (reconciler plan ... --out FILE) and apply that",
+    )
+
+
+def extend_enums(engine: Engine, plan: Plan, meta: ApplyMeta) -> tuple[EnumShortfall, ...]:
+    """Add the values ``plan`` needs that the database's enums lack, in a transaction of its own,
+    recorded in history (``extend-enums``), committed before the apply's transaction uses them.
+
+    Killed between the two, the database keeps the added values and their history entry, and its
+    configuration is the state before; the next apply finds the values there and adds nothing.
+    (PostgreSQL cannot remove an enum value, so this is as far back as it can go.)"""
+    with engine.connect() as conn, conn.begin():
+        snapshot = read_snapshot(conn)
+        if snapshot.fingerprint != plan.state_fingerprint:  # refused now rather than after extending
+            raise _stale()
+        columns = snapshot.columns
+        needed = enum_shortfalls(plan.changes, columns)
+        if not needed:
+            return ()
+        for s in needed:
+            add_enum_values(conn, columns.enums[(s.table, s.column)], s.missing)
+        details = {"extended_enums": [s.to_dict() for s in needed]}
+        record_operation(conn, command="extend-enums", user=meta.user, details=details, source=meta.source, git=meta.git)
+    return needed
 
 
 def _record_history(conn: Connection, plan: Plan, meta: ApplyMeta, started: datetime) -> int:
@@ -99,7 +132,7 @@ def _write_changes(
     for (action, kind), group in groupby(plan.changes, key=lambda c: (c.action, c.kind)):
         changes = list(group)
         k = BY_NAME[kind]
-        table = k.table
+        table = snapshot.columns.writable(k.table)  # enum columns cast to the database's enum types
         if action is Action.DELETE:
             row_ids = [uuid.UUID(c.row_id) for c in changes if c.row_id]
             for i in range(0, len(row_ids), CHUNK):
@@ -113,8 +146,8 @@ def _write_changes(
             ids[c.key] = row_id
             values = k.row_values(c.desired, ids)
             values["_id"] = row_id
-            if k.named_rows:
-                values["name"] = c.name
+            if k.named_rows:  # a row may keep the name its service knows it by (reconciler/row-name)
+                values["name"] = row_name(c.name, c.annotations) if k.keeps_row_names else c.name
             digest = None
             if k.secret_column is not None:
                 digest, secret_values = _secret_columns(k, c, snapshot, encrypt_secret)

@@ -126,10 +126,15 @@ def compute_plan(
     git: dict[str, Any] | None,
     guards: GuardOptions | None = None,
 ) -> Plan:
-    """Diff, then the guard rails (--target/--exclude, prevent-destroy, mass delete)."""
+    """Diff, then the guard rails (--target/--exclude, prevent-destroy, mass delete), then the
+    values the database's enum columns lack (shown by the plan, refused by apply)."""
+    from reconciler.plan.enums import enum_shortfalls
+
     desired = desired_from(manifests, snapshot)
     the_plan = diff(desired, snapshot, prune=prune, sources=tuple(sources), git=git)
-    return guard_plan(the_plan, snapshot, set(desired) | set(snapshot.resources), guards or GuardOptions())
+    the_plan = guard_plan(the_plan, snapshot, set(desired) | set(snapshot.resources), guards or GuardOptions())
+    shortfalls = enum_shortfalls(the_plan.changes, snapshot.columns)
+    return replace(the_plan, enum_shortfalls=shortfalls) if shortfalls else the_plan
 
 
 def plan_from_paths(request: PlanRequest) -> tuple[Plan, ManifestSet]:
@@ -151,11 +156,19 @@ def apply_meta(command: str, sources: list[str], git: dict[str, Any] | None) -> 
     return ApplyMeta(user=holder_identity(), command=command, source=" ".join(sources), git=git)
 
 
-def run_apply(engine: Engine, plan: Plan, meta: ApplyMeta) -> ApplyResult:
-    """Execute a plan (the caller holds the lock); secrets are encrypted only if the plan needs it."""
+def run_apply(engine: Engine, plan: Plan, meta: ApplyMeta, *, extend_enums: bool = False) -> ApplyResult:
+    """Execute a plan (the caller holds the lock); secrets are encrypted only if the plan needs it.
+    With ``extend_enums``, the values the database's enums lack are added first, in a transaction
+    of their own that commits before the apply's (PostgreSQL cannot use a value in the transaction
+    that added it); without it, the executor refuses a plan that needs them."""
+    from reconciler.apply import extend_enums as add_enum_values
+
     needs = any(c.desired and c.desired.get("_secret_source") for c in plan.changes)
+    encrypt = secret_encrypter() if needs else None  # before anything is written: a missing key changes nothing
     with translate_db_errors(engine.url, "applying the plan"):
-        return execute_plan(engine, plan, meta, secret_encrypter() if needs else None)
+        extended = add_enum_values(engine, plan, meta) if extend_enums else ()
+        result = execute_plan(engine, plan, meta, encrypt)
+    return replace(result, extended=extended) if extended else result
 
 
 @dataclass(frozen=True)
@@ -179,6 +192,7 @@ class ApplyRequest:
     start_runs: bool = True  # start the ``trigger: on_apply`` runs the apply created or changed
     engine: Engine | None = None  # an engine the caller keeps open (watch); else one is opened for the request
     manifests: ManifestSet | None = None  # already loaded from ``paths`` by the caller (watch tells invalid input apart)
+    extend_enums: bool = False  # add the values the database's enum columns lack (ALTER TYPE ... ADD VALUE)
 
 
 def _no_confirm(plan: Plan) -> None:
@@ -282,11 +296,15 @@ def apply_manifests(request: ApplyRequest, hooks: ApplyHooks = ApplyHooks()) -> 
         hooks.show_plan(the_plan)
         if the_plan.is_empty:
             return ApplyOutcome(the_plan, snapshot, engine=existing, manifests=manifests)
+        if the_plan.enum_shortfalls and not request.extend_enums:
+            from reconciler.plan.enums import refusal
+
+            raise refusal(the_plan.enum_shortfalls)  # before asking, and before the schema is migrated
         hooks.confirm(the_plan)
         engine = request.engine if request.engine is not None else open_for_apply(request.db)
         if existing is None:
             held.enter_context(apply_lock(engine, request.lock_timeout, command=request.command))
-        result = run_apply(engine, the_plan, apply_meta(request.command, sources, request.git))
+        result = run_apply(engine, the_plan, apply_meta(request.command, sources, request.git), extend_enums=request.extend_enums)
     return replace(_after_commit(the_plan, snapshot, engine, result, request, hooks), manifests=manifests)
 
 
@@ -296,7 +314,7 @@ def apply_saved_plan(saved: Plan, request: ApplyRequest, hooks: ApplyHooks = App
     engine = request.engine or open_for_apply(request.db)
     with translate_db_errors(engine.url, "applying"), apply_lock(engine, request.lock_timeout, command=request.command):
         hooks.show_plan(saved)
-        result = run_apply(engine, saved, apply_meta(request.command, list(saved.sources), saved.git))
+        result = run_apply(engine, saved, apply_meta(request.command, list(saved.sources), saved.git), extend_enums=request.extend_enums)
     return _after_commit(saved, StateSnapshot.empty(), engine, result, request, hooks)
 
 

@@ -173,7 +173,10 @@ def test_json_plan_is_stable_and_documented(cli_run, write_manifests, sqlite_url
     write_manifests({"agents.yaml": AGENT + "  temperature: 0.2\n"})
     code, out, _ = plan(cli_run, root, sqlite_url, "--json")
     data = json.loads(out)
-    assert sorted(data) == ["changes", "created_at", "format_version", "git", "prune", "sources", "state_fingerprint", "summary", "unmanaged", "warnings"]
+    assert sorted(data) == [
+        "changes", "created_at", "enum_values_missing", "format_version", "git", "prune", "sources", "state_fingerprint", "summary",
+        "unmanaged", "warnings",
+    ]
     change = data["changes"][0]
     assert {k: change[k] for k in ("action", "kind", "name", "fields")} == {
         "action": "update", "kind": "Agent", "name": "triage",

@@ -166,10 +166,15 @@ def _confirm(auto_approve: bool) -> None:
     metavar="S",
     help="Seconds each provider may take to answer (default 10).",
 )
+@click.option(
+    "--extend-enums", is_flag=True,
+    help="Add the values the database's enum columns lack (PostgreSQL ALTER TYPE ... ADD VALUE, recorded in history); "
+    "the service owning the database may not read rows with them.",
+)
 def apply(
     paths: tuple[str, ...], db: str | None, auto_approve: bool, no_prune: bool, lock_timeout: float | None,
     git_ref: str | None, repo: str | None, targets: tuple[str, ...], excludes: tuple[str, ...], allow_mass_delete: bool,
-    wait_validation: bool, no_validate: bool, validation_timeout: float,
+    wait_validation: bool, no_validate: bool, validation_timeout: float, extend_enums: bool,
 ) -> int:
     """Make the database match the manifests (PATH...) or apply a saved plan (FILE)."""
     from reconciler.plan.render import render_text
@@ -182,6 +187,7 @@ def apply(
     request = ApplyRequest(
         list(paths), db, prune=not no_prune, guards=guard_options(targets, excludes, allow_mass_delete), lock_timeout=timeout,
         validate_providers=not no_validate, validation_timeout=validation_timeout, wait_validation=wait_validation,
+        extend_enums=extend_enums,
     )
     show = ApplyHooks(show_plan=lambda p: echo_plan(render_text(p)), start_runs=_start_runs)
     if _is_saved_plan(paths) and git_ref is None:
@@ -225,6 +231,8 @@ def _report_apply(outcome: Any, wait_validation: bool) -> int:
     from reconciler.errors import ReconcilerError
 
     result = outcome.result
+    for e in result.extended if result is not None else ():
+        click.echo(f"Extended the enum {e.enum} ({e.table}.{e.column}) with {', '.join(repr(v) for v in e.missing)}.")
     if result is None or result.apply_id is None:
         click.echo("Nothing to apply.")
     else:

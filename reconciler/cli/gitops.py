@@ -189,9 +189,18 @@ def export(db: str | None, out: str | None) -> int:
 @click.argument("targets", nargs=-1, metavar="KIND/NAME...")
 @db_option
 @click.option("--all", "adopt_all", is_flag=True, help="Adopt every unmanaged row.")
+@click.option(
+    "--rename", is_flag=True,
+    help="Rename rows whose names are not manifest names to their slugs (default: keep the names the service looks them up by).",
+)
 @click.option("--lock-timeout", type=float, default=None, help="Seconds to wait for another apply to finish (default 60).")
-def adopt(targets: tuple[str, ...], db: str | None, adopt_all: bool, lock_timeout: float | None) -> int:
-    """Put existing rows reconciler does not manage under management (KIND/NAME, globs allowed)."""
+def adopt(targets: tuple[str, ...], db: str | None, adopt_all: bool, rename: bool, lock_timeout: float | None) -> int:
+    """Put existing rows reconciler does not manage under management (KIND/NAME, globs allowed).
+
+    A row whose name is not a manifest name ("Message Classifier") is managed by its slug
+    ("message-classifier") and keeps its own name in the database, as the annotation
+    reconciler/row-name that `reconciler export` writes records; --rename renames it to the slug.
+    """
     from reconciler.errors import ReconcilerError
     from reconciler.gitops.adopt import adopt as adopt_rows
     from reconciler.state.db import translate_db_errors
@@ -203,10 +212,11 @@ def adopt(targets: tuple[str, ...], db: str | None, adopt_all: bool, lock_timeou
     engine = open_for_apply(db)
     timeout = DEFAULT_LOCK_TIMEOUT if lock_timeout is None else lock_timeout
     with translate_db_errors(engine.url, "adopting rows"), apply_lock(engine, timeout, command="adopt"):
-        result = adopt_rows(engine, None if adopt_all else list(targets), holder_identity())
+        result = adopt_rows(engine, None if adopt_all else list(targets), holder_identity(), rename=rename)
     for a in result.adopted:
         renamed = f" (renamed from {a.renamed_from!r})" if a.renamed_from else ""
-        click.echo(f"  adopted {a.kind.lower()} {a.name}{renamed}")
+        kept = f" (keeps its row name {a.row_name!r})" if a.row_name else ""
+        click.echo(f"  adopted {a.kind.lower()} {a.name}{renamed}{kept}")
         if a.secret_note:
             click.echo(f"warning: {a.kind} {a.name!r}: {a.secret_note}", err=True)
     for m in result.already_managed:

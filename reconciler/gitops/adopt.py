@@ -2,7 +2,10 @@
 
 The bookkeeping records each row's current essence as "last applied", so the next plan of the
 exported manifests shows no changes and later out-of-band edits show up as drift. A row whose name
-is not a valid manifest name is renamed to the slug ``reconciler export`` wrote for it.
+is not a valid manifest name is managed by the slug ``reconciler export`` wrote for it and keeps its
+own name in the database (recorded as the annotation ``reconciler/row-name``, as export writes it):
+the service that made it looks rows up by name. ``rename=True`` (``adopt --rename``) renames such
+rows to their slugs instead.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from sqlalchemy import Connection, Engine, delete, insert, update
 from reconciler.errors import Problem, ReconcilerError
 from reconciler.gitops.export import export_names, placeholder_env
 from reconciler.kinds import BY_NAME
+from reconciler.kinds.base import ROW_NAME
 from reconciler.kinds.provider import PROVIDER
 from reconciler.plan.guards import Selector, parse_selector
 from reconciler.state.history import record_operation
@@ -31,6 +35,7 @@ class Adoption:
     name: str
     row_id: str
     renamed_from: str | None = None
+    row_name: str | None = None  # the row's own name, kept in the database (not a manifest name)
     secret_note: str = ""
 
 
@@ -78,24 +83,39 @@ def _secret_fingerprint(token: bytes | None, provider: str) -> tuple[str | None,
         return None, "its API key cannot be decrypted with reconciler's secret key; the first apply re-encrypts it from the manifest's reference"
 
 
-def _renames(conn: Connection, snapshot: StateSnapshot, chosen: list[tuple[ActualResource, str]]) -> dict[str, str]:
+def _check_names(snapshot: StateSnapshot, chosen: list[tuple[ActualResource, str]]) -> None:
+    """Two rows must not end up under one manifest name ("Message Classifier" and "message-classifier")."""
+    problems = []
+    taken: dict[tuple[str, str], str] = {}
+    for r, name in chosen:
+        other = snapshot.resources.get((r.kind, name))
+        clash = taken.get((r.kind, name)) or (other.db_name if other is not None and other.row_id != r.row_id else None)
+        if clash is not None:
+            problems.append(
+                Problem(
+                    f"cannot adopt {r.kind} {r.name!r} as {name!r}: the {r.kind.lower()} {clash!r} has that name too",
+                    hint="rename one of the two rows in the database first (manifest names are lowercase slugs)",
+                )
+            )
+        taken[(r.kind, name)] = r.name
+    if problems:
+        raise ReconcilerError(problems)
+
+
+def _renames(conn: Connection, chosen: list[tuple[ActualResource, str]]) -> dict[str, str]:
     renamed = {}
     for r, name in chosen:
         if not BY_NAME[r.kind].named_rows or name == r.name:
             continue
-        if (r.kind, name) in snapshot.resources:
-            raise ReconcilerError(
-                f"cannot adopt {r.kind} {r.name!r} as {name!r}: a {r.kind.lower()} named {name!r} already exists",
-                hint="rename one of the two rows in the database first",
-            )
         table = BY_NAME[r.kind].table
         conn.execute(update(table).where(table.c.id == uuid.UUID(r.row_id)).values(name=name))
         renamed[r.row_id] = r.name
     return renamed
 
 
-def adopt(engine: Engine, selectors: list[str] | None, user: str) -> AdoptResult:
-    """Adopt the unmanaged rows ``selectors`` match (KIND/NAME, globs), or all of them when None."""
+def adopt(engine: Engine, selectors: list[str] | None, user: str, *, rename: bool = False) -> AdoptResult:
+    """Adopt the unmanaged rows ``selectors`` match (KIND/NAME, globs), or all of them when None.
+    A row whose name is not a manifest name keeps it, unless ``rename``."""
     parsed = [parse_selector(s, "adopt") for s in selectors] if selectors is not None else None
     with engine.connect() as conn:
         conn = conn.execution_options(sqlite_begin="IMMEDIATE")
@@ -104,22 +124,28 @@ def adopt(engine: Engine, selectors: list[str] | None, user: str) -> AdoptResult
             chosen, managed = choose(before, parsed)
             if not chosen:
                 return AdoptResult(None, (), tuple(managed))
-            renamed = _renames(conn, before, chosen)
+            _check_names(before, chosen)
+            renamed = _renames(conn, chosen) if rename else {}
             wanted = {r.row_id: name for r, name in chosen}
             after = {r.row_id: r for r in read_snapshot(conn).resources.values()}
             tokens = _provider_tokens(conn, [rid for rid in wanted if after[rid].kind == PROVIDER.name])
             now = utcnow()
             adoptions, books = [], []
+            names = {(r.kind, r.name): name for r, name in chosen}  # rows adopted now: their names in the database -> manifest names
             for row_id, name in wanted.items():
                 r = after[row_id]
                 applied: dict[str, Any] = dict(r.essence)
+                for f, ref in BY_NAME[r.kind].references.items():  # what it refers to, by the names being adopted
+                    if applied.get(f) is not None:
+                        applied[f] = names.get((ref.kind, applied[f]), applied[f])
                 note = ""
                 if BY_NAME[r.kind].secret_column is not None and applied.get("api_key") is not None:
                     mac, note = _secret_fingerprint(tokens.get(row_id), name)
                     applied["api_key"] = {"ref": f"env:{placeholder_env(name)}", "hmac": mac}
-                adoptions.append(Adoption(r.kind, name, row_id, renamed.get(row_id), note))
+                kept = r.db_name if BY_NAME[r.kind].keeps_row_names and r.db_name != name else None
+                adoptions.append(Adoption(r.kind, name, row_id, renamed.get(row_id), kept, note))
                 books.append({"kind": r.kind, "name": name, "row_id": uuid.UUID(row_id), "applied": applied, "labels": {},
-                              "annotations": {}, "secret_digest": r.secret_digest, "updated_at": now})
+                              "annotations": {ROW_NAME: kept} if kept else {}, "secret_digest": r.secret_digest, "updated_at": now})
             apply_id = _record(conn, adoptions, user, now)
             book = reconciler_resources
             for b in books:  # bookkeeping left by a managed row that was deleted outside reconciler
@@ -139,5 +165,5 @@ def _provider_tokens(conn: Connection, row_ids: list[str]) -> dict[str, bytes | 
 
 
 def _record(conn: Connection, adoptions: list[Adoption], user: str, now: Any) -> int:
-    details = {"adopted": [{"kind": a.kind, "name": a.name, "renamed_from": a.renamed_from} for a in adoptions]}
+    details = {"adopted": [{"kind": a.kind, "name": a.name, "renamed_from": a.renamed_from, "row_name": a.row_name} for a in adoptions]}
     return record_operation(conn, command="adopt", user=user, details=details, started=now)

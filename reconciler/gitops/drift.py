@@ -47,7 +47,8 @@ def detect_drift(snapshot: StateSnapshot, only: set[ResourceKey] | None = None) 
         if not r.managed or r.applied is None or (only is not None and key not in only):
             continue
         sensitive = SENSITIVE_FIELDS.get(r.kind, ())
-        fields = [] if r.row_name is None else [FieldChange("name", r.name, r.row_name, drift=True)]
+        renamed = r.db_name != r.applied_row_name  # a kept row name (reconciler/row-name) is not drift
+        fields = [FieldChange("name", r.applied_row_name, r.db_name, drift=True)] if renamed else []
         for name, applied in r.applied.items():
             actual = r.essence.get(name)
             if name in sensitive:

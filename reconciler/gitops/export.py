@@ -3,7 +3,9 @@
 A pure function of the snapshot. Secrets are written as references, never values; for a row
 reconciler never managed the reference is unknown, so a ``from_env`` placeholder named after the
 provider is written and a warning says so. Names that are not valid manifest names (the seed's
-``Message Classifier``) become slugs; ``reconciler adopt`` renames those rows to match.
+``Message Classifier``) become slugs, and the row's own name is kept in the annotation
+``reconciler/row-name``: the service looks rows up by name, so adopt and apply keep it (unless the
+annotation is removed, or the rows are renamed with ``reconciler adopt --rename``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reconciler.kinds import CONFIG_KINDS
-from reconciler.kinds.base import ExportSource
+from reconciler.kinds.base import ROW_NAME, ExportSource
 from reconciler.kinds.provider import placeholder_env
 from reconciler.state.snapshot import StateSnapshot
 
@@ -83,13 +85,20 @@ def export_documents(snapshot: StateSnapshot) -> list[ExportedDocument]:
             name = names[key]
             exported = k.export(ExportSource(r.essence, r.applied if r.managed else None, name, lambda kd, n: names.get((kd, n), n)))
             spec, notes = exported.spec, list(exported.notes)
-            if name != r.name and k.named_rows:
-                notes.insert(0, f"named {r.name!r} in the database; `reconciler adopt {kind.lower()}/{name}` renames the row to match")
+            annotations = {a: v for a, v in r.annotations.items() if a != ROW_NAME}
+            if k.keeps_row_names and r.db_name != name:  # the row's own name now, which the manifest name cannot be
+                annotations[ROW_NAME] = r.db_name
+                if not r.managed:
+                    notes.insert(
+                        0,
+                        f"named {r.db_name!r} in the database; {ROW_NAME} keeps that name when it is adopted and applied "
+                        f"(remove the annotation to rename the row to {name!r}, or run `reconciler adopt --rename` before exporting)",
+                    )
             metadata: dict[str, Any] = {"name": name}
             if r.labels:
                 metadata["labels"] = dict(r.labels)
-            if r.annotations:
-                metadata["annotations"] = dict(r.annotations)
+            if annotations:
+                metadata["annotations"] = annotations
             manifest = {"apiVersion": "reconciler/v1", "kind": kind, "metadata": metadata, "spec": spec}
             docs.append(ExportedDocument(kind, name, manifest, tuple(notes), r.managed))
     return docs

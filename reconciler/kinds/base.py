@@ -32,6 +32,10 @@ if TYPE_CHECKING:
 
 API_VERSION = "reconciler/v1"
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+# The row's own name when it is not the manifest name (the seed's "Message Classifier", looked up
+# by name by the service): export writes it, adopt and apply keep it in the name column.
+ROW_NAME = "reconciler/row-name"
+ROW_NAME_MAX = 255  # the name columns are VARCHAR(255)
 
 metadata = MetaData()
 
@@ -72,6 +76,11 @@ def named_table(name: str, *columns: Any) -> Table:
     return Table(
         name, metadata, id_column(), Column("name", String(255), nullable=False, unique=True, index=True), *columns, *timestamp_columns()
     )
+
+
+def row_name(name: str, annotations: Mapping[str, str]) -> str:
+    """The name a resource's row has in the database: ``reconciler/row-name`` or its manifest name."""
+    return annotations.get(ROW_NAME) or name
 
 
 def listing(row: Any, fields: tuple[str, ...], managed: Mapping[str, str], **extra: Any) -> dict[str, Any]:
@@ -197,6 +206,9 @@ class Kind:
     history: bool = False  # a record of what ran: never pruned or listed unmanaged, immutable once started
     stamps: Literal["created_updated", "assigned"] = "created_updated"
     create_defaults: Mapping[str, Any] = field(default_factory=dict)  # columns set only on create
+    # column -> every value reconciler writes into it after a create or a change of a validation
+    # field (a provider's validation status), so a plan can check them against the column's type
+    status_values: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     get_columns: tuple[str, ...] = ()  # `reconciler get PLURAL` table columns
     list_rows: Callable[[Connection, Mapping[str, str]], list[dict[str, Any]]] | None = None  # for `get`
 
@@ -204,6 +216,12 @@ class Kind:
     def aliases(self) -> tuple[str, ...]:
         """The words `get`, --target and adopt accept for this kind."""
         return (self.name.lower(), self.plural)
+
+    @property
+    def keeps_row_names(self) -> bool:
+        """Its rows may keep a name of their own (``reconciler/row-name``): they have a name column
+        and are not found by their manifest name (as runs are)."""
+        return self.named_rows and not self.history
 
     @property
     def managed_by_gitops(self) -> bool:

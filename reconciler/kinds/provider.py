@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from reconciler.manifests.loader import Manifest
 
 ProviderType = Literal["ollama", "openai", "llamacpp"]
+ValidationStatus = Literal["pending", "validating", "connected", "error"]  # the seed's statuses, in order
 
 llm_providers = named_table(
     "llm_providers",
@@ -158,6 +159,7 @@ PROVIDER = Kind(
     secret_column="api_key_encrypted",
     validation_fields=("api_key", "type", "base_url"),
     create_defaults={"validation_status": "pending"},
+    status_values={"validation_status": get_args(ValidationStatus)},
     get_columns=("name", "type", "base_url", "is_active", "validation_status", "validated_at", "validation_error", "managed"),
     list_rows=_list_rows,
 )

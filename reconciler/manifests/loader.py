@@ -399,6 +399,48 @@ def _check_together(manifests: list[Manifest], declared: set[ResourceKey], probl
             else:
                 pairs[combo] = m
     _check_examples(first, pairs, problems)
+    _check_row_names(first, problems)
+
+
+def _check_row_names(first: dict[ResourceKey, Manifest], problems: ProblemList) -> None:
+    """``reconciler/row-name``: only where the table has a name column, fits it, one row per name."""
+    from reconciler.kinds.base import ROW_NAME, ROW_NAME_MAX, row_name
+
+    if not any(ROW_NAME in m.annotations for m in first.values()):
+        return  # every row is named after its manifest: names are unique per kind already
+    field_path = ("metadata", "annotations", ROW_NAME)
+    seen: dict[tuple[str, str], Manifest] = {}
+    for m in first.values():
+        value = m.annotations.get(ROW_NAME)
+        if value is not None:
+            where = m.raw.where(field_path)
+            dotted = f"metadata.annotations.{ROW_NAME}"
+            if not BY_NAME[m.kind].keeps_row_names:
+                why = "are found by their manifest name" if BY_NAME[m.kind].named_rows else "have no name column"
+                problems.add(Problem(f"{m.kind} rows {why}, so they cannot keep a row name", where, m.title, dotted, "remove the annotation"))
+                continue
+            if not value.strip() or len(value) > ROW_NAME_MAX:
+                problems.add(
+                    Problem(f"found {_short(value)}; a row name is 1 to {ROW_NAME_MAX} characters, not only spaces", where, m.title, dotted,
+                            "give the row's name in the database, or remove the annotation to name the row after the manifest")
+                )
+                continue
+        if not BY_NAME[m.kind].keeps_row_names:
+            continue
+        key = (m.kind, row_name(m.name, m.annotations))
+        other = seen.get(key)
+        if other is not None:
+            problems.add(
+                Problem(
+                    f"row name {key[1]!r} is already the row name of {other.title} at {other.location}",
+                    m.raw.where(field_path if value is not None else ("metadata", "name")),
+                    m.title,
+                    f"metadata.annotations.{ROW_NAME}" if value is not None else "metadata.name",
+                    "row names are unique per kind in the database; change one of the two",
+                )
+            )
+        else:
+            seen[key] = m
 
 
 def _check_examples(first: dict[ResourceKey, Manifest], pairs: dict[tuple[str, str], Manifest], problems: ProblemList) -> None:

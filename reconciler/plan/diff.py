@@ -12,6 +12,7 @@ from typing import Any
 
 from reconciler.errors import Problem, ReconcilerError
 from reconciler.kinds import BY_NAME, KINDS
+from reconciler.kinds.base import ROW_NAME, row_name
 from reconciler.plan.desired import DesiredResource
 from reconciler.plan.model import Action, Change, FieldChange, Plan, UnmanagedResource
 from reconciler.state.snapshot import ActualResource, StateSnapshot
@@ -50,9 +51,36 @@ def _metadata_changes(d: DesiredResource, a: ActualResource) -> tuple[FieldChang
     return tuple(out)
 
 
-def _renamed(a: ActualResource) -> tuple[FieldChange, ...]:
-    """A managed row renamed outside reconciler is drift: apply renames it back."""
-    return () if a.row_name is None else (FieldChange("name", a.row_name, a.name, drift=True),)
+def _renamed(d: DesiredResource, a: ActualResource) -> tuple[FieldChange, ...]:
+    """The row's name against the one the manifest gives it (``reconciler/row-name``, else its
+    name): drift when someone renamed the row outside reconciler; apply renames it."""
+    if (a.row_name is None and ROW_NAME not in d.annotations) or not BY_NAME[d.kind].keeps_row_names:
+        return ()  # the common case: both named after the manifest
+    want = row_name(d.name, d.annotations)
+    if a.db_name == want:
+        return ()
+    return (FieldChange("name", a.db_name, want, drift=a.db_name != a.applied_row_name),)
+
+
+def _row_name_taken(
+    d: DesiredResource, desired: dict[ResourceKey, DesiredResource], by_row_name: dict[ResourceKey, ActualResource]
+) -> Problem | None:
+    """A row name (kept by ``reconciler/row-name``) another row of the kind holds and keeps."""
+    want = row_name(d.name, d.annotations)
+    other = by_row_name.get((d.kind, want))
+    if other is None or other.key == (d.kind, d.name):
+        return None
+    moving = other.key in desired and row_name(other.name, desired[other.key].annotations) != want
+    if other.managed and moving:
+        return None
+    if not other.managed:
+        return _conflict(d, f"its row would be named {want!r}, the name of an existing {d.kind.lower()} that reconciler does not manage")
+    return Problem(
+        f"its row would be named {want!r}, which {d.kind} {other.name!r} holds in the database",
+        None,
+        f'{d.kind} "{d.name}"',
+        hint=f"row names are unique per kind: change {ROW_NAME} of one of the two (defined at {d.source})",
+    )
 
 
 def _desired_payload(d: DesiredResource) -> dict[str, Any]:
@@ -92,6 +120,9 @@ def diff(
     managed_natural = {
         (r.kind, natural(r.essence)) for r in resources.values() if r.managed and (natural := BY_NAME[r.kind].natural_name)
     }
+    # rows named otherwise than their manifests (reconciler/row-name): a name one row keeps may be another's
+    kept_names = any(r.row_name is not None for r in resources.values()) or any(ROW_NAME in d.annotations for d in desired.values())
+    by_row_name = {(r.kind, r.db_name): r for r in resources.values() if BY_NAME[r.kind].keeps_row_names} if kept_names else {}
     for key in sorted(desired):
         d = desired[key]
         a = resources.get(key)
@@ -105,12 +136,16 @@ def diff(
         if a is not None and not a.managed:
             problems.append(_conflict(d, f"{d.kind} {d.name!r} already exists in the database but is not managed by reconciler"))
             continue
+        taken = _row_name_taken(d, desired, by_row_name) if kept_names and BY_NAME[d.kind].keeps_row_names else None
+        if taken is not None:
+            problems.append(taken)
+            continue
         if a is None:
             upserts[d.kind].append(
                 Change(Action.CREATE, d.kind, d.name, desired=_desired_payload(d), source=d.source, labels=d.labels, annotations=d.annotations)
             )
             continue
-        fields = _renamed(a) + diff_fields(d.kind, d.essence, a) + _metadata_changes(d, a)
+        fields = _renamed(d, a) + diff_fields(d.kind, d.essence, a) + _metadata_changes(d, a)
         if fields and BY_NAME[d.kind].history and a.essence.get("started"):
             problems.append(_started_run(d, a))
             continue

@@ -75,6 +75,40 @@ class UnmanagedResource:
 
 
 @dataclass(frozen=True)
+class EnumShortfall:
+    """Values the plan writes into a column the database types as an enum that lacks them.
+
+    PostgreSQL refuses such a row; after ``apply --extend-enums`` adds the values, the service that
+    owns the database still cannot read the row (its own enum lacks them)."""
+
+    table: str
+    column: str
+    enum: str  # the enum type, schema-qualified when not on the search path
+    values: tuple[str, ...]  # what the enum has now
+    missing: tuple[str, ...]
+    resources: tuple[str, ...]  # "provider local", ... : who writes them
+
+    def describe(self) -> str:
+        has = ", ".join(repr(v) for v in self.values)
+        needs = ", ".join(repr(v) for v in self.missing)
+        who = ", ".join(self.resources[:5]) + (f" and {len(self.resources) - 5} more" if len(self.resources) > 5 else "")
+        return (
+            f"{self.table}.{self.column} is the PostgreSQL enum {self.enum} ({has}); {who} would write {needs}, which it lacks. "
+            f"The service that owns this database cannot read a row with a value its enum lacks."
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "table": self.table, "column": self.column, "enum": self.enum,
+            "values": list(self.values), "missing": list(self.missing), "resources": list(self.resources),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> EnumShortfall:
+        return cls(d["table"], d["column"], d["enum"], tuple(d["values"]), tuple(d["missing"]), tuple(d["resources"]))
+
+
+@dataclass(frozen=True)
 class Plan:
     changes: tuple[Change, ...]
     state_fingerprint: str
@@ -84,6 +118,7 @@ class Plan:
     sources: tuple[str, ...] = ()
     git: dict[str, Any] | None = None
     warnings: tuple[str, ...] = ()
+    enum_shortfalls: tuple[EnumShortfall, ...] = ()  # apply refuses these unless --extend-enums
 
     @property
     def is_empty(self) -> bool:
@@ -107,6 +142,7 @@ class Plan:
             "changes": [c.to_dict() for c in self.changes],
             "unmanaged": [u.to_dict() for u in self.unmanaged],
             "warnings": list(self.warnings),
+            "enum_values_missing": [e.to_dict() for e in self.enum_shortfalls],
         }
 
     @classmethod
@@ -140,4 +176,5 @@ class Plan:
             sources=tuple(data.get("sources", [])),
             git=data.get("git"),
             warnings=tuple(data.get("warnings", [])),
+            enum_shortfalls=tuple(EnumShortfall.from_dict(e) for e in data.get("enum_values_missing", [])),
         )

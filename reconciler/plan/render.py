@@ -76,6 +76,18 @@ def _unmanaged_line(plan: Plan) -> list[str]:
     return [f"Unmanaged (never touched): {shown}" + (f" and {more} more" if more > 0 else "")]
 
 
+def _enum_lines(plan: Plan) -> list[str]:
+    """Values the database's enums lack: shown before anything is written, as apply refuses them."""
+    out = []
+    for e in plan.enum_shortfalls:
+        adds = ", ".join(f"ALTER TYPE {e.enum} ADD VALUE {v!r}" for v in e.missing)
+        out += [
+            f"Warning: {e.describe()}",
+            f"  `reconciler apply` refuses this plan unless --extend-enums ({adds}).",
+        ]
+    return out
+
+
 def render_text(plan: Plan) -> str:
     lines: list[str] = []
     if plan.is_empty:
@@ -86,7 +98,7 @@ def render_text(plan: Plan) -> str:
         lines += ["", summary_line(plan)]
     if not plan.prune:
         lines.append("Prune is off (--no-prune): resources removed from the manifests are kept.")
-    lines += _unmanaged_line(plan) + list(plan.warnings)
+    lines += _unmanaged_line(plan) + list(plan.warnings) + _enum_lines(plan)
     return "\n".join(lines) + "\n"
 
 
@@ -100,7 +112,8 @@ def render_markdown(plan: Plan) -> str:
     if plan.is_empty:
         return head + "No changes. The database matches the manifests.\n"
     body = "\n".join(line for c in plan.changes for line in render_change(c))
-    extra = "\n".join(_unmanaged_line(plan))
+    quoted = "\n".join(f"> **{line}**" if line.startswith("Warning") else f"> {line.strip()}" for line in _enum_lines(plan))
+    extra = "\n\n".join(part for part in ("\n".join(_unmanaged_line(plan)), quoted) if part)
     return head + f"**{summary_line(plan)}**\n\n```diff\n{body}\n```\n" + (f"\n{extra}\n" if extra else "")
 
 

@@ -131,7 +131,10 @@ def forget_undecryptable(engine: Engine, *, lock_timeout: float | None = None) -
         rows = conn.execute(select(p.c.id, p.c.name, p.c.api_key_encrypted).where(p.c.api_key_encrypted.is_not(None))).all()
         lost = [r for r in rows if not box.can_decrypt(r.api_key_encrypted)]
         if lost:
+            from reconciler.state.columns import writable
+
             ids = [r.id for r in lost]
+            p = writable(conn, llm_providers)  # validation_status may be the database's own enum type
             conn.execute(
                 update(p)
                 .where(p.c.id.in_(ids))

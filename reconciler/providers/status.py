@@ -23,6 +23,7 @@ from reconciler.providers.validation import (
     ProviderTarget,
     ValidationResult,
 )
+from reconciler.state.columns import writable
 from reconciler.state.tables import llm_providers, reconciler_resources, utcnow
 
 
@@ -38,24 +39,26 @@ class StoredProvider:
 
 
 def load_providers(engine: Engine, names: Sequence[str] | None = None) -> list[StoredProvider]:
-    """Provider rows (all, or the named ones: an unknown name is an error)."""
+    """Provider rows (all, or the named ones: an unknown name is an error). A managed provider is
+    named as in its manifest (its row may keep another name: ``reconciler/row-name``), and found
+    by either name."""
     p = llm_providers.c
     b = reconciler_resources.c
     with engine.connect() as conn:
-        model_paths = {
-            str(r.row_id): (r.applied or {}).get("model_path")
-            for r in conn.execute(select(b.row_id, b.applied).where(b.kind == "Provider"))
-        }
+        books = {str(r.row_id): r for r in conn.execute(select(b.row_id, b.name, b.applied).where(b.kind == "Provider"))}
         rows = conn.execute(
             select(p.id, p.name, p.type, p.base_url, p.is_active, p.api_key_encrypted).order_by(p.name)
         ).all()
-    providers = [
-        StoredProvider(r.id, r.name, r.type, r.base_url, bool(r.is_active), model_paths.get(str(r.id)), r.api_key_encrypted)
-        for r in rows
-    ]
+    providers, row_names = [], {}
+    for r in rows:
+        book = books.get(str(r.id))
+        name = book.name if book is not None else r.name
+        model_path = (book.applied or {}).get("model_path") if book is not None else None
+        providers.append(StoredProvider(r.id, name, r.type, r.base_url, bool(r.is_active), model_path, r.api_key_encrypted))
+        row_names[r.name] = providers[-1]
     if names is None:
         return providers
-    by_name = {sp.name: sp for sp in providers}
+    by_name = {**row_names, **{sp.name: sp for sp in providers}}
     missing = [n for n in names if n not in by_name]
     if missing:
         raise ReconcilerError(
@@ -90,8 +93,8 @@ def targets_for(providers: Sequence[StoredProvider]) -> list[ProviderTarget]:
 def _set_status(engine: Engine, sp: StoredProvider, status: str, error: str | None, at: datetime | None) -> bool:
     """Store an outcome unless the provider changed meanwhile: an apply that changes its type,
     base_url or key resets it to pending (and validates it again), so this older result is dropped."""
-    p = llm_providers
     with engine.begin() as conn:
+        p = writable(conn, llm_providers)  # type and validation_status may be the database's own enum types
         result = conn.execute(
             update(p)
             .where(
@@ -118,8 +121,8 @@ async def check_providers_async(
     bus = bus or provider_events
     targets = targets_for(providers)  # before anything is written: a bad key changes nothing
     by_name = {sp.name: sp for sp in providers}
-    p = llm_providers
     with engine.begin() as conn:
+        p = writable(conn, llm_providers)
         conn.execute(
             update(p)
             .where(p.c.id.in_([sp.id for sp in providers]))

@@ -34,10 +34,21 @@ ALWAYS_USABLE = frozenset({"llamacpp"})
 def _load(engine: Engine, agent_name: str, task_name: str | None) -> tuple[AgentConfig, ProviderConfig, Any, TaskConfig | None]:
     a, p, t, m = agent_configs, llm_providers, task_configs, reconciler_resources
     with engine.connect() as conn:
+
+        def named(table: Any, kind: str, name: str) -> Any:
+            """The row by its name, or by the manifest name reconciler manages it by (its row may keep
+            another name: reconciler/row-name)."""
+            from sqlalchemy import inspect
+
+            managed = None
+            if inspect(conn).has_table(m.name):
+                managed = conn.execute(select(m.c.row_id).where(m.c.kind == kind, m.c.name == name)).scalar()
+            return table.c.id == managed if managed is not None else table.c.name == name
+
         row = conn.execute(
             select(a, p.c.name.label("provider_name"), p.c.type.label("provider_type"), p.c.base_url, p.c.api_key_encrypted,
                    p.c.is_active.label("provider_active"), p.c.validation_status, p.c.validation_error, p.c.id.label("pid"))
-            .join(p, p.c.id == a.c.provider_id).where(a.c.name == agent_name)
+            .join(p, p.c.id == a.c.provider_id).where(named(a, "Agent", agent_name))
         ).mappings().first()
         if row is None:
             raise ReconcilerError(f"no agent named {agent_name!r} in the database", hint="list them with `reconciler get agents`")
@@ -45,7 +56,7 @@ def _load(engine: Engine, agent_name: str, task_name: str | None) -> tuple[Agent
         applied_provider = conn.execute(select(m.c.applied).where(m.c.kind == "Provider", m.c.row_id == row["pid"])).scalar() or {}
         task = None
         if task_name is not None:
-            trow = conn.execute(select(t.c.name, t.c.response_schema).where(t.c.name == task_name)).first()
+            trow = conn.execute(select(t.c.name, t.c.response_schema).where(named(t, "Task", task_name))).first()
             if trow is None:
                 raise ReconcilerError(f"no task named {task_name!r} in the database", hint="list them with `reconciler get tasks`")
             task = TaskConfig(trow.name, trow.response_schema or {})

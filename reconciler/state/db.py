@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 
 from reconciler.errors import StateError
 from reconciler.state import jsoncodec
@@ -113,18 +113,66 @@ def translate_db_errors(url: URL, doing: str) -> Iterator[None]:
         raise
     except DBAPIError as exc:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-        hint = "check --db / $RECONCILER_DATABASE_URL and that the server is running"
-        if isinstance(exc, IntegrityError):
-            hint = "the database was changed while reconciler worked, or holds rows it cannot reconcile; run plan again"
-        elif "readonly" in reason or "read-only" in reason:
-            hint = "the database is read-only: check file and directory permissions, or point --db elsewhere"
-        elif "locked" in reason:
-            hint = "another process holds the database; retry when it finishes"
-        raise StateError(f"database error while {doing} ({display_url(url)}): {reason}", hint=hint) from None
+        raise StateError(f"database error while {doing} ({display_url(url)}): {reason}", hint=error_hint(exc, reason)) from None
     except SQLAlchemyError as exc:
         raise StateError(f"database error while {doing} ({display_url(url)}): {exc}") from None
     except OSError as exc:
         raise StateError(f"cannot use database {display_url(url)} while {doing}: {exc.strerror or exc}") from None
+
+
+CONNECTION_HINT = "check --db / $RECONCILER_DATABASE_URL and that the server is running"
+_CONNECTION_FAILURES = (
+    "could not connect", "connection failed", "connection refused", "connection to server", "unable to open database file",
+    "timeout expired", "could not translate host name", "name or service not known", "password authentication failed",
+)
+
+
+def error_hint(exc: DBAPIError, reason: str) -> str:
+    """A hint that fits the error: the server and --db for a connection failure, what the column
+    expects for a type or constraint error, and so on. PostgreSQL errors are told apart by their
+    SQLSTATE (and name the column in their diagnostics), SQLite's by their message."""
+    orig = exc.orig
+    state = str(getattr(orig, "sqlstate", "") or "")
+    diag = getattr(orig, "diag", None)
+    column = getattr(diag, "column_name", None)
+    table = getattr(diag, "table_name", None)
+    low = reason.lower()
+    if column is None and "constraint failed: " in low:  # SQLite: "NOT NULL constraint failed: llm_providers.type"
+        table, _, column = reason.split("constraint failed: ", 1)[1].split(",")[0].strip().partition(".")
+    where = f"column {table}.{column}" if table and column else (f"column {column}" if column else "the column")
+    if state.startswith("08") or any(m in low for m in _CONNECTION_FAILURES):
+        return CONNECTION_HINT
+    if state == "22P02" and "enum" in low:
+        return "the value is not one of the column's enum values: `reconciler plan` lists them; `reconciler apply --extend-enums` adds missing ones"
+    if state in {"42804", "42883"}:
+        return (
+            "the database types this column differently from reconciler's tables (a database another service created?); "
+            "`reconciler plan` shows the enum columns it knows of, and a type it does not know of needs the column changed"
+        )
+    if state == "22001" or "value too long" in low:
+        return f"{where if column else 'a column'} holds fewer characters than this value: shorten it in the manifest"
+    if state == "23502" or "not null constraint failed" in low:
+        return f"{where} does not allow NULL in this database: give the field a value in the manifest"
+    if state == "23514" or "check constraint failed" in low:
+        name = getattr(diag, "constraint_name", None)
+        return f"the value breaks the table's CHECK constraint{f' {name}' if name else ''}: see what the database allows there, and use such a value"
+    if state == "23503" or "foreign key constraint failed" in low:
+        return "a row it refers to is missing, or a row reconciler does not manage still refers to it; run plan again"
+    if isinstance(exc, IntegrityError) or state.startswith("23"):
+        return "the database was changed while reconciler worked, or holds rows it cannot reconcile (two rows with one name?); run plan again"
+    if state in {"42P01", "42703"} or "no such table" in low or "no such column" in low:
+        return "the database's tables are not the ones reconciler expects (a table or column is missing): was --db meant for another service?"
+    if state == "42501" or "permission denied" in low or "must be owner" in low:
+        return "the database user lacks a privilege this needs (adding enum values needs the type's owner): connect as a user who has it"
+    if "readonly" in low or "read-only" in low:
+        return "the database is read-only: check file and directory permissions, or point --db elsewhere"
+    if "locked" in low or state in {"40P01", "55P03"}:
+        return "another process holds the database; retry when it finishes"
+    if "file is not a database" in low:
+        return "--db points at a file that is not a SQLite database"
+    if state.startswith("57P") or "server closed the connection" in low or "terminating connection" in low:
+        return "the server ended the connection (restarted or shut down?): " + CONNECTION_HINT
+    return CONNECTION_HINT if isinstance(exc, OperationalError) and not state else ""
 
 
 def schema_revision(engine: Engine) -> str | None:

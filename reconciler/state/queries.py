@@ -13,8 +13,17 @@ from reconciler.state.tables import reconciler_applies, reconciler_resources
 RESOURCE_KINDS = {k.plural: k.name for k in ALIASES.values()}
 
 
+def _has_table(conn: Any, name: str) -> bool:
+    """False in a database reconciler never wrote (a seed service's): reads create nothing."""
+    from sqlalchemy import inspect
+
+    return bool(inspect(conn).has_table(name))
+
+
 def _managed(conn: Any, kind: str) -> dict[str, str]:
     t = reconciler_resources
+    if not _has_table(conn, t.name):
+        return {}  # every row is unmanaged
     return {str(r.row_id): r.name for r in conn.execute(select(t.c.row_id, t.c.name).where(t.c.kind == kind))}
 
 
@@ -25,9 +34,12 @@ def list_resources(engine: Engine | None, what: str, name: str | None = None) ->
     k = ALIASES[what]
     assert k.list_rows is not None
     with engine.connect() as conn:
-        rows = k.list_rows(conn, _managed(conn, k.name))
-    if name is not None:
-        rows = [r for r in rows if r["name"] == name]
+        if not _has_table(conn, k.table.name):
+            return []
+        managed = _managed(conn, k.name)
+        rows = k.list_rows(conn, managed)
+    if name is not None:  # its name in the database, or the manifest name reconciler manages it by
+        rows = [r for r in rows if r["name"] == name or managed.get(r["id"]) == name]
     return rows
 
 
@@ -36,6 +48,8 @@ def list_history(engine: Engine | None, limit: int = 50) -> list[dict[str, Any]]
         return []
     h = reconciler_applies
     with engine.connect() as conn:
+        if not _has_table(conn, h.name):
+            return []  # a database reconciler never wrote has no history
         rows = conn.execute(select(h).order_by(h.c.id.desc()).limit(limit)).mappings().all()
     return [
         {

@@ -10,8 +10,9 @@ from typing import Any
 from sqlalchemy import Connection, Engine, inspect, select
 
 from reconciler.kinds import BY_NAME, KINDS
-from reconciler.kinds.base import id_text, raw_id
+from reconciler.kinds.base import ROW_NAME, id_text, raw_id
 from reconciler.kinds.provider import ciphertext_digest
+from reconciler.state.columns import NO_ENUMS, DbColumns, reflect_columns
 from reconciler.state.jsoncodec import canonical_bytes
 from reconciler.state.tables import reconciler_resources
 
@@ -37,11 +38,21 @@ class ActualResource:
     secret_digest: str | None = None  # digest of the ciphertext in the database now
     # the ciphertext itself, so a plan can check it decrypts under the configured key; never rendered
     secret_ciphertext: bytes | None = field(default=None, repr=False, compare=False)
-    row_name: str | None = None  # the row's own name when someone renamed a managed row outside reconciler
+    row_name: str | None = None  # the row's own name, when it is not the name reconciler manages it by
 
     @property
     def key(self) -> ResourceKey:
         return (self.kind, self.name)
+
+    @property
+    def db_name(self) -> str:
+        """The row's name in the database now."""
+        return self.row_name or self.name
+
+    @property
+    def applied_row_name(self) -> str:
+        """The row name reconciler last wrote (kept by ``reconciler/row-name``, else the manifest name)."""
+        return self.annotations.get(ROW_NAME) or self.name
 
 
 @dataclass(frozen=True)
@@ -50,6 +61,8 @@ class StateSnapshot:
     fingerprint: str
     # managed resources whose row was deleted outside reconciler: key -> apply that last wrote it
     vanished: dict[ResourceKey, int | None] = field(default_factory=dict)
+    # the database's own column types (PostgreSQL enums), read with the rows; not in the fingerprint
+    columns: DbColumns = field(default=NO_ENUMS, compare=False)
 
     @classmethod
     def empty(cls) -> StateSnapshot:
@@ -108,7 +121,7 @@ def read_snapshot(conn: Connection) -> StateSnapshot:
             of_kind[row.raw_id] = resource.name
     seen = {(r.kind, r.row_id) for r in resources.values() if r.managed}
     vanished = {key: m.apply_id for key, m in managed.items() if (m.kind, id_text(m.row_id)) not in seen}
-    return StateSnapshot(resources, fingerprint_of(resources), vanished)
+    return StateSnapshot(resources, fingerprint_of(resources), vanished, reflect_columns(conn))
 
 
 def _resource(kind: str, name: str, row_id: str, essence: dict[str, Any], book: Any, ciphertext: bytes | None) -> ActualResource:
@@ -121,7 +134,7 @@ def _resource(kind: str, name: str, row_id: str, essence: dict[str, Any], book: 
         essence = {**applied, **essence}
     elif book is not None:
         if k.named_rows and name != book.name:
-            row_name = name  # renamed outside reconciler
+            row_name = name  # kept by reconciler/row-name, or renamed outside reconciler
         for extra in k.extra_fields:
             essence[extra] = applied.get(extra)
         for sensitive in k.sensitive:

@@ -91,7 +91,7 @@ def test_seed_database_export_adopt_then_plan_shows_no_changes(cli_run, db_url: 
 
     code, out, err = cli_run("adopt", "--all", "--db", db_url, env=env)
     assert code == 0, err
-    assert "  adopted agent message-classifier (renamed from 'Message Classifier')" in out
+    assert "  adopted agent message-classifier (keeps its row name 'Message Classifier')" in out
     assert "Adopted 4 resources (#1)." in out
     assert cli_run("plan", str(out_dir), "--db", db_url, "--detailed-exitcode", env=env) == (0, "No changes. The database matches the manifests.\n", "")
     assert cli_run("drift", "--db", db_url, "--detailed-exitcode")[0] == 0

@@ -14,6 +14,7 @@ from tests.plan.values import FINGERPRINT, actual, desired, desired_state, snaps
 PROVIDER = {"type": "openai", "base_url": "https://api.example.com/v1", "is_active": True, "api_key": None}
 KEY_1 = {"ref": "env:OPENAI_API_KEY", "hmac": "hmac-1"}
 KEY_2 = {"ref": "env:OPENAI_API_KEY", "hmac": "hmac-2"}
+KEPT = {"reconciler/row-name": "Message Classifier"}
 AGENT = {"provider": "openai", "model_name": "gpt-4o-mini", "system_prompt": "Be brief.", "temperature": 0.2, "is_active": True}
 TASK = {"description": "Sort messages", "response_schema": {"type": "object"}, "is_active": True}
 PAIR = {"agent": "triage", "task": "classify", "is_active": True}
@@ -111,6 +112,27 @@ CASES = [
         id="renamed-outside-reconciler",
     ),
     pytest.param(
+        [desired("Agent", "triage", AGENT, annotations=KEPT)],
+        [actual("Agent", "triage", AGENT, annotations=KEPT, row_name="Message Classifier")], {},
+        [], [],
+        id="kept-row-name-is-no-change",
+    ),
+    pytest.param(
+        [desired("Agent", "triage", AGENT)],
+        [actual("Agent", "triage", AGENT, annotations=KEPT, row_name="Message Classifier")], {},
+        [_update("Agent", "triage", AGENT, FieldChange("name", "Message Classifier", "triage"),
+                 FieldChange("metadata.annotations", KEPT, {}))],
+        [],
+        id="annotation-removed-renames-the-row",
+    ),
+    pytest.param(
+        [desired("Agent", "triage", AGENT, annotations=KEPT)],
+        [actual("Agent", "triage", AGENT, annotations=KEPT, row_name="Classifier v2")], {},
+        [_update("Agent", "triage", AGENT, FieldChange("name", "Classifier v2", "Message Classifier", drift=True), annotations=KEPT)],
+        [],
+        id="kept-row-name-renamed-outside-reconciler",
+    ),
+    pytest.param(
         [], [actual("Agent", "triage", AGENT, annotations={"owner": "ada"})], {},
         [_delete("Agent", "triage", annotations={"owner": "ada"})], [],
         id="delete-prune",
@@ -194,6 +216,19 @@ def _adopt_hint(kind: str, name: str) -> str:
             id="conflict-with-an-unmanaged-row",
         ),
         pytest.param(
+            [desired("Agent", "triage", AGENT, annotations=KEPT)], [actual("Agent", "Message Classifier", AGENT, managed=False)],
+            [Problem("its row would be named 'Message Classifier', the name of an existing agent that reconciler does not manage", None,
+                     'Agent "triage"', hint=_adopt_hint("Agent", "triage"))],
+            id="kept-row-name-of-an-unmanaged-row",
+        ),
+        pytest.param(
+            [desired("Agent", "triage", AGENT, annotations=KEPT)],
+            [actual("Agent", "sorter", AGENT, annotations=KEPT, row_name="Message Classifier")],
+            [Problem("its row would be named 'Message Classifier', which Agent 'sorter' holds in the database", None, 'Agent "triage"',
+                     hint="row names are unique per kind: change reconciler/row-name of one of the two (defined at agents.yaml:1:1)")],
+            id="kept-row-name-held-by-a-row-being-deleted",
+        ),
+        pytest.param(
             [desired("Assignment", "triage-classify", PAIR)], [actual("Assignment", "triage+classify", PAIR, managed=False)],
             [Problem("Assignment 'triage+classify' (agent 'triage', task 'classify') already exists as a row reconciler does not manage", None,
                      'Assignment "triage-classify"', hint=_adopt_hint("Assignment", "triage-classify"))],
@@ -243,3 +278,13 @@ def test_repointing_an_agent_and_deleting_its_old_provider_in_one_plan() -> None
     assert [(c.action, c.kind, c.name) for c in plan.changes] == [
         (Action.CREATE, "Provider", "other"), (Action.UPDATE, "Agent", "triage"), (Action.DELETE, "Provider", "openai"),
     ]
+
+
+def test_a_kept_row_name_may_move_to_another_resource_in_one_plan() -> None:
+    """``sorter`` gives its row name up (its annotation is gone) and ``triage`` is created with it."""
+    plan = diff(
+        desired_state(desired("Agent", "triage", AGENT, annotations=KEPT), desired("Agent", "sorter", AGENT)),
+        snapshot(actual("Agent", "sorter", AGENT, annotations=KEPT, row_name="Message Classifier")),
+    )
+    assert [(c.action, c.name) for c in plan.changes] == [(Action.UPDATE, "sorter"), (Action.CREATE, "triage")]
+    assert plan.changes[0].fields[0] == FieldChange("name", "Message Classifier", "sorter")

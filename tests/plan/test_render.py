@@ -94,6 +94,7 @@ def test_json_is_the_documented_document() -> None:
         ],
         "unmanaged": [],
         "warnings": [],
+        "enum_values_missing": [],
     }
 
 
