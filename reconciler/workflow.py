@@ -27,6 +27,7 @@ from reconciler.state.lock import DEFAULT_LOCK_TIMEOUT, apply_lock, holder_ident
 from reconciler.state.snapshot import StateSnapshot, load_snapshot
 
 if TYPE_CHECKING:
+    from reconciler.providers.model_check import ModelCheck
     from reconciler.providers.secrets import SecretBox
     from reconciler.providers.validation import ValidationResult
     from reconciler.runs.triggered import TriggeredRun
@@ -223,6 +224,7 @@ class ApplyOutcome:
     problems: tuple[Problem, ...] = ()  # warnings from after the commit (validation could not run)
     runs: tuple[TriggeredRun, ...] = ()
     manifests: ManifestSet | None = None  # what was read (None for a saved plan)
+    missing_models: tuple[ModelCheck, ...] = ()  # active agents whose model their provider does not serve
 
     @property
     def applied(self) -> bool:
@@ -322,10 +324,20 @@ def _after_commit(
     plan: Plan, snapshot: StateSnapshot, engine: Engine, result: ApplyResult, request: ApplyRequest, hooks: ApplyHooks
 ) -> ApplyOutcome:
     validations, problems = _validate_after(engine, result, request)
+    missing = _missing_models(engine, request) if request.validate_providers and not problems else ()
     runs: tuple[TriggeredRun, ...] = ()
     if request.start_runs and result.runs_to_start:  # after the lock is released: a run may take hours
         runs = (hooks.start_runs or start_runs_now)(engine, result.runs_to_start)
-    return ApplyOutcome(plan, snapshot, result, engine, validations, problems, runs)
+    return ApplyOutcome(plan, snapshot, result, engine, validations, problems, runs, missing_models=missing)
+
+
+def _missing_models(engine: Engine, request: ApplyRequest) -> tuple[ModelCheck, ...]:
+    """Every active agent's model against its provider's last model list (whatever the apply changed)."""
+    from reconciler.providers.model_check import ModelStatus, model_checks
+
+    with translate_db_errors(engine.url, "checking the agents' models"):
+        checks = model_checks(engine, active_only=True)
+    return tuple(c for c in checks.values() if c.status is ModelStatus.MISSING)
 
 
 def _validate_after(engine: Engine, result: ApplyResult, request: ApplyRequest) -> tuple[tuple[ValidationResult, ...], tuple[Problem, ...]]:

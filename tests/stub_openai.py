@@ -50,8 +50,9 @@ class _Server(ThreadingHTTPServer):
 
 
 class StubServer:
-    def __init__(self, behaviour: Behaviour, port: int = 0) -> None:
+    def __init__(self, behaviour: Behaviour, port: int = 0, models: tuple[str, ...] = ("gpt-4o-mini", "stub")) -> None:
         self.behaviour = behaviour
+        self.models = models  # what GET /v1/models lists
         self.requests: list[dict[str, Any]] = []
         self.authorizations: list[str | None] = []
         counter = itertools.count(1)
@@ -76,7 +77,7 @@ class StubServer:
                 self.wfile.write(data)
 
             def do_GET(self) -> None:
-                self._send(200, {"object": "list", "data": [{"id": "stub", "object": "model"}]})
+                self._send(200, {"object": "list", "data": [{"id": m, "object": "model"} for m in stub.models]})
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)

@@ -252,6 +252,14 @@ def _report_apply(outcome: Any, wait_validation: bool) -> int:
                 f"the apply succeeded, but {len(failed)} provider{'s' if len(failed) != 1 else ''} failed validation: {', '.join(failed)}",
                 hint="fix the provider and apply again, or re-check with `reconciler providers check`",
             )
+    for check in outcome.missing_models:
+        click.echo(f"warning: {check.message()}\n  hint: {check.hint()}", err=True)
+    if outcome.missing_models and wait_validation:
+        names = [c.agent for c in outcome.missing_models]
+        raise ReconcilerError(
+            f"the apply succeeded, but {len(names)} agent{'s' if len(names) != 1 else ''} use a model their provider does not serve: {', '.join(names)}",
+            hint="fix each agent's model_name (see the warnings above) and apply again",
+        )
     return 1 if any(run.failed for run in outcome.runs) else 0
 
 
@@ -275,6 +283,10 @@ def get(kind: str, name: str | None, db: str | None, fmt: str) -> int:
     if engine is not None:
         with translate_db_errors(engine.url, f"listing {what}"):
             rows = list_resources(engine, what, name)
+            if what == "agents":
+                from reconciler.providers.model_check import with_model_status
+
+                rows = with_model_status(engine, rows)
     else:
         rows = []
     if name is not None and not rows:

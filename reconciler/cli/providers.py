@@ -70,13 +70,38 @@ def check(names: tuple[str, ...], db: str | None, timeout: float, as_json: bool)
         rows = [{"name": r.name, "status": r.status, "models": len(r.models), "time": f"{r.elapsed:.2f}s", "error": r.error} for r in results]
         if rows:
             emit_rows(rows, "table", ["name", "status", "models", "time", "error"])
+    missing = report_models(engine, [r.name for r in results], as_json=as_json)
     failed = [r.name for r in results if not r.ok]
     if failed:
         raise ReconcilerError(
             f"{len(failed)} of {len(results)} provider{'s' if len(results) != 1 else ''} failed validation: {', '.join(failed)}",
             hint="fix the provider's base_url or api_key and run `reconciler providers check` again",
         )
+    if missing:
+        raise ReconcilerError(
+            f"{len(missing)} active agent{'s' if len(missing) != 1 else ''} use a model {'its' if len(missing) == 1 else 'their'} "
+            f"provider does not serve: {', '.join(missing)}",
+            hint="fix each agent's model_name (see the warnings above), or make the provider serve it",
+        )
     return 0
+
+
+def report_models(engine: Engine, providers: Sequence[str] | None, *, as_json: bool = False) -> list[str]:
+    """Check every active agent's model_name against its provider's model list (of ``providers``, or
+    all); warn about each missing one (a JSON line with ``as_json``) and return their agents' names."""
+    import json
+
+    from reconciler.providers.model_check import ModelStatus, model_checks
+
+    checks = [c for c in model_checks(engine, active_only=True).values() if providers is None or c.provider in providers]
+    missing = [c for c in checks if c.status is ModelStatus.MISSING]
+    for c in missing:
+        if as_json:
+            click.echo(json.dumps({"event": "model_check", "agent": c.agent, "provider": c.provider, "model_name": c.model_name,
+                                   "model_status": c.status.value, "served_models": list(c.served)}))
+        else:
+            click.echo(f"warning: {c.message()}\n  hint: {c.hint()}", err=True)
+    return [c.agent for c in missing]
 
 
 @providers.command("models")

@@ -49,7 +49,8 @@ class _Progress:
 
     def item(self, outcome: Any) -> None:
         if self.as_json:
-            click.echo(json.dumps({"event": "item", **outcome.row()}, default=str, ensure_ascii=False))
+            extra = {"transient": True} if outcome.transient else {}  # not stored: the item stays unfinished
+            click.echo(json.dumps({"event": "item", **outcome.row(), **extra}, default=str, ensure_ascii=False))
         elif self.bar is not None:
             self.bar.update(1)
 
@@ -76,21 +77,23 @@ def _report(engine: Any, summary: Any, *, as_json: bool, table: bool) -> None:
 
 
 def execute_named(
-    engine: Any, names: list[str], *, as_json: bool, concurrency: int | None = None, retry_failed: bool = False, table: bool = True
+    engine: Any, names: list[str], *, as_json: bool, concurrency: int | None = None, retry_failed: bool = False, table: bool = True,
+    max_consecutive_failures: int | None = None,
 ) -> int:
     from reconciler.runs.service import RunOptions, execute_run
 
+    options = RunOptions(concurrency, retry_failed)
+    if max_consecutive_failures is not None:
+        options = RunOptions(concurrency, retry_failed, max_consecutive_failures=max_consecutive_failures)
     code = 0
     for name in names:
         progress = _Progress(as_json)
         try:
-            summary = execute_run(
-                engine, name, RunOptions(concurrency, retry_failed), on_item=progress.item, on_start=progress.start
-            )
+            summary = execute_run(engine, name, options, on_item=progress.item, on_start=progress.start)
         finally:
             progress.close()
         _report(engine, summary, as_json=as_json, table=table)
-        if summary.status == "failed":  # partial is a finished run: its failures are in the results
+        if summary.status in ("failed", "interrupted"):  # partial is a finished run: its failures are in the results
             code = 1
     return code
 
@@ -99,11 +102,17 @@ def execute_named(
 @click.argument("target", metavar="NAME|FILE")
 @db_option
 @click.option("--concurrency", type=click.IntRange(1, 256), help="Override the run's concurrency.")
-@click.option("--retry-failed", is_flag=True, help="Also process items that finished as failed.")
+@click.option("--retry-failed", is_flag=True, help="Also redo items whose answers were invalid (items that got only transient errors are always retried).")
+@click.option(
+    "--max-consecutive-failures", type=click.IntRange(1), default=None, metavar="N",
+    help="Pause the run after N transient failures in a row across items (provider down; default 5).",
+)
 @click.option("--json", "as_json", is_flag=True, help="JSON lines: one per item, then the run summary.")
 @click.option("--no-table", is_flag=True, help="Print only the summary, not the results table.")
-def run_command(target: str, db: str | None, concurrency: int | None, retry_failed: bool, as_json: bool, no_table: bool) -> int:
-    """Execute (or resume) a run by name, or the Run manifests in FILE."""
+def run_command(
+    target: str, db: str | None, concurrency: int | None, retry_failed: bool, max_consecutive_failures: int | None, as_json: bool, no_table: bool,
+) -> int:
+    """Execute (or resume) a run by name, or the Run manifests in FILE; exit 1 if it is failed or interrupted."""
     if _is_file(target):
         from reconciler.workflow import ApplyRequest, apply_manifests
 
@@ -117,7 +126,10 @@ def run_command(target: str, db: str | None, concurrency: int | None, retry_fail
     else:
         engine = _engine(db)
         names = [target]
-    return execute_named(engine, names, as_json=as_json, concurrency=concurrency, retry_failed=retry_failed, table=not no_table)
+    return execute_named(
+        engine, names, as_json=as_json, concurrency=concurrency, retry_failed=retry_failed, table=not no_table,
+        max_consecutive_failures=max_consecutive_failures,
+    )
 
 
 def start_triggered_runs(db_engine: Any, names: tuple[str, ...]) -> tuple[Any, ...]:
@@ -239,21 +251,25 @@ def runs_results(name: str, db: str | None, fmt: str) -> int:
 @cli.command("test")
 @click.argument("agent")
 @click.option("--prompt", required=True, help="The prompt to send.")
-@click.option("--task", help="Check the answer against this task's response schema.")
+@click.option("--task", help="Check the answer against this task's response schema (default: the agent's only task).")
+@click.option("--no-task", is_flag=True, help="Ask for a plain-text answer, checked against nothing.")
 @db_option
 @click.option("--json", "as_json", is_flag=True, help="Print the response as JSON (as the seed's test endpoint).")
-def test_command(agent: str, prompt: str, task: str | None, db: str | None, as_json: bool) -> int:
-    """Send one prompt to an agent: response, elapsed time, model, provider."""
-    from reconciler.runs.agent_test import test_agent
+def test_command(agent: str, prompt: str, task: str | None, no_task: bool, db: str | None, as_json: bool) -> int:
+    """Send one prompt to an agent: response, elapsed time, model, provider, task."""
+    from reconciler.runs.one_prompt import TaskRequest, send_prompt
 
-    result = test_agent(_engine(db), agent, prompt, task)
+    if task and no_task:
+        raise click.UsageError("--task and --no-task exclude each other")
+    result = send_prompt(_engine(db), agent, prompt, TaskRequest(task, no_task))
     if as_json:
         click.echo(json.dumps(result, indent=2, default=str, ensure_ascii=False))
     else:
         click.echo(result["response"])
+        chosen = {"given": f"task {result['task_name']}", "only": f"task {result['task_name']} (the agent's only task)"}
         click.echo(
             f"elapsed {result['elapsed_time']:.2f} s · model {result['model_name']} · provider {result['provider_name']} ({result['provider_type']})"
-            + (f" · task {result['task_name']}" if result.get("task_name") else ""),
+            + f" · {chosen.get(result['task_choice'], 'plain text, no task')}",
             err=True,
         )
     return 0

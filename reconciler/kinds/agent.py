@@ -131,6 +131,6 @@ AGENT = Kind(
     ),
     references=_REFERENCES,
     extra_fields=("prices", "examples"),
-    get_columns=("name", "provider", "model_name", "temperature", "max_tokens", "is_active", "managed"),
+    get_columns=("name", "provider", "model_name", "model_status", "temperature", "max_tokens", "is_active", "managed"),
     list_rows=_list_rows,
 )

@@ -28,13 +28,16 @@ from reconciler.kinds.base import (
     named_table,
     raw_id,
 )
+from reconciler.llm.ports import ProviderConfig
+from reconciler.llm.ports import RateLimit as RateLimitConfig
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
 
     from reconciler.manifests.loader import Manifest
 
-ProviderType = Literal["ollama", "openai", "llamacpp"]
+# keep equal to reconciler.llm.provider_types.PROVIDER_TYPE_NAMES (a test checks it)
+ProviderType = Literal["ollama", "openai", "openai-compatible", "anthropic", "google", "llamacpp"]
 ValidationStatus = Literal["pending", "validating", "connected", "error"]  # the seed's statuses, in order
 
 llm_providers = named_table(
@@ -49,17 +52,43 @@ llm_providers = named_table(
 )
 
 
+class RateLimit(Strict):
+    """Requests and tokens per minute; every run, experiment arm and test in a process shares them."""
+
+    requests_per_minute: int | None = Field(default=None, gt=0)
+    tokens_per_minute: int | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _at_least_one(self) -> RateLimit:
+        if self.requests_per_minute is None and self.tokens_per_minute is None:
+            raise PydanticCustomError("rate_limit_empty", "give requests_per_minute, tokens_per_minute or both")
+        return self
+
+
 class ProviderSpec(Strict):
     type: ProviderType
-    base_url: str | None = Field(default=None, max_length=2048, pattern=r"^https?://\S+$")
-    api_key: SecretRef | None = None
+    base_url: str | None = Field(
+        default=None, max_length=2048, pattern=r"^https?://\S+$",
+        description="required for ollama and openai-compatible; anthropic and google default to the public API (give the root, without /v1)",
+    )
+    api_key: SecretRef | None = Field(default=None, description="required for anthropic and google, and for openai without a base_url")
     model_path: str | None = Field(default=None, description="llamacpp only: a GGUF file to serve")
+    rate_limit: RateLimit | None = None
     is_active: bool = True
 
     @model_validator(mode="after")
     def _check_type_fields(self) -> ProviderSpec:
         if self.type == "ollama" and not self.base_url:
             raise PydanticCustomError("ollama_base_url", "an ollama provider needs base_url (e.g. http://localhost:11434)")
+        if self.type == "openai-compatible" and not self.base_url:
+            raise PydanticCustomError(
+                "compatible_base_url", "an openai-compatible provider needs base_url, the server's API root (e.g. http://localhost:8000/v1)"
+            )
+        if self.type in ("anthropic", "google") and self.api_key is None:
+            raise PydanticCustomError(
+                "provider_api_key", "an {type} provider needs api_key, a reference such as from_env: {var}",
+                {"type": self.type, "var": "ANTHROPIC_API_KEY" if self.type == "anthropic" else "GEMINI_API_KEY"},
+            )
         if self.model_path is not None and self.type != "llamacpp":
             raise PydanticCustomError("model_path_type", "model_path is only for type: llamacpp")
         return self
@@ -82,7 +111,11 @@ def _essence(m: Manifest, fingerprint: Fingerprint | None) -> dict[str, Any]:
     if s.api_key is not None:
         assert fingerprint is not None, "a provider with an api_key needs the secret fingerprint function"
         api_key = {"ref": s.api_key.describe(), "hmac": fingerprint(s.api_key.model_dump(exclude_none=True), m)}
-    return {"type": s.type, "base_url": s.base_url, "is_active": s.is_active, "api_key": api_key, "model_path": s.model_path}
+    rate_limit = s.rate_limit.model_dump(exclude_none=True) if s.rate_limit is not None else None
+    return {
+        "type": s.type, "base_url": s.base_url, "is_active": s.is_active, "api_key": api_key, "model_path": s.model_path,
+        "rate_limit": rate_limit,
+    }
 
 
 def _read(conn: Connection, names: Names) -> list[RowRead]:
@@ -98,6 +131,15 @@ def _read(conn: Connection, names: Names) -> list[RowRead]:
         }
         out.append(RowRead(row.name, row.id, essence, row.api_key_encrypted))
     return out
+
+
+def provider_config(name: str, row: Mapping[str, Any], applied: Mapping[str, Any]) -> ProviderConfig:
+    """The LLM port's view of a provider, without its key (``row["api_key_encrypted"]`` holds it):
+    its columns (``row``: type, base_url) and the fields kept in the bookkeeping (``applied``)."""
+    return ProviderConfig(
+        name=name, type=row["type"], base_url=row["base_url"], model_path=applied.get("model_path"),
+        rate_limit=RateLimitConfig.from_value(applied.get("rate_limit")),
+    )
 
 
 def placeholder_env(provider_name: str) -> str:
@@ -132,6 +174,8 @@ def _export(source: ExportSource) -> ExportedSpec:
             )
     if essence.get("model_path"):
         spec["model_path"] = essence["model_path"]
+    if essence.get("rate_limit"):
+        spec["rate_limit"] = essence["rate_limit"]
     return ExportedSpec(inactive_flag(essence, spec), tuple(notes))
 
 
@@ -154,7 +198,7 @@ PROVIDER = Kind(
     read=_read,
     export=_export,
     sensitive=("api_key",),
-    extra_fields=("model_path",),
+    extra_fields=("model_path", "rate_limit"),
     secret_source=secret_source,
     secret_column="api_key_encrypted",
     validation_fields=("api_key", "type", "base_url"),

@@ -13,17 +13,35 @@ from reconciler.hashing import sha256_hex
 
 
 @dataclass(frozen=True)
+class RateLimit:
+    """A provider's declared limits; every run, experiment arm and test in a process shares them."""
+
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+
+    @staticmethod
+    def from_value(value: Any) -> RateLimit | None:
+        """From its stored form ({requests_per_minute, tokens_per_minute} or None)."""
+        if not value:
+            return None
+        return RateLimit(value.get("requests_per_minute"), value.get("tokens_per_minute"))
+
+
+@dataclass(frozen=True)
 class ProviderConfig:
-    """Where and how to reach a model. ``api_key`` is plain text in memory only, never serialised."""
+    """Where and how to reach a provider: what a run, ``reconciler test`` and a validation probe need.
+    ``api_key`` is plain text in memory only, never serialised (``public()`` leaves it out)."""
 
     name: str
-    type: str  # ollama | openai | llamacpp
+    type: str  # a key of reconciler.llm.provider_types.PROVIDER_TYPES
     base_url: str | None = None
-    model_path: str | None = None  # llamacpp: a GGUF file; None means the bundled default
     api_key: str | None = field(default=None, repr=False)
+    model_path: str | None = None  # llamacpp: a GGUF file; None means the bundled default
+    rate_limit: RateLimit | None = None  # shapes when requests are sent, never what they say
 
     def public(self) -> dict[str, Any]:
-        """Everything but the secret (for snapshots and hashes)."""
+        """What reaches the model, without the secret (for snapshots and hashes); not the rate limit,
+        which changes when requests are sent, not what they say."""
         return {"name": self.name, "type": self.type, "base_url": self.base_url, "model_path": self.model_path}
 
 
@@ -109,11 +127,16 @@ class RequestRejected(LLMError):
 
 
 class RetryableError(LLMError):
-    """Rate limited, overloaded or a server error: worth retrying after ``retry_after`` seconds or a backoff."""
+    """Rate limited, overloaded or a server error: worth retrying after ``retry_after`` seconds or a backoff.
+    Transient: an item whose every attempt failed this way is left unfinished, never counted as failed."""
 
     def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
         super().__init__(message, **kw)
         self.retry_after = retry_after
+
+
+class RateLimited(RetryableError):
+    """HTTP 429: the provider asks to slow down (throttling, not an outage, until retries run out)."""
 
 
 class RequestTimeout(RetryableError):

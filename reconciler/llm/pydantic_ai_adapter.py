@@ -1,7 +1,8 @@
 """The pydantic-ai adapter: implements the ports in ``reconciler.llm.ports``.
 
-A model factory per provider type is chosen by a string key (``ollama``, ``openai``, ``llamacpp``);
-all three speak the OpenAI-compatible API, so one ``OpenAIChatModel`` path serves them. The task's
+A model factory per provider type is chosen by its string key (``reconciler.llm.provider_types``:
+one module per type, each building pydantic-ai's own model for its API). Every model is wrapped so
+its requests wait for the provider's shared rate limiter (``reconciler.llm.ratelimit``). The task's
 response schema becomes the agent's structured output (native JSON-schema mode where the model
 supports it, prompted mode otherwise, plain text plus our own parsing for schemas pydantic-ai cannot
 carry); every output is then checked with jsonschema and a failing one is retried with the errors fed
@@ -13,13 +14,14 @@ from __future__ import annotations
 import copy
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic_ai import Agent, ModelRetry, NativeOutput, PromptedOutput, StructuredDict, capture_run_messages
 from pydantic_ai import exceptions as pe
 from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, TextPart, UserPromptPart
+from pydantic_ai.models.wrapper import WrapperModel
 from pydantic_ai.settings import ModelSettings
 
 from reconciler.llm.output_schema import OutputSchema, feedback
@@ -32,88 +34,60 @@ from reconciler.llm.ports import (
     ModelFactory,
     ProviderConfig,
     ProviderUnreachable,
+    RateLimited,
     RequestRejected,
     RequestTimeout,
     RetryableError,
     TaskConfig,
     config_digest,
 )
+from reconciler.llm.provider_types import PROVIDER_TYPE_NAMES, provider_type
+from reconciler.llm.ratelimit import ProviderLimiter, estimate_tokens, limiter_for
 
 TEXT_MODE_INSTRUCTIONS = "Answer with JSON only (no prose, no Markdown) that matches this JSON Schema:\n{schema}"
 
 
-def _openai_client(base_url: str | None, api_key: str | None, settings: ExecutionSettings) -> Any:
-    """Our own client: retries are the runner's job (counted, with jittered backoff), not the SDK's."""
-    from openai import AsyncOpenAI
-
-    return AsyncOpenAI(base_url=base_url, api_key=api_key or "not-needed", max_retries=0, timeout=settings.timeout_seconds)
+def _typed(name: str) -> Callable[[], ModelFactory]:
+    """The factory of provider type ``name`` (its module is imported on first use)."""
+    return lambda: provider_type(name)
 
 
-def _v1(url: str) -> str:
-    url = url.rstrip("/")
-    return url if url.endswith("/v1") else url + "/v1"
+# A model factory per provider type, chosen by its string key (tests replace entries).
+MODEL_FACTORIES: dict[str, Callable[[], ModelFactory]] = {name: _typed(name) for name in PROVIDER_TYPE_NAMES}
 
 
-class OpenAIModelFactory:
-    def create_model(self, provider: ProviderConfig, model_name: str, settings: ExecutionSettings) -> Any:
-        from pydantic_ai.models.openai import OpenAIChatModel
-        from pydantic_ai.providers.openai import OpenAIProvider
+class RateLimitedModel(WrapperModel):
+    """Every request the agent makes (output retries included) waits for the provider's shared
+    limiter; a 429 with Retry-After holds that limiter back for every caller."""
 
-        if not provider.api_key and not provider.base_url:
-            raise RequestRejected(f"provider {provider.name!r} (openai) has no api_key", attempts=0)
-        client = _openai_client(provider.base_url, provider.api_key, settings)
-        return OpenAIChatModel(model_name, provider=OpenAIProvider(openai_client=client))
+    def __init__(self, wrapped: Any, limiter: ProviderLimiter, instructions: str = "") -> None:
+        super().__init__(wrapped)
+        self.limiter = limiter
+        self._instructions = instructions
 
-
-class OllamaModelFactory:
-    def create_model(self, provider: ProviderConfig, model_name: str, settings: ExecutionSettings) -> Any:
-        from pydantic_ai.models.openai import OpenAIChatModel
-        from pydantic_ai.providers.ollama import OllamaProvider
-
-        client = _openai_client(_v1(provider.base_url or "http://localhost:11434"), provider.api_key, settings)
-        return OpenAIChatModel(model_name, provider=OllamaProvider(openai_client=client))
-
-
-class LlamaCppModelFactory:
-    """The embedded llama.cpp server (started or reused in a child process), or one at ``base_url``."""
-
-    def base_url(self, provider: ProviderConfig) -> str:
-        if provider.base_url:
-            return _v1(provider.base_url)
-        from reconciler.llm.llamacpp_shared import ensure_server
-
+    async def request(self, messages: list[ModelMessage], model_settings: Any, model_request_parameters: Any) -> ModelResponse:
+        estimate = estimate_tokens(self._instructions, *(_text_of(m) for m in messages))
+        await self.limiter.acquire(estimate)
         try:
-            return ensure_server(provider.model_path)
-        except (RuntimeError, OSError) as exc:
-            raise ProviderUnreachable(f"the embedded llama.cpp server did not start: {exc}", attempts=0) from None
-
-    def create_model(self, provider: ProviderConfig, model_name: str, settings: ExecutionSettings) -> Any:
-        from pydantic_ai.models.openai import OpenAIChatModel
-        from pydantic_ai.providers.openai import OpenAIProvider
-
-        client = _openai_client(self.base_url(provider), provider.api_key, settings)
-        return OpenAIChatModel(model_name, provider=OpenAIProvider(openai_client=client))
-
-    def recover(self, provider: ProviderConfig, model: Any) -> bool:
-        """After a connection failure: restart the embedded server if it died (True when it runs again),
-        pointing the model's client at it (a restart keeps the port when it can, not always)."""
-        if provider.base_url:
-            return False
-        try:
-            url = self.base_url(provider)
-        except ProviderUnreachable:
-            return False
-        client = getattr(model, "client", None)
-        if client is not None and str(client.base_url).rstrip("/") != url.rstrip("/"):
-            client.base_url = url
-        return True
+            response = await self.wrapped.request(messages, model_settings, model_request_parameters)
+        except pe.ModelAPIError as exc:
+            if _is_rate_limit(exc) and exc.retry_after:
+                self.limiter.hold(exc.retry_after)
+            raise
+        used = (response.usage.input_tokens or 0) + (response.usage.output_tokens or 0)
+        await self.limiter.settle(used, estimate)
+        return response
 
 
-MODEL_FACTORIES: dict[str, Callable[[], ModelFactory]] = {
-    "openai": OpenAIModelFactory,
-    "ollama": OllamaModelFactory,
-    "llamacpp": LlamaCppModelFactory,
-}
+def _text_of(message: ModelMessage) -> str:
+    return "".join(str(content) for part in message.parts if isinstance(content := getattr(part, "content", None), str))
+
+
+def _is_rate_limit(exc: BaseException) -> bool:
+    """A 429 asking to slow down; not an exhausted quota (OpenAI sends those as 429 too), which waiting won't fix."""
+    if isinstance(exc, pe.ModelQuotaExceededError):
+        return False
+    return isinstance(exc, pe.ModelRateLimitError) or (isinstance(exc, pe.ModelHTTPError) and exc.status_code == 429)
 
 
 @dataclass
@@ -176,12 +150,14 @@ def translate_error(exc: BaseException, spent: tuple[int, int, int]) -> LLMError
         return RequestTimeout(f"timed out: {text}", **kw)
     if isinstance(exc, pe.ModelConnectionError):
         return ProviderUnreachable(f"cannot reach the provider: {text}", retry_after=exc.retry_after, **kw)
-    if isinstance(exc, (pe.ModelRateLimitError, pe.ModelUnavailableError, pe.ModelServerError)):
+    if isinstance(exc, pe.ModelAPIError) and _is_rate_limit(exc):
+        return RateLimited(text, retry_after=exc.retry_after, **kw)
+    if isinstance(exc, (pe.ModelUnavailableError, pe.ModelServerError)):
         return RetryableError(text, retry_after=exc.retry_after, **kw)
     if isinstance(exc, (pe.ModelRequestRejectedError, pe.ModelQuotaExceededError)):
         return RequestRejected(text, **kw)
     if isinstance(exc, pe.ModelHTTPError):
-        if exc.status_code == 429 or exc.status_code >= 500:
+        if exc.status_code >= 500:
             return RetryableError(text, retry_after=exc.retry_after, **kw)
         return RequestRejected(text, **kw)
     if isinstance(exc, pe.ModelAPIError):
@@ -200,6 +176,7 @@ class PydanticAIAgent:
         settings: ExecutionSettings,
         model: Any,
         recover: Callable[[], bool] | None = None,
+        close: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.agent_config, self.task_config, self.provider_config, self.settings = agent, task, provider, settings
         self.config_sha256 = config_digest(agent, task, provider.public(), settings)
@@ -219,9 +196,11 @@ class PydanticAIAgent:
             model_settings["max_tokens"] = agent.max_tokens
         self.model = model
         self._recover = recover
+        self._close = close
         self._examples = _example_messages(agent)
+        limited = RateLimitedModel(model, limiter_for(provider), "\n\n".join(instructions))
         self._agent: Agent[_CallState, Any] = Agent(
-            model,
+            limited,
             name=agent.name,  # unnamed, pydantic-ai searches the caller's frame for a name on every run
             output_type=output_type,
             instructions="\n\n".join(instructions) or None,
@@ -278,6 +257,9 @@ class PydanticAIAgent:
 
     async def aclose(self) -> None:
         """Close the HTTP client (it belongs to the event loop that used it, which is ending)."""
+        if self._close is not None:
+            await self._close()
+            return
         client = getattr(self.model, "client", None)
         if client is not None and hasattr(client, "close"):
             await client.close()
@@ -304,4 +286,9 @@ class PydanticAIFramework:
         factory = self.model_factory(provider.type)
         model = factory.create_model(provider, agent.model_name, settings)
         recover = getattr(factory, "recover", None)
-        return PydanticAIAgent(agent, task, provider, settings, model, (lambda: recover(provider, model)) if recover else None)
+        close = getattr(factory, "aclose", None)
+        return PydanticAIAgent(
+            agent, task, provider, settings, model,
+            (lambda: recover(provider, model)) if recover else None,
+            (lambda: close(model)) if close else None,
+        )

@@ -24,7 +24,8 @@ Factory = Callable[[AgentConfig, TaskConfig, ProviderConfig, ExecutionSettings],
 
 
 def registry_key(agent: AgentConfig, task: TaskConfig, provider: ProviderConfig, settings: ExecutionSettings) -> RegistryKey:
-    return (agent.name, task.name, config_digest(agent, task, provider.public(), settings, provider.api_key or ""))
+    """The rate limit is in the key (not in a run's snapshot): an instance holds its provider's limiter."""
+    return (agent.name, task.name, config_digest(agent, task, provider.public(), settings, provider.api_key or "", provider.rate_limit))
 
 
 class AgentRegistry:

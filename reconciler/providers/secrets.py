@@ -17,6 +17,7 @@ import hmac
 import os
 import re
 import stat
+import sys
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,10 +29,12 @@ from reconciler.paths import FileRefError, resolve_within
 
 if TYPE_CHECKING:
     from cryptography.fernet import MultiFernet
+    from sqlalchemy.engine import URL
 
 SECRET_KEY_ENV = "RECONCILER_SECRET_KEY"
 SECRET_KEY_FILE_ENV = "RECONCILER_SECRET_KEY_FILE"
-DEFAULT_KEY_FILE = Path(".reconciler") / "secret.key"
+KEY_FILE_NAME = "secret.key"  # beside a SQLite database file
+DEFAULT_KEY_FILE = Path(".reconciler") / KEY_FILE_NAME  # for other databases; also where keys were kept before
 ALLOWED_ENV_VAR = "RECONCILER_ALLOWED_SECRET_ENV"
 DEFAULT_ALLOWED_ENV = ("RECONCILER_*", "*_API_KEY")
 # Reconciler's own settings: a manifest must never be able to send these to a base_url.
@@ -186,8 +189,39 @@ def generate_key() -> str:
     return Fernet.generate_key().decode()
 
 
-def key_file_path() -> Path:
-    return Path(os.environ.get(SECRET_KEY_FILE_ENV) or DEFAULT_KEY_FILE)
+def key_file_path(database: URL | None = None) -> Path:
+    """Where the key file is: $RECONCILER_SECRET_KEY_FILE; else ``secret.key`` beside a SQLite
+    database (``database``, default the one this process opened), so a command finds the key of
+    its database from any directory; else (PostgreSQL) ``.reconciler/secret.key`` here."""
+    configured = os.environ.get(SECRET_KEY_FILE_ENV)
+    if configured:
+        return Path(configured)
+    from reconciler.state.db import opened_database, sqlite_path
+
+    db_file = sqlite_path(database if database is not None else opened_database())
+    if db_file is None:
+        return DEFAULT_KEY_FILE
+    return Path(os.path.abspath(db_file.expanduser())).parent / KEY_FILE_NAME
+
+
+_told: set[tuple[str, str]] = set()
+
+
+def _legacy_key_file(path: Path) -> Path | None:
+    """A key kept where keys used to be (``.reconciler/secret.key`` in the current directory) while
+    none is beside the database yet: it is used, with a note once per process saying how to move it."""
+    if os.environ.get(SECRET_KEY_FILE_ENV) or path.exists() or path.is_symlink():
+        return None
+    legacy = Path(os.path.abspath(DEFAULT_KEY_FILE))
+    if legacy == Path(os.path.abspath(path)) or not legacy.is_file():
+        return None
+    if (str(legacy), str(path)) not in _told:
+        _told.add((str(legacy), str(path)))
+        sys.stderr.write(
+            f"warning: using the secret key in {legacy}, where keys were kept before; it now belongs beside the database, "
+            f"where every directory finds it: mv {legacy} {path}\n"
+        )
+    return legacy
 
 
 def _parse_keys(text: str, source: str) -> tuple[bytes, ...]:
@@ -226,14 +260,16 @@ def _read_key_file(path: Path) -> str:
         raise ReconcilerError(f"cannot read secret key file {path}: {getattr(exc, 'strerror', None) or exc}") from None
 
 
-def load_secret_box(create: bool = True, needed_for: str = "") -> SecretBox:
-    """The keys from $RECONCILER_SECRET_KEY (comma-separated, newest first), else the key file
-    (one key a line, newest first; created 0600 on first use when ``create``)."""
+def load_secret_box(create: bool = True, needed_for: str = "", database: URL | None = None) -> SecretBox:
+    """The keys from $RECONCILER_SECRET_KEY (comma-separated, newest first), else the key file of
+    ``database`` (see ``key_file_path``; one key a line, newest first; created 0600 on first use
+    when ``create``)."""
     env = os.environ.get(SECRET_KEY_ENV)
     if env and env.strip():
         source = f"${SECRET_KEY_ENV}"
         return SecretBox(_parse_keys(env, source), source)
-    path = key_file_path()
+    path = key_file_path(database)
+    path = _legacy_key_file(path) or path
     if not path.exists() and not path.is_symlink():
         if not create:
             raise ReconcilerError(

@@ -14,17 +14,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy.engine import URL
 
 from reconciler.errors import ReconcilerError
+from reconciler.llm.ports import ProviderConfig
 from reconciler.providers.events import EventBus, provider_events, validation_event
-from reconciler.providers.validation import (
-    DEFAULT_TIMEOUT,
-    ProviderTarget,
-    ValidationResult,
-)
+from reconciler.providers.validation import DEFAULT_TIMEOUT, ValidationResult
 from reconciler.state.columns import writable
-from reconciler.state.tables import llm_providers, reconciler_resources, utcnow
+from reconciler.state.tables import llm_providers, provider_models, reconciler_resources, utcnow
 
 
 @dataclass(frozen=True)
@@ -68,15 +66,18 @@ def load_providers(engine: Engine, names: Sequence[str] | None = None) -> list[S
     return [by_name[n] for n in dict.fromkeys(names)]
 
 
-def targets_for(providers: Sequence[StoredProvider]) -> list[ProviderTarget]:
-    """Decrypt the keys the probes need; refuse (naming every provider) if any cannot be decrypted."""
+def targets_for(providers: Sequence[StoredProvider], database: URL | None = None) -> list[ProviderConfig]:
+    """Decrypt the keys the probes need (with the secret key of ``database``); refuse (naming every
+    provider) if any cannot be decrypted."""
     encrypted = [sp for sp in providers if sp.api_key_encrypted is not None]
     keys: dict[str, str] = {}
     if encrypted:
         from reconciler.providers.secrets import load_secret_box, undecryptable
 
         box = load_secret_box(
-            create=False, needed_for=f"it is needed to decrypt the API keys of {', '.join(repr(sp.name) for sp in encrypted)}"
+            create=False,
+            needed_for=f"it is needed to decrypt the API keys of {', '.join(repr(sp.name) for sp in encrypted)}",
+            database=database,
         )
         bad = []
         for sp in encrypted:
@@ -87,12 +88,15 @@ def targets_for(providers: Sequence[StoredProvider]) -> list[ProviderTarget]:
                 bad.append(sp.name)
         if bad:
             raise undecryptable(bad, box.source)
-    return [ProviderTarget(sp.name, sp.type, sp.base_url, keys.get(sp.name), sp.model_path) for sp in providers]
+    return [ProviderConfig(sp.name, sp.type, sp.base_url, api_key=keys.get(sp.name), model_path=sp.model_path) for sp in providers]
 
 
-def _set_status(engine: Engine, sp: StoredProvider, status: str, error: str | None, at: datetime | None) -> bool:
+def _set_status(
+    engine: Engine, sp: StoredProvider, status: str, error: str | None, at: datetime | None, models: tuple[str, ...] | None = None
+) -> bool:
     """Store an outcome unless the provider changed meanwhile: an apply that changes its type,
-    base_url or key resets it to pending (and validates it again), so this older result is dropped."""
+    base_url or key resets it to pending (and validates it again), so this older result is dropped.
+    With the outcome, the models it listed (``models``; a failed probe leaves none)."""
     with engine.begin() as conn:
         p = writable(conn, llm_providers)  # type and validation_status may be the database's own enum types
         result = conn.execute(
@@ -105,7 +109,12 @@ def _set_status(engine: Engine, sp: StoredProvider, status: str, error: str | No
             )
             .values(validation_status=status, validation_error=error, validated_at=at)
         )
-        return bool(result.rowcount)
+        stored = bool(result.rowcount)
+        if stored and at is not None:
+            conn.execute(delete(provider_models).where(provider_models.c.provider_id == sp.id))
+            if models is not None:
+                conn.execute(insert(provider_models).values(provider_id=sp.id, models=list(models), listed_at=at))
+        return stored
 
 
 async def check_providers_async(
@@ -119,7 +128,7 @@ async def check_providers_async(
     from reconciler.providers.validation import validate_all
 
     bus = bus or provider_events
-    targets = targets_for(providers)  # before anything is written: a bad key changes nothing
+    targets = targets_for(providers, engine.url)  # before anything is written: a bad key changes nothing
     by_name = {sp.name: sp for sp in providers}
     with engine.begin() as conn:
         p = writable(conn, llm_providers)
@@ -135,7 +144,7 @@ async def check_providers_async(
     def store(result: ValidationResult) -> None:
         sp = by_name[result.name]
         at = utcnow()
-        current = _set_status(engine, sp, result.status, result.error, at)
+        current = _set_status(engine, sp, result.status, result.error, at, result.models if result.ok else None)
         done.add(result.name)
         extra: dict[str, Any] = {"type": sp.type, "models": list(result.models), "elapsed_ms": round(result.elapsed * 1000)}
         if not current:
@@ -172,5 +181,5 @@ def list_models(engine: Engine, name: str, *, timeout: float = DEFAULT_TIMEOUT) 
     """The models provider ``name`` serves (a probe that writes nothing)."""
     from reconciler.providers.validation import validate_provider
 
-    (target,) = targets_for(load_providers(engine, [name]))
+    (target,) = targets_for(load_providers(engine, [name]), engine.url)
     return asyncio.run(validate_provider(target, timeout=timeout))

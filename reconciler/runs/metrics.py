@@ -7,14 +7,13 @@ from typing import Any
 
 from reconciler.hashing import sha256_hex
 from reconciler.llm.ports import AgentConfig, ProviderConfig, TaskConfig
-
-LOCAL_PROVIDER_TYPES = frozenset({"llamacpp", "ollama"})  # run on your own hardware: no per-token price
+from reconciler.llm.provider_types import provider_type
 
 
 def config_snapshot(provider: ProviderConfig, agent: AgentConfig, task: TaskConfig, model_file: dict[str, Any] | None = None) -> dict[str, Any]:
     """The fully resolved configuration a run used (never a secret). Runs with equal snapshots share a hash."""
     provider_part: dict[str, Any] = {"name": provider.name, "type": provider.type, "base_url": provider.base_url}
-    if provider.type == "llamacpp":
+    if provider.type == "llamacpp":  # the model file answers, whatever the agent's model_name
         provider_part["model_path"] = provider.model_path
         if model_file:
             provider_part["model_file"] = model_file
@@ -75,25 +74,42 @@ def accuracy(valid: list[tuple[Any, Any]], finished: int, expected: str | None) 
     return correct / finished
 
 
-def estimate_cost(provider_type: str, model_name: str, prices: dict[str, float] | None, input_tokens: int, output_tokens: int) -> float:
-    """USD: the agent's own prices if given, zero for local models, else genai-prices (zero if unknown)."""
+def estimate_cost(
+    provider_type_name: str, model_name: str, prices: dict[str, float] | None, input_tokens: int, output_tokens: int,
+    *, base_url: str | None = None,
+) -> float:
+    """USD: the agent's own prices if given, zero for local models, else genai-prices (zero if unknown):
+    by the type's provider id, or for an OpenAI-compatible server by its URL (OpenRouter, Groq, ...)."""
     if prices:
         return (input_tokens * prices["input_per_mtok"] + output_tokens * prices["output_per_mtok"]) / 1_000_000
-    if provider_type in LOCAL_PROVIDER_TYPES or not (input_tokens or output_tokens):
+    try:
+        kind = provider_type(provider_type_name)
+    except KeyError:
+        return 0.0
+    if kind.local or not (input_tokens or output_tokens):
         return 0.0
     try:
         from genai_prices import Usage, calc_price
 
-        price = calc_price(Usage(input_tokens=input_tokens, output_tokens=output_tokens), model_ref=model_name, provider_id=provider_type)
+        usage = Usage(input_tokens=input_tokens, output_tokens=output_tokens)
+        if kind.prices_provider is not None:
+            price = calc_price(usage, model_ref=model_name, provider_id=kind.prices_provider)
+        else:
+            url = kind.price_url(ProviderConfig("", provider_type_name, base_url))
+            if url is None:
+                return 0.0
+            price = calc_price(usage, model_ref=model_name, provider_api_url=url)
     except (LookupError, ValueError):
         return 0.0
     return float(price.total_price)
 
 
-def final_status(total: int, succeeded: int, failed: int, stopped: bool) -> str:
-    """completed: every item valid; partial: every item finished, some failed; failed: none valid, or stopped early."""
-    if stopped or succeeded + failed < total:
-        return "failed"
+def final_status(total: int, succeeded: int, failed: int) -> str:
+    """completed: every item valid; partial: every item finished, some failed; failed: every item
+    finished, none valid; interrupted: items are unfinished (stopped early, or only transient errors
+    came back for them), and `reconciler run NAME` resumes it."""
+    if succeeded + failed < total:
+        return "interrupted"
     if failed == 0:
         return "completed"
     return "partial" if succeeded else "failed"

@@ -3,11 +3,14 @@ results handed to a sink in batches. No database here: the service wires the sin
 
 Failure policy, per item:
 - invalid output after the agent's retries with feedback, or a request the provider rejects: the item
-  is finished as failed, with the reason;
-- rate limits, server errors, timeouts: retried up to ``max_retries`` times after a backoff (the
-  provider's Retry-After when it sends one), then finished as failed;
-- the provider cannot be reached: retried the same way (the embedded server is restarted), then the
-  whole run stops, leaving the remaining items unfinished for a later resume.
+  is finished as failed, with the reason (the model's failure);
+- transient failures (connection refused or reset, 5xx, 429, timeouts): retried up to ``max_retries``
+  times after a backoff (the provider's Retry-After when it sends one; the embedded server is
+  restarted), then left unfinished: never counted as the model's failure, a resume retries it.
+
+Across items, an ``OutageBreaker`` counts transient failures in a row; at its limit the provider is
+taken to be down and the run stops taking items (those in flight give up at their next retry),
+leaving the rest unfinished for a resume instead of spending every retry on them.
 """
 
 from __future__ import annotations
@@ -22,9 +25,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from reconciler.llm.ports import LLMAgent, LLMError, ProviderUnreachable, RetryableError
+from reconciler.llm.ports import LLMAgent, LLMError, ProviderUnreachable, RateLimited, RetryableError
 
 BACKOFF_BASE_ENV = "RECONCILER_RETRY_BASE_SECONDS"
+DEFAULT_MAX_CONSECUTIVE_FAILURES = 5
 BACKOFF_CAP_SECONDS = 30.0
 RETRY_AFTER_CAP_SECONDS = 120.0
 HALTED = "the process running it was asked to stop"
@@ -48,6 +52,7 @@ class ItemOutcome:
     input_tokens: int
     output_tokens: int
     latency_ms: float
+    transient: bool = False  # every attempt failed for a transient reason: left unfinished, not stored
 
     def row(self) -> dict[str, Any]:
         return {
@@ -59,12 +64,47 @@ class ItemOutcome:
 
 @dataclass
 class RunOutcome:
-    processed: int = 0
+    processed: int = 0  # items finished (stored) now
+    unanswered: int = 0  # items given up on after transient failures (left unfinished)
     stopped_reason: str | None = None  # set when the run stopped before every item was processed
+    last_transient_error: str | None = None
 
 
-class RunStopped(Exception):
-    """The provider stayed unreachable: stop taking items (they remain unfinished)."""
+class OutageBreaker:
+    """Transient failures in a row across items; at ``limit`` the provider is taken to be down.
+
+    Every transient attempt counts, except a 429 the item will still retry (throttling that a backoff
+    resolves is not an outage; one that outlasts the retries is). Any answer from the provider, even
+    an invalid one, resets the count. Shareable by several ``execute`` calls on one provider (the arms
+    of an experiment) within one event loop."""
+
+    def __init__(self, limit: int = DEFAULT_MAX_CONSECUTIVE_FAILURES) -> None:
+        self.limit = max(1, limit)
+        self.count = 0
+        self.last_error: str | None = None
+        self.tripped = asyncio.Event()
+
+    def failure(self, error: str) -> None:
+        if self.tripped.is_set():
+            return  # requests in flight when it tripped: the count says what tripped it
+        self.count += 1
+        self.last_error = error
+        if self.count >= self.limit:
+            self.tripped.set()
+
+    def answered(self) -> None:
+        if not self.tripped.is_set():
+            self.count = 0
+
+    def reason(self) -> str:
+        return f"{self.count} transient failures in a row (last: {self.last_error})"
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep, but wake as soon as the breaker trips (the item then gives up at once)."""
+        try:
+            await asyncio.wait_for(self.tripped.wait(), seconds)
+        except TimeoutError:
+            pass
 
 
 @dataclass(frozen=True)
@@ -72,6 +112,7 @@ class RetryPolicy:
     max_retries: int = 2
     base_seconds: float = field(default_factory=lambda: float(os.environ.get(BACKOFF_BASE_ENV, "0.5")))
     cap_seconds: float = BACKOFF_CAP_SECONDS
+    max_consecutive_failures: int = DEFAULT_MAX_CONSECUTIVE_FAILURES  # across items: then the run pauses
 
     def delay(self, retry: int, retry_after: float | None) -> float:
         """Exponential backoff with jitter (so many workers do not retry in lockstep), at least Retry-After."""
@@ -144,11 +185,19 @@ class ResultSink:
             self._writer.shutdown(wait=True)
 
 
-async def process_item(agent: LLMAgent, item: WorkItem, policy: RetryPolicy) -> ItemOutcome:
+async def process_item(agent: LLMAgent, item: WorkItem, policy: RetryPolicy, breaker: OutageBreaker | None = None) -> ItemOutcome:
+    """One item to its outcome: valid, failed (the model's answer or a rejected request) or transient
+    (``transient=True``: every attempt failed for a transient reason, or the breaker tripped)."""
+    breaker = breaker or OutageBreaker(policy.max_consecutive_failures)
     started = time.perf_counter()
     attempts = inp = out = 0
     last_error = ""
+    transient = False
     for retry in range(policy.max_retries + 1):
+        if breaker.tripped.is_set():
+            transient = True
+            last_error = last_error or f"not sent: the provider looks down ({breaker.reason()})"
+            break
         try:
             result = await agent.run(item.prompt)
         except LLMError as exc:
@@ -157,27 +206,32 @@ async def process_item(agent: LLMAgent, item: WorkItem, policy: RetryPolicy) -> 
             out += exc.output_tokens
             last_error = str(exc)
             if not isinstance(exc, RetryableError):
+                breaker.answered()
                 break
-            if retry == policy.max_retries:
-                if isinstance(exc, ProviderUnreachable):
-                    raise RunStopped(last_error) from exc
+            last = retry == policy.max_retries
+            if last or not isinstance(exc, RateLimited):
+                breaker.failure(last_error)
+            if last:
+                transient = True
                 last_error = f"gave up after {retry + 1} tries: {last_error}"
                 break
             if isinstance(exc, ProviderUnreachable):
                 recover = getattr(agent, "recover", None)
                 if recover is not None:
                     await asyncio.to_thread(recover)
-            await asyncio.sleep(policy.delay(retry, exc.retry_after))
+            await breaker.sleep(policy.delay(retry, exc.retry_after))
             continue
         except Exception as exc:  # noqa: BLE001 - a surprise from a backend fails this item, not the run
             attempts += 1
             last_error = f"unexpected error: {type(exc).__name__}: {exc}"
             break
+        breaker.answered()
         return ItemOutcome(
             item.index, item.input, result.output, True, None, attempts + result.attempts,
             inp + result.input_tokens, out + result.output_tokens, (time.perf_counter() - started) * 1000,
         )
-    return ItemOutcome(item.index, item.input, None, False, last_error, attempts, inp, out, (time.perf_counter() - started) * 1000)
+    latency = (time.perf_counter() - started) * 1000
+    return ItemOutcome(item.index, item.input, None, False, last_error, attempts, inp, out, latency, transient)
 
 
 async def execute(
@@ -189,30 +243,31 @@ async def execute(
     sink: ResultSink,
     on_item: Callable[[ItemOutcome], None] | None = None,
     halt: threading.Event | None = None,
+    breaker: OutageBreaker | None = None,
 ) -> RunOutcome:
     """Process ``items`` with ``concurrency`` workers; outcomes go to ``sink`` (closed, so everything is
-    written, before returning, also when cancelled: a Ctrl-C loses nothing that finished). Setting
-    ``halt`` (from any thread) stops taking items: those in flight finish, the rest stay unfinished
-    for a resume."""
+    written, before returning, also when cancelled: a Ctrl-C loses nothing that finished). Transient
+    outcomes are not written (the items stay unfinished) but reach ``on_item``. Setting ``halt`` (from
+    any thread) stops taking items: those in flight finish, the rest stay unfinished for a resume; so
+    does the ``breaker`` tripping (default: one for this call, ``policy.max_consecutive_failures``)."""
     outcome = RunOutcome()
     pending = iter(items)
-    stop = asyncio.Event()
+    breaker = breaker or OutageBreaker(policy.max_consecutive_failures)
 
     async def worker() -> None:
         for item in pending:
             if halt is not None and halt.is_set():
                 outcome.stopped_reason = outcome.stopped_reason or HALTED
-                stop.set()
-            if stop.is_set():
                 return
-            try:
-                result = await process_item(agent, item, policy)
-            except RunStopped as exc:
-                outcome.stopped_reason = outcome.stopped_reason or str(exc)
-                stop.set()
+            if breaker.tripped.is_set():
                 return
-            sink.add(result)
-            outcome.processed += 1
+            result = await process_item(agent, item, policy, breaker)
+            if result.transient:
+                outcome.unanswered += 1
+                outcome.last_transient_error = result.error
+            else:
+                sink.add(result)
+                outcome.processed += 1
             if on_item is not None:
                 on_item(result)
 
@@ -227,4 +282,6 @@ async def execute(
     finally:
         tick.cancel()
         sink.close()
+    if breaker.tripped.is_set():
+        outcome.stopped_reason = outcome.stopped_reason or breaker.reason()
     return outcome

@@ -1,9 +1,10 @@
 """Start or resume a run: check it can run, snapshot its configuration, execute, record the outcome.
 
 Called by ``reconciler run``, and through ``runs.triggered`` by ``apply`` and ``watch`` for
-``trigger: on_apply`` runs. A run that was stopped
-(Ctrl-C, killed, provider down) is resumed by starting it again: only unfinished items are processed
-and finished ones are never duplicated ((run, item) is unique in the database).
+``trigger: on_apply`` runs. A run that was stopped (Ctrl-C, killed, an outage of its provider) ends
+``interrupted`` and is resumed by starting it again: only unfinished items are processed (items that
+got only transient errors among them) and finished ones are never duplicated ((run, item) is unique
+in the database).
 """
 
 from __future__ import annotations
@@ -17,10 +18,13 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from sqlalchemy.engine import URL
+
 from reconciler.errors import ReconcilerError, RunAlreadyStarted
 from reconciler.llm.ports import ExecutionSettings, LLMError, ProviderConfig
+from reconciler.providers.model_check import refuse_missing_model
 from reconciler.runs import metrics, store
-from reconciler.runs.runner import ItemOutcome, ResultSink, RetryPolicy, WorkItem, execute
+from reconciler.runs.runner import DEFAULT_MAX_CONSECUTIVE_FAILURES, HALTED, ItemOutcome, ResultSink, RetryPolicy, RunOutcome, WorkItem, execute
 from reconciler.state.tables import utcnow
 
 
@@ -29,6 +33,7 @@ class RunOptions:
     concurrency: int | None = None  # overrides the spec's (it does not change results)
     retry_failed: bool = False  # also process items that finished as failed
     only_pending: bool = False  # start a pending run, never resume one (trigger: on_apply)
+    max_consecutive_failures: int = DEFAULT_MAX_CONSECUTIVE_FAILURES  # transient, across items: then it pauses
 
 
 @dataclass(frozen=True)
@@ -62,14 +67,15 @@ class RunSummary:
         )
 
 
-def _with_secret(provider: ProviderConfig, token: bytes | None) -> ProviderConfig:
+def with_secret(provider: ProviderConfig, token: bytes | None, database: URL | None = None) -> ProviderConfig:
+    """``provider`` with its key decrypted (by the secret key kept with ``database``)."""
     if token is None:
         return provider
     from dataclasses import replace
 
     from reconciler.providers.secrets import load_secret_box
 
-    return replace(provider, api_key=load_secret_box(create=False).decrypt(token, provider.name))
+    return replace(provider, api_key=load_secret_box(create=False, database=database).decrypt(token, provider.name))
 
 
 def model_file_of(provider: ProviderConfig) -> dict[str, Any] | None:
@@ -100,12 +106,14 @@ def _work_items(name: str, spec: dict[str, Any], skip: set[int]) -> list[WorkIte
 
 
 def check_runnable(name: str, config: store.ResolvedConfig) -> None:
+    """Refuse, before anything is sent: something switched off, or a model the provider does not serve."""
     if config.inactive:
         what = ", ".join(config.inactive)
         raise ReconcilerError(
             f"run {name!r} cannot start: {what} {'is' if len(config.inactive) == 1 else 'are'} inactive (is_active: false)",
             hint="set is_active: true in the manifests and apply, or point the run at an active assignment under a new name",
         )
+    refuse_missing_model(config.model_check, f"run {name!r} cannot start")
 
 
 def execute_run(
@@ -146,7 +154,7 @@ def execute_run(
         )
     items = _work_items(name, spec, done)
     total = len(spec.get("inputs") or [])
-    provider = _with_secret(config.provider, config.api_key_encrypted)
+    provider = with_secret(config.provider, config.api_key_encrypted, engine.url)
     settings = ExecutionSettings(max_retries=int(spec.get("max_retries", 2)), timeout_seconds=float(spec.get("timeout_seconds", 120.0)))
     concurrency = options.concurrency or int(spec.get("concurrency", 4))
 
@@ -155,7 +163,8 @@ def execute_run(
         on_start(len(items), total)
     started = time.perf_counter()
     stopped: str | None = None
-    processed = 0
+    outcome = RunOutcome()
+    policy = RetryPolicy(settings.max_retries, max_consecutive_failures=options.max_consecutive_failures)
     try:
         if items:
             if registry is None:
@@ -167,45 +176,53 @@ def execute_run(
                 agent = await registry.get_or_create(config.agent, config.task, provider, settings)
                 sink = ResultSink(lambda batch: store.save_results(engine, record.id, [o.row() for o in batch]))
                 try:
-                    return await execute(
-                        agent, items, concurrency=concurrency, policy=RetryPolicy(settings.max_retries), sink=sink, on_item=on_item, halt=halt,
-                    )
+                    return await execute(agent, items, concurrency=concurrency, policy=policy, sink=sink, on_item=on_item, halt=halt)
                 finally:
                     close = getattr(agent, "aclose", None)
                     if close is not None:  # instances are per event loop, and this loop ends here
                         await close()
 
             outcome = asyncio.run(go())
-            stopped, processed = outcome.stopped_reason, outcome.processed
+            stopped = outcome.stopped_reason
+            if stopped is not None and stopped != HALTED:
+                stopped = f"provider {config.provider.name!r} ({config.provider.type}) looks down: {stopped}"
     except LLMError as exc:  # the agent could not even be created (no server, no key)
         stopped = str(exc)
     except KeyboardInterrupt:
-        _finish(engine, record, spec, config, sha, time.perf_counter() - started, "interrupted (Ctrl-C)", 0)
+        _finish(engine, record, spec, config, sha, time.perf_counter() - started, "interrupted (Ctrl-C)", RunOutcome())
         raise
     except BaseException as exc:
-        _finish(engine, record, spec, config, sha, time.perf_counter() - started, f"internal error: {type(exc).__name__}: {exc}", 0)
+        _finish(engine, record, spec, config, sha, time.perf_counter() - started, f"internal error: {type(exc).__name__}: {exc}", RunOutcome())
         raise
-    return _finish(engine, record, spec, config, sha, time.perf_counter() - started, stopped, processed)
+    return _finish(engine, record, spec, config, sha, time.perf_counter() - started, stopped, outcome)
 
 
 def _finish(
     engine: Engine, record: store.RunRecord, spec: dict[str, Any], config: store.ResolvedConfig, sha: str,
-    elapsed: float, stopped: str | None, processed: int,
+    elapsed: float, stopped: str | None, outcome: RunOutcome,
 ) -> RunSummary:
     counters = store.result_counters(engine, record.id)
     total = len(spec.get("inputs") or [])
     ok, failed = counters["items_succeeded"], counters["items_failed"]
     inp, out = counters["input_tokens"], counters["output_tokens"]
     finished = ok + failed
-    status = metrics.final_status(total, ok, failed, stopped is not None)
+    status = metrics.final_status(total, ok, failed)
     error = None
+    resume = f"run `reconciler run {record.name}` again to resume"
     if stopped is not None:
-        error = f"stopped: {stopped}; {total - finished} of {total} items unfinished; run `reconciler run {record.name}` again to resume"
+        error = f"stopped: {stopped}; {total - finished} of {total} items unfinished; {resume}"
+    elif outcome.unanswered:
+        error = (
+            f"{outcome.unanswered} item{'s' if outcome.unanswered != 1 else ''} got no answer, only transient errors "
+            f"(last: {outcome.last_transient_error}); {total - finished} of {total} items unfinished; {resume}"
+        )
     elif failed:
         error = f"{failed} of {total} items failed; see `reconciler runs results {record.name}`"
     expected = spec.get("expected")
     accuracy = metrics.accuracy(store.valid_outputs(engine, record.id), finished, expected) if expected and finished else None
-    cost = metrics.estimate_cost(config.provider.type, config.agent.model_name, config.agent.prices, inp, out)
+    cost = metrics.estimate_cost(
+        config.provider.type, config.agent.model_name, config.agent.prices, inp, out, base_url=config.provider.base_url
+    )
     elapsed_total = (record.elapsed_seconds or 0.0) + elapsed
     store.finish_run(
         engine,
@@ -217,6 +234,6 @@ def _finish(
         },
     )
     return RunSummary(
-        record.name, status, total, ok, failed, total - finished, processed, accuracy, inp, out, cost,
+        record.name, status, total, ok, failed, total - finished, outcome.processed, accuracy, inp, out, cost,
         elapsed_total, sha, error,
     )

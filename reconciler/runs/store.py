@@ -13,7 +13,9 @@ from sqlalchemy import Engine, delete, func, insert, select, update
 
 from reconciler.errors import ReconcilerError, RunAlreadyStarted
 from reconciler.kinds.agent import agent_config
+from reconciler.kinds.provider import provider_config
 from reconciler.llm.ports import AgentConfig, ProviderConfig, TaskConfig
+from reconciler.providers.model_check import ModelCheck, model_checks
 from reconciler.state.tables import (
     agent_configs,
     agent_task_assignments,
@@ -53,6 +55,7 @@ class ResolvedConfig:
     inactive: tuple[str, ...]  # e.g. ("provider 'x'",): what is switched off
     validation_status: str
     validation_error: str | None
+    model_check: ModelCheck | None = None  # is the agent's model one the provider serves?
 
 
 def runner_identity() -> str:
@@ -85,6 +88,20 @@ def _applied(conn: Any, kind: str, row_id: uuid.UUID) -> dict[str, Any]:
     return value or {}
 
 
+# The columns the LLM ports' configs are made from (``kinds.agent.agent_config`` and
+# ``kinds.provider.provider_config`` map them), for runs, experiment arms and `reconciler test`.
+AGENT_COLUMNS = (
+    agent_configs.c.id.label("agent_id"), agent_configs.c.name.label("agent_name"), agent_configs.c.model_name,
+    agent_configs.c.system_prompt, agent_configs.c.temperature, agent_configs.c.max_tokens,
+    agent_configs.c.is_active.label("agent_active"),
+)
+PROVIDER_COLUMNS = (
+    llm_providers.c.id.label("provider_id"), llm_providers.c.name.label("provider_name"), llm_providers.c.type,
+    llm_providers.c.base_url, llm_providers.c.api_key_encrypted, llm_providers.c.is_active.label("provider_active"),
+    llm_providers.c.validation_status, llm_providers.c.validation_error,
+)
+
+
 def resolve_assignment(engine: Engine, assignment_id: uuid.UUID | None, run_name: str) -> ResolvedConfig:
     if assignment_id is None:
         raise ReconcilerError(
@@ -96,12 +113,8 @@ def resolve_assignment(engine: Engine, assignment_id: uuid.UUID | None, run_name
     with engine.connect() as conn:
         row = conn.execute(
             select(
-                s.c.is_active.label("assignment_active"),
-                a.c.id.label("agent_id"), a.c.name.label("agent_name"), a.c.model_name, a.c.system_prompt,
-                a.c.temperature, a.c.max_tokens, a.c.is_active.label("agent_active"),
-                t.c.name.label("task_name"), t.c.response_schema, t.c.is_active.label("task_active"),
-                p.c.id.label("provider_id"), p.c.name.label("provider_name"), p.c.type, p.c.base_url,
-                p.c.api_key_encrypted, p.c.is_active.label("provider_active"), p.c.validation_status, p.c.validation_error,
+                s.c.is_active.label("assignment_active"), *AGENT_COLUMNS,
+                t.c.name.label("task_name"), t.c.response_schema, t.c.is_active.label("task_active"), *PROVIDER_COLUMNS,
             )
             .select_from(s.join(a, a.c.id == s.c.agent_id).join(t, t.c.id == s.c.task_id).join(p, p.c.id == a.c.provider_id))
             .where(s.c.id == assignment_id)
@@ -125,16 +138,82 @@ def resolve_assignment(engine: Engine, assignment_id: uuid.UUID | None, run_name
     )
     return ResolvedConfig(
         assignment=assignment_name,
-        agent=agent_config(row["agent_name"], dict(row), agent_extra),
+        agent=agent_config(row["agent_name"], row, agent_extra),
         task=TaskConfig(name=row["task_name"], response_schema=row["response_schema"] or {}),
-        provider=ProviderConfig(
-            name=row["provider_name"], type=row["type"], base_url=row["base_url"], model_path=provider_extra.get("model_path"),
-        ),
+        provider=provider_config(row["provider_name"], row, provider_extra),
         api_key_encrypted=row["api_key_encrypted"],
         inactive=inactive,
         validation_status=row["validation_status"],
         validation_error=row["validation_error"],
+        model_check=model_checks(engine, [row["agent_name"]]).get(row["agent_name"]),
     )
+
+
+@dataclass(frozen=True)
+class AgentContext:
+    """An agent as ``reconciler test`` needs it: its configs, state, and the active tasks it is assigned to."""
+
+    agent: AgentConfig
+    provider: ProviderConfig  # without the key
+    api_key_encrypted: bytes | None
+    agent_active: bool
+    provider_active: bool
+    validation_status: str
+    validation_error: str | None
+    tasks: tuple[TaskConfig, ...]  # of its active assignments to active tasks, by name
+    model_check: ModelCheck | None
+
+
+def _named(conn: Any, table: Any, kind: str, name: str) -> Any:
+    """The row by its name, or by the manifest name reconciler manages it by (its row may keep
+    another name: reconciler/row-name)."""
+    from sqlalchemy import inspect
+
+    m = reconciler_resources.c
+    managed = None
+    if inspect(conn).has_table(reconciler_resources.name):
+        managed = conn.execute(select(m.row_id).where(m.kind == kind, m.name == name)).scalar()
+    return table.c.id == managed if managed is not None else table.c.name == name
+
+
+def load_agent(engine: Engine, agent_name: str) -> AgentContext:
+    """The agent named ``agent_name`` (by manifest or row name) with what `reconciler test` needs."""
+    a, p, s, t = agent_configs, llm_providers, agent_task_assignments, task_configs
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(*AGENT_COLUMNS, *PROVIDER_COLUMNS).join(p, p.c.id == a.c.provider_id).where(_named(conn, a, "Agent", agent_name))
+        ).mappings().first()
+        if row is None:
+            raise ReconcilerError(f"no agent named {agent_name!r} in the database", hint="list them with `reconciler get agents`")
+        tasks = conn.execute(
+            select(t.c.name, t.c.response_schema)
+            .join(s, s.c.task_id == t.c.id)
+            .where(s.c.agent_id == row["agent_id"], s.c.is_active.is_(True), t.c.is_active.is_(True))
+            .order_by(t.c.name)
+        ).all()
+        agent_extra = _applied(conn, "Agent", row["agent_id"])
+        provider_extra = _applied(conn, "Provider", row["provider_id"])
+    return AgentContext(
+        agent=agent_config(row["agent_name"], row, agent_extra),
+        provider=provider_config(row["provider_name"], row, provider_extra),
+        api_key_encrypted=row["api_key_encrypted"],
+        agent_active=bool(row["agent_active"]),
+        provider_active=bool(row["provider_active"]),
+        validation_status=row["validation_status"],
+        validation_error=row["validation_error"],
+        tasks=tuple(TaskConfig(r.name, r.response_schema or {}) for r in tasks),
+        model_check=model_checks(engine, [row["agent_name"]]).get(row["agent_name"]),
+    )
+
+
+def find_task(engine: Engine, name: str) -> TaskConfig:
+    """The task named ``name`` (by manifest or row name)."""
+    t = task_configs
+    with engine.connect() as conn:
+        row = conn.execute(select(t.c.name, t.c.response_schema).where(_named(conn, t, "Task", name))).first()
+    if row is None:
+        raise ReconcilerError(f"no task named {name!r} in the database", hint="list them with `reconciler get tasks`")
+    return TaskConfig(row.name, row.response_schema or {})
 
 
 def _pid_alive(pid: int) -> bool:

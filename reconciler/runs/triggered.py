@@ -27,14 +27,14 @@ class TriggeredRun:
     """How starting one on_apply run went."""
 
     name: str
-    status: str  # the run's status afterwards: completed | partial | failed | pending (did not start) | ...
+    status: str  # the run's status afterwards: completed | partial | failed | interrupted | pending (did not start) | ...
     summary: RunSummary | None = None  # set when it ran
     skipped: str = ""  # why it was not started: it had been started already
     problems: tuple[Problem, ...] = ()  # why it could not start, or broke down
 
     @property
     def failed(self) -> bool:
-        return bool(self.problems) or self.status == "failed"
+        return bool(self.problems) or self.status in ("failed", "interrupted")
 
 
 def next_step(name: str, status: str) -> str:

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 DATABASE_URL_ENV = "RECONCILER_DATABASE_URL"
 DEFAULT_SQLITE_PATH = Path(".reconciler") / "state.db"
-HEAD_REVISION = "0001"  # keep equal to the newest migration; a test checks it
+HEAD_REVISION = "0003"  # keep equal to the newest migration; a test checks it
 
 
 def database_url(explicit: str | None = None) -> URL:
@@ -195,11 +195,22 @@ def upgrade_schema(engine: Engine) -> None:
         command.upgrade(cfg, "head")
 
 
+_opened: URL | None = None
+
+
+def opened_database() -> URL:
+    """The database this process opened last (``open_engine``), else the default one. The secret
+    key file lives beside it (``reconciler.providers.secrets``), for code that is not handed an engine."""
+    return _opened if _opened is not None else database_url(None)
+
+
 def open_engine(explicit_url: str | None, *, create: bool) -> Engine | None:
     """An engine on the state database. With ``create=True`` the schema is created or migrated.
     With ``create=False`` nothing is written: a missing or empty database gives None (an empty
     state), and a database a seed-like service created is read as it is (all rows unmanaged)."""
+    global _opened
     url = database_url(explicit_url)
+    _opened = url
     path = sqlite_path(url)
     if path is not None and not path.exists():
         if not create:

@@ -48,6 +48,16 @@ run_results = Table(
     UniqueConstraint("run_id", "item_index", name="uq_run_item"),
 )
 
+# The models a provider listed when it was last validated, so an agent's model_name can be checked
+# without asking the provider again (`get agents`, `run`, `test`). Gone with its provider.
+provider_models = Table(
+    "provider_models",
+    metadata,
+    Column("provider_id", Uuid, ForeignKey("llm_providers.id", ondelete="CASCADE"), primary_key=True),
+    Column("models", JSON, nullable=False),
+    Column("listed_at", DateTime(timezone=True), nullable=False, default=utcnow),
+)
+
 # What the reconciler manages and what it last applied (the essence), for prune and drift.
 reconciler_resources = Table(
     "reconciler_resources",

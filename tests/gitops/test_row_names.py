@@ -183,13 +183,13 @@ def test_validate_checks_row_name_annotations(cli_run, write_manifests) -> None:
 
 
 def test_reconciler_test_finds_an_agent_and_task_by_manifest_or_row_name(cli_run, sqlite_url: str, tmp_path: Path) -> None:
-    from reconciler.runs.agent_test import _load
+    from reconciler.runs.store import find_task, load_agent
     from reconciler.state.db import open_engine
 
     _export_and_adopt(cli_run, sqlite_url, tmp_path / "m")
     engine = open_engine(sqlite_url, create=False)
     assert engine is not None
     for agent, task in (("message-classifier", "classify-message"), ("Message Classifier", "Classify Message")):
-        agent_config, provider, _active, task_config = _load(engine, agent, task)
-        assert (agent_config.name, provider.name, task_config.name if task_config else None) == ("Message Classifier", "Ollama Local", "Classify Message")
+        context, task_config = load_agent(engine, agent), find_task(engine, task)
+        assert (context.agent.name, context.provider.name, task_config.name) == ("Message Classifier", "Ollama Local", "Classify Message")
     engine.dispose()

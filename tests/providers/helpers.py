@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import MetaData, create_engine, select
@@ -35,3 +36,10 @@ def dump_db(url: str) -> dict[str, list[tuple[Any, ...]]]:
             return {name: sorted((tuple(r) for r in conn.execute(select(table))), key=repr) for name, table in meta.tables.items()}
     finally:
         engine.dispose()
+
+
+def key_file_for(db_url: str) -> Path:
+    """Where the secret key of ``db_url`` is kept by default: beside a SQLite file, else .reconciler/ here."""
+    if db_url.startswith("sqlite:///"):
+        return Path(db_url.removeprefix("sqlite:///")).parent / "secret.key"
+    return Path(".reconciler/secret.key")

@@ -9,10 +9,9 @@ from typing import Any
 import pytest
 from cryptography.fernet import Fernet
 
-from tests.providers.helpers import docs, dump_db, provider_doc
+from tests.providers.helpers import docs, dump_db, key_file_for, provider_doc
 
 KEY = "sk-bad-input-51c0ffee"
-KEY_FILE = Path(".reconciler/secret.key")
 
 
 def _write(root: Path, api_key: str, base_url: str = "http://127.0.0.1:9/v1") -> None:
@@ -31,59 +30,59 @@ def applied(cli_run: Any, db_url: str, write_manifests: Any) -> Path:
     return root
 
 
-Case = Callable[[Path], dict[str, str]]  # arranges the bad input, returns the environment to run with
+Case = Callable[[Path, Path], dict[str, str]]  # (manifests, key file) -> arranges the bad input, returns the environment to run with
 
 
-def _literal(root: Path) -> dict[str, str]:
+def _literal(root: Path, key_file: Path) -> dict[str, str]:
     _write(root, "sk-literal-0000ffff")
     return {}
 
 
-def _disallowed_var(root: Path) -> dict[str, str]:
+def _disallowed_var(root: Path, key_file: Path) -> dict[str, str]:
     _write(root, "{from_env: AWS_SECRET_ACCESS_KEY}")
     return {"AWS_SECRET_ACCESS_KEY": "aws-secret-value"}
 
 
-def _own_setting(root: Path) -> dict[str, str]:
+def _own_setting(root: Path, key_file: Path) -> dict[str, str]:
     _write(root, "{from_env: RECONCILER_SECRET_KEY}")
     return {"RECONCILER_ALLOWED_SECRET_ENV": "*"}
 
 
-def _outside_root(root: Path) -> dict[str, str]:
+def _outside_root(root: Path, key_file: Path) -> dict[str, str]:
     (root.parent / "outside.key").write_text("sk-outside")
     _write(root, "{from_file: ../outside.key}")
     return {}
 
 
-def _missing_var(root: Path) -> dict[str, str]:
+def _missing_var(root: Path, key_file: Path) -> dict[str, str]:
     _write(root, "{from_env: UNSET_API_KEY}")
     return {}
 
 
-def _missing_file(root: Path) -> dict[str, str]:
+def _missing_file(root: Path, key_file: Path) -> dict[str, str]:
     _write(root, "{from_file: secrets/openai.key}")
     return {}
 
 
-def _loose_key_file(root: Path) -> dict[str, str]:
-    KEY_FILE.chmod(0o644)
+def _loose_key_file(root: Path, key_file: Path) -> dict[str, str]:
+    key_file.chmod(0o644)
     return {"TEST_OPENAI_API_KEY": KEY}
 
 
-def _key_file_is_a_directory(root: Path) -> dict[str, str]:
+def _key_file_is_a_directory(root: Path, key_file: Path) -> dict[str, str]:
     Path("keydir").mkdir()
     return {"TEST_OPENAI_API_KEY": KEY, "RECONCILER_SECRET_KEY_FILE": "keydir"}
 
 
-def _garbage_key(root: Path) -> dict[str, str]:
+def _garbage_key(root: Path, key_file: Path) -> dict[str, str]:
     return {"TEST_OPENAI_API_KEY": KEY, "RECONCILER_SECRET_KEY": "not-a-fernet-key"}
 
 
-def _another_key(root: Path) -> dict[str, str]:
+def _another_key(root: Path, key_file: Path) -> dict[str, str]:
     return {"TEST_OPENAI_API_KEY": KEY, "RECONCILER_SECRET_KEY": Fernet.generate_key().decode()}
 
 
-def _lost_key_file(root: Path) -> dict[str, str]:
+def _lost_key_file(root: Path, key_file: Path) -> dict[str, str]:
     return {"TEST_OPENAI_API_KEY": KEY, "RECONCILER_SECRET_KEY_FILE": "elsewhere/none.key"}
 
 
@@ -104,7 +103,7 @@ CASES: list[tuple[str, Case, list[str]]] = [
     ]),
     ("missing-file", _missing_file, ["error: Provider \"openai-prod\" spec.api_key.from_file: file 'secrets/openai.key' does not exist"]),
     ("loose-key-file", _loose_key_file, [
-        "error: secret key file .reconciler/secret.key is accessible by other users (mode 0644); refusing to use it", "hint: chmod 600",
+        "error: secret key file {key_file} is accessible by other users (mode 0644); refusing to use it", "hint: chmod 600",
     ]),
     ("key-file-directory", _key_file_is_a_directory, ["error: secret key file keydir is not a regular file"]),
     ("garbage-key", _garbage_key, ["error: key #1 in $RECONCILER_SECRET_KEY is not a valid Fernet key"]),
@@ -121,8 +120,10 @@ CASES: list[tuple[str, Case, list[str]]] = [
 
 @pytest.mark.parametrize(("arrange", "expected"), [(c[1], c[2]) for c in CASES], ids=[c[0] for c in CASES])
 def test_bad_input_changes_nothing(arrange: Case, expected: list[str], applied: Path, cli_run: Any, db_url: str, tmp_path: Path) -> None:
-    env = arrange(applied)
-    before_db, before_key = dump_db(db_url), KEY_FILE.read_bytes()
+    key_file = key_file_for(db_url)
+    env = arrange(applied, key_file)
+    expected = [line.format(key_file=key_file) if "{key_file}" in line else line for line in expected]
+    before_db, before_key = dump_db(db_url), key_file.read_bytes()
     files_before = sorted(p.name for p in tmp_path.iterdir())
     for command in (["plan", str(applied)], ["apply", str(applied), "--auto-approve"], ["apply", str(applied), "--auto-approve", "--wait-validation"]):
         code, out, err = cli_run(*command, "--db", db_url, env=env)
@@ -132,15 +133,15 @@ def test_bad_input_changes_nothing(arrange: Case, expected: list[str], applied: 
         assert "Traceback" not in err and "internal error" not in err
         assert "Apply complete" not in out
     assert dump_db(db_url) == before_db
-    assert KEY_FILE.read_bytes() == before_key
+    assert key_file.read_bytes() == before_key
     assert sorted(p.name for p in tmp_path.iterdir()) == files_before
     assert "sk-literal-0000ffff" not in err and "aws-secret-value" not in err
 
 
 @pytest.mark.parametrize("case", ["literal-key", "disallowed-variable", "reconciler-setting", "file-outside-root"])
-def test_validate_reports_disallowed_references(case: str, applied: Path, cli_run: Any) -> None:
+def test_validate_reports_disallowed_references(case: str, applied: Path, cli_run: Any, db_url: str) -> None:
     arrange, expected = next((c[1], c[2]) for c in CASES if c[0] == case)
-    env = arrange(applied)
+    env = arrange(applied, key_file_for(db_url))
     code, out, err = cli_run("validate", str(applied), env=env)
     assert code == 1 and expected[0] in err, err
 
@@ -150,7 +151,7 @@ def test_validate_needs_no_secret_values(cli_run: Any, write_manifests: Any) -> 
                             + "---\n" + provider_doc("q", "openai", None, "{from_file: secrets/not-in-git.key}")})
     code, out, err = cli_run("validate", str(root))
     assert (code, out, err) == (0, "Valid: 2 resources in 1 files (2 providers).\n", "")
-    assert not KEY_FILE.exists()
+    assert not Path(".reconciler").exists()
 
 
 @pytest.mark.parametrize("command", [["providers", "check"], ["providers", "models", "openai-prod"], ["secrets", "rotate"]])
@@ -164,8 +165,9 @@ def test_other_commands_refuse_a_db_under_another_key(command: list[str], applie
 
 
 def test_rotate_restores_the_key_file_when_it_fails(applied: Path, cli_run: Any, db_url: str) -> None:
-    KEY_FILE.write_text(Fernet.generate_key().decode() + "\n")  # not the key the database was encrypted under
-    before_db, before_key = dump_db(db_url), KEY_FILE.read_bytes()
+    key_file = key_file_for(db_url)
+    key_file.write_text(Fernet.generate_key().decode() + "\n")  # not the key the database was encrypted under
+    before_db, before_key = dump_db(db_url), key_file.read_bytes()
     code, _, err = cli_run("secrets", "rotate", "--db", db_url)
     assert code == 1 and "cannot decrypt the stored API key of provider 'openai-prod'" in err
-    assert (dump_db(db_url), KEY_FILE.read_bytes()) == (before_db, before_key)
+    assert (dump_db(db_url), key_file.read_bytes()) == (before_db, before_key)

@@ -14,12 +14,11 @@ from cryptography.fernet import Fernet
 from reconciler.providers.events import provider_events
 from reconciler.providers.status import check_providers
 from reconciler.state.db import open_engine
-from tests.providers.helpers import docs, dump_db, provider_doc
+from tests.providers.helpers import docs, dump_db, key_file_for, provider_doc
 from tests.providers.servers import OLLAMA_TAGS, OPENAI_MODELS, FakeServer, Reply, closed_port, serve
 
 KEY = "sk-cli-7d41b0e2a9c3"
 ENV = {"TEST_OPENAI_API_KEY": KEY}
-KEY_FILE = Path(".reconciler/secret.key")
 
 
 @pytest.fixture
@@ -175,34 +174,36 @@ def test_events_reach_subscribers_and_stale_results_are_dropped(cli_run, sqlite_
 
 
 def test_rotate_with_the_key_file(cli_run, db_url, write_manifests, ollama_srv, openai_srv) -> None:
+    key_file = key_file_for(db_url)
     m = _manifests(write_manifests, ollama_srv.url, openai_srv.url)
     cli_run("apply", m, "--db", db_url, "--auto-approve", env=ENV)
-    old_key = KEY_FILE.read_text()
+    old_key = key_file.read_text()
     before = dump_db(db_url)
     code, out, err = cli_run("secrets", "rotate", "--db", db_url)
-    assert (code, out) == (0, "Re-encrypted 1 API key under the new key (openai-prod).\nGenerated the new key in .reconciler/secret.key.\n"), err
-    new_key = KEY_FILE.read_text()
-    assert new_key != old_key and len(new_key.split()) == 1 and KEY_FILE.stat().st_mode & 0o777 == 0o600
+    assert (code, out) == (0, f"Re-encrypted 1 API key under the new key (openai-prod).\nGenerated the new key in {key_file}.\n"), err
+    new_key = key_file.read_text()
+    assert new_key != old_key and len(new_key.split()) == 1 and key_file.stat().st_mode & 0o777 == 0o600
     assert dump_db(db_url)["llm_providers"] != before["llm_providers"]  # the ciphertext changed
     assert cli_run("plan", m, "--db", db_url, "--detailed-exitcode", env=ENV)[:2] == (0, "No changes. The database matches the manifests.\n")
     code, out, err = cli_run("providers", "check", "openai-prod", "--db", db_url)
     assert code == 0 and "connected" in out, err  # the key still decrypts to the same value
     assert openai_srv.requests[-1][1]["Authorization"] == f"Bearer {KEY}"
-    KEY_FILE.write_text(old_key)
+    key_file.write_text(old_key)
     code, _, err = cli_run("plan", m, "--db", db_url, env=ENV)
     assert code == 1 and "cannot decrypt the stored API key of provider 'openai-prod'" in err
     code, out, _ = cli_run("history", "--db", db_url, "-o", "json")
     rotation, apply = json.loads(out)[:2]
     assert (rotation["command"], rotation["updated"], apply["command"]) == ("secrets rotate", 1, "apply")
-    assert rotation["plan"] == {"providers": ["openai-prod"], "key_source": ".reconciler/secret.key"}
+    assert rotation["plan"] == {"providers": ["openai-prod"], "key_source": str(key_file)}
 
 
 def test_rotate_keep_old(cli_run, sqlite_url, write_manifests, ollama_srv, openai_srv) -> None:
+    key_file = key_file_for(sqlite_url)
     cli_run("apply", _manifests(write_manifests, ollama_srv.url, openai_srv.url), "--db", sqlite_url, "--auto-approve", env=ENV)
-    old_key = KEY_FILE.read_text().strip()
+    old_key = key_file.read_text().strip()
     code, out, _ = cli_run("secrets", "rotate", "--db", sqlite_url, "--keep-old")
-    assert code == 0 and "Kept 1 previous key(s) in .reconciler/secret.key" in out
-    keys = KEY_FILE.read_text().split()
+    assert code == 0 and f"Kept 1 previous key(s) in {key_file}" in out
+    keys = key_file.read_text().split()
     assert len(keys) == 2 and keys[1] == old_key
 
 
@@ -217,7 +218,7 @@ def test_rotate_with_the_environment(cli_run, db_url, write_manifests, ollama_sr
     assert out.endswith("Now set RECONCILER_SECRET_KEY to the new key alone (the first one); the old key is no longer needed.\n")
     assert cli_run("plan", m, "--db", db_url, "--detailed-exitcode", env={**ENV, "RECONCILER_SECRET_KEY": b})[0] == 0
     assert cli_run("providers", "check", "--db", db_url, env={"RECONCILER_SECRET_KEY": b})[0] == 0
-    assert not KEY_FILE.exists()
+    assert not key_file_for(db_url).exists()
     code, _, err = cli_run("providers", "check", "--db", db_url, env={"RECONCILER_SECRET_KEY": a})
     assert code == 1 and "cannot decrypt the stored API key of provider 'openai-prod' with the secret key from $RECONCILER_SECRET_KEY" in err
 
@@ -225,7 +226,7 @@ def test_rotate_with_the_environment(cli_run, db_url, write_manifests, ollama_sr
 def test_forget_undecryptable_then_apply_again(cli_run, sqlite_url, write_manifests, ollama_srv, openai_srv) -> None:
     m = _manifests(write_manifests, ollama_srv.url, openai_srv.url)
     cli_run("apply", m, "--db", sqlite_url, "--auto-approve", env=ENV)
-    KEY_FILE.write_text(Fernet.generate_key().decode() + "\n")  # the old key is lost
+    key_file_for(sqlite_url).write_text(Fernet.generate_key().decode() + "\n")  # the old key is lost
     assert cli_run("plan", m, "--db", sqlite_url, env=ENV)[0] == 1
     code, out, _ = cli_run("secrets", "forget", "--undecryptable", "--db", sqlite_url)
     assert (code, out) == (0, "Cleared the API keys of openai-prod. Run `reconciler apply` to encrypt them again from the manifests.\n")

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import create_engine, select, update
 
 from reconciler.state.tables import analysis_runs, run_results
-from tests.runs.conftest import CONFIG, RUN, keyword_classifier
+from tests.runs.conftest import CLASSIFY_TASK, CONFIG, RUN, keyword_classifier
 
 
 def _setup(write_manifests, cli_run, db: str, run: str = RUN) -> Path:  # type: ignore[no-untyped-def]
@@ -202,18 +202,45 @@ def test_unknown_run_name(cli_run, write_manifests, sqlite_url: str) -> None:
 
 
 def test_agent_test_command(write_manifests, cli_run, fake_model, sqlite_url: str) -> None:
-    fake_model(lambda p: "plain words" if "hello" in p else keyword_classifier(p))
+    prompts = fake_model(lambda p: "plain words" if "hello" in p else keyword_classifier(p))
     root = write_manifests({"config.yaml": CONFIG})
     assert cli_run("apply", str(root), "--db", sqlite_url, "--auto-approve")[0] == 0
-    code, out, err = cli_run("test", "classifier", "--prompt", "hello", "--db", sqlite_url)
+    # the agent's only task checks the answer, and the command says which task that was
+    code, out, err = cli_run("test", "classifier", "--prompt", "Please add a button", "--db", sqlite_url)
     assert code == 0, err
-    assert out.strip() == "plain words"
-    assert "model gemma3-270m" in err and "provider local (llamacpp)" in err
+    assert json.loads(out) == {"category": "feature", "confidence": 80}
+    assert "model gemma3-270m" in err and "provider local (llamacpp)" in err and "task classify (the agent's only task)" in err
+    # an answer outside the schema is an error, not a rambling success
+    code, out, err = cli_run("test", "classifier", "--prompt", "hello", "--db", sqlite_url)
+    assert code == 1 and "no valid output after 2 attempts" in err
+    # plain text only when asked for
+    code, out, err = cli_run("test", "classifier", "--prompt", "hello", "--no-task", "--db", sqlite_url)
+    assert code == 0, err
+    assert out.strip() == "plain words" and "plain text, no task" in err
     code, out, err = cli_run("test", "classifier", "--prompt", "Please add a button", "--task", "classify", "--db", sqlite_url, "--json")
     assert code == 0, err
     data = json.loads(out)
     assert json.loads(data["response"]) == {"category": "feature", "confidence": 80}
-    assert (data["provider_type"], data["model_name"]) == ("llamacpp", "gemma3-270m")
+    assert (data["provider_type"], data["model_name"], data["task_name"], data["task_choice"]) == ("llamacpp", "gemma3-270m", "classify", "given")
+    assert len(prompts) == 5  # 1 + 2 (the invalid answer, retried once) + 1 + 1
+
+
+def test_agent_test_with_several_tasks_asks_which(write_manifests, cli_run, fake_model, sqlite_url: str) -> None:
+    prompts = fake_model(keyword_classifier)
+    second = CLASSIFY_TASK.replace("name: classify}", "name: triage}").replace("name: classifier-classify}", "name: classifier-triage}")
+    second = second.replace("{agent: classifier, task: classify}", "{agent: classifier, task: triage}")
+    root = write_manifests({"config.yaml": CONFIG, "second.yaml": second})
+    code, _, err = cli_run("apply", str(root), "--db", sqlite_url, "--auto-approve")
+    assert code == 0, err
+    code, out, err = cli_run("test", "classifier", "--prompt", "Please add a button", "--db", sqlite_url)
+    assert code == 1 and out == ""
+    assert "error: agent 'classifier' is assigned to 2 tasks (classify, triage): say which one checks the answer" in err
+    assert "hint: pass --task classify (or another of them), or --no-task for a plain-text answer" in err
+    assert prompts == []  # nothing was sent
+    code, out, err = cli_run("test", "classifier", "--prompt", "Please add a button", "--task", "triage", "--db", sqlite_url)
+    assert code == 0 and "task triage" in err and "only task" not in err
+    code, _, err = cli_run("test", "classifier", "--prompt", "x", "--task", "triage", "--no-task", "--db", sqlite_url)
+    assert code != 0 and "--task and --no-task exclude each other" in err
 
 
 def test_resume_refuses_a_changed_configuration(write_manifests, cli_run, fake_model, sqlite_url: str) -> None:

@@ -48,10 +48,14 @@ def test_rate_limit_with_retry_after_is_retried(write_manifests, cli_run, sqlite
     assert sum(r["attempts"] for r in _results(cli_run, sqlite_url)) == 6
 
 
-def test_server_errors_and_bad_json_fail_items_with_reasons(write_manifests, cli_run, sqlite_url: str) -> None:
+def test_invalid_json_fails_an_item_but_server_errors_leave_it_unfinished(write_manifests, cli_run, sqlite_url: str) -> None:
+    """A 500 is transient: the item that only ever got 500s is not the model's failure; it stays
+    unfinished (the run is interrupted, exit 1) and a plain `run` sends it again, and only it."""
+    broken = True
+
     def behaviour(request: dict, n: int) -> Reply | dict | str:
         prompt = _prompt(request)
-        if "Export" in prompt:
+        if "Export" in prompt and broken:
             return Reply(500)
         if "dark mode" in prompt:
             return '{"category": "feature", "confid'
@@ -60,11 +64,19 @@ def test_server_errors_and_bad_json_fail_items_with_reasons(write_manifests, cli
     with StubServer(behaviour) as stub:
         _apply(write_manifests, cli_run, sqlite_url, stub.base_url)
         code, out, err = cli_run("run", "sample", "--db", sqlite_url)
-    assert code == 0, err
-    assert "partial — 2/4 valid, 2 failed" in out
-    by_index = {r["item"]: r for r in _results(cli_run, sqlite_url)}
-    assert "gave up after 3 tries" in by_index[3]["error"] and by_index[3]["attempts"] == 3
-    assert not by_index[1]["valid"] and "no valid output after 3 attempts" in by_index[1]["error"]
+        assert code == 1
+        assert "interrupted — 2/4 valid, 1 failed, 1 unfinished" in out
+        assert "1 item got no answer, only transient errors (last: gave up after 3 tries: status_code: 500" in err
+        assert "1 of 4 items unfinished; run `reconciler run sample` again to resume" in err
+        by_index = {r["item"]: r for r in _results(cli_run, sqlite_url)}
+        assert sorted(by_index) == [0, 1, 2]  # item 3 is not stored as failed
+        assert not by_index[1]["valid"] and "no valid output after 3 attempts" in by_index[1]["error"]
+        broken = False
+        sent = len(stub.requests)
+        code, out, err = cli_run("run", "sample", "--db", sqlite_url)
+        assert code == 0, err  # partial: finished, the invalid answer is the model's failure
+        assert "partial — 3/4 valid, 1 failed" in out
+        assert [_prompt(r) for r in stub.requests[sent:]] == ["Message: Export is broken"]
 
 
 def test_schema_invalid_answers_are_retried_with_the_error_then_recorded(write_manifests, cli_run, sqlite_url: str) -> None:
@@ -108,10 +120,11 @@ def test_provider_down_stops_the_run_and_resume_finishes_it(write_manifests, cli
     _apply(write_manifests, cli_run, db_url, f"http://127.0.0.1:{port}/v1")
     code, out, err = cli_run("run", "sample", "--db", db_url)
     assert code == 1
-    assert "Run sample: failed — 0/4 valid, 0 failed, 4 unfinished" in out
-    assert "cannot reach the provider" in err and "again to resume" in err
+    assert "Run sample: interrupted — 0/4 valid, 0 failed, 4 unfinished" in out
+    assert "stopped: provider 'stub' (openai) looks down: 5 transient failures in a row (last: cannot reach the provider" in err
+    assert "again to resume" in err
     listed = json.loads(cli_run("runs", "list", "--db", db_url, "-o", "json")[1])
-    assert listed[0]["status"] == "failed"
+    assert listed[0]["status"] == "interrupted"
 
     with StubServer(lambda request, n: keyword_classifier(_prompt(request)), port=port) as stub:
         code, out, err = cli_run("run", "sample", "--db", db_url)

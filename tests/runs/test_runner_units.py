@@ -93,17 +93,33 @@ def test_accuracy_counts_failed_items_as_wrong() -> None:
 
 
 @pytest.mark.parametrize(
-    ("total", "ok", "failed", "stopped", "status"),
-    [(3, 3, 0, False, "completed"), (3, 2, 1, False, "partial"), (3, 0, 3, False, "failed"), (3, 2, 0, True, "failed"), (3, 3, 0, True, "failed")],
+    ("total", "ok", "failed", "status"),
+    [(3, 3, 0, "completed"), (3, 2, 1, "partial"), (3, 0, 3, "failed"), (3, 2, 0, "interrupted"), (3, 0, 0, "interrupted"), (3, 1, 1, "interrupted")],
+    ids=["all-valid", "some-failed", "none-valid", "unfinished", "nothing-done", "unfinished-with-failures"],
 )
-def test_final_status(total: int, ok: int, failed: int, stopped: bool, status: str) -> None:
-    assert metrics.final_status(total, ok, failed, stopped) == status
+def test_final_status(total: int, ok: int, failed: int, status: str) -> None:
+    assert metrics.final_status(total, ok, failed) == status
 
 
-def test_cost() -> None:
-    assert metrics.estimate_cost("llamacpp", "gemma3-270m", None, 1000, 1000) == 0.0
-    assert metrics.estimate_cost("openai", "no-such-model", None, 1000, 1000) == 0.0
-    assert metrics.estimate_cost("openai", "gpt-4o-mini", None, 1_000_000, 0) == pytest.approx(0.15)
+@pytest.mark.parametrize(
+    ("provider_type", "model", "base_url", "tokens", "expected"),
+    [
+        ("llamacpp", "gemma3-270m", None, (1000, 1000), 0.0),
+        ("ollama", "llama3", None, (1000, 1000), 0.0),
+        ("openai", "no-such-model", None, (1000, 1000), 0.0),
+        ("openai", "gpt-4o-mini", None, (1_000_000, 0), 0.15),
+        ("anthropic", "claude-sonnet-4-5", None, (100_000, 100_000), 0.3 + 1.5),  # list price $3 / $15 per MTok
+        ("google", "gemini-2.5-flash", None, (1_000_000, 0), 0.3),
+        ("openai-compatible", "openai/gpt-4o-mini", "https://openrouter.ai/api/v1", (1_000_000, 0), 0.15),
+        ("openai-compatible", "llama3", "http://127.0.0.1:8000/v1", (1_000_000, 1_000_000), 0.0),  # a server genai-prices does not know
+    ],
+    ids=["llamacpp", "ollama", "unknown-model", "openai", "anthropic", "google", "openrouter", "own-vllm"],
+)
+def test_cost(provider_type: str, model: str, base_url: str | None, tokens: tuple[int, int], expected: float) -> None:
+    assert metrics.estimate_cost(provider_type, model, None, *tokens, base_url=base_url) == pytest.approx(expected)
+
+
+def test_cost_with_the_agents_own_prices() -> None:
     assert metrics.estimate_cost("llamacpp", "x", {"input_per_mtok": 2.0, "output_per_mtok": 4.0}, 500_000, 250_000) == pytest.approx(2.0)
 
 
