@@ -38,10 +38,11 @@ def real_llm_requests(monkeypatch: pytest.MonkeyPatch) -> None:
     """Let this test's runs reach a local stub server (tests.stub_openai), retrying without long waits."""
     import pydantic_ai.models
 
-    from reconciler.llm import registry
+    from reconciler.llm import ratelimit, registry
 
     monkeypatch.setattr(pydantic_ai.models, "ALLOW_MODEL_REQUESTS", True)
     monkeypatch.setattr(registry, "_default", None)
+    monkeypatch.setattr(ratelimit, "_limiters", {})  # a hold one test's 429 set must not slow the next
     monkeypatch.setenv("RECONCILER_RETRY_BASE_SECONDS", "0.01")
 
 

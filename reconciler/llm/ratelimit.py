@@ -22,6 +22,7 @@ from typing import Any
 
 from reconciler.llm.ports import ProviderConfig, RateLimit
 
+PERIOD_SECONDS = 60.0  # the limits are per minute (tests shorten it)
 MAX_HOLD_SECONDS = 120.0  # a Retry-After beyond this is not trusted (the runner caps it the same way)
 CHARS_PER_TOKEN = 4
 
@@ -59,8 +60,9 @@ class ProviderLimiter:
         self.limit = limit
         rpm = limit.requests_per_minute if limit else None
         tpm = limit.tokens_per_minute if limit else None
-        self.requests = AsyncLimiter(rpm, 60) if rpm else None
-        self.tokens = AsyncLimiter(tpm, 60) if tpm else None
+        # aiolimiter's leaky bucket: up to the limit at once, then at the limit's pace
+        self.requests = AsyncLimiter(rpm, PERIOD_SECONDS) if rpm else None
+        self.tokens = AsyncLimiter(tpm, PERIOD_SECONDS) if tpm else None
         self._hold_until = 0.0  # time.monotonic()
         self._guard = threading.Lock()
 

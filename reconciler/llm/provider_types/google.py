@@ -14,8 +14,9 @@ from reconciler.llm.ports import ExecutionSettings, ProviderConfig, RequestRejec
 from reconciler.llm.provider_types.base import ListingRequest, ListingShape, ProviderType, strip_suffix
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
-# the HTTP client each model was built with: ours to close when the run's event loop ends
-_clients: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+# id(model) -> the HTTP client it was built with: ours to close when the run's event loop ends
+# (GoogleModel is an unhashable dataclass; the entry goes with the model)
+_clients: dict[int, Any] = {}
 
 
 def _root(provider: ProviderConfig) -> str:
@@ -55,11 +56,12 @@ class GoogleType(ProviderType):
         http = httpx2.AsyncClient(timeout=httpx2.Timeout(timeout, connect=min(timeout, 10.0)))
         google = GoogleProvider(api_key=provider.api_key, base_url=_root(provider), http_client=http, retry_options=HttpRetryOptions(attempts=1))
         model = GoogleModel(_bare(model_name), provider=google)
-        _clients[model] = http
+        _clients[id(model)] = http
+        weakref.finalize(model, _clients.pop, id(model), None)
         return model
 
     async def aclose(self, model: Any) -> None:
-        http = _clients.pop(model, None)
+        http = _clients.pop(id(model), None)
         if http is not None:
             await http.aclose()
 
