@@ -30,6 +30,9 @@ def _isolated_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(work)
     for var in ("RECONCILER_DATABASE_URL", "RECONCILER_SECRET_KEY", "RECONCILER_SECRET_KEY_FILE"):
         monkeypatch.delenv(var, raising=False)
+    import reconciler.state.db
+
+    monkeypatch.setattr(reconciler.state.db, "_opened", None)  # the key file follows the database a test opened
     return work
 
 

@@ -65,3 +65,24 @@ def test_seed_database_is_migrated_in_place(cli_run, write_manifests, tmp_path: 
         assert conn.execute(text("SELECT count(*) FROM agent_configs")).scalar() == 2
         assert conn.execute(text("SELECT validation_status FROM llm_providers WHERE name = 'Ollama Local'")).scalar() == "connected"
     engine.dispose()
+
+
+def test_a_database_of_the_first_revision_gains_provider_models(tmp_path: Path) -> None:
+    """Revision 0003 adds the table where 0001 ran before it existed (0001 creates every current table)."""
+    from alembic import command
+
+    url = database_url(f"sqlite:///{tmp_path / 'old.db'}")
+    engine = create_engine(url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(db_module.__file__).parent / "migrations"))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0001")
+        conn.execute(text("DROP TABLE provider_models"))  # as a database made by the release before
+    engine.dispose()
+    upgraded = db_module.open_engine(str(url), create=True)
+    assert upgraded is not None
+    with upgraded.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == HEAD_REVISION
+        assert {c["name"] for c in inspect(conn).get_columns("provider_models")} == {"provider_id", "models", "listed_at"}
+    upgraded.dispose()

@@ -201,7 +201,7 @@ def key_file_path(database: URL | None = None) -> Path:
     db_file = sqlite_path(database if database is not None else opened_database())
     if db_file is None:
         return DEFAULT_KEY_FILE
-    return Path(os.path.abspath(db_file.expanduser())).parent / KEY_FILE_NAME
+    return db_file.expanduser().parent / KEY_FILE_NAME
 
 
 _told: set[tuple[str, str]] = set()
@@ -221,6 +221,7 @@ def _legacy_key_file(path: Path) -> Path | None:
             f"warning: using the secret key in {legacy}, where keys were kept before; it now belongs beside the database, "
             f"where every directory finds it: mv {legacy} {path}\n"
         )
+        sys.stderr.flush()
     return legacy
 
 

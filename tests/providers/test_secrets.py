@@ -158,3 +158,74 @@ def test_decrypt_under_another_key_names_the_provider() -> None:
     assert not box.can_decrypt(token)
     with pytest.raises(ReconcilerError, match="cannot decrypt the stored API key of provider 'openai-prod'"):
         box.decrypt(token, "openai-prod")
+
+
+# --- the key file goes with the database ---------------------------------------------------------
+
+KEYED = """
+apiVersion: reconciler/v1
+kind: Provider
+metadata: {name: remote}
+spec: {type: openai, base_url: "BASE", api_key: {from_env: REMOTE_API_KEY}}
+"""
+REMOTE_KEY = "sk-remote-7d2e9f10aa"
+
+
+def _served(cli_run, db: str) -> tuple[int, str, str]:  # type: ignore[no-untyped-def]
+    return cli_run("providers", "models", "remote", "--db", db)  # decrypts the stored key to list the models
+
+
+def test_the_key_file_lives_beside_a_sqlite_database_and_works_from_any_directory(
+    cli_run, write_manifests, tmp_path: Path, monkeypatch: pytest.MonkeyPatch  # type: ignore[no-untyped-def]
+) -> None:
+    from tests.providers.servers import OPENAI_MODELS, Reply, serve
+
+    elsewhere = tmp_path / "elsewhere"
+    db = f"sqlite:///{elsewhere / 'state.db'}"
+    with serve({"/v1/models": Reply(body=OPENAI_MODELS, bearer=REMOTE_KEY)}) as srv:
+        root = write_manifests({"p.yaml": KEYED.replace("BASE", srv.url + "/v1")})
+        code, out, err = cli_run("apply", str(root), "--db", db, "--auto-approve", env={"REMOTE_API_KEY": REMOTE_KEY})
+        assert code == 0 and "remote: connected" in out, err
+        key = elsewhere / "secret.key"
+        assert key.stat().st_mode & 0o777 == 0o600 and not Path(".reconciler").exists()
+        for where in (tmp_path, elsewhere, root):  # another directory, the database's, the manifests'
+            monkeypatch.chdir(where)
+            code, out, err = _served(cli_run, db)
+            assert (code, out.split()) == (0, ["gpt-4o-mini", "gpt-4o"]), err
+            relative = f"sqlite:///{Path('..') / 'elsewhere' / 'state.db'}" if where == root else None
+            if relative:  # a relative --db finds its key the same way
+                assert _served(cli_run, relative)[0] == 0
+        assert not any(p.name == ".reconciler" for p in tmp_path.rglob(".reconciler"))
+
+
+def test_a_key_in_the_old_place_is_used_with_a_note_until_it_is_moved(
+    cli_run, write_manifests, tmp_path: Path, monkeypatch: pytest.MonkeyPatch  # type: ignore[no-untyped-def]
+) -> None:
+    """Before, the key file was .reconciler/secret.key in the current directory whatever the database."""
+    from tests.providers.servers import OPENAI_MODELS, Reply, serve
+
+    elsewhere = tmp_path / "elsewhere"
+    db = f"sqlite:///{elsewhere / 'state.db'}"
+    old = Path(".reconciler/secret.key")
+    with serve({"/v1/models": Reply(body=OPENAI_MODELS, bearer=REMOTE_KEY)}) as srv:
+        root = write_manifests({"p.yaml": KEYED.replace("BASE", srv.url + "/v1")})
+        code, _, err = cli_run(  # as the previous release did: the key file in the current directory
+            "apply", str(root), "--db", db, "--auto-approve", env={"REMOTE_API_KEY": REMOTE_KEY, SECRET_KEY_FILE_ENV: str(old)}
+        )
+        assert code == 0, err
+        assert old.exists() and not (elsewhere / "secret.key").exists()
+        code, out, err = _served(cli_run, db)
+        assert code == 0 and "gpt-4o-mini" in out, err
+        assert f"warning: using the secret key in {old.resolve()}, where keys were kept before" in err, (out, err)
+        assert f"mv {old.resolve()} {elsewhere / 'secret.key'}" in err
+        code, out, _ = cli_run("plan", str(root), "--db", db, env={"REMOTE_API_KEY": REMOTE_KEY})
+        assert code == 0 and "No changes" in out  # the HMACs still match: it is the same key
+
+        monkeypatch.chdir(tmp_path)  # elsewhere, the old key is not found: the message says where it looked
+        code, _, err = _served(cli_run, db)
+        assert code == 1
+        assert f"error: no secret key: RECONCILER_SECRET_KEY is not set and {elsewhere / 'secret.key'} does not exist" in err
+
+        (tmp_path / "work" / old).rename(elsewhere / "secret.key")  # moved as the note said
+        code, out, err = _served(cli_run, db)
+        assert code == 0 and "warning" not in err, err

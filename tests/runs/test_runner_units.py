@@ -170,3 +170,73 @@ def test_a_killed_unreaped_process_counts_as_gone() -> None:
     finally:
         child.kill()
         child.wait()
+
+
+# --- the outage breaker -----------------------------------------------------------------------
+
+
+class _ScriptedAgent:
+    """An LLMAgent whose answers per prompt follow a script of outcomes (an exception or a value)."""
+
+    config_sha256 = "0" * 64
+
+    def __init__(self, script: dict[str, list[object]]) -> None:
+        self.script = {k: list(v) for k, v in script.items()}
+        self.calls: list[str] = []
+
+    async def run(self, prompt: str):  # type: ignore[no-untyped-def]
+        from reconciler.llm.ports import AgentResult
+
+        self.calls.append(prompt)
+        outcome = self.script[prompt].pop(0) if len(self.script[prompt]) > 1 else self.script[prompt][0]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return AgentResult(outcome)
+
+
+def _execute(agent: _ScriptedAgent, prompts: list[str], limit: int, retries: int = 2, concurrency: int = 1):  # type: ignore[no-untyped-def]
+    import asyncio
+
+    from reconciler.runs.runner import WorkItem, execute
+
+    stored: list = []
+    seen: list = []
+    sink = ResultSink(lambda batch: stored.extend(batch), batch=1, max_age=0)
+    policy = RetryPolicy(max_retries=retries, base_seconds=0.001, max_consecutive_failures=limit)
+    items = [WorkItem(i, {"p": p}, p) for i, p in enumerate(prompts)]
+    outcome = asyncio.run(execute(agent, items, concurrency=concurrency, policy=policy, sink=sink, on_item=seen.append))
+    return outcome, sorted(o.index for o in stored), {o.index: o for o in seen}
+
+
+def test_transient_failures_in_a_row_across_items_stop_the_run() -> None:
+    from reconciler.llm.ports import RetryableError
+
+    down = RetryableError("HTTP 503")
+    agent = _ScriptedAgent({"a": ["ok"], "b": [down], "c": [down], "d": ["ok"]})
+    outcome, stored, seen = _execute(agent, ["a", "b", "c", "d"], limit=4)
+    assert stored == [0]  # b and c got only transient errors: not stored, so a resume retries them
+    assert (outcome.processed, outcome.unanswered) == (1, 2)
+    assert outcome.stopped_reason == "4 transient failures in a row (last: HTTP 503)"
+    assert agent.calls == ["a", "b", "b", "b", "c"]  # 3 tries of b, the 4th failure in a row is c's first; d is never sent
+    assert seen[1].transient and seen[2].transient and (seen[1].error, seen[2].error) == ("gave up after 3 tries: HTTP 503", "HTTP 503")
+
+
+def test_an_answer_resets_the_count_and_invalid_output_is_the_models_failure() -> None:
+    from reconciler.llm.ports import InvalidOutput, RetryableError
+
+    down = RetryableError("HTTP 500")
+    agent = _ScriptedAgent({"a": [down, down, "ok"], "b": [down, InvalidOutput("not in the schema")], "c": [down, down, "ok"]})
+    outcome, stored, seen = _execute(agent, ["a", "b", "c"], limit=3)
+    assert outcome.stopped_reason is None and stored == [0, 1, 2]
+    assert seen[0].valid and not seen[1].valid and not seen[1].transient and seen[1].error == "not in the schema"
+
+
+def test_a_429_counts_only_when_its_item_gives_up() -> None:
+    from reconciler.llm.ports import RateLimited
+
+    slow = RateLimited("HTTP 429", retry_after=0)
+    agent = _ScriptedAgent({"a": [slow], "b": [slow], "c": ["ok"]})
+    outcome, stored, _ = _execute(agent, ["a", "b", "c"], limit=3)
+    assert outcome.stopped_reason is None and outcome.unanswered == 2 and stored == [2]  # 2 counted, not 6
+    outcome, stored, _ = _execute(_ScriptedAgent({"a": [slow], "b": [slow], "c": ["ok"]}), ["a", "b", "c"], limit=2)
+    assert outcome.stopped_reason == "2 transient failures in a row (last: HTTP 429)" and stored == []
