@@ -61,16 +61,18 @@ def test_watch_once_starts_an_on_apply_run_once_and_reports_a_failed_one(cli_run
         assert code == 0 and "startup: in sync" in out and "run sample" not in out
         assert len(stub.requests) == 4
 
-        # a run whose every item fails: reported with its status and a hint; --once exits 1
+        # a run whose every request gets a server error: the provider looks down, the run is
+        # interrupted (its items stay unfinished), reported with the reason and a hint; --once exits 1
         write_manifests({"broken.yaml": _other_run("broken", "BROKEN")})
         code, out, err = cli_run("watch", str(root), "--db", sqlite_url, "--once", "--no-validate", "--json")
     assert code == 1
     events = [json.loads(line) for line in out.splitlines()]
     finished = next(e for e in events if e["event"] == "run" and e["phase"] == "finished")
-    assert (finished["run"], finished["status"], finished["apply_id"]) == ("broken", "failed", 2)
-    assert finished["errors"][0]["message"] == "2 of 2 items failed; see `reconciler runs results broken`"
+    assert (finished["run"], finished["status"], finished["apply_id"]) == ("broken", "interrupted", 2)
+    assert finished["errors"][0]["message"].startswith("stopped: provider 'stub' (openai) looks down: 5 transient failures in a row (last: ")
+    assert finished["errors"][0]["message"].endswith("2 of 2 items unfinished; run `reconciler run broken` again to resume")
     assert "`reconciler runs show broken`" in finished["errors"][0]["hint"]
-    assert finished["summary"]["items_failed"] == 2
+    assert (finished["summary"]["items_failed"], finished["summary"]["items_unfinished"]) == (0, 2)
     assert _run_row(cli_run, sqlite_url, "sample")["status"] == "completed"
     assert "Traceback" not in out + err
 
@@ -113,7 +115,7 @@ def test_a_stopping_watch_halts_its_runs_between_items_and_they_resume(cli_run, 
     gate.set()  # the item in flight finishes; no other item is taken
     stopping.join(60)
     finished = events[-1]
-    assert (finished.phase, finished.status) == ("finished", "failed")
+    assert (finished.phase, finished.status) == ("finished", "interrupted")
     assert finished.errors[0].message == (
         "stopped: the process running it was asked to stop; 3 of 4 items unfinished; run `reconciler run sample` again to resume"
     )

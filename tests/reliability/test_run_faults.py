@@ -1,7 +1,7 @@
 """Run faults injected at random by a real HTTP stub on 127.0.0.1 (500, 429 with Retry-After,
 answers slower than the timeout, invalid JSON), and a model server killed mid-run: the run ends
-partial or failed with a reason per item, resuming completes it, and no result is lost or
-duplicated. The runs issue's own tests cover each fault alone. Written against the runs branch
+partial, failed or interrupted (items that got only transient errors stay unfinished) with a reason
+per failed item, resuming completes it, and no result is lost or duplicated. The runs issue's own tests cover each fault alone. Written against the runs branch
 before it landed: skipped until ``reconciler.runs`` and ``tests/stub_openai.py`` are on main."""
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ spec: {type: openai, base_url: "BASE", api_key: {from_env: RUNLEAK_API_KEY}}
 apiVersion: reconciler/v1
 kind: Agent
 metadata: {name: classifier}
-spec: {provider: stub, model_name: m, temperature: 0.0}
+spec: {provider: stub, model_name: stub, temperature: 0.0}
 ---
 apiVersion: reconciler/v1
 kind: Task
@@ -135,7 +135,7 @@ def test_random_faults_end_partial_with_reasons_and_resume_completes(write_manif
         assert cli_run("apply", str(root), "--db", db_url, "--auto-approve")[0] == 0
         code, out, err = cli_run("run", "faulty", "--db", db_url)
         assert code in (0, 1) and not _crashed(err), err
-        assert "partial" in out or "failed" in out, out
+        assert any(status in out for status in ("partial", "failed", "interrupted")), out
         first = _results(cli_run, db_url)
         assert all(r["error"] for r in first if not r["valid"])  # every failure says why
         faults.healthy = True
