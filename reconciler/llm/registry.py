@@ -17,7 +17,14 @@ import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from reconciler.llm.ports import AgentConfig, ExecutionSettings, LLMAgent, ProviderConfig, TaskConfig, config_digest
+from reconciler.llm.ports import (
+    AgentConfig,
+    ExecutionSettings,
+    LLMAgent,
+    ProviderConfig,
+    TaskConfig,
+    config_digest,
+)
 
 RegistryKey = tuple[str, str, str]  # (agent name, task name, config sha256)
 Factory = Callable[[AgentConfig, TaskConfig, ProviderConfig, ExecutionSettings], "LLMAgent | Awaitable[LLMAgent]"]

@@ -35,7 +35,9 @@ from urllib.parse import quote, urlsplit
 
 from reconciler.llm.ports import ProviderConfig
 from reconciler.llm.provider_types import ListingRequest, ListingShape, provider_type
-from reconciler.llm.provider_types.openai import DEFAULT_BASE_URL as OPENAI_DEFAULT_BASE_URL
+from reconciler.llm.provider_types.openai import (
+    DEFAULT_BASE_URL as OPENAI_DEFAULT_BASE_URL,
+)
 
 if TYPE_CHECKING:
     import httpx

@@ -25,7 +25,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from reconciler.llm.ports import LLMAgent, LLMError, ProviderUnreachable, RateLimited, RetryableError
+from reconciler.llm.ports import (
+    LLMAgent,
+    LLMError,
+    ProviderUnreachable,
+    RateLimited,
+    RetryableError,
+)
 
 BACKOFF_BASE_ENV = "RECONCILER_RETRY_BASE_SECONDS"
 DEFAULT_MAX_CONSECUTIVE_FAILURES = 5

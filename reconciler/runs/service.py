@@ -17,14 +17,22 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from sqlalchemy import Engine
-
 from sqlalchemy.engine import URL
 
 from reconciler.errors import ReconcilerError, RunAlreadyStarted
 from reconciler.llm.ports import ExecutionSettings, LLMError, ProviderConfig
 from reconciler.providers.model_check import refuse_missing_model
 from reconciler.runs import metrics, store
-from reconciler.runs.runner import DEFAULT_MAX_CONSECUTIVE_FAILURES, HALTED, ItemOutcome, ResultSink, RetryPolicy, RunOutcome, WorkItem, execute
+from reconciler.runs.runner import (
+    DEFAULT_MAX_CONSECUTIVE_FAILURES,
+    HALTED,
+    ItemOutcome,
+    ResultSink,
+    RetryPolicy,
+    RunOutcome,
+    WorkItem,
+    execute,
+)
 from reconciler.state.tables import utcnow
 
 

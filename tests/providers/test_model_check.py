@@ -10,10 +10,19 @@ import httpx
 import pytest
 
 from reconciler.llm.ports import ProviderConfig
-from reconciler.llm.provider_types import PROVIDER_TYPE_NAMES, ListingShape, provider_type
+from reconciler.llm.provider_types import (
+    PROVIDER_TYPE_NAMES,
+    ListingShape,
+    provider_type,
+)
 from reconciler.manifests.models import ProviderType
 from reconciler.providers.model_check import ModelStatus, model_status, served_list
-from reconciler.providers.validation import ProbeError, ProbeFailure, parse_models, validate_provider
+from reconciler.providers.validation import (
+    ProbeError,
+    ProbeFailure,
+    parse_models,
+    validate_provider,
+)
 from tests.providers.wire import WireStub, serve_api
 
 

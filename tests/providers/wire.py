@@ -58,7 +58,7 @@ class WireStub:
     api: Api
     key: str | None = None  # the key every request must carry (None: no key expected)
     models: Sequence[str] = ()
-    answer: Answer = lambda prompt, n: {"category": "bug", "confidence": 90}  # noqa: E731
+    answer: Answer = lambda prompt, n: {"category": "bug", "confidence": 90}
     prefix: str = ""  # a path the API lives under (an OpenAI-compatible server at http://host/prefix/v1)
     requests: list[Seen] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
@@ -109,9 +109,8 @@ class WireStub:
 
     def _anthropic(self, seen: Seen, n: int) -> tuple[int, dict[str, Any], dict[str, str]]:
         _need(re.fullmatch(r"\d{4}-\d{2}-\d{2}", seen.headers.get("anthropic-version", "")) is not None, "anthropic-version header missing")
-        if self.key is not None:
-            if seen.headers.get("x-api-key") != self.key:
-                return 401, {"type": "error", "error": {"type": "authentication_error", "message": "invalid x-api-key"}}, {}
+        if self.key is not None and seen.headers.get("x-api-key") != self.key:
+            return 401, {"type": "error", "error": {"type": "authentication_error", "message": "invalid x-api-key"}}, {}
         _need("authorization" not in seen.headers, "the key goes in x-api-key, not Authorization")
         if seen.method == "GET":
             _need(seen.path == "/v1/models", f"GET {seen.path}: the models are listed at /v1/models")
@@ -234,8 +233,8 @@ def serve_api(stub: WireStub) -> Iterator[WireStub]:
             except (BrokenPipeError, ConnectionResetError):
                 pass
 
-        do_GET = _serve  # noqa: N815 - http.server's naming
-        do_POST = _serve  # noqa: N815
+        do_GET = _serve  # http.server's naming
+        do_POST = _serve
 
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     httpd.daemon_threads = True

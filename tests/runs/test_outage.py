@@ -125,7 +125,7 @@ def test_max_consecutive_failures_and_concurrency(write_manifests, cli_run, sqli
     stub = WireStub("openai", None, ("small",), outage)
     with serve_api(stub):
         _apply(write_manifests, cli_run, sqlite_url, stub.base_url, concurrency=3)
-        code, out, err = cli_run("run", "six", "--db", sqlite_url, "--max-consecutive-failures", "2", "--json")
+        code, out, _ = cli_run("run", "six", "--db", sqlite_url, "--max-consecutive-failures", "2", "--json")
         assert code == 1
         events = [json.loads(line) for line in out.splitlines()]
         summary = events[-1]

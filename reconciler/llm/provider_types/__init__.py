@@ -7,7 +7,11 @@ from __future__ import annotations
 import importlib
 from functools import cache
 
-from reconciler.llm.provider_types.base import ListingRequest, ListingShape, ProviderType
+from reconciler.llm.provider_types.base import (
+    ListingRequest,
+    ListingShape,
+    ProviderType,
+)
 
 PROVIDER_TYPE_NAMES = ("ollama", "openai", "openai-compatible", "anthropic", "google", "llamacpp")
 

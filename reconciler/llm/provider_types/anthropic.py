@@ -12,7 +12,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from reconciler.llm.ports import ExecutionSettings, ProviderConfig, RequestRejected
-from reconciler.llm.provider_types.base import ListingRequest, ListingShape, ProviderType, strip_suffix
+from reconciler.llm.provider_types.base import (
+    ListingRequest,
+    ListingShape,
+    ProviderType,
+    strip_suffix,
+)
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 API_VERSION = "2023-06-01"  # the version the Models API documents; the SDK sends its own on chat
@@ -57,7 +62,8 @@ class AnthropicType(ProviderType):
             base_url=_root(provider),
             max_retries=0,
             timeout=settings.timeout_seconds,
-            default_headers={"x-api-key": provider.api_key, "Authorization": Omit()},
+            # Omit() drops the SDK's own Bearer header (its stubs type the values as str only)
+            default_headers={"x-api-key": provider.api_key, "Authorization": Omit()},  # type: ignore[dict-item]
         )
         return AnthropicModel(model_name, provider=AnthropicProvider(anthropic_client=client), settings={"max_tokens": DEFAULT_MAX_TOKENS})
 

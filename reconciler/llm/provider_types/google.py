@@ -11,7 +11,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from reconciler.llm.ports import ExecutionSettings, ProviderConfig, RequestRejected
-from reconciler.llm.provider_types.base import ListingRequest, ListingShape, ProviderType, strip_suffix
+from reconciler.llm.provider_types.base import (
+    ListingRequest,
+    ListingShape,
+    ProviderType,
+    strip_suffix,
+)
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
 # id(model) -> the HTTP client it was built with: ours to close when the run's event loop ends

@@ -8,7 +8,12 @@ from typing import Any
 
 from reconciler.llm.ports import ExecutionSettings, ProviderConfig, ProviderUnreachable
 from reconciler.llm.provider_types._openai_sdk import openai_client, v1
-from reconciler.llm.provider_types.base import ListingRequest, ListingShape, ProviderType, bearer
+from reconciler.llm.provider_types.base import (
+    ListingRequest,
+    ListingShape,
+    ProviderType,
+    bearer,
+)
 
 
 class LlamaCppType(ProviderType):

@@ -7,13 +7,19 @@ from typing import Any
 
 from reconciler.llm.ports import ExecutionSettings, ProviderConfig
 from reconciler.llm.provider_types._openai_sdk import openai_client, v1
-from reconciler.llm.provider_types.base import ListingRequest, ListingShape, ProviderType, bearer, strip_suffix
+from reconciler.llm.provider_types.base import (
+    ListingRequest,
+    ListingShape,
+    ProviderType,
+    bearer,
+    strip_suffix,
+)
 
 DEFAULT_BASE_URL = "http://localhost:11434"
 
 
 def _untagged(name: str) -> str:
-    return name[: -len(":latest")] if name.endswith(":latest") else name
+    return name.removesuffix(":latest")
 
 
 class OllamaType(ProviderType):

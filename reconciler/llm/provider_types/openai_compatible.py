@@ -12,7 +12,12 @@ from typing import Any
 
 from reconciler.llm.ports import ExecutionSettings, ProviderConfig, RequestRejected
 from reconciler.llm.provider_types._openai_sdk import openai_client
-from reconciler.llm.provider_types.base import ListingRequest, ListingShape, ProviderType, bearer
+from reconciler.llm.provider_types.base import (
+    ListingRequest,
+    ListingShape,
+    ProviderType,
+    bearer,
+)
 
 
 class OpenAICompatibleType(ProviderType):
