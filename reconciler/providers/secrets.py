@@ -204,22 +204,29 @@ def key_file_path(database: URL | None = None) -> Path:
     return db_file.expanduser().parent / KEY_FILE_NAME
 
 
-_told: set[tuple[str, str]] = set()
+_chosen: set[tuple[str, str]] = set()  # (old key file, key file beside the database) this process used
 
 
-def _legacy_key_file(path: Path) -> Path | None:
+def _legacy_key_file(path: Path, create: bool) -> Path | None:
     """A key kept where keys used to be (``.reconciler/secret.key`` in the current directory) while
-    none is beside the database yet: it is used, with a note once per process saying how to move it."""
+    none is beside the database yet. It is used when a key is needed to read what the database holds
+    (``create`` false), and from then on for that database in this process (so what the process
+    encrypts goes under the same key), with a note once saying how to put it in its place. A database
+    that needs a key created gets its own beside it."""
     if os.environ.get(SECRET_KEY_FILE_ENV) or path.exists() or path.is_symlink():
         return None
     legacy = Path(os.path.abspath(DEFAULT_KEY_FILE))
-    if legacy == Path(os.path.abspath(path)) or not legacy.is_file():
+    target = Path(os.path.abspath(path))
+    if legacy == target or not legacy.is_file():
         return None
-    if (str(legacy), str(path)) not in _told:
-        _told.add((str(legacy), str(path)))
+    pair = (str(legacy), str(target))
+    if pair not in _chosen:
+        if create:
+            return None
+        _chosen.add(pair)
         sys.stderr.write(
-            f"warning: using the secret key in {legacy}, where keys were kept before; it now belongs beside the database, "
-            f"where every directory finds it: mv {legacy} {path}\n"
+            f"warning: using the secret key in {legacy}, where keys were kept before; it belongs beside the database, "
+            f"where every directory finds it: cp -p {legacy} {target} (or mv, if no other database uses it)\n"
         )
         sys.stderr.flush()
     return legacy
@@ -270,7 +277,7 @@ def load_secret_box(create: bool = True, needed_for: str = "", database: URL | N
         source = f"${SECRET_KEY_ENV}"
         return SecretBox(_parse_keys(env, source), source)
     path = key_file_path(database)
-    path = _legacy_key_file(path) or path
+    path = _legacy_key_file(path, create) or path
     if not path.exists() and not path.is_symlink():
         if not create:
             raise ReconcilerError(

@@ -217,9 +217,22 @@ def test_a_key_in_the_old_place_is_used_with_a_note_until_it_is_moved(
         code, out, err = _served(cli_run, db)
         assert code == 0 and "gpt-4o-mini" in out, err
         assert f"warning: using the secret key in {old.resolve()}, where keys were kept before" in err, (out, err)
-        assert f"mv {old.resolve()} {elsewhere / 'secret.key'}" in err
+        assert f"cp -p {old.resolve()} {elsewhere / 'secret.key'} (or mv, if no other database uses it)" in err
         code, out, _ = cli_run("plan", str(root), "--db", db, env={"REMOTE_API_KEY": REMOTE_KEY})
         assert code == 0 and "No changes" in out  # the HMACs still match: it is the same key
+        # a changed key is encrypted under that same old key too: one database, one key
+        code, out, err = cli_run("apply", str(root), "--db", db, "--auto-approve", "--no-validate", env={"REMOTE_API_KEY": REMOTE_KEY + "2"})
+        assert code == 0 and "api_key (sensitive value changed)" in out, err
+        assert not (elsewhere / "secret.key").exists()
+        code, out, _ = cli_run("plan", str(root), "--db", db, env={"REMOTE_API_KEY": REMOTE_KEY + "2"})
+        assert code == 0 and "No changes" in out
+        # a new database from here gets a key of its own beside it, and no note about the old one
+        fresh = tmp_path / "fresh"
+        code, _, err = cli_run("apply", str(root), "--db", f"sqlite:///{fresh / 'state.db'}", "--auto-approve", "--no-validate",
+                               env={"REMOTE_API_KEY": REMOTE_KEY})
+        assert code == 0 and "warning" not in err and (fresh / "secret.key").read_bytes() != old.read_bytes()
+        code, out, err = cli_run("apply", str(root), "--db", db, "--auto-approve", "--no-validate", env={"REMOTE_API_KEY": REMOTE_KEY})
+        assert code == 0, err
 
         monkeypatch.chdir(tmp_path)  # elsewhere, the old key is not found: the message says where it looked
         code, _, err = _served(cli_run, db)
