@@ -6,6 +6,7 @@ and check, at a real server on 127.0.0.1, when the requests arrived."""
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from typing import Any
@@ -167,3 +168,30 @@ def test_a_429_with_retry_after_holds_every_request_to_the_provider(write_manife
     first = arrivals[0][1]
     later = [t for _, t in arrivals[2:]]  # the first two were sent together, before the 429 came back
     assert later and min(later) - first >= 0.95
+
+
+@pytest.mark.usefixtures("real_llm_requests")
+def test_a_rate_limit_is_planned_and_exported_but_not_part_of_the_runs_configuration(write_manifests, cli_run, sqlite_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    stub = WireStub("openai", None, ("small",), lambda prompt, n: keyword_classifier(prompt))
+    with serve_api(stub):
+        config = CONFIG.replace("BASE", stub.base_url)
+        root = write_manifests({"config.yaml": config.replace("LIMIT", "{requests_per_minute: 600}"), "run.yaml": _run("limited-run", 2, 1)})
+        assert cli_run("apply", str(root), "--db", sqlite_url, "--auto-approve")[0] == 0
+        assert cli_run("run", "limited-run", "--db", sqlite_url)[0] == 0
+        first = json.loads(cli_run("runs", "show", "limited-run", "--db", sqlite_url, "-o", "json")[1])
+        assert "rate_limit" not in json.dumps(first["config_snapshot"])
+
+        (root / "config.yaml").write_text(config.replace("LIMIT", "{requests_per_minute: 60, tokens_per_minute: 10000}"))
+        code, out, _ = cli_run("plan", str(root), "--db", sqlite_url)
+        assert code == 0 and "~ provider limited" in out and "rate_limit" in out
+        assert cli_run("apply", str(root), "--db", sqlite_url, "--auto-approve")[0] == 0
+        # how fast requests go is not what they say: a run after the change shares the first one's hash
+        (root / "second.yaml").write_text(_run("second-run", 2, 1))
+        assert cli_run("apply", str(root), "--db", sqlite_url, "--auto-approve", "--no-prune")[0] == 0
+        assert cli_run("run", "second-run", "--db", sqlite_url)[0] == 0
+        second = json.loads(cli_run("runs", "show", "second-run", "--db", sqlite_url, "-o", "json")[1])
+        assert second["config_sha256"] == first["config_sha256"]
+        code, out, err = cli_run("export", "--db", sqlite_url, "--out", str(tmp_path / "exported"))
+        assert code == 0, err
+    exported = (tmp_path / "exported" / "providers.yaml").read_text()
+    assert "rate_limit:" in exported and "requests_per_minute: 60" in exported and "tokens_per_minute: 10000" in exported
