@@ -237,7 +237,7 @@ async def process_item(agent: LLMAgent, item: WorkItem, policy: RetryPolicy, bre
             inp + result.input_tokens, out + result.output_tokens, (time.perf_counter() - started) * 1000,
         )
     latency = (time.perf_counter() - started) * 1000
-    return ItemOutcome(item.index, item.input, None, False, last_error, attempts, inp, out, latency, transient)
+    return ItemOutcome(item.index, item.input, None, False, last_error, attempts, inp, out, latency, transient=transient)
 
 
 async def execute(
