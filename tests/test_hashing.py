@@ -43,7 +43,7 @@ def old_fingerprint_bytes(value: Any) -> bytes:
         return json.dumps(value, sort_keys=True, default=str).encode()
 
 
-PROVIDER = ProviderConfig("local", "openai", "http://127.0.0.1:8080/v1", None, api_key="sk-test")
+PROVIDER = ProviderConfig("local", "openai", "http://127.0.0.1:8080/v1", api_key="sk-test")
 AGENT = AgentConfig(
     "classifier", "gemma3-270m", "Classify — précisément.", 0.2, 256,
     {"input_per_mtok": 0.15, "output_per_mtok": 2e-05}, (Example("hi", {"label": "bug"}),),

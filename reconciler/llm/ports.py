@@ -35,9 +35,10 @@ class ProviderConfig:
     name: str
     type: str  # a key of reconciler.llm.provider_types.PROVIDER_TYPES
     base_url: str | None = None
-    api_key: str | None = field(default=None, repr=False)
-    model_path: str | None = None  # llamacpp: a GGUF file; None means the bundled default
-    rate_limit: RateLimit | None = None  # shapes when requests are sent, never what they say
+    # by keyword only: two optional strings side by side are too easy to swap by position
+    api_key: str | None = field(default=None, repr=False, kw_only=True)
+    model_path: str | None = field(default=None, kw_only=True)  # llamacpp: a GGUF file; None means the bundled default
+    rate_limit: RateLimit | None = field(default=None, kw_only=True)  # shapes when requests are sent, never what they say
 
     def public(self) -> dict[str, Any]:
         """What reaches the model, without the secret (for snapshots and hashes); not the rate limit,

@@ -31,8 +31,9 @@ Factory = Callable[[AgentConfig, TaskConfig, ProviderConfig, ExecutionSettings],
 
 
 def registry_key(agent: AgentConfig, task: TaskConfig, provider: ProviderConfig, settings: ExecutionSettings) -> RegistryKey:
-    """The rate limit is in the key (not in a run's snapshot): an instance holds its provider's limiter."""
-    return (agent.name, task.name, config_digest(agent, task, provider.public(), settings, provider.api_key or "", provider.rate_limit))
+    """A rate limit is in the key (not in a run's snapshot): an instance holds its provider's limiter."""
+    limit = (provider.rate_limit,) if provider.rate_limit is not None else ()
+    return (agent.name, task.name, config_digest(agent, task, provider.public(), settings, provider.api_key or "", *limit))
 
 
 class AgentRegistry:

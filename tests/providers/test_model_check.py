@@ -76,13 +76,13 @@ def test_a_long_model_list_is_cut_in_messages() -> None:
 @pytest.mark.parametrize(
     ("provider", "url", "headers"),
     [
-        (ProviderConfig("a", "anthropic", None, "K"), "https://api.anthropic.com/v1/models?limit=1000", {"anthropic-version": "2023-06-01", "x-api-key": "K"}),
-        (ProviderConfig("a", "anthropic", "https://proxy.example/v1/", "K"), "https://proxy.example/v1/models?limit=1000", {"anthropic-version": "2023-06-01", "x-api-key": "K"}),
-        (ProviderConfig("g", "google", None, "K"), "https://generativelanguage.googleapis.com/v1beta/models?pageSize=1000", {"x-goog-api-key": "K"}),
-        (ProviderConfig("g", "google", "http://h:1/v1beta", "K"), "http://h:1/v1beta/models?pageSize=1000", {"x-goog-api-key": "K"}),
-        (ProviderConfig("c", "openai-compatible", "http://h:8000/v1/", "K"), "http://h:8000/v1/models", {"Authorization": "Bearer K"}),
+        (ProviderConfig("a", "anthropic", None, api_key="K"), "https://api.anthropic.com/v1/models?limit=1000", {"anthropic-version": "2023-06-01", "x-api-key": "K"}),
+        (ProviderConfig("a", "anthropic", "https://proxy.example/v1/", api_key="K"), "https://proxy.example/v1/models?limit=1000", {"anthropic-version": "2023-06-01", "x-api-key": "K"}),
+        (ProviderConfig("g", "google", None, api_key="K"), "https://generativelanguage.googleapis.com/v1beta/models?pageSize=1000", {"x-goog-api-key": "K"}),
+        (ProviderConfig("g", "google", "http://h:1/v1beta", api_key="K"), "http://h:1/v1beta/models?pageSize=1000", {"x-goog-api-key": "K"}),
+        (ProviderConfig("c", "openai-compatible", "http://h:8000/v1/", api_key="K"), "http://h:8000/v1/models", {"Authorization": "Bearer K"}),
         (ProviderConfig("c", "openai-compatible", "http://h:8000/v1"), "http://h:8000/v1/models", {}),
-        (ProviderConfig("o", "openai", None, "K"), "https://api.openai.com/v1/models", {"Authorization": "Bearer K"}),
+        (ProviderConfig("o", "openai", None, api_key="K"), "https://api.openai.com/v1/models", {"Authorization": "Bearer K"}),
     ],
     ids=["anthropic", "anthropic-base-with-v1", "google", "google-base-with-version", "compatible-with-key", "compatible-without-key", "openai"],
 )

@@ -32,7 +32,7 @@ def probe(target: ProviderConfig, timeout: float = 5.0) -> ValidationResult:
         (ProviderConfig("o", "ollama", "http://h:11434/"), ["http://h:11434/api/tags", "http://h:11434/v1/models"]),
         (ProviderConfig("o", "ollama", "http://h:11434/v1"), ["http://h:11434/api/tags", "http://h:11434/v1/models"]),
         (ProviderConfig("o", "ollama", "http://h/ollama/v1/"), ["http://h/ollama/api/tags", "http://h/ollama/v1/models"]),
-        (ProviderConfig("a", "openai", None, "k"), [f"{OPENAI_DEFAULT_BASE_URL}/models"]),
+        (ProviderConfig("a", "openai", None, api_key="k"), [f"{OPENAI_DEFAULT_BASE_URL}/models"]),
         (ProviderConfig("a", "openai", "http://h:8080/v1/"), ["http://h:8080/v1/models"]),
         (ProviderConfig("l", "llamacpp", "http://h:8080/v1"), ["http://h:8080/v1/models"]),
         (ProviderConfig("l", "llamacpp", None), []),
@@ -60,7 +60,7 @@ def test_ollama_falls_back_to_v1_models(suffix: str) -> None:
 
 def test_openai_sends_the_key_and_lists_models() -> None:
     with serve({"/v1/models": Reply(body=OPENAI_MODELS)}) as srv:
-        result = probe(ProviderConfig("openai-prod", "openai", srv.url + "/v1", KEY))
+        result = probe(ProviderConfig("openai-prod", "openai", srv.url + "/v1", api_key=KEY))
     assert (result.ok, result.models) == (True, ("gpt-4o-mini", "gpt-4o"))
     assert srv.requests[0][1]["Authorization"] == f"Bearer {KEY}"
 
@@ -91,20 +91,20 @@ def test_openai_sends_the_key_and_lists_models() -> None:
 )
 def test_failures_are_described(provider_type: str, routes: dict[str, Reply], expected: str) -> None:
     with serve(routes) as srv:
-        result = probe(ProviderConfig("p", provider_type, srv.url + "/v1", KEY))
+        result = probe(ProviderConfig("p", provider_type, srv.url + "/v1", api_key=KEY))
     assert (result.ok, result.error) == (False, expected.format(url=srv.url))
 
 
 def test_missing_key_is_named_on_401() -> None:
     with serve({"/v1/models": Reply(401, {})}) as srv:
-        result = probe(ProviderConfig("p", "openai", srv.url + "/v1", None))
+        result = probe(ProviderConfig("p", "openai", srv.url + "/v1", api_key=None))
     assert result.error == f"authentication failed (HTTP 401) at {srv.url}/v1/models: no API key is set; check the provider's api_key"
 
 
 def test_slow_reply_times_out() -> None:
     with serve({"/v1/models": Reply(body=OPENAI_MODELS, delay=3)}) as srv:
         started = time.monotonic()
-        result = probe(ProviderConfig("slow", "openai", srv.url + "/v1", KEY), timeout=0.5)
+        result = probe(ProviderConfig("slow", "openai", srv.url + "/v1", api_key=KEY), timeout=0.5)
         took = time.monotonic() - started
     assert (result.ok, result.error) == (False, f"timed out after 0.5 s: GET {srv.url}/v1/models got no answer")
     assert took < 2
@@ -122,21 +122,21 @@ def test_unknown_host_is_name_not_resolved() -> None:
 
 
 def test_openai_without_key_or_base_url_fails_before_any_request() -> None:
-    result = probe(ProviderConfig("openai", "openai", None, None))
+    result = probe(ProviderConfig("openai", "openai", None, api_key=None))
     assert result.error == "no api_key: https://api.openai.com/v1 needs one; set spec.api_key (or a base_url)"
 
 
 def test_error_never_contains_the_key_or_the_body() -> None:
     with serve({"/v1/models": Reply(echo_headers=True)}) as srv:
-        result = probe(ProviderConfig("echo", "openai", srv.url + "/v1", KEY))
+        result = probe(ProviderConfig("echo", "openai", srv.url + "/v1", api_key=KEY))
     assert result.error is not None and "non-JSON body" in result.error
-    assert KEY not in repr(result) and KEY not in repr(ProviderConfig("echo", "openai", srv.url, KEY))
+    assert KEY not in repr(result) and KEY not in repr(ProviderConfig("echo", "openai", srv.url, api_key=KEY))
 
 
 def test_providers_are_probed_concurrently_each_with_its_timeout() -> None:
     with serve({"/v1/models": Reply(body=OPENAI_MODELS, delay=0.6), "/slow/v1/models": Reply(body=OPENAI_MODELS, delay=5)}) as srv:
-        targets = [ProviderConfig(f"p{i}", "openai", srv.url + "/v1", KEY) for i in range(4)]
-        targets.append(ProviderConfig("slow", "openai", srv.url + "/slow/v1", KEY))
+        targets = [ProviderConfig(f"p{i}", "openai", srv.url + "/v1", api_key=KEY) for i in range(4)]
+        targets.append(ProviderConfig("slow", "openai", srv.url + "/slow/v1", api_key=KEY))
         seen: list[str] = []
         started = time.monotonic()
         results = asyncio.run(validate_all(targets, timeout=1.5, on_result=lambda r: seen.append(r.name)))
@@ -154,7 +154,7 @@ def _gguf(tmp_path: Path, magic: bytes) -> str:
 
 def test_embedded_llamacpp_with_a_gguf_file(tmp_path: Path) -> None:
     pytest.importorskip("xllamacpp")
-    result = probe(ProviderConfig("local", "llamacpp", None, None, _gguf(tmp_path, b"GGUF")))
+    result = probe(ProviderConfig("local", "llamacpp", None, model_path=_gguf(tmp_path, b"GGUF")))
     assert (result.ok, result.models) == (True, ("model.gguf",))
 
 
@@ -168,7 +168,7 @@ def test_embedded_llamacpp_model_problems(tmp_path: Path, model_path: str, expec
     path = tmp_path / model_path
     if model_path == "notgguf":
         path.write_bytes(b"PK\x03\x04 not a model")
-    result = probe(ProviderConfig("local", "llamacpp", None, None, str(path)))
+    result = probe(ProviderConfig("local", "llamacpp", None, model_path=str(path)))
     assert (result.ok, result.error) == (False, expected.format(p=path))
 
 
