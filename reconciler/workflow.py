@@ -324,14 +324,14 @@ def _after_commit(
     plan: Plan, snapshot: StateSnapshot, engine: Engine, result: ApplyResult, request: ApplyRequest, hooks: ApplyHooks
 ) -> ApplyOutcome:
     validations, problems = _validate_after(engine, result, request)
-    missing = _missing_models(engine, request) if request.validate_providers and not problems else ()
+    missing = _missing_models(engine) if request.validate_providers and not problems else ()
     runs: tuple[TriggeredRun, ...] = ()
     if request.start_runs and result.runs_to_start:  # after the lock is released: a run may take hours
         runs = (hooks.start_runs or start_runs_now)(engine, result.runs_to_start)
     return ApplyOutcome(plan, snapshot, result, engine, validations, problems, runs, missing_models=missing)
 
 
-def _missing_models(engine: Engine, request: ApplyRequest) -> tuple[ModelCheck, ...]:
+def _missing_models(engine: Engine) -> tuple[ModelCheck, ...]:
     """Every active agent's model against its provider's last model list (whatever the apply changed)."""
     from reconciler.providers.model_check import ModelStatus, model_checks
 

@@ -138,9 +138,9 @@ def resolve_assignment(engine: Engine, assignment_id: uuid.UUID | None, run_name
     )
     return ResolvedConfig(
         assignment=assignment_name,
-        agent=agent_config(row["agent_name"], row, agent_extra),
+        agent=agent_config(row["agent_name"], dict(row), agent_extra),
         task=TaskConfig(name=row["task_name"], response_schema=row["response_schema"] or {}),
-        provider=provider_config(row["provider_name"], row, provider_extra),
+        provider=provider_config(row["provider_name"], dict(row), provider_extra),
         api_key_encrypted=row["api_key_encrypted"],
         inactive=inactive,
         validation_status=row["validation_status"],
@@ -194,8 +194,8 @@ def load_agent(engine: Engine, agent_name: str) -> AgentContext:
         agent_extra = _applied(conn, "Agent", row["agent_id"])
         provider_extra = _applied(conn, "Provider", row["provider_id"])
     return AgentContext(
-        agent=agent_config(row["agent_name"], row, agent_extra),
-        provider=provider_config(row["provider_name"], row, provider_extra),
+        agent=agent_config(row["agent_name"], dict(row), agent_extra),
+        provider=provider_config(row["provider_name"], dict(row), provider_extra),
         api_key_encrypted=row["api_key_encrypted"],
         agent_active=bool(row["agent_active"]),
         provider_active=bool(row["provider_active"]),
