@@ -138,9 +138,10 @@ def test_two_runs_at_once_share_the_providers_limit(short_minute: None, write_ma
             t.join(60)
     assert {n: s.status for n, s in summaries.items()} == {"run-a": "completed", "run-b": "completed"}
     assert len(arrivals) == 12
-    # a leaky bucket lets 3 through at once, then 3 a period: at most 3 + 3 * 0.9 in 0.9 of a period
-    # (two buckets, one per run, would let 6 through at once)
-    assert _max_in_window(arrivals, PERIOD * 0.9) <= 5
+    # a leaky bucket lets 3 through at once, then 3 a period: at most 3 + 3 * 0.9 sent in 0.9 of a
+    # period; they arrive a little later, not all equally (two slack for a loaded machine). A bucket
+    # per run would let 6 through at once and 12 within the first period.
+    assert _max_in_window(arrivals, PERIOD * 0.9) <= 7
     assert arrivals[-1] - arrivals[0] >= PERIOD * 2.5  # 12 requests: 3 at once, 9 at 3 a period (one bucket per run: 1 period)
 
 
