@@ -212,7 +212,9 @@ class Client:
         if config.api_key_encrypted is not None:
             from reconciler.providers.secrets import load_secret_box
 
-            box = load_secret_box(create=False, needed_for=f"it is needed to decrypt the API key of provider {provider.name!r}")
+            box = load_secret_box(
+                create=False, needed_for=f"it is needed to decrypt the API key of provider {provider.name!r}", database=self._engine.url
+            )
             provider = replace(provider, api_key=box.decrypt(config.api_key_encrypted, provider.name))
         return _Resolved(config, provider, self.settings, metrics.snapshot_sha256(snapshot), generation)
 

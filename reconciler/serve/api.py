@@ -70,7 +70,7 @@ ACTIVE = Param("active", ParamType.BOOL, "Only active (true) or only inactive (f
 ACTIVE_ONLY = Param("active_only", ParamType.BOOL, "The seed's filter: true means active=true.", False)
 PAGED = (SKIP, LIMIT)
 LISTED = (*PAGED, ACTIVE, ACTIVE_ONLY)
-RUN_STATUSES = ("pending", "running", "completed", "partial", "failed")
+RUN_STATUSES = ("pending", "running", "completed", "partial", "failed", "interrupted")
 
 
 def _key(ctx: Context, kind: str) -> str:
