@@ -257,7 +257,8 @@ def _report_apply(outcome: Any, wait_validation: bool) -> int:
     if outcome.missing_models and wait_validation:
         names = [c.agent for c in outcome.missing_models]
         raise ReconcilerError(
-            f"the apply succeeded, but {len(names)} agent{'s' if len(names) != 1 else ''} use a model their provider does not serve: {', '.join(names)}",
+            f"the apply succeeded, but {len(names)} agent{'s' if len(names) != 1 else ''} use a model their provider does not serve: "
+            + ", ".join(names),
             hint="fix each agent's model_name (see the warnings above) and apply again",
         )
     return 1 if any(run.failed for run in outcome.runs) else 0

@@ -10,6 +10,8 @@ from reconciler.cli import cli
 from reconciler.cli.options import db_option
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from sqlalchemy import Engine
 
     from reconciler.providers.validation import ValidationResult

@@ -102,7 +102,9 @@ def execute_named(
 @click.argument("target", metavar="NAME|FILE")
 @db_option
 @click.option("--concurrency", type=click.IntRange(1, 256), help="Override the run's concurrency.")
-@click.option("--retry-failed", is_flag=True, help="Also redo items whose answers were invalid (items that got only transient errors are always retried).")
+@click.option(
+    "--retry-failed", is_flag=True, help="Also redo items whose answers were invalid (items that got only transient errors are always retried).",
+)
 @click.option(
     "--max-consecutive-failures", type=click.IntRange(1), default=None, metavar="N",
     help="Pause the run after N transient failures in a row across items (provider down; default 5).",

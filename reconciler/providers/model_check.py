@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import Engine, inspect, literal, select
@@ -19,7 +19,7 @@ from reconciler.state.tables import agent_configs, llm_providers, provider_model
 SHOWN_MODELS = 20  # a message lists this many served models, then says how many more
 
 
-class ModelStatus(str, Enum):
+class ModelStatus(StrEnum):
     SERVED = "served"
     MISSING = "missing"
     UNKNOWN = "unknown"  # no list to check against (not validated yet, validation failed, changed since)

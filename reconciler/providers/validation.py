@@ -28,7 +28,7 @@ import ssl
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
@@ -45,7 +45,9 @@ if TYPE_CHECKING:
 DEFAULT_TIMEOUT = 10.0
 MAX_PAGES = 50  # a model list longer than 50 pages of 1,000 is a server that never stops paging
 
-__all__ = ["DEFAULT_TIMEOUT", "OPENAI_DEFAULT_BASE_URL", "ProbeError", "ProbeFailure", "ValidationResult", "probe_plan", "validate_all", "validate_provider"]
+__all__ = [
+    "DEFAULT_TIMEOUT", "OPENAI_DEFAULT_BASE_URL", "ProbeError", "ProbeFailure", "ValidationResult", "probe_plan", "validate_all", "validate_provider",
+]
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,7 @@ class ValidationResult:
         return "connected" if self.ok else "error"
 
 
-class ProbeFailure(str, Enum):
+class ProbeFailure(StrEnum):
     """What went wrong, which decides whether another endpoint on the same host is worth trying."""
 
     TRANSPORT = "transport"  # no connection (refused, unresolved, TLS)
@@ -160,7 +162,9 @@ async def _get_json(client: httpx.AsyncClient, url: str, request: ListingRequest
         raise ProbeError(f"authentication failed (HTTP {status}) at {shown}: {what}; check the provider's api_key", ProbeFailure.AUTH, shown)
     if 300 <= status < 400:
         where = response.headers.get("location", "elsewhere")
-        raise ProbeError(f"HTTP {status} redirect from {shown} to {where}: set base_url to the final address", ProbeFailure.HTTP, shown, f"HTTP {status}")
+        raise ProbeError(
+            f"HTTP {status} redirect from {shown} to {where}: set base_url to the final address", ProbeFailure.HTTP, shown, f"HTTP {status}"
+        )
     if status == 404:
         raise ProbeError(f"not found (HTTP 404): GET {shown}; is base_url right?", ProbeFailure.HTTP, shown, "HTTP 404")
     if status >= 500:

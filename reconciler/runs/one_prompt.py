@@ -13,7 +13,7 @@ import asyncio
 import json
 import time
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import Engine
@@ -27,7 +27,7 @@ ALWAYS_USABLE = frozenset({"llamacpp"})
 FREE_TEXT = TaskConfig("free-text", {})  # the schema {} accepts anything; the answer is returned as is
 
 
-class TaskChoice(str, Enum):
+class TaskChoice(StrEnum):
     """How the task an answer is checked against was chosen (said with the answer)."""
 
     GIVEN = "given"  # --task

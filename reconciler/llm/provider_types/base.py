@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from reconciler.llm.ports import ExecutionSettings, ProviderConfig
 
 
-class ListingShape(str, Enum):
+class ListingShape(StrEnum):
     """The JSON body a model-listing endpoint answers with."""
 
     OLLAMA = "ollama"  # GET /api/tags: {"models": [{"name": ..., "model": ...}]}
@@ -24,7 +24,8 @@ class ListingShape(str, Enum):
     @property
     def api(self) -> str:
         """How a message names the API this shape belongs to."""
-        return {"ollama": "an Ollama API", "openai": "an OpenAI-compatible API", "anthropic": "the Anthropic API", "google": "the Gemini API"}[self.value]
+        names = {"ollama": "an Ollama API", "openai": "an OpenAI-compatible API", "anthropic": "the Anthropic API", "google": "the Gemini API"}
+        return names[self.value]
 
 
 @dataclass(frozen=True)
