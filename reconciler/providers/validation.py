@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 from reconciler.llm.ports import ProviderConfig
-from reconciler.llm.provider_types import ListingRequest, ListingShape, provider_type
+from reconciler.llm.provider_types import ListingRequest, ListingShape, ProviderType, provider_type
 from reconciler.llm.provider_types.openai import (
     DEFAULT_BASE_URL as OPENAI_DEFAULT_BASE_URL,
 )
@@ -90,9 +90,19 @@ class ProbeError(Exception):
         self.short = short or message
 
 
+def _kind(target: ProviderConfig) -> ProviderType:
+    try:
+        return provider_type(target.type)
+    except KeyError as err:  # a type another service wrote (a seed database)
+        raise ProbeError(f"{err.args[0]}; reconciler cannot probe it", ProbeFailure.CONFIG) from None
+
+
 def probe_plan(target: ProviderConfig) -> list[ListingRequest]:
-    """The model listings to try in order; empty for the embedded server."""
-    return provider_type(target.type).listings(target)
+    """The model listings to try in order; empty for the embedded server (or a type reconciler does not know)."""
+    try:
+        return _kind(target).listings(target)
+    except ProbeError:
+        return []
 
 
 def _host_port(url: str) -> tuple[str, int | None]:
@@ -252,7 +262,7 @@ def _embedded(target: ProviderConfig) -> tuple[str, ...]:
 
 
 async def _probe(target: ProviderConfig, client: httpx.AsyncClient | None, timeout: float) -> tuple[tuple[str, ...], str | None]:
-    kind = provider_type(target.type)
+    kind = _kind(target)
     problem = kind.config_problem(target)
     if problem:
         raise ProbeError(problem, ProbeFailure.CONFIG)

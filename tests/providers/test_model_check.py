@@ -148,3 +148,10 @@ def test_the_wire_stubs_refuse_what_their_api_would(api: str, method: str, path:
         response = httpx.request(method, stub.url + path, headers=headers, json=body)
     assert response.status_code == 400 and reason in response.json()["error"]["message"]
     assert len(stub.violations) == 1 and reason in stub.violations[0]
+
+
+def test_a_type_reconciler_does_not_know_is_a_probe_error_not_a_crash() -> None:
+    """A seed database may hold a provider type of its own."""
+    result = asyncio.run(validate_provider(ProviderConfig("seed", "bedrock", "http://127.0.0.1:9"), timeout=2))
+    assert not result.ok and result.error is not None
+    assert result.error.startswith("unknown provider type 'bedrock' (known: ollama, openai, openai-compatible, anthropic, google, llamacpp)")
