@@ -72,8 +72,8 @@ def execute_plan(engine: Engine, plan: Plan, meta: ApplyMeta, encrypt_secret: Se
             _write_changes(conn, plan, snapshot, apply_id, encrypt_secret)
     s = plan.summary()
     providers = tuple(c.name for c in plan.changes if BY_NAME[c.kind].validation_fields and c.action is not Action.DELETE)
-    runs = tuple(
-        c.name for c in plan.changes
+    runs = tuple(  # experiments as experiment/NAME: a run and an experiment may share a name
+        c.name if c.kind == "Run" else f"{c.kind.lower()}/{c.name}" for c in plan.changes
         if BY_NAME[c.kind].history and c.action is not Action.DELETE and (c.desired or {}).get("trigger") == "on_apply"
     )
     return ApplyResult(apply_id, s["create"], s["update"], s["delete"], providers, runs)

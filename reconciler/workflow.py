@@ -185,7 +185,7 @@ class ApplyRequest:
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT
     command: str = "apply"  # recorded in the history: apply | watch | run
     sources: list[str] | None = None
-    only_kind: str | None = None  # `run FILE`: the file may hold only manifests of this kind ...
+    only_kind: str | tuple[str, ...] | None = None  # `run FILE`: the file may hold only manifests of these kinds ...
     external_refs: bool = False  # ... whose references may name resources only the database has
     validate_providers: bool = True  # probe created or changed providers after the commit
     validation_timeout: float = 10.0
@@ -232,10 +232,11 @@ class ApplyOutcome:
 
 
 def _check_only_kind(manifests: ManifestSet, request: ApplyRequest) -> None:
-    kind = request.only_kind
-    if kind is None:
+    if request.only_kind is None:
         return
-    others = [m for m in manifests.manifests if m.kind != kind]
+    kinds = (request.only_kind,) if isinstance(request.only_kind, str) else request.only_kind
+    kind = " or ".join(kinds)
+    others = [m for m in manifests.manifests if m.kind not in kinds]
     where = " ".join(request.sources or request.paths)
     if others:
         raise ReconcilerError(
@@ -246,7 +247,7 @@ def _check_only_kind(manifests: ManifestSet, request: ApplyRequest) -> None:
             )
         )
     if not manifests.manifests:
-        raise ReconcilerError(f"{where} holds no {kind} manifest", hint=f"pass a run's name or a file with kind: {kind} documents")
+        raise ReconcilerError(f"{where} holds no {kind} manifest", hint=f"pass a run's name or a file with kind: {kinds[0]} documents")
 
 
 def _check_external_refs(manifests: ManifestSet, snapshot: StateSnapshot) -> None:

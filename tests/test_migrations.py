@@ -86,3 +86,33 @@ def test_a_database_of_the_first_revision_gains_provider_models(tmp_path: Path) 
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == HEAD_REVISION
         assert {c["name"] for c in inspect(conn).get_columns("provider_models")} == {"provider_id", "models", "listed_at"}
     upgraded.dispose()
+
+
+def test_a_database_at_0003_gets_experiments_and_the_answer_cache(db_url: str) -> None:
+    """0004 on a database made before experiments existed: the new tables and the column appear, rows stay."""
+    from alembic import command
+
+    from reconciler.state.db import make_engine, open_engine, schema_revision
+
+    engine = make_engine(database_url(db_url))
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(db_module.__file__).parent / "migrations"))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0003")
+    with engine.begin() as conn:  # 0001 builds today's tables: take away what 0003 did not have then
+        for table in ("experiment_arms", "experiments", "answer_cache"):
+            conn.execute(text(f"DROP TABLE {table}"))
+        conn.execute(text("ALTER TABLE run_results DROP COLUMN reused"))
+        conn.execute(text("INSERT INTO reconciler_applies (started_at, finished_at, \"user\", command, created, updated, deleted, plan) "
+                          "VALUES ('2025-01-01', '2025-01-01', 'me', 'apply', 0, 0, 0, '{}')"))
+    assert schema_revision(engine) == "0003"
+    upgraded = open_engine(db_url, create=True)
+    assert upgraded is not None and schema_revision(upgraded) == HEAD_REVISION == "0004"
+    with upgraded.connect() as conn:
+        tables = set(inspect(conn).get_table_names())
+        assert {"experiments", "experiment_arms", "answer_cache"} <= tables
+        assert "reused" in {c["name"] for c in inspect(conn).get_columns("run_results")}
+        assert conn.execute(text("SELECT count(*) FROM reconciler_applies")).scalar() == 1
+    upgraded.dispose()
+    engine.dispose()

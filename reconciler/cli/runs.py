@@ -47,10 +47,14 @@ class _Progress:
             self.bar = click.progressbar(length=todo, label=f"{todo} of {total} items", file=sys.stderr, show_pos=True, show_eta=True)
             self.bar.__enter__()
 
-    def item(self, outcome: Any) -> None:
+    def experiment_item(self, agent: str, outcome: Any) -> None:
+        self.item(outcome, agent)
+
+    def item(self, outcome: Any, agent: str | None = None) -> None:
         if self.as_json:
             extra = {"transient": True} if outcome.transient else {}  # not stored: the item stays unfinished
-            click.echo(json.dumps({"event": "item", **outcome.row(), **extra}, default=str, ensure_ascii=False))
+            shown = {"event": "item", **({"agent": agent} if agent is not None else {}), **outcome.row(), **extra}
+            click.echo(json.dumps(shown, default=str, ensure_ascii=False))
         elif self.bar is not None:
             self.bar.update(1)
 
@@ -77,29 +81,57 @@ def _report(engine: Any, summary: Any, *, as_json: bool, table: bool) -> None:
 
 
 def execute_named(
-    engine: Any, names: list[str], *, as_json: bool, concurrency: int | None = None, retry_failed: bool = False, table: bool = True,
-    max_consecutive_failures: int | None = None,
+    engine: Any, names: list[str], *, as_json: bool, concurrency: int | None = None, retry_failed: bool = False,
+    table: bool = True, use_cache: bool = True, max_consecutive_failures: int | None = None,
 ) -> int:
-    from reconciler.runs.service import RunOptions, execute_run
+    """Run each of ``names``; the exit code is the worst of theirs (see ``runs.outcome.exit_code``)."""
+    from reconciler.runs.outcome import Outcome, exit_code, failed_items_exit_code, outcome_of
+    from reconciler.runs.service import RunOptions, execute_run, runnable_kind
 
-    options = RunOptions(concurrency, retry_failed)
+    failed_code = failed_items_exit_code()  # a bad setting is an error before anything runs
+    options = RunOptions(concurrency, retry_failed, use_cache=use_cache)
     if max_consecutive_failures is not None:
-        options = RunOptions(concurrency, retry_failed, max_consecutive_failures=max_consecutive_failures)
-    code = 0
-    for name in names:
+        options = RunOptions(concurrency, retry_failed, use_cache=use_cache, max_consecutive_failures=max_consecutive_failures)
+    outcomes = []
+    for target in names:
+        kind, name = runnable_kind(engine, target)
         progress = _Progress(as_json)
+        if kind == "Experiment":
+            from reconciler.runs.experiment import execute_experiment
+
+            try:
+                result = execute_experiment(engine, name, options, on_item=progress.experiment_item, on_start=progress.start)
+            finally:
+                progress.close()
+            _report_experiment(engine, result, as_json=as_json, table=table)
+            outcomes.append(outcome_of(result.items_failed, result.items_unfinished))
+            continue
         try:
             summary = execute_run(engine, name, options, on_item=progress.item, on_start=progress.start)
         finally:
             progress.close()
         _report(engine, summary, as_json=as_json, table=table)
-        if summary.status in ("failed", "interrupted"):  # partial is a finished run: its failures are in the results
-            code = 1
-    return code
+        outcomes.append(outcome_of(summary.items_failed, summary.items_unfinished))
+    return exit_code(outcomes or [Outcome.OK], failed_code)
+
+
+def _report_experiment(engine: Any, summary: Any, *, as_json: bool, table: bool) -> None:
+    if as_json:
+        click.echo(json.dumps({"event": "experiment", **summary.to_dict()}, default=str))
+        return
+    if table:
+        from reconciler.cli.experiments import report_after_run
+
+        report_after_run(engine, summary.name)
+    else:
+        for arm in summary.arms:
+            click.echo(f"Experiment {summary.name}, agent {arm.name}: {arm.describe()}")
+    if summary.error:
+        click.echo(f"  {summary.error}", err=True)
 
 
 @cli.command("run")
-@click.argument("target", metavar="NAME|FILE")
+@click.argument("target", metavar="NAME|KIND/NAME|FILE")
 @db_option
 @click.option("--concurrency", type=click.IntRange(1, 256), help="Override the run's concurrency.")
 @click.option(
@@ -111,25 +143,34 @@ def execute_named(
 )
 @click.option("--json", "as_json", is_flag=True, help="JSON lines: one per item, then the run summary.")
 @click.option("--no-table", is_flag=True, help="Print only the summary, not the results table.")
+@click.option("--no-cache", is_flag=True, help="Call the model for every item instead of reusing cached answers.")
 def run_command(
-    target: str, db: str | None, concurrency: int | None, retry_failed: bool, max_consecutive_failures: int | None, as_json: bool, no_table: bool,
+    target: str, db: str | None, concurrency: int | None, retry_failed: bool, max_consecutive_failures: int | None, as_json: bool,
+    no_table: bool, no_cache: bool,
 ) -> int:
-    """Execute (or resume) a run by name, or the Run manifests in FILE; exit 1 if it is failed or interrupted."""
+    """Execute (or resume) a run or an experiment by name (run/NAME or experiment/NAME when both
+    kinds have one of that name), or the Run and Experiment manifests in FILE (applied first).
+
+    Exit status: 0 when every item is valid, 1 for an error (a bad manifest, a run that could not
+    start, or one left interrupted with items unfinished: an unreachable provider, Ctrl-C), 100 when
+    every item finished and some failed ($RECONCILER_FAILED_ITEMS_EXIT_CODE chooses another)."""
     if _is_file(target):
         from reconciler.workflow import ApplyRequest, apply_manifests
 
         # the Run manifests are applied first, like any apply (lock, guard rails, history)
         request = ApplyRequest(
-            [target], db, prune=False, command="run", only_kind="Run", external_refs=True, validate_providers=False, start_runs=False,
+            [target], db, prune=False, command="run", only_kind=("Run", "Experiment"), external_refs=True, validate_providers=False,
+            start_runs=False,
         )
         outcome = apply_manifests(request)
-        names = [m.name for m in outcome.manifests.manifests] if outcome.manifests is not None else []
+        found = outcome.manifests.manifests if outcome.manifests is not None else ()
+        names = [m.name if m.kind == "Run" else f"{m.kind.lower()}/{m.name}" for m in found]
         engine = _engine(db)
     else:
         engine = _engine(db)
         names = [target]
     return execute_named(
-        engine, names, as_json=as_json, concurrency=concurrency, retry_failed=retry_failed, table=not no_table,
+        engine, names, as_json=as_json, concurrency=concurrency, retry_failed=retry_failed, table=not no_table, use_cache=not no_cache,
         max_consecutive_failures=max_consecutive_failures,
     )
 
@@ -147,7 +188,9 @@ def start_triggered_runs(db_engine: Any, names: tuple[str, ...]) -> tuple[Any, .
             outcome = start_triggered_run(db_engine, name, on_item=progress.item, on_start=progress.start)
         finally:
             progress.close()
-        if outcome.summary is not None:
+        if outcome.summary is not None and hasattr(outcome.summary, "arms"):
+            _report_experiment(db_engine, outcome.summary, as_json=False, table=True)
+        elif outcome.summary is not None:
             _report(db_engine, outcome.summary, as_json=False, table=True)
         elif outcome.skipped:
             click.echo(f"Run {name}: not started: {outcome.skipped}")

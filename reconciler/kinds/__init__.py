@@ -6,11 +6,12 @@ from __future__ import annotations
 from reconciler.kinds.agent import AGENT
 from reconciler.kinds.assignment import ASSIGNMENT
 from reconciler.kinds.base import Kind, KindName
+from reconciler.kinds.experiment import EXPERIMENT
 from reconciler.kinds.provider import PROVIDER
 from reconciler.kinds.run import RUN
 from reconciler.kinds.task import TASK
 
-KINDS: tuple[Kind, ...] = (PROVIDER, TASK, AGENT, ASSIGNMENT, RUN)
+KINDS: tuple[Kind, ...] = (PROVIDER, TASK, AGENT, ASSIGNMENT, RUN, EXPERIMENT)
 BY_NAME: dict[str, Kind] = {str(k.name): k for k in KINDS}
 KIND_NAMES: tuple[str, ...] = tuple(BY_NAME)  # plain text, for messages and manifests
 CONFIG_KINDS: tuple[Kind, ...] = tuple(k for k in KINDS if k.managed_by_gitops)  # what get/export/adopt cover

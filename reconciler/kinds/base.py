@@ -49,6 +49,7 @@ class KindName(StrEnum):
     AGENT = "Agent"
     ASSIGNMENT = "Assignment"
     RUN = "Run"
+    EXPERIMENT = "Experiment"
 
 
 def utcnow() -> datetime:

@@ -3,11 +3,12 @@ configuration snapshot it used. A run is history once it starts: never pruned, n
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Discriminator, Field, Tag, model_validator
 from pydantic_core import PydanticCustomError
 from sqlalchemy import JSON, Column, DateTime, Float, ForeignKey, Integer, String, Table, Text, Uuid, select
+from typing_extensions import TypedDict
 
 from reconciler.hashing import sha256_hex
 from reconciler.kinds.base import (
@@ -68,6 +69,26 @@ analysis_runs = Table(
 RunInput = str | dict[str, Any]
 
 
+class ExpectedFields(TypedDict):
+    """Where the right answer is: a field of each input, compared with a field of the model's output.
+    A plain dict (not a model) so it is stored and compared as it was written."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
+    input: Annotated[str, Field(min_length=1, description="the input field holding the right answer")]
+    output: Annotated[str, Field(min_length=1, description="the property of the task's response_schema compared with it")]
+
+
+def _expected_form(value: Any) -> str:
+    return "fields" if isinstance(value, dict) else "name"
+
+
+# a callable discriminator: a mistake in one form is reported for that form only
+Expected = Annotated[
+    Annotated[str, Field(min_length=1), Tag("name")] | Annotated[ExpectedFields, Tag("fields")],
+    Discriminator(_expected_form),
+]
+
+
 class RunSpec(Strict):
     assignment: str = Field(pattern=NAME_PATTERN)
     inputs: list[RunInput] | None = Field(default=None, min_length=1)
@@ -76,7 +97,10 @@ class RunSpec(Strict):
     concurrency: int = Field(default=4, ge=1, le=256)
     max_retries: int = Field(default=2, ge=0, le=10)
     timeout_seconds: float = Field(default=120.0, gt=0, le=3600)
-    expected: str | None = Field(default=None, description="the input field holding the expected answer")
+    expected: Expected | None = Field(
+        default=None,
+        description="where the right answer is: {input: FIELD, output: PROPERTY}, or one name for both (accuracy)",
+    )
     trigger: Literal["manual", "on_apply"] = "manual"
 
     @model_validator(mode="after")

@@ -12,7 +12,6 @@ back. Importing this module imports pydantic-ai: only the runner and ``reconcile
 from __future__ import annotations
 
 import copy
-import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from pydantic_ai.messages import (
 from pydantic_ai.models.wrapper import WrapperModel
 from pydantic_ai.settings import ModelSettings
 
+from reconciler.llm.conversation import example_turns, instructions, output_name
 from reconciler.llm.output_schema import OutputSchema, feedback
 from reconciler.llm.ports import (
     AgentConfig,
@@ -56,8 +56,6 @@ from reconciler.llm.ports import (
 )
 from reconciler.llm.provider_types import PROVIDER_TYPE_NAMES, provider_type
 from reconciler.llm.ratelimit import ProviderLimiter, estimate_tokens, limiter_for
-
-TEXT_MODE_INSTRUCTIONS = "Answer with JSON only (no prose, no Markdown) that matches this JSON Schema:\n{schema}"
 
 
 def _typed(name: str) -> Callable[[], ModelFactory]:
@@ -116,7 +114,7 @@ def _output_spec(task: TaskConfig, schema: OutputSchema, native: bool) -> tuple[
         return str, "plain"
     if schema.is_object:
         try:
-            structured = StructuredDict(copy.deepcopy(task.response_schema), name=_output_name(task.name))
+            structured = StructuredDict(copy.deepcopy(task.response_schema), name=output_name(task.name))
         except pe.UserError:  # recursive $ref: pydantic-ai cannot carry it, fall back to text
             structured = None
         if structured is not None:
@@ -124,18 +122,13 @@ def _output_spec(task: TaskConfig, schema: OutputSchema, native: bool) -> tuple[
     return str, "text"
 
 
-def _output_name(name: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "_-" else "_" for ch in name)[:64] or "output"
-
-
 def _example_messages(agent: AgentConfig) -> list[ModelMessage]:
     """The agent's examples as earlier turns of the conversation: each input a user message, each
     output the assistant's answer (JSON unless it is text). Small models follow these far better
     than examples written into the system prompt."""
     out: list[ModelMessage] = []
-    for example in agent.examples:
-        answer = example.output if isinstance(example.output, str) else json.dumps(example.output, ensure_ascii=False)
-        out += [ModelRequest(parts=[UserPromptPart(example.input)]), ModelResponse(parts=[TextPart(answer)])]
+    for question, answer in example_turns(agent):
+        out += [ModelRequest(parts=[UserPromptPart(question)]), ModelResponse(parts=[TextPart(answer)])]
     return out
 
 
@@ -199,9 +192,6 @@ class PydanticAIAgent:
             getattr(profile, "supports_json_schema_output", False)
         )
         output_type, self.output_mode = _output_spec(task, self.schema, native)
-        instructions = [agent.system_prompt] if agent.system_prompt else []
-        if self.output_mode == "text":
-            instructions.append(TEXT_MODE_INSTRUCTIONS.format(schema=json.dumps(task.response_schema)))
         model_settings: ModelSettings = {"timeout": settings.timeout_seconds}
         if agent.temperature is not None:
             model_settings["temperature"] = agent.temperature
@@ -216,7 +206,7 @@ class PydanticAIAgent:
             limited,
             name=agent.name,  # unnamed, pydantic-ai searches the caller's frame for a name on every run
             output_type=output_type,
-            instructions="\n\n".join(instructions) or None,
+            instructions=instructions(agent, task, self.output_mode),
             deps_type=_CallState,
             model_settings=model_settings,
             retries={"output": settings.max_retries},

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from reconciler.errors import Location, Problem, ProblemList, ReconcilerError
 from reconciler.kinds import BY_NAME
+from reconciler.kinds.expected import expected_fields, expected_problem
 from reconciler.manifests import files
 from reconciler.manifests.models import API_VERSION, KIND_NAMES, MANIFEST_MODELS, FileRef
 from reconciler.manifests.yamlfile import (
@@ -125,9 +126,11 @@ def _data_path(data: Any, loc: tuple[Any, ...]) -> tuple[FieldPath, str | None]:
         if isinstance(current, dict) and part in current:
             path.append(part)
             current = current[part]
+            missing = None  # what looked absent was a union's tag
         elif isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current):
             path.append(part)
             current = current[part]
+            missing = None
         elif isinstance(part, str) and isinstance(current, dict) and part.isidentifier():
             missing = part  # a field that is absent (missing) or that the model does not know
     return tuple(path), missing
@@ -263,7 +266,7 @@ def _resolve_files(m: Manifest, path: Path, problems: ProblemList) -> None:
             m.resolved["response_schema"] = schema
         for p in _schema_problems(m):
             problems.add(p)
-    elif m.kind == "Run":
+    elif m.kind in ("Run", "Experiment"):
         if m.spec.inputs_file is not None:
             try:
                 target = files.resolve_within(m.root, path, m.spec.inputs_file)
@@ -315,8 +318,9 @@ def _check_run_inputs(m: Manifest, problems: ProblemList) -> None:
         except files.FileRefError as err:
             problems.add(_file_problem(m, ("spec", "prompt_template"), err))
             return
-    if m.spec.expected is not None:
-        needed.append((m.spec.expected, ("spec", "expected")))
+    fields = expected_fields(m.spec.expected)
+    if fields is not None:
+        needed.append((fields[0], ("spec", "expected") if isinstance(m.spec.expected, str) else ("spec", "expected", "input")))
     for name, field_path in needed:
         for i, item in enumerate(inputs):
             if name not in item:
@@ -400,6 +404,54 @@ def _check_together(manifests: list[Manifest], declared: set[ResourceKey], probl
                 pairs[combo] = m
     _check_examples(first, pairs, problems)
     _check_row_names(first, problems)
+    _check_experiment_agents(first, names, pairs, problems, external_refs)
+    _check_expected(first, problems)
+
+
+def _check_experiment_agents(
+    first: dict[ResourceKey, Manifest], names: dict[str, set[str]], pairs: dict[tuple[str, str], Manifest],
+    problems: ProblemList, external_refs: bool,
+) -> None:
+    """Each agent of an experiment must exist and be assigned to its task (the hint is the Assignment to add)."""
+    for m in first.values():
+        if m.kind != "Experiment":
+            continue
+        task = m.spec.task
+        for i, agent in enumerate(m.spec.agents):
+            where = m.raw.where(("spec", "agents", i))
+            if agent not in names["Agent"]:
+                if not external_refs:
+                    close = difflib.get_close_matches(agent, sorted(names["Agent"]), n=1)
+                    problems.add(Problem(
+                        f"refers to Agent {agent!r}, which is not defined in the manifests", where, m.title, f"spec.agents.{i}",
+                        (f"did you mean {close[0]!r}? " if close else "") + f"define Agent {agent!r} or fix the name",
+                    ))
+                continue
+            if (agent, task) not in pairs and task in names["Task"]:
+                problems.add(Problem(
+                    f"agent {agent!r} is not assigned to task {task!r}", where, m.title, f"spec.agents.{i}",
+                    "add the assignment:\n"
+                    "    apiVersion: reconciler/v1\n    kind: Assignment\n"
+                    f"    metadata: {{name: {agent}-{task}}}\n    spec: {{agent: {agent}, task: {task}}}",
+                ))
+
+
+def _check_expected(first: dict[ResourceKey, Manifest], problems: ProblemList) -> None:
+    """The ``expected`` output field of a run or experiment must be a property of its task's response schema."""
+    for m in first.values():
+        if m.kind not in ("Run", "Experiment") or m.spec.expected is None:
+            continue
+        if m.kind == "Run":
+            assignment = first.get(("Assignment", m.spec.assignment))
+            task = first.get(("Task", assignment.spec.task)) if assignment is not None else None
+        else:
+            task = first.get(("Task", m.spec.task))
+        if task is None:  # a dangling reference (reported already) or one only the database has
+            continue
+        found = expected_problem(m.spec.expected, task.resolved.get("response_schema"), task.name)
+        if found is not None:
+            field_path = ("spec", "expected") if isinstance(m.spec.expected, str) else ("spec", "expected", "output")
+            problems.add(Problem(found[0], m.raw.where(field_path), m.title, ".".join(field_path), found[1]))
 
 
 def _check_row_names(first: dict[ResourceKey, Manifest], problems: ProblemList) -> None:

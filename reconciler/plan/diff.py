@@ -93,12 +93,13 @@ def _desired_payload(d: DesiredResource) -> dict[str, Any]:
 
 
 def _started_run(d: DesiredResource, a: ActualResource) -> Problem:
+    what = d.kind.lower()
     return Problem(
-        f"run {d.name!r} has already started, so its spec cannot change",
+        f"{what} {d.name!r} has already started, so its spec cannot change",
         None,
-        f'Run "{d.name}"',
-        hint=f"a run is immutable once started: give the changed run a new name (e.g. {d.name}-2) at {d.source}; "
-        "the started run and its results stay as they are",
+        f'{d.kind} "{d.name}"',
+        hint=f"a {what} is immutable once started: give the changed {what} a new name (e.g. {d.name}-2) at {d.source}; "
+        f"the started {what} and its results stay as they are",
     )
 
 

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from reconciler.hashing import sha256_hex
+from reconciler.kinds.expected import expected_fields
 from reconciler.llm.ports import AgentConfig, ProviderConfig, TaskConfig
 from reconciler.llm.provider_types import provider_type
 
@@ -37,14 +38,16 @@ def snapshot_sha256(snapshot: dict[str, Any]) -> str:
     return sha256_hex(snapshot)
 
 
-def render_prompt(item: dict[str, Any], template: str | None, expected: str | None) -> str:
+def render_prompt(item: dict[str, Any], template: str | None, expected: Any) -> str:
     """The prompt for one input: the template filled in, a bare string as is, else the fields as JSON
     (without the expected answer, which the model must not see)."""
     if template is not None:
         return template.format_map(item)
     if set(item) == {"input"}:
         return str(item["input"])
-    shown = {k: v for k, v in item.items() if k != expected}
+    fields = expected_fields(expected)
+    hidden = fields[0] if fields else None
+    shown = {k: v for k, v in item.items() if k != hidden}
     if len(shown) == 1:
         return str(next(iter(shown.values())))
     return json.dumps(shown, ensure_ascii=False)
@@ -54,18 +57,34 @@ def _norm(value: Any) -> str:
     return str(value).strip().lower() if not isinstance(value, (dict, list)) else json.dumps(value, sort_keys=True)
 
 
-def answer_of(output: Any, expected: str) -> Any:
-    """The part of an output compared with the expected answer: the same-named field, else the output."""
-    if isinstance(output, dict) and expected in output:
-        return output[expected]
+def answer_of(output: Any, field: str) -> Any:
+    """The part of an output compared with the expected answer: its ``field``, else the whole output
+    (a task whose answer is a string or a number)."""
+    if isinstance(output, dict) and field in output:
+        return output[field]
     return output
 
 
-def is_correct(output: Any, item: dict[str, Any], expected: str) -> bool:
-    return output is not None and _norm(answer_of(output, expected)) == _norm(item.get(expected))
+def comparable(value: Any) -> str | None:
+    """An answer as compared: trimmed and lower-cased text (or canonical JSON); None for no answer."""
+    return None if value is None else _norm(value)
 
 
-def accuracy(valid: list[tuple[Any, Any]], finished: int, expected: str | None) -> float | None:
+def is_correct(output: Any, item: dict[str, Any], expected: Any) -> bool:
+    """Does a valid ``output`` give the answer ``item`` expects? ``expected`` as stored in the spec."""
+    fields = expected_fields(expected)
+    if fields is None or output is None or not isinstance(item, dict):
+        return False
+    return _norm(answer_of(output, fields[1])) == _norm(item.get(fields[0]))
+
+
+def expected_value(item: Any, expected: Any) -> Any:
+    """The right answer an input carries (None without ``expected``)."""
+    fields = expected_fields(expected)
+    return item.get(fields[0]) if fields is not None and isinstance(item, dict) else None
+
+
+def accuracy(valid: list[tuple[Any, Any]], finished: int, expected: Any) -> float | None:
     """Share of finished items whose valid output matches the expected field: ``valid`` holds the
     (input, output) of valid results only; failed items count as wrong."""
     if not expected or not finished:

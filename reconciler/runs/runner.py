@@ -20,7 +20,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +45,7 @@ class WorkItem:
     index: int
     input: dict[str, Any]
     prompt: str
+    arm: int = 0  # which of the agents answers it (an experiment interleaves its arms in one pool)
 
 
 @dataclass(frozen=True)
@@ -59,12 +60,14 @@ class ItemOutcome:
     output_tokens: int
     latency_ms: float
     transient: bool = False  # every attempt failed for a transient reason: left unfinished, not stored
+    arm: int = 0
+    reused: bool = False  # taken from the answer cache: no model call
 
     def row(self) -> dict[str, Any]:
         return {
             "item_index": self.index, "input": self.input, "output": self.output, "valid": self.valid,
             "error": self.error, "attempts": self.attempts, "input_tokens": self.input_tokens,
-            "output_tokens": self.output_tokens, "latency_ms": self.latency_ms,
+            "output_tokens": self.output_tokens, "latency_ms": self.latency_ms, "reused": self.reused,
         }
 
 
@@ -234,14 +237,14 @@ async def process_item(agent: LLMAgent, item: WorkItem, policy: RetryPolicy, bre
         breaker.answered()
         return ItemOutcome(
             item.index, item.input, result.output, True, None, attempts + result.attempts,
-            inp + result.input_tokens, out + result.output_tokens, (time.perf_counter() - started) * 1000,
+            inp + result.input_tokens, out + result.output_tokens, (time.perf_counter() - started) * 1000, arm=item.arm,
         )
     latency = (time.perf_counter() - started) * 1000
-    return ItemOutcome(item.index, item.input, None, False, last_error, attempts, inp, out, latency, transient=transient)
+    return ItemOutcome(item.index, item.input, None, False, last_error, attempts, inp, out, latency, transient=transient, arm=item.arm)
 
 
 async def execute(
-    agent: LLMAgent,
+    agent: LLMAgent | Sequence[LLMAgent],
     items: Iterable[WorkItem],
     *,
     concurrency: int,
@@ -255,7 +258,9 @@ async def execute(
     written, before returning, also when cancelled: a Ctrl-C loses nothing that finished). Transient
     outcomes are not written (the items stay unfinished) but reach ``on_item``. Setting ``halt`` (from
     any thread) stops taking items: those in flight finish, the rest stay unfinished for a resume; so
-    does the ``breaker`` tripping (default: one for this call, ``policy.max_consecutive_failures``)."""
+    does the ``breaker`` tripping (default: one for this call, ``policy.max_consecutive_failures``).
+    With several agents, ``item.arm`` chooses the one that answers each item."""
+    agents: list[LLMAgent] = list(agent) if isinstance(agent, (list, tuple)) else [agent]  # type: ignore[list-item]
     outcome = RunOutcome()
     pending = iter(items)
     breaker = breaker or OutageBreaker(policy.max_consecutive_failures)
@@ -267,7 +272,7 @@ async def execute(
                 return
             if breaker.tripped.is_set():
                 return
-            result = await process_item(agent, item, policy, breaker)
+            result = await process_item(agents[item.arm], item, policy, breaker)
             if result.transient:
                 outcome.unanswered += 1
                 outcome.last_transient_error = result.error

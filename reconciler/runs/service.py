@@ -9,11 +9,11 @@ in the database).
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Any
 
 from sqlalchemy import Engine
@@ -22,17 +22,9 @@ from sqlalchemy.engine import URL
 from reconciler.errors import ReconcilerError, RunAlreadyStarted
 from reconciler.llm.ports import ExecutionSettings, LLMError, ProviderConfig
 from reconciler.providers.model_check import refuse_missing_model
-from reconciler.runs import metrics, store
-from reconciler.runs.runner import (
-    DEFAULT_MAX_CONSECUTIVE_FAILURES,
-    HALTED,
-    ItemOutcome,
-    ResultSink,
-    RetryPolicy,
-    RunOutcome,
-    WorkItem,
-    execute,
-)
+from reconciler.runs import answer_cache, metrics, store
+from reconciler.runs.evaluate import Arm, EvalItem, Evaluation, EvaluationOptions, evaluate
+from reconciler.runs.runner import DEFAULT_MAX_CONSECUTIVE_FAILURES, HALTED, ItemOutcome
 from reconciler.state.tables import utcnow
 
 
@@ -42,6 +34,7 @@ class RunOptions:
     retry_failed: bool = False  # also process items that finished as failed
     only_pending: bool = False  # start a pending run, never resume one (trigger: on_apply)
     max_consecutive_failures: int = DEFAULT_MAX_CONSECUTIVE_FAILURES  # transient, across items: then it pauses
+    use_cache: bool = True  # reuse answers from the answer cache (False: call the model for every item)
 
 
 @dataclass(frozen=True)
@@ -60,6 +53,7 @@ class RunSummary:
     elapsed_seconds: float
     config_sha256: str
     error: str | None
+    reused: int = 0  # stored answers taken from the answer cache
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -70,6 +64,7 @@ class RunSummary:
         return (
             f"{self.status} — {self.items_succeeded}/{self.items_total} valid, {self.items_failed} failed"
             + (f", {self.items_unfinished} unfinished" if self.items_unfinished else "")
+            + (f", {self.reused} reused" if self.reused else "")
             + f"{acc}; tokens {self.input_tokens:,} in / {self.output_tokens:,} out; cost ${self.cost_estimate:.4f}; "
             f"{self.elapsed_seconds:.1f} s; config sha256 {self.config_sha256[:12]}"
         )
@@ -97,20 +92,53 @@ def model_file_of(provider: ProviderConfig) -> dict[str, Any] | None:
     return {"name": gguf.MODEL_NAME, "sha256": gguf.EXPECTED_SHA256}
 
 
-def _work_items(name: str, spec: dict[str, Any], skip: set[int]) -> list[WorkItem]:
+def work_items(name: str, spec: dict[str, Any], skip: set[int], repeats: int = 1) -> list[EvalItem]:
+    """The items still to do: input i's repeat r is stored as item i * repeats + r."""
     template, expected = spec.get("prompt_template"), spec.get("expected")
     items = []
     for index, value in enumerate(spec.get("inputs") or []):
-        if index in skip:
+        if all(index * repeats + r in skip for r in range(repeats)):
             continue
         try:
-            items.append(WorkItem(index, value, metrics.render_prompt(value, template, expected)))
+            prompt = metrics.render_prompt(value, template, expected)
         except (KeyError, IndexError, ValueError) as exc:
             raise ReconcilerError(
-                f"run {name!r}: input {index} does not fit prompt_template: {exc}",
+                f"{name}: input {index} does not fit prompt_template: {exc}",
                 hint="give every input the fields the template uses ({field} placeholders)",
             ) from None
+        items += [EvalItem(index * repeats + r, value, prompt, r) for r in range(repeats) if index * repeats + r not in skip]
     return items
+
+
+def check_expected(name: str, expected: Any, task: Any) -> None:
+    """Refuse to start when accuracy would compare a field the task's answers do not have."""
+    from reconciler.kinds.expected import expected_problem
+
+    problem = expected_problem(expected, task.response_schema, task.name)
+    if problem is not None:
+        raise ReconcilerError(f"{name}: {problem[0]}", hint=problem[1])
+
+
+def runnable_kind(engine: Engine, target: str) -> tuple[str, str]:
+    """("Run" | "Experiment", name) for ``reconciler run TARGET``: a name, or run/NAME, experiment/NAME."""
+    from reconciler.runs import experiment_store
+
+    prefix, _, rest = target.partition("/")
+    if rest and prefix.lower() in {"run", "experiment"}:
+        return ("Run" if prefix.lower() == "run" else "Experiment"), rest
+    is_run = store.run_exists(engine, target)
+    is_experiment = experiment_store.find_experiment(engine, target) is not None
+    if is_run and is_experiment:
+        raise ReconcilerError(
+            f"both a Run and an Experiment are named {target!r}",
+            hint=f"say which: reconciler run run/{target} or reconciler run experiment/{target}",
+        )
+    if not is_run and not is_experiment:
+        raise ReconcilerError(
+            f"no run or experiment named {target!r} in the database",
+            hint="apply a Run or Experiment manifest first (reconciler apply PATH), or pass the manifest file: reconciler run FILE",
+        )
+    return ("Run" if is_run else "Experiment"), target
 
 
 def check_runnable(name: str, config: store.ResolvedConfig) -> None:
@@ -149,7 +177,9 @@ def execute_run(
         )
     config = store.resolve_assignment(engine, record.assignment_id, name)
     check_runnable(name, config)
-    snapshot = metrics.config_snapshot(config.provider, config.agent, config.task, model_file_of(config.provider))
+    check_expected(f"run {name!r}", record.spec.get("expected"), config.task)
+    model_file = model_file_of(config.provider)
+    snapshot = metrics.config_snapshot(config.provider, config.agent, config.task, model_file)
     sha = metrics.snapshot_sha256(snapshot)
     spec = record.spec
     done = store.finished_indexes(engine, record.id, retry_failed=options.retry_failed)
@@ -160,7 +190,7 @@ def execute_run(
             "resuming would mix results of two configurations",
             hint=f"create a new Run (a new metadata.name) for the new configuration; `reconciler runs show {name}` shows the old one",
         )
-    items = _work_items(name, spec, done)
+    items = work_items(f"run {name!r}", spec, done)
     total = len(spec.get("inputs") or [])
     provider = with_secret(config.provider, config.api_key_encrypted, engine.url)
     settings = ExecutionSettings(max_retries=int(spec.get("max_retries", 2)), timeout_seconds=float(spec.get("timeout_seconds", 120.0)))
@@ -171,70 +201,73 @@ def execute_run(
         on_start(len(items), total)
     started = time.perf_counter()
     stopped: str | None = None
-    outcome = RunOutcome()
-    policy = RetryPolicy(settings.max_retries, max_consecutive_failures=options.max_consecutive_failures)
+    outcome = Evaluation()
     try:
         if items:
-            if registry is None:
-                from reconciler.llm.registry import default_registry
-
-                registry = default_registry()
-
-            async def go() -> Any:
-                agent = await registry.get_or_create(config.agent, config.task, provider, settings)
-                sink = ResultSink(lambda batch: store.save_results(engine, record.id, [o.row() for o in batch]))
-                try:
-                    return await execute(agent, items, concurrency=concurrency, policy=policy, sink=sink, on_item=on_item, halt=halt)
-                finally:
-                    close = getattr(agent, "aclose", None)
-                    if close is not None:  # instances are per event loop, and this loop ends here
-                        await close()
-
-            outcome = asyncio.run(go())
+            outcome = evaluate(
+                [Arm(config.agent.name, config.agent, config.task, provider, model_file)],
+                [items],
+                EvaluationOptions(concurrency, settings, options.use_cache, options.max_consecutive_failures),
+                save=lambda batch, answers: store.save_results(engine, record.id, [o.row() for o in batch], answers),
+                lookup=partial(answer_cache.lookup, engine),
+                registry=registry,
+                on_item=on_item,
+                halt=halt,
+            )
             stopped = outcome.stopped_reason
             if stopped is not None and stopped != HALTED:
                 stopped = f"provider {config.provider.name!r} ({config.provider.type}) looks down: {stopped}"
     except LLMError as exc:  # the agent could not even be created (no server, no key)
         stopped = str(exc)
     except KeyboardInterrupt:
-        _finish(engine, record, spec, config, sha, time.perf_counter() - started, "interrupted (Ctrl-C)", RunOutcome())
+        _finish(engine, record, spec, config, sha, time.perf_counter() - started, "interrupted (Ctrl-C)", Evaluation())
         raise
     except BaseException as exc:
-        _finish(engine, record, spec, config, sha, time.perf_counter() - started, f"internal error: {type(exc).__name__}: {exc}", RunOutcome())
+        _finish(engine, record, spec, config, sha, time.perf_counter() - started, f"internal error: {type(exc).__name__}: {exc}", Evaluation())
         raise
     return _finish(engine, record, spec, config, sha, time.perf_counter() - started, stopped, outcome)
 
 
 def _finish(
     engine: Engine, record: store.RunRecord, spec: dict[str, Any], config: store.ResolvedConfig, sha: str,
-    elapsed: float, stopped: str | None, outcome: RunOutcome,
+    elapsed: float, stopped: str | None, outcome: Evaluation,
 ) -> RunSummary:
-    counters = store.result_counters(engine, record.id)
-    total = len(spec.get("inputs") or [])
+    return record_outcome(
+        engine, record.id, name=record.name, total=len(spec.get("inputs") or []), expected=spec.get("expected"), config=config,
+        sha=sha, elapsed_total=(record.elapsed_seconds or 0.0) + elapsed, stopped=stopped, outcome=outcome,
+        resume=f"reconciler run {record.name}", results=f"reconciler runs results {record.name}",
+    )
+
+
+def record_outcome(
+    engine: Engine, run_id: Any, *, name: str, total: int, expected: Any, config: store.ResolvedConfig, sha: str,
+    elapsed_total: float, stopped: str | None, outcome: Evaluation, resume: str, results: str,
+) -> RunSummary:
+    """Sum a run's (or an experiment arm's) stored results into its row and release it; ``resume`` and
+    ``results`` are the commands its error message points to."""
+    counters = store.result_counters(engine, run_id)
     ok, failed = counters["items_succeeded"], counters["items_failed"]
     inp, out = counters["input_tokens"], counters["output_tokens"]
     finished = ok + failed
     status = metrics.final_status(total, ok, failed)
     error = None
-    resume = f"run `reconciler run {record.name}` again to resume"
+    again = f"run `{resume}` again to resume"
     if stopped is not None:
-        error = f"stopped: {stopped}; {total - finished} of {total} items unfinished; {resume}"
+        error = f"stopped: {stopped}; {total - finished} of {total} items unfinished; {again}"
     elif outcome.unanswered:
         error = (
             f"{outcome.unanswered} item{'s' if outcome.unanswered != 1 else ''} got no answer, only transient errors "
-            f"(last: {outcome.last_transient_error}); {total - finished} of {total} items unfinished; {resume}"
+            f"(last: {outcome.last_transient_error}); {total - finished} of {total} items unfinished; {again}"
         )
     elif failed:
-        error = f"{failed} of {total} items failed; see `reconciler runs results {record.name}`"
-    expected = spec.get("expected")
-    accuracy = metrics.accuracy(store.valid_outputs(engine, record.id), finished, expected) if expected and finished else None
+        error = f"{failed} of {total} items failed; see `{results}`"
+    accuracy = metrics.accuracy(store.valid_outputs(engine, run_id), finished, expected) if expected and finished else None
     cost = metrics.estimate_cost(
         config.provider.type, config.agent.model_name, config.agent.prices, inp, out, base_url=config.provider.base_url
     )
-    elapsed_total = (record.elapsed_seconds or 0.0) + elapsed
     store.finish_run(
         engine,
-        record.id,
+        run_id,
         {
             "status": status, "error": error, "completed_at": None if stopped is not None else utcnow(),
             "items_total": total, **counters, "accuracy": accuracy, "cost_estimate": cost,
@@ -242,6 +275,6 @@ def _finish(
         },
     )
     return RunSummary(
-        record.name, status, total, ok, failed, total - finished, outcome.processed, accuracy, inp, out, cost,
-        elapsed_total, sha, error,
+        name, status, total, ok, failed, total - finished, outcome.processed + outcome.reused, accuracy, inp, out, cost,
+        elapsed_total, sha, error, store.reused_count(engine, run_id),
     )

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Engine, delete, func, insert, select, update
 
@@ -16,6 +17,8 @@ from reconciler.kinds.agent import agent_config
 from reconciler.kinds.provider import provider_config
 from reconciler.llm.ports import AgentConfig, ProviderConfig, TaskConfig
 from reconciler.providers.model_check import ModelCheck, model_checks
+from reconciler.runs import answer_cache
+from reconciler.runs.answer_cache import CachedAnswer, CacheKey
 from reconciler.state.tables import (
     agent_configs,
     agent_task_assignments,
@@ -58,6 +61,17 @@ class ResolvedConfig:
     model_check: ModelCheck | None = None  # is the agent's model one the provider serves?
 
 
+class Held(Protocol):
+    """What tells whether a process still executes a run or an experiment."""
+
+    @property
+    def status(self) -> str: ...
+    @property
+    def runner(self) -> str | None: ...
+    @property
+    def heartbeat_at(self) -> datetime | None: ...
+
+
 def runner_identity() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -80,6 +94,11 @@ def find_run(engine: Engine, name: str) -> RunRecord:
             hint="apply a Run manifest first (reconciler apply PATH), or pass the manifest file: reconciler run FILE",
         )
     return run_record(row)
+
+
+def run_exists(engine: Engine, name: str) -> bool:
+    with engine.connect() as conn:
+        return conn.execute(select(analysis_runs.c.id).where(analysis_runs.c.name == name)).first() is not None
 
 
 def _applied(conn: Any, kind: str, row_id: uuid.UUID) -> dict[str, Any]:
@@ -232,7 +251,7 @@ def _pid_alive(pid: int) -> bool:
     return state != b"Z"
 
 
-def holder_is_alive(record: RunRecord, now: datetime | None = None) -> bool:
+def holder_is_alive(record: Held, now: datetime | None = None) -> bool:
     """Is another process still executing this run? Same host: ask the OS; else trust a fresh heartbeat."""
     if record.status != "running" or not record.runner or record.runner == runner_identity():
         return False
@@ -247,7 +266,7 @@ def holder_is_alive(record: RunRecord, now: datetime | None = None) -> bool:
     return (now or utcnow()) - beat < HEARTBEAT_STALE
 
 
-def owner_gone(record: RunRecord, now: datetime | None = None) -> bool:
+def owner_gone(record: Held, now: datetime | None = None) -> bool:
     """Marked running, but the process that ran it is gone (killed, or its host stopped beating):
     the run is interrupted, and ``reconciler run NAME`` resumes it."""
     return record.status == "running" and record.runner != runner_identity() and not holder_is_alive(record, now)
@@ -285,19 +304,25 @@ def finished_indexes(engine: Engine, run_id: uuid.UUID, *, retry_failed: bool) -
         return set(conn.execute(query).scalars())
 
 
-def save_results(engine: Engine, run_id: uuid.UUID, rows: list[dict[str, Any]]) -> None:
-    """Store finished items (replacing an earlier failed attempt of the same item) and beat the heart;
-    no rows: only beat it (a run whose items are slow still shows that its runner is alive)."""
-    c = run_results.c
+def save_results(engine: Engine, run_id: uuid.UUID, rows: list[dict[str, Any]], answers: Sequence[tuple[CacheKey, CachedAnswer]] = ()) -> None:
+    """Store finished items (replacing an earlier failed attempt of the same item) and the new answers
+    for the answer cache, and beat the heart; no rows: only beat it (a run whose items are slow still
+    shows that its runner is alive)."""
     now = utcnow()
     if not rows:
         with engine.begin() as conn:
             conn.execute(update(analysis_runs).where(analysis_runs.c.id == run_id).values(heartbeat_at=now))
         return
     with engine.begin() as conn:
-        conn.execute(delete(run_results).where(c.run_id == run_id, c.item_index.in_([r["item_index"] for r in rows])))
-        conn.execute(insert(run_results), [{"id": uuid.uuid4(), "run_id": run_id, "created_at": now, **r} for r in rows])
-        _refresh_counters(conn, run_id, now)
+        replace_results(conn, run_id, rows, now)
+        answer_cache.insert_answers(conn, answers)
+        refresh_counters(conn, run_id, now)
+
+
+def replace_results(conn: Any, run_id: uuid.UUID, rows: list[dict[str, Any]], now: datetime) -> None:
+    c = run_results.c
+    conn.execute(delete(run_results).where(c.run_id == run_id, c.item_index.in_([r["item_index"] for r in rows])))
+    conn.execute(insert(run_results), [{"id": uuid.uuid4(), "run_id": run_id, "created_at": now, **r} for r in rows])
 
 
 def _counters(conn: Any, run_id: uuid.UUID) -> dict[str, int]:
@@ -317,7 +342,7 @@ def _counters(conn: Any, run_id: uuid.UUID) -> dict[str, int]:
     }
 
 
-def _refresh_counters(conn: Any, run_id: uuid.UUID, now: datetime) -> dict[str, int]:
+def refresh_counters(conn: Any, run_id: uuid.UUID, now: datetime) -> dict[str, int]:
     counters = _counters(conn, run_id)
     conn.execute(update(analysis_runs).where(analysis_runs.c.id == run_id).values(**counters, heartbeat_at=now, updated_at=now))
     return counters
@@ -327,6 +352,13 @@ def result_counters(engine: Engine, run_id: uuid.UUID) -> dict[str, int]:
     """items_succeeded, items_failed, input_tokens, output_tokens, llm_tokens_used (no rows loaded)."""
     with engine.connect() as conn:
         return _counters(conn, run_id)
+
+
+def reused_count(engine: Engine, run_id: uuid.UUID) -> int:
+    """How many of the run's stored answers came from the answer cache."""
+    c = run_results.c
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).where(c.run_id == run_id, c.reused.is_(True))).scalar_one())
 
 
 def valid_outputs(engine: Engine, run_id: uuid.UUID) -> list[tuple[Any, Any]]:

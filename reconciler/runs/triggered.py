@@ -11,13 +11,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 
 from reconciler.errors import Problem, ReconcilerError, RunAlreadyStarted, first_line
 
 if TYPE_CHECKING:
+    from reconciler.runs.experiment import ExperimentSummary
     from reconciler.runs.runner import ItemOutcome
     from reconciler.runs.service import RunSummary
 
@@ -28,7 +29,7 @@ class TriggeredRun:
 
     name: str
     status: str  # the run's status afterwards: completed | partial | failed | interrupted | pending (did not start) | ...
-    summary: RunSummary | None = None  # set when it ran
+    summary: RunSummary | ExperimentSummary | None = None  # set when it ran
     skipped: str = ""  # why it was not started: it had been started already
     problems: tuple[Problem, ...] = ()  # why it could not start, or broke down
 
@@ -37,8 +38,19 @@ class TriggeredRun:
         return bool(self.problems) or self.status in ("failed", "interrupted")
 
 
+EXPERIMENT_PREFIX = "experiment/"  # how apply names the on_apply experiments it starts
+
+
 def next_step(name: str, status: str) -> str:
-    """The hint that goes with a run that did not complete."""
+    """The hint that goes with a run (or ``experiment/NAME``) that did not complete."""
+    if name.startswith(EXPERIMENT_PREFIX):
+        shown = name.removeprefix(EXPERIMENT_PREFIX)
+        if status == "pending":
+            return f"fix the cause, then start it with `reconciler run {name}`"
+        return (
+            f"`reconciler experiments show {shown}` shows it; `reconciler run {name}`"
+            + (" --retry-failed redoes the failed answers" if status == "partial" else " resumes it")
+        )
     if status == "partial":
         return f"`reconciler runs results {name}` shows why items failed; `reconciler run {name} --retry-failed` redoes them"
     if status == "pending":
@@ -54,11 +66,20 @@ def start_triggered_run(
     on_item: Callable[[ItemOutcome], None] | None = None,
     halt: threading.Event | None = None,
 ) -> TriggeredRun:
-    """Start the pending run ``name`` and run it to its end (or until ``halt`` is set)."""
+    """Start the pending run ``name`` (or experiment, as ``experiment/NAME``) and run it to its end
+    (or until ``halt`` is set)."""
     from reconciler.runs.service import RunOptions, execute_run
 
     try:
-        summary = execute_run(engine, name, RunOptions(only_pending=True), on_item=on_item, on_start=on_start, halt=halt)
+        if name.startswith(EXPERIMENT_PREFIX):
+            from reconciler.runs.experiment import execute_experiment
+
+            summary: Any = execute_experiment(
+                engine, name.removeprefix(EXPERIMENT_PREFIX), RunOptions(only_pending=True),
+                on_item=(lambda agent, o: on_item(o)) if on_item is not None else None, on_start=on_start, halt=halt,
+            )
+        else:
+            summary = execute_run(engine, name, RunOptions(only_pending=True), on_item=on_item, on_start=on_start, halt=halt)
     except RunAlreadyStarted as exc:
         return TriggeredRun(name, exc.status, skipped=exc.problems[0].message)
     except ReconcilerError as exc:  # refused before it was claimed: it is still pending
@@ -71,9 +92,12 @@ def start_triggered_run(
 
 
 def _status_of(engine: Engine, name: str) -> str:
+    from reconciler.runs.experiment_store import get_experiment
     from reconciler.runs.store import find_run
 
     try:
+        if name.startswith(EXPERIMENT_PREFIX):
+            return get_experiment(engine, name.removeprefix(EXPERIMENT_PREFIX)).status
         return find_run(engine, name).status
     except Exception:  # noqa: BLE001 - the database may be what failed
         return "unknown"

@@ -92,13 +92,14 @@ def result_rows(engine: Engine, name: str) -> tuple[list[dict[str, Any]], str | 
                 "prompt": metrics.render_prompt(item, template, expected) if isinstance(item, dict) else item,
                 "output": r["output"],
                 "valid": r["valid"],
-                "expected": item.get(expected) if expected else None,
+                "expected": metrics.expected_value(item, expected),
                 "correct": metrics.is_correct(r["output"], item, expected) if expected and r["valid"] else (False if expected else None),
                 "error": r["error"],
                 "attempts": r["attempts"],
                 "input_tokens": r["input_tokens"],
                 "output_tokens": r["output_tokens"],
                 "latency_ms": r["latency_ms"],
+                "reused": bool(r.get("reused")),
             }
         )
     return out, expected

@@ -25,6 +25,7 @@ from reconciler.kinds import KINDS
 from reconciler.kinds.agent import agent_configs
 from reconciler.kinds.assignment import agent_task_assignments
 from reconciler.kinds.base import id_column, metadata, utcnow
+from reconciler.kinds.experiment import experiments
 from reconciler.kinds.provider import llm_providers
 from reconciler.kinds.run import analysis_runs
 from reconciler.kinds.task import task_configs
@@ -45,6 +46,7 @@ run_results = Table(
     Column("output_tokens", Integer, nullable=False, default=0),
     Column("latency_ms", Float),
     Column("created_at", DateTime(timezone=True), nullable=False, default=utcnow),
+    Column("reused", Boolean, default=False),  # the answer came from the answer cache (no model call)
     UniqueConstraint("run_id", "item_index", name="uq_run_item"),
 )
 
@@ -56,6 +58,32 @@ provider_models = Table(
     Column("provider_id", Uuid, ForeignKey("llm_providers.id", ondelete="CASCADE"), primary_key=True),
     Column("models", JSON, nullable=False),
     Column("listed_at", DateTime(timezone=True), nullable=False, default=utcnow),
+)
+
+# An experiment's arms: each agent's answers are an unnamed analysis run, so an arm has its own
+# config snapshot, counters and results exactly like a run.
+experiment_arms = Table(
+    "experiment_arms",
+    metadata,
+    Column("experiment_id", Uuid, ForeignKey("experiments.id", ondelete="CASCADE"), primary_key=True),
+    Column("arm_index", Integer, primary_key=True),  # the agent's position in spec.agents
+    Column("agent_name", String(255), nullable=False),
+    Column("run_id", Uuid, ForeignKey("analysis_runs.id", ondelete="CASCADE"), nullable=False, unique=True),
+)
+
+# Valid answers by what was sent: (settings that reach the model, the messages, which repeat). A run
+# or arm that would send exactly the same thing reuses the answer instead of calling the model.
+answer_cache = Table(
+    "answer_cache",
+    metadata,
+    Column("config_sha256", String(64), primary_key=True),
+    Column("messages_sha256", String(64), primary_key=True),
+    Column("repeat_index", Integer, primary_key=True),
+    Column("output", JSON),
+    Column("input_tokens", Integer, nullable=False, default=0),
+    Column("output_tokens", Integer, nullable=False, default=0),
+    Column("latency_ms", Float),
+    Column("created_at", DateTime(timezone=True), nullable=False, default=utcnow),
 )
 
 # What the reconciler manages and what it last applied (the essence), for prune and drift.
@@ -97,6 +125,6 @@ reconciler_applies = Table(
 KIND_TABLES = {k.name: k.table for k in KINDS}
 
 __all__ = [
-    "KIND_TABLES", "agent_configs", "agent_task_assignments", "analysis_runs", "llm_providers", "metadata",
-    "reconciler_applies", "reconciler_resources", "run_results", "task_configs", "utcnow",
+    "KIND_TABLES", "agent_configs", "agent_task_assignments", "analysis_runs", "answer_cache", "experiment_arms", "experiments",
+    "llm_providers", "metadata", "reconciler_applies", "reconciler_resources", "run_results", "task_configs", "utcnow",
 ]

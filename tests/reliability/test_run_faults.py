@@ -134,7 +134,7 @@ def test_random_faults_end_partial_with_reasons_and_resume_completes(write_manif
         root = _manifests(write_manifests, stub.base_url, ITEMS)
         assert cli_run("apply", str(root), "--db", db_url, "--auto-approve")[0] == 0
         code, out, err = cli_run("run", "faulty", "--db", db_url)
-        assert code in (0, 1) and not _crashed(err), err
+        assert code in (0, 1, 100) and not _crashed(err), err  # 100: finished with failed items
         assert any(status in out for status in ("partial", "failed", "interrupted")), out
         first = _results(cli_run, db_url)
         assert all(r["error"] for r in first if not r["valid"])  # every failure says why

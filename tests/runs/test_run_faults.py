@@ -74,7 +74,7 @@ def test_invalid_json_fails_an_item_but_server_errors_leave_it_unfinished(write_
         broken = False
         sent = len(stub.requests)
         code, out, err = cli_run("run", "sample", "--db", sqlite_url)
-        assert code == 0, err  # partial: finished, the invalid answer is the model's failure
+        assert code == 100, err  # partial: finished, the invalid answer is the model's failure
         assert "partial — 3/4 valid, 1 failed" in out
         assert [_prompt(r) for r in stub.requests[sent:]] == ["Message: Export is broken"]
 
@@ -98,7 +98,7 @@ def test_schema_invalid_answers_are_retried_with_the_error_then_recorded(write_m
     with StubServer(behaviour) as stub:
         _apply(write_manifests, cli_run, sqlite_url, stub.base_url)
         code, out, err = cli_run("run", "sample", "--db", sqlite_url)
-    assert code == 0, err
+    assert code == 100, err
     assert "partial — 3/4 valid, 1 failed" in out
     by_index = {r["item"]: r for r in _results(cli_run, sqlite_url)}
     assert by_index[1]["valid"] and by_index[1]["attempts"] == 2 and by_index[1]["output"]["confidence"] != 500

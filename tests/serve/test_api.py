@@ -155,7 +155,7 @@ def test_status_and_index(shared_state: State, live: Any) -> None:
     server = live(shared_state.url)
     status = server.get(f"{API}/status").json()
     assert status["database"] == "sqlite"
-    assert status["resources"] == {"providers": 2, "agents": 3, "tasks": 2, "assignments": 2, "runs": 1}
+    assert status["resources"] == {"providers": 2, "agents": 3, "tasks": 2, "assignments": 2, "runs": 1, "experiments": 0}
     assert status["last_apply"]["id"] == 2  # the run's manifest was applied too
     index = server.get(API).json()
     assert index["endpoints"] == [e.url for e in ENDPOINTS]

@@ -1,0 +1,69 @@
+"""experiments list/show: reports of experiments (`reconciler run NAME` runs them, see cli/runs.py)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from reconciler.cli import cli
+from reconciler.cli.core import db_option
+
+
+@cli.group("experiments")
+def experiments_group() -> None:
+    """List experiments; show one's report (accuracy with intervals, McNemar against the baseline, a plot)."""
+
+
+@experiments_group.command("list")
+@db_option
+@click.option("-o", "--output", "fmt", type=click.Choice(["table", "json", "yaml"]), default="table")
+def experiments_list(db: str | None, fmt: str) -> int:
+    """Every experiment: status, task, agents, inputs."""
+    from reconciler.cli.output import emit_rows
+    from reconciler.runs.experiment_views import experiment_rows
+    from reconciler.state.db import open_engine
+
+    rows = experiment_rows(open_engine(db, create=False))
+    emit_rows(rows, fmt, ["name", "status", "task", "agents", "inputs", "repeats", "elapsed_s", "started_at"])
+    if fmt == "table":
+        for row in rows:
+            if row["status"] == "interrupted":
+                click.echo(f"{row['name']}: {row['error']}", err=True)
+    return 0
+
+
+@experiments_group.command("show")
+@click.argument("name")
+@db_option
+@click.option("-o", "--output", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text")
+@click.option("--plot", "plot_file", metavar="FILE.png", help="Also draw accuracy against cost and the latencies (needs matplotlib).")
+def experiments_show(name: str, db: str | None, fmt: str, plot_file: str | None) -> int:
+    """One experiment's report: per arm counts, accuracy (95% Wilson interval), latency, tokens, cost;
+    against the baseline the exact McNemar p-value and the items that regressed and improved."""
+    from reconciler.cli.runs import _engine
+    from reconciler.runs.experiment_report import render_markdown, render_text
+    from reconciler.runs.experiment_views import experiment_report
+
+    report = experiment_report(_engine(db), name)
+    if plot_file is not None:
+        from reconciler.runs.experiment_plot import plot_report
+
+        written = plot_report(report, plot_file)
+        click.echo(f"Plot written to {written}", err=True)
+    if fmt == "json":
+        click.echo(json.dumps(report.data, indent=2, ensure_ascii=False, default=str))
+    elif fmt == "markdown":
+        click.echo(render_markdown(report))
+    else:
+        click.echo(render_text(report))
+    return 0
+
+
+def report_after_run(engine: Any, name: str) -> None:
+    """The text report, printed by `reconciler run` once an experiment ends."""
+    from reconciler.runs.experiment_report import render_text
+    from reconciler.runs.experiment_views import experiment_report
+
+    click.echo(render_text(experiment_report(engine, name)))

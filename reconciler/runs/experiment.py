@@ -1,0 +1,212 @@
+"""Start or resume an experiment: the same inputs through several agents of one task, one arm per agent.
+
+Each arm has its own config snapshot and SHA-256 (an unnamed analysis run), all arms share one pool
+of workers with their items interleaved, and resume is exact as for runs: (arm run, item) is unique
+in the database, so a killed experiment redoes nothing that was stored. Arms are created together
+with the claim, in one transaction.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from functools import partial
+from typing import Any
+
+from sqlalchemy import Engine
+
+from reconciler.errors import Problem, ReconcilerError, RunAlreadyStarted
+from reconciler.llm.ports import ExecutionSettings, LLMError
+from reconciler.runs import answer_cache, metrics, store
+from reconciler.runs import experiment_store as xstore
+from reconciler.runs.evaluate import Arm, Evaluation, EvaluationOptions, evaluate
+from reconciler.runs.runner import HALTED, ItemOutcome
+from reconciler.runs.service import RunOptions, RunSummary, check_expected, check_runnable, model_file_of, record_outcome, with_secret, work_items
+from reconciler.state.tables import utcnow
+
+
+@dataclass(frozen=True)
+class ExperimentSummary:
+    name: str
+    status: str
+    arms: tuple[RunSummary, ...]
+    processed_now: int
+    elapsed_seconds: float
+    error: str | None
+
+    @property
+    def items_failed(self) -> int:
+        return sum(a.items_failed for a in self.arms)
+
+    @property
+    def items_unfinished(self) -> int:
+        return sum(a.items_unfinished for a in self.arms)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "arms": [a.to_dict() for a in self.arms]}
+
+    def describe(self) -> str:
+        """One line for people: status, then per arm valid answers and accuracy, and the time."""
+        arms = "; ".join(
+            f"{a.name} {a.items_succeeded}/{a.items_total} valid" + (f", accuracy {a.accuracy:.0%}" if a.accuracy is not None else "")
+            + (f", {a.reused} reused" if a.reused else "")
+            for a in self.arms
+        )
+        return f"{self.status} — {arms}; {self.elapsed_seconds:.1f} s"
+
+
+def _assignment_problem(name: str, task: str, agent: str) -> Problem:
+    slug = f"{agent}-{task}"
+    return Problem(
+        f"experiment {name!r}: agent {agent!r} is not assigned to task {task!r}",
+        hint=(
+            "add the assignment and apply:\n"
+            f"    apiVersion: reconciler/v1\n    kind: Assignment\n    metadata: {{name: {slug}}}\n    spec: {{agent: {agent}, task: {task}}}"
+        ),
+    )
+
+
+def execute_experiment(
+    engine: Engine,
+    name: str,
+    options: RunOptions | None = None,
+    on_item: Callable[[str, ItemOutcome], None] | None = None,
+    on_start: Callable[[int, int], None] | None = None,
+    registry: Any = None,
+    halt: threading.Event | None = None,
+) -> ExperimentSummary:
+    """Run (or resume) experiment ``name`` to the end. ``on_item(agent, outcome)`` follows progress;
+    ``on_start(todo, total)`` is called once it is claimed; ``halt`` stops it between items."""
+    options = options or RunOptions()
+    record = xstore.get_experiment(engine, name)
+    if options.only_pending and record.status != "pending":
+        raise RunAlreadyStarted(
+            f"experiment {name!r} is already {record.status}; an experiment is started only once",
+            hint=f"`reconciler experiments show {name}` shows it; `reconciler run {name}` resumes an unfinished one",
+            status=record.status,
+        )
+    if store.holder_is_alive(record):
+        raise ReconcilerError(
+            f"experiment {name!r} is being executed by another process ({record.runner})",
+            hint=f"wait for it, or watch it with `reconciler experiments show {name}`",
+        )
+    spec = record.spec
+    agents: list[str] = list(spec.get("agents") or [])
+    task = xstore.task_name(engine, record.task_id)
+    if task is None or record.task_id is None:
+        raise ReconcilerError(
+            f"experiment {name!r}: its task no longer exists", hint="give the experiment an existing task under a new name and apply"
+        )
+    assignments = xstore.assignments_for(engine, record.task_id, agents)
+    missing = [a for a in agents if a not in assignments]
+    if missing:
+        raise ReconcilerError([_assignment_problem(name, task, a) for a in missing])
+    repeats = int(spec.get("repeats", 1))
+    total_inputs = len(spec.get("inputs") or [])
+    per_arm = total_inputs * repeats
+    configs = [store.resolve_assignment(engine, assignments[a], f"experiment {name!r}") for a in agents]
+    for agent, config in zip(agents, configs, strict=True):
+        check_runnable(f"experiment {name!r} (agent {agent!r})", config)
+    check_expected(f"experiment {name!r}", spec.get("expected"), configs[0].task)
+
+    model_files = [model_file_of(c.provider) for c in configs]
+    snapshots = [metrics.config_snapshot(c.provider, c.agent, c.task, f) for c, f in zip(configs, model_files, strict=True)]
+    shas = [metrics.snapshot_sha256(s) for s in snapshots]
+    existing = {arm.index: arm for arm in xstore.arms_of(engine, record.id)}
+    stored = xstore.finished_indexes(engine, [a.run_id for a in existing.values()], retry_failed=False)
+    for index, arm in existing.items():
+        if stored.get(arm.run_id) and arm.config_sha256 and arm.config_sha256 != shas[index]:
+            raise ReconcilerError(
+                f"experiment {name!r}: agent {arm.agent!r} started with another configuration "
+                f"(sha256 {arm.config_sha256[:12]}, now {shas[index][:12]}): resuming would mix results of two configurations",
+                hint=(
+                    "create a new Experiment (a new metadata.name) for the new configuration; "
+                    f"`reconciler experiments show {name}` shows the old one"
+                ),
+            )
+    done = xstore.finished_indexes(engine, [a.run_id for a in existing.values()], retry_failed=True) if options.retry_failed else stored
+    todo = [
+        work_items(f"experiment {name!r}", spec, done.get(existing[i].run_id, set()) if i in existing else set(), repeats)
+        for i in range(len(agents))
+    ]
+
+    starts = [xstore.ArmStart(i, a, assignments[a], snapshots[i], shas[i], per_arm) for i, a in enumerate(agents)]
+    run_ids = xstore.claim_experiment(engine, record, starts)
+    if on_start is not None:
+        on_start(sum(len(t) for t in todo), per_arm * len(agents))
+    settings = ExecutionSettings(max_retries=int(spec.get("max_retries", 2)), timeout_seconds=float(spec.get("timeout_seconds", 120.0)))
+    arms = [
+        Arm(agent, c.agent, c.task, with_secret(c.provider, c.api_key_encrypted, engine.url), f)
+        for agent, c, f in zip(agents, configs, model_files, strict=True)
+    ]
+
+    def save(batch: list[ItemOutcome], answers: list[Any]) -> None:
+        rows: dict[Any, list[dict[str, Any]]] = {}
+        for o in batch:
+            rows.setdefault(run_ids[o.arm], []).append(o.row())
+        xstore.save_arm_results(engine, record.id, rows, answers)
+
+    def item_done(outcome: ItemOutcome) -> None:
+        if on_item is not None:
+            on_item(agents[outcome.arm], outcome)
+
+    started = time.perf_counter()
+    stopped: str | None = None
+    evaluation = Evaluation()
+    concurrency = options.concurrency or int(spec.get("concurrency", 4))
+    try:
+        if any(todo):
+            evaluation = evaluate(
+                arms, todo, EvaluationOptions(concurrency, settings, options.use_cache, options.max_consecutive_failures),
+                save=save, lookup=partial(answer_cache.lookup, engine), registry=registry, on_item=item_done, halt=halt,
+            )
+            stopped = evaluation.stopped_reason
+            if stopped is not None and stopped != HALTED:
+                stopped = f"a provider looks down: {stopped}"
+    except LLMError as exc:  # an agent could not even be created (no server, no key)
+        stopped = str(exc)
+    except KeyboardInterrupt:
+        _finish(engine, record, agents, configs, shas, run_ids, per_arm, time.perf_counter() - started, "interrupted (Ctrl-C)", Evaluation())
+        raise
+    except BaseException as exc:
+        reason = f"internal error: {type(exc).__name__}: {exc}"
+        _finish(engine, record, agents, configs, shas, run_ids, per_arm, time.perf_counter() - started, reason, Evaluation())
+        raise
+    return _finish(engine, record, agents, configs, shas, run_ids, per_arm, time.perf_counter() - started, stopped, evaluation)
+
+
+def _finish(
+    engine: Engine, record: xstore.ExperimentRecord, agents: list[str], configs: list[store.ResolvedConfig], shas: list[str],
+    run_ids: dict[int, Any], per_arm: int, elapsed: float, stopped: str | None, evaluation: Evaluation,
+) -> ExperimentSummary:
+    elapsed_total = (record.elapsed_seconds or 0.0) + elapsed
+    summaries = tuple(
+        record_outcome(
+            engine, run_ids[i], name=agent, total=per_arm, expected=record.spec.get("expected"), config=configs[i], sha=shas[i],
+            elapsed_total=elapsed_total, stopped=stopped, outcome=Evaluation(), resume=f"reconciler run {record.name}",
+            results=f"reconciler experiments show {record.name}",
+        )
+        for i, agent in enumerate(agents)
+    )
+    total = per_arm * len(agents)
+    ok = sum(s.items_succeeded for s in summaries)
+    failed = sum(s.items_failed for s in summaries)
+    status = metrics.final_status(total, ok, failed)
+    error = None
+    again = f"run `reconciler run {record.name}` again to resume"
+    if stopped is not None:
+        error = f"stopped: {stopped}; {total - ok - failed} of {total} answers unfinished; {again}"
+    elif evaluation.unanswered:
+        error = (
+            f"{evaluation.unanswered} answer{'s' if evaluation.unanswered != 1 else ''} not given, only transient errors "
+            f"(last: {evaluation.last_transient_error}); {total - ok - failed} of {total} answers unfinished; {again}"
+        )
+    elif failed:
+        error = f"{failed} of {total} answers failed; see `reconciler experiments show {record.name}`"
+    xstore.finish_experiment(
+        engine, record.id,
+        {"status": status, "error": error, "completed_at": None if stopped is not None else utcnow(), "elapsed_seconds": elapsed_total},
+    )
+    return ExperimentSummary(record.name, status, summaries, evaluation.processed + evaluation.reused, elapsed_total, error)
