@@ -201,12 +201,13 @@ class PydanticAIAgent:
         self._recover = recover
         self._close = close
         self._examples = _example_messages(agent)
-        limited = RateLimitedModel(model, limiter_for(provider), "\n\n".join(instructions))
+        system = instructions(agent, task, self.output_mode)
+        limited = RateLimitedModel(model, limiter_for(provider), system or "")
         self._agent: Agent[_CallState, Any] = Agent(
             limited,
             name=agent.name,  # unnamed, pydantic-ai searches the caller's frame for a name on every run
             output_type=output_type,
-            instructions=instructions(agent, task, self.output_mode),
+            instructions=system,
             deps_type=_CallState,
             model_settings=model_settings,
             retries={"output": settings.max_retries},

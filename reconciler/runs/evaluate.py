@@ -75,7 +75,7 @@ def interleave(todo: Sequence[Sequence[EvalItem]]) -> list[tuple[int, EvalItem]]
 def reused_outcome(arm: int, item: EvalItem, answer: CachedAnswer) -> ItemOutcome:
     return ItemOutcome(
         item.index, item.input, answer.output, True, None, 0, answer.input_tokens, answer.output_tokens,
-        answer.latency_ms or 0.0, arm, reused=True,
+        answer.latency_ms or 0.0, arm=arm, reused=True,
     )
 
 

@@ -222,8 +222,9 @@ def test_provider_down_stops_the_experiment_and_resume_finishes_it(write_manifes
     add_experiment(write_manifests, cli_run, db_url, "shootout", experiment_spec())
     code, out, err = cli_run("run", "shootout", "--db", db_url)
     assert code == 1
-    assert "stopped: cannot reach the provider" in err and "run `reconciler run shootout` again to resume" in err
-    assert _report(cli_run, db_url)["status"] == "failed"
+    assert "stopped: a provider looks down: 5 transient failures in a row (last: cannot reach the provider" in err
+    assert "run `reconciler run shootout` again to resume" in err
+    assert _report(cli_run, db_url)["status"] == "interrupted"
     with StubServer(two_agents, port=port) as stub:
         code, out, err = cli_run("run", "shootout", "--db", db_url)
         assert code == 0, err
