@@ -73,7 +73,8 @@ def execute_plan(engine: Engine, plan: Plan, meta: ApplyMeta, encrypt_secret: Se
     s = plan.summary()
     providers = tuple(c.name for c in plan.changes if BY_NAME[c.kind].validation_fields and c.action is not Action.DELETE)
     runs = tuple(  # experiments as experiment/NAME: a run and an experiment may share a name
-        c.name if c.kind == "Run" else f"{c.kind.lower()}/{c.name}" for c in plan.changes
+        c.name if c.kind == "Run" else f"{c.kind.lower()}/{c.name}"
+        for c in plan.changes
         if BY_NAME[c.kind].history and c.action is not Action.DELETE and (c.desired or {}).get("trigger") == "on_apply"
     )
     return ApplyResult(apply_id, s["create"], s["update"], s["delete"], providers, runs)
@@ -111,8 +112,16 @@ def extend_enums(engine: Engine, plan: Plan, meta: ApplyMeta) -> tuple[EnumShort
 def _record_history(conn: Connection, plan: Plan, meta: ApplyMeta, started: datetime) -> int:
     s = plan.summary()
     return record_operation(
-        conn, command=meta.command, user=meta.user, details=plan.to_dict(), started=started, source=meta.source,
-        git=meta.git, created=s["create"], updated=s["update"], deleted=s["delete"],
+        conn,
+        command=meta.command,
+        user=meta.user,
+        details=plan.to_dict(),
+        started=started,
+        source=meta.source,
+        git=meta.git,
+        created=s["create"],
+        updated=s["update"],
+        deleted=s["delete"],
     )
 
 
@@ -120,9 +129,7 @@ def _applied(desired: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in desired.items() if not k.startswith("_")}
 
 
-def _write_changes(
-    conn: Connection, plan: Plan, snapshot: StateSnapshot, apply_id: int, encrypt_secret: SecretResolver | None
-) -> None:
+def _write_changes(conn: Connection, plan: Plan, snapshot: StateSnapshot, apply_id: int, encrypt_secret: SecretResolver | None) -> None:
     now = utcnow()
     ids: dict[tuple[str, str], uuid.UUID] = {}
     for (kind, name), r in snapshot.resources.items():
@@ -176,16 +183,12 @@ def _write_changes(
             # one executemany per distinct column set (a provider whose key is unchanged keeps its ciphertext)
             for columns, same in groupby(sorted(rows, key=lambda r: tuple(sorted(r))), key=lambda r: tuple(sorted(r))):
                 cols = [c for c in columns if c != "_id"]
-                stmt = update(table).where(table.c.id == bindparam("_id")).values(
-                    **{c: bindparam(c) for c in cols}, **stamp
-                )
+                stmt = update(table).where(table.c.id == bindparam("_id")).values(**{c: bindparam(c) for c in cols}, **stamp)
                 conn.execute(stmt, list(same))
     _write_bookkeeping(conn, book_delete, book_rows)
 
 
-def _secret_columns(
-    k: Kind, c: Change, snapshot: StateSnapshot, encrypt_secret: SecretResolver | None
-) -> tuple[str | None, dict[str, Any]]:
+def _secret_columns(k: Kind, c: Change, snapshot: StateSnapshot, encrypt_secret: SecretResolver | None) -> tuple[str | None, dict[str, Any]]:
     """(digest for bookkeeping, columns to write) for a kind's sensitive field (a provider's api_key)."""
     d = c.desired or {}
     (field_name,) = k.sensitive

@@ -292,9 +292,7 @@ def apply_manifests(request: ApplyRequest, hooks: ApplyHooks = ApplyHooks()) -> 
             snapshot = load_snapshot(existing)
         if request.external_refs:
             _check_external_refs(manifests, snapshot)
-        the_plan = compute_plan(
-            manifests, snapshot, prune=request.prune, sources=sources, git=request.git, guards=request.guards
-        )
+        the_plan = compute_plan(manifests, snapshot, prune=request.prune, sources=sources, git=request.git, guards=request.guards)
         the_plan = hooks.relocate(the_plan)
         hooks.show_plan(the_plan)
         if the_plan.is_empty:
@@ -321,9 +319,7 @@ def apply_saved_plan(saved: Plan, request: ApplyRequest, hooks: ApplyHooks = App
     return _after_commit(saved, StateSnapshot.empty(), engine, result, request, hooks)
 
 
-def _after_commit(
-    plan: Plan, snapshot: StateSnapshot, engine: Engine, result: ApplyResult, request: ApplyRequest, hooks: ApplyHooks
-) -> ApplyOutcome:
+def _after_commit(plan: Plan, snapshot: StateSnapshot, engine: Engine, result: ApplyResult, request: ApplyRequest, hooks: ApplyHooks) -> ApplyOutcome:
     validations, problems = _validate_after(engine, result, request)
     missing = _missing_models(engine) if request.validate_providers and not problems else ()
     runs: tuple[TriggeredRun, ...] = ()

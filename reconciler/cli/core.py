@@ -79,8 +79,18 @@ def _git_for(paths: list[str]) -> dict[str, Any] | None:
 @click.option("--no-prune", is_flag=True, help="Keep managed resources that are no longer in the manifests.")
 @gitops_options
 def plan(
-    paths: tuple[str, ...], db: str | None, out: str | None, as_json: bool, fmt: str, detailed_exitcode: bool, no_prune: bool,
-    git_ref: str | None, repo: str | None, targets: tuple[str, ...], excludes: tuple[str, ...], allow_mass_delete: bool,
+    paths: tuple[str, ...],
+    db: str | None,
+    out: str | None,
+    as_json: bool,
+    fmt: str,
+    detailed_exitcode: bool,
+    no_prune: bool,
+    git_ref: str | None,
+    repo: str | None,
+    targets: tuple[str, ...],
+    excludes: tuple[str, ...],
+    allow_mass_delete: bool,
 ) -> int:
     """Show what apply would change in the database."""
     from reconciler.gitops.revisions import manifest_source
@@ -167,14 +177,26 @@ def _confirm(auto_approve: bool) -> None:
     help="Seconds each provider may take to answer (default 10).",
 )
 @click.option(
-    "--extend-enums", is_flag=True,
+    "--extend-enums",
+    is_flag=True,
     help="Add the values the database's enum columns lack (PostgreSQL ALTER TYPE ... ADD VALUE, recorded in history); "
     "the service owning the database may not read rows with them.",
 )
 def apply(
-    paths: tuple[str, ...], db: str | None, auto_approve: bool, no_prune: bool, lock_timeout: float | None,
-    git_ref: str | None, repo: str | None, targets: tuple[str, ...], excludes: tuple[str, ...], allow_mass_delete: bool,
-    wait_validation: bool, no_validate: bool, validation_timeout: float, extend_enums: bool,
+    paths: tuple[str, ...],
+    db: str | None,
+    auto_approve: bool,
+    no_prune: bool,
+    lock_timeout: float | None,
+    git_ref: str | None,
+    repo: str | None,
+    targets: tuple[str, ...],
+    excludes: tuple[str, ...],
+    allow_mass_delete: bool,
+    wait_validation: bool,
+    no_validate: bool,
+    validation_timeout: float,
+    extend_enums: bool,
 ) -> int:
     """Make the database match the manifests (PATH...) or apply a saved plan (FILE)."""
     from reconciler.plan.render import render_text
@@ -185,8 +207,14 @@ def apply(
         raise click.UsageError("--wait-validation and --no-validate exclude each other")
     timeout = DEFAULT_LOCK_TIMEOUT if lock_timeout is None else lock_timeout
     request = ApplyRequest(
-        list(paths), db, prune=not no_prune, guards=guard_options(targets, excludes, allow_mass_delete), lock_timeout=timeout,
-        validate_providers=not no_validate, validation_timeout=validation_timeout, wait_validation=wait_validation,
+        list(paths),
+        db,
+        prune=not no_prune,
+        guards=guard_options(targets, excludes, allow_mass_delete),
+        lock_timeout=timeout,
+        validate_providers=not no_validate,
+        validation_timeout=validation_timeout,
+        wait_validation=wait_validation,
         extend_enums=extend_enums,
     )
     show = ApplyHooks(show_plan=lambda p: echo_plan(render_text(p)), start_runs=_start_runs)

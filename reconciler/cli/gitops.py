@@ -78,9 +78,19 @@ def drift(paths: tuple[str, ...], db: str | None, as_json: bool, detailed_exitco
     "--retry-max", type=click.FloatRange(min=0.05), default=300.0, show_default=True, help="Longest wait between retries of a failed apply."
 )
 def watch(
-    paths: tuple[str, ...], db: str | None, interval: float, self_heal: bool, as_json: bool, debounce_ms: int,
-    lock_timeout: float, allow_mass_delete: bool, once: bool, no_validate: bool, validation_timeout: float,
-    retry_initial: float, retry_max: float,
+    paths: tuple[str, ...],
+    db: str | None,
+    interval: float,
+    self_heal: bool,
+    as_json: bool,
+    debounce_ms: int,
+    lock_timeout: float,
+    allow_mass_delete: bool,
+    once: bool,
+    no_validate: bool,
+    validation_timeout: float,
+    retry_initial: float,
+    retry_max: float,
 ) -> int:
     """Keep the database equal to the manifests: apply on every change, check for drift on an interval.
 
@@ -120,8 +130,17 @@ def watch(
     previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         config = WatchConfig(
-            tuple(paths), db, interval, self_heal, debounce_ms, lock_timeout, allow_mass_delete, not no_validate, validation_timeout,
-            retry_initial, retry_max,
+            tuple(paths),
+            db,
+            interval,
+            self_heal,
+            debounce_ms,
+            lock_timeout,
+            allow_mass_delete,
+            not no_validate,
+            validation_timeout,
+            retry_initial,
+            retry_max,
         )
         if not as_json and not once:
             mode = "self-heal" if self_heal else "report-only"
@@ -190,7 +209,8 @@ def export(db: str | None, out: str | None) -> int:
 @db_option
 @click.option("--all", "adopt_all", is_flag=True, help="Adopt every unmanaged row.")
 @click.option(
-    "--rename", is_flag=True,
+    "--rename",
+    is_flag=True,
     help="Rename rows whose names are not manifest names to their slugs (default: keep the names the service looks them up by).",
 )
 @click.option("--lock-timeout", type=float, default=None, help="Seconds to wait for another apply to finish (default 60).")

@@ -18,7 +18,11 @@ if TYPE_CHECKING:
 
 DEFAULT_TIMEOUT = 10.0
 timeout_option = click.option(
-    "--timeout", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_TIMEOUT, show_default=True, metavar="S",
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_TIMEOUT,
+    show_default=True,
+    metavar="S",
     help="Seconds each provider may take to answer.",
 )
 
@@ -99,8 +103,18 @@ def report_models(engine: Engine, providers: Sequence[str] | None, *, as_json: b
     missing = [c for c in checks if c.status is ModelStatus.MISSING]
     for c in missing:
         if as_json:
-            click.echo(json.dumps({"event": "model_check", "agent": c.agent, "provider": c.provider, "model_name": c.model_name,
-                                   "model_status": c.status.value, "served_models": list(c.served)}))
+            click.echo(
+                json.dumps(
+                    {
+                        "event": "model_check",
+                        "agent": c.agent,
+                        "provider": c.provider,
+                        "model_name": c.model_name,
+                        "model_status": c.status.value,
+                        "served_models": list(c.served),
+                    }
+                )
+            )
         else:
             click.echo(f"warning: {c.message()}\n  hint: {c.hint()}", err=True)
     return [c.agent for c in missing]

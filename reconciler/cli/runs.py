@@ -81,8 +81,15 @@ def _report(engine: Any, summary: Any, *, as_json: bool, table: bool) -> None:
 
 
 def execute_named(
-    engine: Any, names: list[str], *, as_json: bool, concurrency: int | None = None, retry_failed: bool = False,
-    table: bool = True, use_cache: bool = True, max_consecutive_failures: int | None = None,
+    engine: Any,
+    names: list[str],
+    *,
+    as_json: bool,
+    concurrency: int | None = None,
+    retry_failed: bool = False,
+    table: bool = True,
+    use_cache: bool = True,
+    max_consecutive_failures: int | None = None,
 ) -> int:
     """Run each of ``names``; the exit code is the worst of theirs (see ``runs.outcome.exit_code``)."""
     from reconciler.runs.outcome import Outcome, exit_code, failed_items_exit_code, outcome_of
@@ -135,18 +142,29 @@ def _report_experiment(engine: Any, summary: Any, *, as_json: bool, table: bool)
 @db_option
 @click.option("--concurrency", type=click.IntRange(1, 256), help="Override the run's concurrency.")
 @click.option(
-    "--retry-failed", is_flag=True, help="Also redo items whose answers were invalid (items that got only transient errors are always retried).",
+    "--retry-failed",
+    is_flag=True,
+    help="Also redo items whose answers were invalid (items that got only transient errors are always retried).",
 )
 @click.option(
-    "--max-consecutive-failures", type=click.IntRange(1), default=None, metavar="N",
+    "--max-consecutive-failures",
+    type=click.IntRange(1),
+    default=None,
+    metavar="N",
     help="Pause the run after N transient failures in a row across items (provider down; default 5).",
 )
 @click.option("--json", "as_json", is_flag=True, help="JSON lines: one per item, then the run summary.")
 @click.option("--no-table", is_flag=True, help="Print only the summary, not the results table.")
 @click.option("--no-cache", is_flag=True, help="Call the model for every item instead of reusing cached answers.")
 def run_command(
-    target: str, db: str | None, concurrency: int | None, retry_failed: bool, max_consecutive_failures: int | None, as_json: bool,
-    no_table: bool, no_cache: bool,
+    target: str,
+    db: str | None,
+    concurrency: int | None,
+    retry_failed: bool,
+    max_consecutive_failures: int | None,
+    as_json: bool,
+    no_table: bool,
+    no_cache: bool,
 ) -> int:
     """Execute (or resume) a run or an experiment by name (run/NAME or experiment/NAME when both
     kinds have one of that name), or the Run and Experiment manifests in FILE (applied first).
@@ -159,7 +177,13 @@ def run_command(
 
         # the Run manifests are applied first, like any apply (lock, guard rails, history)
         request = ApplyRequest(
-            [target], db, prune=False, command="run", only_kind=("Run", "Experiment"), external_refs=True, validate_providers=False,
+            [target],
+            db,
+            prune=False,
+            command="run",
+            only_kind=("Run", "Experiment"),
+            external_refs=True,
+            validate_providers=False,
             start_runs=False,
         )
         outcome = apply_manifests(request)
@@ -170,7 +194,13 @@ def run_command(
         engine = _engine(db)
         names = [target]
     return execute_named(
-        engine, names, as_json=as_json, concurrency=concurrency, retry_failed=retry_failed, table=not no_table, use_cache=not no_cache,
+        engine,
+        names,
+        as_json=as_json,
+        concurrency=concurrency,
+        retry_failed=retry_failed,
+        table=not no_table,
+        use_cache=not no_cache,
         max_consecutive_failures=max_consecutive_failures,
     )
 

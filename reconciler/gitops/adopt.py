@@ -144,8 +144,18 @@ def adopt(engine: Engine, selectors: list[str] | None, user: str, *, rename: boo
                     applied["api_key"] = {"ref": f"env:{placeholder_env(name)}", "hmac": mac}
                 kept = r.db_name if BY_NAME[r.kind].keeps_row_names and r.db_name != name else None
                 adoptions.append(Adoption(r.kind, name, row_id, renamed.get(row_id), kept, note))
-                books.append({"kind": r.kind, "name": name, "row_id": uuid.UUID(row_id), "applied": applied, "labels": {},
-                              "annotations": {ROW_NAME: kept} if kept else {}, "secret_digest": r.secret_digest, "updated_at": now})
+                books.append(
+                    {
+                        "kind": r.kind,
+                        "name": name,
+                        "row_id": uuid.UUID(row_id),
+                        "applied": applied,
+                        "labels": {},
+                        "annotations": {ROW_NAME: kept} if kept else {},
+                        "secret_digest": r.secret_digest,
+                        "updated_at": now,
+                    }
+                )
             apply_id = _record(conn, adoptions, user, now)
             book = reconciler_resources
             for b in books:  # bookkeeping left by a managed row that was deleted outside reconciler

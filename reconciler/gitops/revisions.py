@@ -101,8 +101,11 @@ def manifests_at(paths: list[str], git_ref: str, repo: str | None) -> Iterator[M
             out = _git(root, "archive", "--format=tar", git["commit"], "--", path, binary=True)
             if out.returncode != 0:
                 raise ReconcilerError(
-                    Problem(f"does not exist at {git_ref} ({git['commit'][:10]}): {_err_text(out)}", Location(path),
-                            hint="check the path; with --git-ref it is relative to the repository root")
+                    Problem(
+                        f"does not exist at {git_ref} ({git['commit'][:10]}): {_err_text(out)}",
+                        Location(path),
+                        hint="check the path; with --git-ref it is relative to the repository root",
+                    )
                 )
             with tarfile.open(fileobj=io.BytesIO(out.stdout)) as tar:
                 tar.extractall(base, filter="data")

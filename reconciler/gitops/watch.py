@@ -132,15 +132,19 @@ class ReconcileEvent:
         head = f"[{clock}] {self.trigger}"
         if self.files:
             head += f" ({len(self.files)} file{'s' if len(self.files) != 1 else ''} changed)"
-        what = self._failure() if self.outcome == "error" else {
-            "applied": f"applied #{self.apply_id}: " + ", ".join(f"{n} {a}d" for a, n in self.summary.items()),
-            "in-sync": "in sync",
-            "drift": f"drift in {len(self.drift)} resource{'s' if len(self.drift) != 1 else ''} (report only; --self-heal reverts it)",
-            "invalid": "manifests are invalid; applied nothing; waiting for them to change",
-            "deferred": "a git operation is in progress; reconciling when it ends",
-            "standby": f"standby: {self.leader or 'another watcher'} leads; taking over if it stops",
-            "stopped": "stopped",
-        }[self.outcome]
+        what = (
+            self._failure()
+            if self.outcome == "error"
+            else {
+                "applied": f"applied #{self.apply_id}: " + ", ".join(f"{n} {a}d" for a, n in self.summary.items()),
+                "in-sync": "in sync",
+                "drift": f"drift in {len(self.drift)} resource{'s' if len(self.drift) != 1 else ''} (report only; --self-heal reverts it)",
+                "invalid": "manifests are invalid; applied nothing; waiting for them to change",
+                "deferred": "a git operation is in progress; reconciling when it ends",
+                "standby": f"standby: {self.leader or 'another watcher'} leads; taking over if it stops",
+                "stopped": "stopped",
+            }[self.outcome]
+        )
         lines = [f"{head}: {what} ({self.duration_ms:.0f} ms)"]
         lines += [f"    {c}" for c in self.changes]
         lines += [f"    starting run {name} (trigger: on_apply)" for name in self.runs]
@@ -240,7 +244,10 @@ class Watcher:
     """
 
     def __init__(
-        self, config: WatchConfig, clock: Callable[[], float] = time.monotonic, rand: Callable[[], float] = random.random,
+        self,
+        config: WatchConfig,
+        clock: Callable[[], float] = time.monotonic,
+        rand: Callable[[], float] = random.random,
     ) -> None:
         self.config = config
         self.clock, self.rand = clock, rand
@@ -321,9 +328,18 @@ class Watcher:
             git = describe_checkout(paths)
             engine = self._engine()
             request = ApplyRequest(
-                paths, self.config.db, prune=True, git=git, guards=GuardOptions(allow_mass_delete=self.config.allow_mass_delete),
-                lock_timeout=self.config.lock_timeout, command="watch", validate_providers=self.config.validate_providers,
-                validation_timeout=self.config.validation_timeout, start_runs=False, engine=engine, manifests=manifests,
+                paths,
+                self.config.db,
+                prune=True,
+                git=git,
+                guards=GuardOptions(allow_mass_delete=self.config.allow_mass_delete),
+                lock_timeout=self.config.lock_timeout,
+                command="watch",
+                validate_providers=self.config.validate_providers,
+                validation_timeout=self.config.validation_timeout,
+                start_runs=False,
+                engine=engine,
+                manifests=manifests,
             )
             outcome = apply_manifests(request)  # its on_apply runs start in the background, after this event
             drift = tuple(detect_drift(outcome.snapshot))
@@ -335,8 +351,18 @@ class Watcher:
         if result is None or result.apply_id is None:
             return ReconcileEvent(trigger, "in-sync", _ms(started), drift=drift, provider_status=statuses, files=files, git=git)
         return ReconcileEvent(
-            trigger, "applied", _ms(started), apply_id=result.apply_id, summary=plan.summary(), changes=_change_lines(plan),
-            drift=drift, errors=outcome.problems, provider_status=statuses, files=files, git=git, runs=result.runs_to_start,
+            trigger,
+            "applied",
+            _ms(started),
+            apply_id=result.apply_id,
+            summary=plan.summary(),
+            changes=_change_lines(plan),
+            drift=drift,
+            errors=outcome.problems,
+            provider_status=statuses,
+            files=files,
+            git=git,
+            runs=result.runs_to_start,
         )
 
     def retry_due(self) -> bool:
@@ -379,9 +405,7 @@ def _ms(started: float) -> float:
 def check_paths(paths: tuple[str, ...]) -> None:
     missing = [p for p in paths if not Path(p).exists()]
     if missing:
-        raise ReconcilerError(
-            [Problem(f"cannot watch {p}: no such file or directory", hint="pass the manifests directory") for p in missing]
-        )
+        raise ReconcilerError([Problem(f"cannot watch {p}: no such file or directory", hint="pass the manifests directory") for p in missing])
 
 
 def git_dir_of(path: str) -> Path | None:
@@ -457,8 +481,13 @@ def run_watch(config: WatchConfig, emit: Callable[[Event], None], stop: threadin
         wake_ms = max(50, int(min(scan_every, config.retry_initial) * 1000))
         for changes in watchfiles.watch(
             # a batch ends after 200 ms without changes (watchfiles' 50 ms splits a slow `git pull`)
-            *config.paths, debounce=config.debounce_ms, step=min(200, config.debounce_ms), stop_event=stop, rust_timeout=wake_ms,
-            yield_on_timeout=True, raise_interrupt=False,
+            *config.paths,
+            debounce=config.debounce_ms,
+            step=min(200, config.debounce_ms),
+            stop_event=stop,
+            rust_timeout=wake_ms,
+            yield_on_timeout=True,
+            raise_interrupt=False,
         ):
             if stop.is_set():
                 break

@@ -70,9 +70,13 @@ def _list_rows(conn: Connection, managed: Mapping[str, str]) -> list[dict[str, A
     s, a, t, p = agent_task_assignments, agent_configs, task_configs, llm_providers
     query = (
         select(
-            s.c.id, s.c.is_active, s.c.assigned_at,
-            a.c.name.label("agent_name"), t.c.name.label("task_name"),
-            p.c.name.label("provider_name"), p.c.type.label("provider_type"),
+            s.c.id,
+            s.c.is_active,
+            s.c.assigned_at,
+            a.c.name.label("agent_name"),
+            t.c.name.label("task_name"),
+            p.c.name.label("provider_name"),
+            p.c.type.label("provider_type"),
         )
         .join(a, a.c.id == s.c.agent_id)
         .join(t, t.c.id == s.c.task_id)

@@ -74,9 +74,7 @@ def named_table(name: str, *columns: Any) -> Table:
     columns, then created_at and updated_at."""
     from sqlalchemy import String
 
-    return Table(
-        name, metadata, id_column(), Column("name", String(255), nullable=False, unique=True, index=True), *columns, *timestamp_columns()
-    )
+    return Table(name, metadata, id_column(), Column("name", String(255), nullable=False, unique=True, index=True), *columns, *timestamp_columns())
 
 
 def row_name(name: str, annotations: Mapping[str, str]) -> str:
@@ -278,7 +276,9 @@ def id_text(raw: Any) -> str:
 
 
 def column_reader(
-    table: Table, columns: tuple[str, ...], references: Mapping[str, Reference] = {},
+    table: Table,
+    columns: tuple[str, ...],
+    references: Mapping[str, Reference] = {},
     name_of: Callable[[dict[str, Any]], str] | None = None,
 ) -> Callable[[Connection, Names], list[RowRead]]:
     """A ``Kind.read`` for a table whose essence fields are its columns (``name_of`` names rows
@@ -314,7 +314,9 @@ def column_writer(columns: tuple[str, ...], references: Mapping[str, Reference] 
 
 
 def plain_export(
-    order: tuple[str, ...], references: Mapping[str, Reference] = {}, defaults: Mapping[str, Any] = {},
+    order: tuple[str, ...],
+    references: Mapping[str, Reference] = {},
+    defaults: Mapping[str, Any] = {},
 ) -> Callable[[ExportSource], ExportedSpec]:
     """A ``Kind.export`` that writes the essence's fields in ``order`` (None left out, references
     under their exported names); a NULL where the manifest needs a value gets ``defaults`` and a note."""

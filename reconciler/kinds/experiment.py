@@ -85,7 +85,8 @@ class ExperimentSpec(Strict):
             raise PydanticCustomError("experiment_agents", "agents are listed once each; repeated: {twice}", {"twice": ", ".join(twice)})
         if self.baseline is not None and self.baseline not in self.agents:
             raise PydanticCustomError(
-                "experiment_baseline", "baseline '{baseline}' is not one of the agents ({agents})",
+                "experiment_baseline",
+                "baseline '{baseline}' is not one of the agents ({agents})",
                 {"baseline": self.baseline, "agents": ", ".join(self.agents)},
             )
         return self

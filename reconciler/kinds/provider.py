@@ -68,7 +68,9 @@ class RateLimit(Strict):
 class ProviderSpec(Strict):
     type: ProviderType
     base_url: str | None = Field(
-        default=None, max_length=2048, pattern=r"^https?://\S+$",
+        default=None,
+        max_length=2048,
+        pattern=r"^https?://\S+$",
         description="required for ollama and openai-compatible; anthropic and google default to the public API (give the root, without /v1)",
     )
     api_key: SecretRef | None = Field(default=None, description="required for anthropic and google, and for openai without a base_url")
@@ -86,7 +88,8 @@ class ProviderSpec(Strict):
             )
         if self.type in ("anthropic", "google") and self.api_key is None:
             raise PydanticCustomError(
-                "provider_api_key", "an {type} provider needs api_key, a reference such as from_env: {var}",
+                "provider_api_key",
+                "an {type} provider needs api_key, a reference such as from_env: {var}",
                 {"type": self.type, "var": "ANTHROPIC_API_KEY" if self.type == "anthropic" else "GEMINI_API_KEY"},
             )
         if self.model_path is not None and self.type != "llamacpp":
@@ -113,7 +116,11 @@ def _essence(m: Manifest, fingerprint: Fingerprint | None) -> dict[str, Any]:
         api_key = {"ref": s.api_key.describe(), "hmac": fingerprint(s.api_key.model_dump(exclude_none=True), m)}
     rate_limit = s.rate_limit.model_dump(exclude_none=True) if s.rate_limit is not None else None
     return {
-        "type": s.type, "base_url": s.base_url, "is_active": s.is_active, "api_key": api_key, "model_path": s.model_path,
+        "type": s.type,
+        "base_url": s.base_url,
+        "is_active": s.is_active,
+        "api_key": api_key,
+        "model_path": s.model_path,
         "rate_limit": rate_limit,
     }
 
@@ -137,7 +144,10 @@ def provider_config(name: str, row: Mapping[str, Any], applied: Mapping[str, Any
     """The LLM port's view of a provider, without its key (``row["api_key_encrypted"]`` holds it):
     its columns (``row``: type, base_url) and the fields kept in the bookkeeping (``applied``)."""
     return ProviderConfig(
-        name=name, type=row["type"], base_url=row["base_url"], model_path=applied.get("model_path"),
+        name=name,
+        type=row["type"],
+        base_url=row["base_url"],
+        model_path=applied.get("model_path"),
         rate_limit=RateLimitConfig.from_value(applied.get("rate_limit")),
     )
 

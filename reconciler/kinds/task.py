@@ -40,9 +40,7 @@ task_configs = named_table(
 
 class TaskSpec(Strict):
     description: str | None = None
-    response_schema: FileRef | dict[str, Any] = Field(
-        description="an inline JSON Schema, or {from_file: path} relative to the manifest"
-    )
+    response_schema: FileRef | dict[str, Any] = Field(description="an inline JSON Schema, or {from_file: path} relative to the manifest")
     is_active: bool = True
 
     @field_validator("response_schema", mode="before")

@@ -31,10 +31,7 @@ def instructions(agent: AgentConfig, task: TaskConfig, mode: str) -> str | None:
 
 def example_turns(agent: AgentConfig) -> list[tuple[str, str]]:
     """(user message, assistant answer) per few-shot example; a structured answer as the JSON the model should write."""
-    return [
-        (e.input, e.output if isinstance(e.output, str) else json.dumps(e.output, ensure_ascii=False))
-        for e in agent.examples
-    ]
+    return [(e.input, e.output if isinstance(e.output, str) else json.dumps(e.output, ensure_ascii=False)) for e in agent.examples]
 
 
 def conversation(agent: AgentConfig, task: TaskConfig, mode: str, prompt: str) -> list[dict[str, str]]:

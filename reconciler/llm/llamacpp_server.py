@@ -193,9 +193,7 @@ class LlamaCppServer:
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
         pkg_root = str(Path(__file__).resolve().parents[2])
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (pkg_root, env.get("PYTHONPATH", "")) if p
-        )
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_root, env.get("PYTHONPATH", "")) if p)
         env["PYTHONUNBUFFERED"] = "1"
         if self.api_key:
             env[API_KEY_ENV] = self.api_key
@@ -233,10 +231,7 @@ class LlamaCppServer:
 
     def _failure(self, what: str) -> RuntimeError:
         tail = "\n".join("    " + line for line in self.stderr_tail(25)) or "    <no output>"
-        return RuntimeError(
-            f"llama.cpp server child (pid {self.pid}, model {self._model_path}) {what}.\n"
-            f"Last output lines:\n{tail}"
-        )
+        return RuntimeError(f"llama.cpp server child (pid {self.pid}, model {self._model_path}) {what}.\nLast output lines:\n{tail}")
 
     def start(self, timeout: float = 120) -> str:
         """Start the child (no-op if already running) and return :attr:`base_url`."""
@@ -259,11 +254,15 @@ class LlamaCppServer:
             )
             self._threads = [
                 threading.Thread(
-                    target=self._pump, args=(self._proc.stdout, True), daemon=True,
+                    target=self._pump,
+                    args=(self._proc.stdout, True),
+                    daemon=True,
                     name=f"llamacpp-stdout-{self._proc.pid}",
                 ),
                 threading.Thread(
-                    target=self._pump, args=(self._proc.stderr, False), daemon=True,
+                    target=self._pump,
+                    args=(self._proc.stderr, False),
+                    daemon=True,
                     name=f"llamacpp-stderr-{self._proc.pid}",
                 ),
             ]
@@ -276,9 +275,7 @@ class LlamaCppServer:
                     if self._proc.poll() is not None:
                         for t in self._threads:
                             t.join(timeout=2)
-                        raise self._failure(
-                            f"{_describe_returncode(self._proc.returncode)} during startup"
-                        )
+                        raise self._failure(f"{_describe_returncode(self._proc.returncode)} during startup")
                     if self._ready_event.is_set() and self._probe(self._ready_url or ""):
                         self._root_url = self._ready_url
                         self._port = port
@@ -327,9 +324,7 @@ class LlamaCppServer:
                 t.join(timeout=1)
             raise self._failure(_describe_returncode(rc))
 
-    def request(
-        self, method: str, path: str, payload: Any = None, timeout: float = 120
-    ) -> Any:
+    def request(self, method: str, path: str, payload: Any = None, timeout: float = 120) -> Any:
         """Small JSON helper: ``request("POST", "/v1/chat/completions", {...})``.
 
         Connection failures are turned into a ``RuntimeError`` that explains whether the

@@ -71,9 +71,7 @@ class OutputSchema:
     @property
     def is_object(self) -> bool:
         """Structured-output modes need an object at the top level; anything else uses text mode."""
-        return self.schema.get("type") == "object" or (
-            "type" not in self.schema and "properties" in self.schema
-        )
+        return self.schema.get("type") == "object" or ("type" not in self.schema and "properties" in self.schema)
 
     def _confirmed_valid(self, value: Any) -> bool:
         if self._fast is None:

@@ -166,6 +166,4 @@ class ModelFactory(Protocol):
 class AgentFactory(Protocol):
     """Creates agents for (agent, task, provider); the registry caches what it returns."""
 
-    def __call__(
-        self, agent: AgentConfig, task: TaskConfig, provider: ProviderConfig, settings: ExecutionSettings
-    ) -> LLMAgent: ...
+    def __call__(self, agent: AgentConfig, task: TaskConfig, provider: ProviderConfig, settings: ExecutionSettings) -> LLMAgent: ...

@@ -188,8 +188,10 @@ class PydanticAIAgent:
         self.config_sha256 = config_digest(agent, task, provider.public(), settings)
         self.schema = OutputSchema(task.response_schema)
         profile = getattr(model, "profile", None) or {}
-        native = bool(profile.get("supports_json_schema_output", False)) if isinstance(profile, dict) else bool(
-            getattr(profile, "supports_json_schema_output", False)
+        native = (
+            bool(profile.get("supports_json_schema_output", False))
+            if isinstance(profile, dict)
+            else bool(getattr(profile, "supports_json_schema_output", False))
         )
         output_type, self.output_mode = _output_spec(task, self.schema, native)
         model_settings: ModelSettings = {"timeout": settings.timeout_seconds}
@@ -236,14 +238,16 @@ class PydanticAIAgent:
             try:
                 result = await self._agent.run(prompt, deps=state, message_history=self._examples or None)
             except (pe.AgentRunError, pe.UserError) as exc:
-                inp, out, requests, last = _tokens(messages[len(self._examples):])
+                inp, out, requests, last = _tokens(messages[len(self._examples) :])
                 error = translate_error(exc, (inp, out, requests))
                 if isinstance(error, InvalidOutput):
                     reason = "; ".join(state.problems) or str(exc).splitlines()[0]
                     shown = f" (last answer: {last[:200]!r})" if last else ""
                     error = InvalidOutput(
                         f"no valid output after {error.attempts} attempts: {reason}{shown}",
-                        attempts=error.attempts, input_tokens=inp, output_tokens=out,
+                        attempts=error.attempts,
+                        input_tokens=inp,
+                        output_tokens=out,
                     )
                 raise error from exc
         usage = result.usage
@@ -284,15 +288,17 @@ class PydanticAIFramework:
             )
         return make()
 
-    def __call__(
-        self, agent: AgentConfig, task: TaskConfig, provider: ProviderConfig, settings: ExecutionSettings
-    ) -> PydanticAIAgent:
+    def __call__(self, agent: AgentConfig, task: TaskConfig, provider: ProviderConfig, settings: ExecutionSettings) -> PydanticAIAgent:
         factory = self.model_factory(provider.type)
         model = factory.create_model(provider, agent.model_name, settings)
         recover = getattr(factory, "recover", None)
         close = getattr(factory, "aclose", None)
         return PydanticAIAgent(
-            agent, task, provider, settings, model,
+            agent,
+            task,
+            provider,
+            settings,
+            model,
             (lambda: recover(provider, model)) if recover else None,
             (lambda: close(model)) if close else None,
         )

@@ -62,9 +62,7 @@ class AgentRegistry:
     def __len__(self) -> int:
         return sum(1 for ref, _ in list(self._agents.values()) if ref() is not None)
 
-    async def get_or_create(
-        self, agent: AgentConfig, task: TaskConfig, provider: ProviderConfig, settings: ExecutionSettings
-    ) -> LLMAgent:
+    async def get_or_create(self, agent: AgentConfig, task: TaskConfig, provider: ProviderConfig, settings: ExecutionSettings) -> LLMAgent:
         loop = asyncio.get_running_loop()
         key = (id(loop), registry_key(agent, task, provider, settings))
         found = self._lookup(key, loop)

@@ -16,9 +16,19 @@ from typing import Any
 from reconciler.paths import ALLOW_OUTSIDE_ROOT_ENV, MAX_REFERENCED_FILE_BYTES, FileRefError, outside_root_allowed, resolve_within
 
 __all__ = [
-    "ALLOW_OUTSIDE_ROOT_ENV", "MAX_REFERENCED_FILE_BYTES", "FileRefError", "normalize_input", "outside_root_allowed",
-    "read_inputs_file", "read_schema_file", "resolve_within", "template_fields", "too_deep",
+    "ALLOW_OUTSIDE_ROOT_ENV",
+    "MAX_REFERENCED_FILE_BYTES",
+    "FileRefError",
+    "normalize_input",
+    "outside_root_allowed",
+    "read_inputs_file",
+    "read_schema_file",
+    "resolve_within",
+    "template_fields",
+    "too_deep",
 ]
+
+
 def too_deep(value: Any, limit: int) -> bool:
     """Whether JSON-shaped data nests deeper than ``limit`` (iterative: safe on any depth)."""
     stack = [(value, 0)]

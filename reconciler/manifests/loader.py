@@ -409,8 +409,11 @@ def _check_together(manifests: list[Manifest], declared: set[ResourceKey], probl
 
 
 def _check_experiment_agents(
-    first: dict[ResourceKey, Manifest], names: dict[str, set[str]], pairs: dict[tuple[str, str], Manifest],
-    problems: ProblemList, external_refs: bool,
+    first: dict[ResourceKey, Manifest],
+    names: dict[str, set[str]],
+    pairs: dict[tuple[str, str], Manifest],
+    problems: ProblemList,
+    external_refs: bool,
 ) -> None:
     """Each agent of an experiment must exist and be assigned to its task (the hint is the Assignment to add)."""
     for m in first.values():
@@ -422,18 +425,28 @@ def _check_experiment_agents(
             if agent not in names["Agent"]:
                 if not external_refs:
                     close = difflib.get_close_matches(agent, sorted(names["Agent"]), n=1)
-                    problems.add(Problem(
-                        f"refers to Agent {agent!r}, which is not defined in the manifests", where, m.title, f"spec.agents.{i}",
-                        (f"did you mean {close[0]!r}? " if close else "") + f"define Agent {agent!r} or fix the name",
-                    ))
+                    problems.add(
+                        Problem(
+                            f"refers to Agent {agent!r}, which is not defined in the manifests",
+                            where,
+                            m.title,
+                            f"spec.agents.{i}",
+                            (f"did you mean {close[0]!r}? " if close else "") + f"define Agent {agent!r} or fix the name",
+                        )
+                    )
                 continue
             if (agent, task) not in pairs and task in names["Task"]:
-                problems.add(Problem(
-                    f"agent {agent!r} is not assigned to task {task!r}", where, m.title, f"spec.agents.{i}",
-                    "add the assignment:\n"
-                    "    apiVersion: reconciler/v1\n    kind: Assignment\n"
-                    f"    metadata: {{name: {agent}-{task}}}\n    spec: {{agent: {agent}, task: {task}}}",
-                ))
+                problems.add(
+                    Problem(
+                        f"agent {agent!r} is not assigned to task {task!r}",
+                        where,
+                        m.title,
+                        f"spec.agents.{i}",
+                        "add the assignment:\n"
+                        "    apiVersion: reconciler/v1\n    kind: Assignment\n"
+                        f"    metadata: {{name: {agent}-{task}}}\n    spec: {{agent: {agent}, task: {task}}}",
+                    )
+                )
 
 
 def _check_expected(first: dict[ResourceKey, Manifest], problems: ProblemList) -> None:
@@ -473,8 +486,13 @@ def _check_row_names(first: dict[ResourceKey, Manifest], problems: ProblemList) 
                 continue
             if not value.strip() or len(value) > ROW_NAME_MAX:
                 problems.add(
-                    Problem(f"found {_short(value)}; a row name is 1 to {ROW_NAME_MAX} characters, not only spaces", where, m.title, dotted,
-                            "give the row's name in the database, or remove the annotation to name the row after the manifest")
+                    Problem(
+                        f"found {_short(value)}; a row name is 1 to {ROW_NAME_MAX} characters, not only spaces",
+                        where,
+                        m.title,
+                        dotted,
+                        "give the row's name in the database, or remove the annotation to name the row after the manifest",
+                    )
                 )
                 continue
         if not BY_NAME[m.kind].keeps_row_names:

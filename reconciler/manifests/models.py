@@ -49,6 +49,22 @@ def _envelope(kind: str, spec: type[BaseModel]) -> type[Envelope]:
 MANIFEST_MODELS: dict[str, type[Envelope]] = {kind: _envelope(kind, spec) for kind, spec in SPEC_MODELS.items()}
 
 __all__ = [
-    "API_VERSION", "KIND_NAMES", "MANIFEST_MODELS", "NAME_PATTERN", "SPEC_MODELS", "AgentExample", "AgentSpec", "AssignmentSpec",
-    "Envelope", "FileRef", "Metadata", "Prices", "ProviderSpec", "ProviderType", "RunInput", "RunSpec", "SecretRef", "TaskSpec",
+    "API_VERSION",
+    "KIND_NAMES",
+    "MANIFEST_MODELS",
+    "NAME_PATTERN",
+    "SPEC_MODELS",
+    "AgentExample",
+    "AgentSpec",
+    "AssignmentSpec",
+    "Envelope",
+    "FileRef",
+    "Metadata",
+    "Prices",
+    "ProviderSpec",
+    "ProviderType",
+    "RunInput",
+    "RunSpec",
+    "SecretRef",
+    "TaskSpec",
 ]

@@ -43,9 +43,7 @@ def any_manifest_schema() -> dict[str, Any]:
             assert defs.get(name, definition) == definition, f"two kinds define {name} differently"
             defs[name] = definition
         defs[model.__name__] = {k: v for k, v in schema.items() if k != "title"}
-        dispatch.append(
-            {"if": {"properties": {"kind": {"const": kind}}, "required": ["kind"]}, "then": {"$ref": f"#/$defs/{model.__name__}"}}
-        )
+        dispatch.append({"if": {"properties": {"kind": {"const": kind}}, "required": ["kind"]}, "then": {"$ref": f"#/$defs/{model.__name__}"}})
     return {
         "$schema": SCHEMA_DIALECT,
         "$id": f"https://reconciler.dev/schemas/v1/{ANY_MANIFEST}",

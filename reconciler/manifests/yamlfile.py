@@ -143,8 +143,7 @@ class _Converter:
         self.nodes += children
         if self.nodes > MAX_NODES_PER_DOCUMENT:
             raise _TooComplex(
-                f"document expands to more than {MAX_NODES_PER_DOCUMENT} YAML nodes "
-                "(too many aliases or values)",
+                f"document expands to more than {MAX_NODES_PER_DOCUMENT} YAML nodes (too many aliases or values)",
                 node,
             )
         if depth > MAX_DEPTH:
@@ -229,8 +228,7 @@ class _Converter:
         method = _SCALARS.get(tag)
         if method is None:
             raise _TooComplex(
-                f"unsupported YAML tag {tag!r}; manifests may only hold strings, numbers, booleans, "
-                "null, lists and mappings",
+                f"unsupported YAML tag {tag!r}; manifests may only hold strings, numbers, booleans, null, lists and mappings",
                 node,
             )
         value = getattr(_constructor, method)(node)
@@ -348,9 +346,7 @@ def read_yaml_file(path: Path, display: str | None = None) -> tuple[list[RawDocu
         deep = _too_deep(text, display)
         if deep is not None:
             return [], [*problems, deep]
-    documents = [
-        RawDocument(display, index, data, location, text) for index, data, location, _ in _parse(text, display, problems, False)
-    ]
+    documents = [RawDocument(display, index, data, location, text) for index, data, location, _ in _parse(text, display, problems, False)]
     return documents, problems
 
 
@@ -364,9 +360,7 @@ def _marks_in(text: str, display: str) -> list[dict[FieldPath, Mark]]:
     return out
 
 
-def _parse(
-    text: str, display: str, problems: list[Problem], with_marks: bool
-) -> Iterator[tuple[int, Any, Location, dict[FieldPath, Mark]]]:
+def _parse(text: str, display: str, problems: list[Problem], with_marks: bool) -> Iterator[tuple[int, Any, Location, dict[FieldPath, Mark]]]:
     """(index, data, location, marks) of each readable document; problems are appended."""
     loader = _Loader(text)
     index = -1
@@ -386,9 +380,7 @@ def _parse(
             node = loader.get_node()
             if node is None or (isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null"):
                 line = node.start_mark.line + 1 if node is not None else 1
-                problems.append(
-                    Problem(f"document {index + 1} is empty; skipped", Location(display, line, 1), severity="warning")
-                )
+                problems.append(Problem(f"document {index + 1} is empty; skipped", Location(display, line, 1), severity="warning"))
                 continue
             converter = _Converter(display, {} if with_marks else None, check_text)
             converter.nodes = 1  # the root
@@ -431,13 +423,13 @@ def find_manifest_files(paths: list[str]) -> tuple[list[tuple[Path, str]], list[
             problems.append(Problem("no such file or directory", Location(raw), hint="check the path"))
         elif p.is_dir():
             files = sorted(
-                f for pattern in ("*.yaml", "*.yml") for f in p.rglob(pattern)
+                f
+                for pattern in ("*.yaml", "*.yml")
+                for f in p.rglob(pattern)
                 if f.is_file() and not any(part.startswith(".") for part in f.relative_to(p).parts)
             )
             if not files:
-                problems.append(
-                    Problem("directory contains no manifests (*.yaml, *.yml)", Location(raw), hint="point at the manifests directory")
-                )
+                problems.append(Problem("directory contains no manifests (*.yaml, *.yml)", Location(raw), hint="point at the manifests directory"))
             found.extend((f, str(f)) for f in files)
         else:
             found.append((p, raw))

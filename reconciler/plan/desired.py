@@ -32,8 +32,14 @@ def desired_state(manifests: ManifestSet, fingerprint_secret: Fingerprint | None
     for m in manifests.manifests:
         k = BY_NAME[m.kind]
         out[m.key] = DesiredResource(
-            m.kind, m.name, k.essence(m, fingerprint_secret), str(m.location), m.labels, m.annotations,
-            k.secret_source(m) if k.secret_source else None, k.payload(m) if k.payload else None,
+            m.kind,
+            m.name,
+            k.essence(m, fingerprint_secret),
+            str(m.location),
+            m.labels,
+            m.annotations,
+            k.secret_source(m) if k.secret_source else None,
+            k.payload(m) if k.payload else None,
         )
     return out
 

@@ -118,9 +118,7 @@ def diff(
     resources = actual.resources
 
     # the natural names (AGENT+TASK) of managed unnamed rows: an unmanaged twin of one is not listed
-    managed_natural = {
-        (r.kind, natural(r.essence)) for r in resources.values() if r.managed and (natural := BY_NAME[r.kind].natural_name)
-    }
+    managed_natural = {(r.kind, natural(r.essence)) for r in resources.values() if r.managed and (natural := BY_NAME[r.kind].natural_name)}
     # rows named otherwise than their manifests (reconciler/row-name): a name one row keeps may be another's
     kept_names = any(r.row_name is not None for r in resources.values()) or any(ROW_NAME in d.annotations for d in desired.values())
     by_row_name = {(r.kind, r.db_name): r for r in resources.values() if BY_NAME[r.kind].keeps_row_names} if kept_names else {}
@@ -153,7 +151,15 @@ def diff(
         if fields:
             upserts[d.kind].append(
                 Change(
-                    Action.UPDATE, d.kind, d.name, fields, _desired_payload(d), a.row_id, d.source, d.labels, d.annotations,
+                    Action.UPDATE,
+                    d.kind,
+                    d.name,
+                    fields,
+                    _desired_payload(d),
+                    a.row_id,
+                    d.source,
+                    d.labels,
+                    d.annotations,
                     reason=f"apply #{a.apply_id}" if a.apply_id else "",
                 )
             )

@@ -60,9 +60,9 @@ def check_prevent_destroy(plan: Plan) -> list[Problem]:
     """A delete of a resource annotated ``reconciler/prevent-destroy: "true"`` is refused."""
     return [
         Problem(
-            f"{c.kind} {c.name!r} is protected by the annotation {PREVENT_DESTROY}: \"true\"; the plan would delete it",
+            f'{c.kind} {c.name!r} is protected by the annotation {PREVENT_DESTROY}: "true"; the plan would delete it',
             document=f'{c.kind} "{c.name}"',
-            hint="put its manifest back, or first apply it with the annotation removed (or set to \"false\"), then delete it",
+            hint='put its manifest back, or first apply it with the annotation removed (or set to "false"), then delete it',
         )
         for c in plan.changes
         if c.action is Action.DELETE and str(c.annotations.get(PREVENT_DESTROY, "")).strip().lower() == "true"

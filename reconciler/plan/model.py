@@ -99,8 +99,12 @@ class EnumShortfall:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "table": self.table, "column": self.column, "enum": self.enum,
-            "values": list(self.values), "missing": list(self.missing), "resources": list(self.resources),
+            "table": self.table,
+            "column": self.column,
+            "enum": self.enum,
+            "values": list(self.values),
+            "missing": list(self.missing),
+            "resources": list(self.resources),
         }
 
     @classmethod
@@ -155,8 +159,7 @@ class Plan:
                 kind=c["kind"],
                 name=c["name"],
                 fields=tuple(
-                    FieldChange(f["field"], f.get("old"), f.get("new"), f.get("sensitive", False), f.get("drift", False))
-                    for f in c["fields"]
+                    FieldChange(f["field"], f.get("old"), f.get("new"), f.get("sensitive", False), f.get("drift", False)) for f in c["fields"]
                 ),
                 desired=c.get("desired"),
                 row_id=c.get("row_id"),

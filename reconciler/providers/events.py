@@ -51,9 +51,7 @@ class EventBus:
 provider_events = EventBus()
 
 
-def validation_event(
-    name: str, provider_id: str, status: str, error: str | None = None, validated_at: datetime | None = None, **extra: Any
-) -> Event:
+def validation_event(name: str, provider_id: str, status: str, error: str | None = None, validated_at: datetime | None = None, **extra: Any) -> Event:
     return {
         "event": "validation_update",
         "provider": name,

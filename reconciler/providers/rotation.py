@@ -58,10 +58,7 @@ def reencrypt_all(conn: Connection, box: SecretBox) -> tuple[str, ...]:
         return ()
     p = llm_providers
     b = reconciler_resources
-    books = {
-        r.row_id: r
-        for r in conn.execute(select(b.c.name, b.c.row_id, b.c.applied, b.c.secret_digest).where(b.c.kind == "Provider"))
-    }
+    books = {r.row_id: r for r in conn.execute(select(b.c.name, b.c.row_id, b.c.applied, b.c.secret_digest).where(b.c.kind == "Provider"))}
     now = utcnow()
     rows, book_rows = [], []
     for row_id, (_name, old_token, value) in plain.items():

@@ -44,9 +44,7 @@ def load_providers(engine: Engine, names: Sequence[str] | None = None) -> list[S
     b = reconciler_resources.c
     with engine.connect() as conn:
         books = {str(r.row_id): r for r in conn.execute(select(b.row_id, b.name, b.applied).where(b.kind == "Provider"))}
-        rows = conn.execute(
-            select(p.id, p.name, p.type, p.base_url, p.is_active, p.api_key_encrypted).order_by(p.name)
-        ).all()
+        rows = conn.execute(select(p.id, p.name, p.type, p.base_url, p.is_active, p.api_key_encrypted).order_by(p.name)).all()
     providers, row_names = [], {}
     for r in rows:
         book = books.get(str(r.id))
@@ -132,11 +130,7 @@ async def check_providers_async(
     by_name = {sp.name: sp for sp in providers}
     with engine.begin() as conn:
         p = writable(conn, llm_providers)
-        conn.execute(
-            update(p)
-            .where(p.c.id.in_([sp.id for sp in providers]))
-            .values(validation_status="validating", validation_error=None)
-        )
+        conn.execute(update(p).where(p.c.id.in_([sp.id for sp in providers])).values(validation_status="validating", validation_error=None))
     for sp in providers:
         bus.emit(validation_event(sp.name, str(sp.id), "validating", type=sp.type))
     done: set[str] = set()

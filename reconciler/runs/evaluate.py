@@ -74,8 +74,17 @@ def interleave(todo: Sequence[Sequence[EvalItem]]) -> list[tuple[int, EvalItem]]
 
 def reused_outcome(arm: int, item: EvalItem, answer: CachedAnswer) -> ItemOutcome:
     return ItemOutcome(
-        item.index, item.input, answer.output, True, None, 0, answer.input_tokens, answer.output_tokens,
-        answer.latency_ms or 0.0, arm=arm, reused=True,
+        item.index,
+        item.input,
+        answer.output,
+        True,
+        None,
+        0,
+        answer.input_tokens,
+        answer.output_tokens,
+        answer.latency_ms or 0.0,
+        arm=arm,
+        reused=True,
     )
 
 
@@ -102,8 +111,14 @@ def evaluate(
 
 
 async def _evaluate(
-    arms: Sequence[Arm], todo: Sequence[Sequence[EvalItem]], options: EvaluationOptions, save: Save,
-    lookup: Lookup | None, registry: Any, on_item: Callable[[ItemOutcome], None] | None, halt: threading.Event | None,
+    arms: Sequence[Arm],
+    todo: Sequence[Sequence[EvalItem]],
+    options: EvaluationOptions,
+    save: Save,
+    lookup: Lookup | None,
+    registry: Any,
+    on_item: Callable[[ItemOutcome], None] | None,
+    halt: threading.Event | None,
 ) -> Evaluation:
     agents: list[Any] = []
     try:

@@ -50,7 +50,8 @@ class ExperimentSummary:
     def describe(self) -> str:
         """One line for people: status, then per arm valid answers and accuracy, and the time."""
         arms = "; ".join(
-            f"{a.name} {a.items_succeeded}/{a.items_total} valid" + (f", accuracy {a.accuracy:.0%}" if a.accuracy is not None else "")
+            f"{a.name} {a.items_succeeded}/{a.items_total} valid"
+            + (f", accuracy {a.accuracy:.0%}" if a.accuracy is not None else "")
             + (f", {a.reused} reused" if a.reused else "")
             for a in self.arms
         )
@@ -122,14 +123,12 @@ def execute_experiment(
                 f"experiment {name!r}: agent {arm.agent!r} started with another configuration "
                 f"(sha256 {arm.config_sha256[:12]}, now {shas[index][:12]}): resuming would mix results of two configurations",
                 hint=(
-                    "create a new Experiment (a new metadata.name) for the new configuration; "
-                    f"`reconciler experiments show {name}` shows the old one"
+                    f"create a new Experiment (a new metadata.name) for the new configuration; `reconciler experiments show {name}` shows the old one"
                 ),
             )
     done = xstore.finished_indexes(engine, [a.run_id for a in existing.values()], retry_failed=True) if options.retry_failed else stored
     todo = [
-        work_items(f"experiment {name!r}", spec, done.get(existing[i].run_id, set()) if i in existing else set(), repeats)
-        for i in range(len(agents))
+        work_items(f"experiment {name!r}", spec, done.get(existing[i].run_id, set()) if i in existing else set(), repeats) for i in range(len(agents))
     ]
 
     starts = [xstore.ArmStart(i, a, assignments[a], snapshots[i], shas[i], per_arm) for i, a in enumerate(agents)]
@@ -159,8 +158,14 @@ def execute_experiment(
     try:
         if any(todo):
             evaluation = evaluate(
-                arms, todo, EvaluationOptions(concurrency, settings, options.use_cache, options.max_consecutive_failures),
-                save=save, lookup=partial(answer_cache.lookup, engine), registry=registry, on_item=item_done, halt=halt,
+                arms,
+                todo,
+                EvaluationOptions(concurrency, settings, options.use_cache, options.max_consecutive_failures),
+                save=save,
+                lookup=partial(answer_cache.lookup, engine),
+                registry=registry,
+                on_item=item_done,
+                halt=halt,
             )
             stopped = evaluation.stopped_reason
             if stopped is not None and stopped != HALTED:
@@ -178,14 +183,31 @@ def execute_experiment(
 
 
 def _finish(
-    engine: Engine, record: xstore.ExperimentRecord, agents: list[str], configs: list[store.ResolvedConfig], shas: list[str],
-    run_ids: dict[int, Any], per_arm: int, elapsed: float, stopped: str | None, evaluation: Evaluation,
+    engine: Engine,
+    record: xstore.ExperimentRecord,
+    agents: list[str],
+    configs: list[store.ResolvedConfig],
+    shas: list[str],
+    run_ids: dict[int, Any],
+    per_arm: int,
+    elapsed: float,
+    stopped: str | None,
+    evaluation: Evaluation,
 ) -> ExperimentSummary:
     elapsed_total = (record.elapsed_seconds or 0.0) + elapsed
     summaries = tuple(
         record_outcome(
-            engine, run_ids[i], name=agent, total=per_arm, expected=record.spec.get("expected"), config=configs[i], sha=shas[i],
-            elapsed_total=elapsed_total, stopped=stopped, outcome=Evaluation(), resume=f"reconciler run {record.name}",
+            engine,
+            run_ids[i],
+            name=agent,
+            total=per_arm,
+            expected=record.spec.get("expected"),
+            config=configs[i],
+            sha=shas[i],
+            elapsed_total=elapsed_total,
+            stopped=stopped,
+            outcome=Evaluation(),
+            resume=f"reconciler run {record.name}",
             results=f"reconciler experiments show {record.name}",
         )
         for i, agent in enumerate(agents)
@@ -206,7 +228,8 @@ def _finish(
     elif failed:
         error = f"{failed} of {total} answers failed; see `reconciler experiments show {record.name}`"
     xstore.finish_experiment(
-        engine, record.id,
+        engine,
+        record.id,
         {"status": status, "error": error, "completed_at": None if stopped is not None else utcnow(), "elapsed_seconds": elapsed_total},
     )
     return ExperimentSummary(record.name, status, summaries, evaluation.processed + evaluation.reused, elapsed_total, error)

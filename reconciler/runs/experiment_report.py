@@ -59,8 +59,17 @@ def _modal(values: Sequence[str | None]) -> str | None:
 
 
 def build_report(
-    *, name: str, status: str, task: str | None, baseline: str, arms: Sequence[ArmData], inputs: Sequence[Any],
-    expected: Any, repeats: int = 1, error: str | None = None, prompt_template: str | None = None,
+    *,
+    name: str,
+    status: str,
+    task: str | None,
+    baseline: str,
+    arms: Sequence[ArmData],
+    inputs: Sequence[Any],
+    expected: Any,
+    repeats: int = 1,
+    error: str | None = None,
+    prompt_template: str | None = None,
 ) -> ExperimentReport:
     """The report of an experiment from its arms' stored answers (the baseline is one of the arms)."""
     fields = expected_fields(expected)
@@ -109,7 +118,8 @@ def build_report(
             "accuracy": _round(accuracy),
             "accuracy_ci95": [_round(ci[0]), _round(ci[1])] if ci else None,
             "latency_ms": {
-                "mean": _round(stats.mean(latency), 1), "p50": _round(stats.percentile(latency, 50), 1),
+                "mean": _round(stats.mean(latency), 1),
+                "p50": _round(stats.percentile(latency, 50), 1),
                 "p95": _round(stats.percentile(latency, 95), 1),
             },
             "input_tokens": arm.input_tokens,
@@ -118,19 +128,31 @@ def build_report(
             "cost_per_1k_items_usd": _round(arm.cost_usd / finished * 1000, 8) if finished else None,
             "reused": reused,
             "consistency": _round(stats.mean([c for x in by_input if len(x) == repeats and (c := stats.consistency([v for v, _ in x])) is not None]))
-            if repeated else None,
+            if repeated
+            else None,
             "pass_k": _round(stats.pass_hat_k([[r for _, r in x] for x in by_input if len(x) == repeats])) if repeated and fields else None,
         }
         per_arm[arm.agent] = document
         documents.append(document)
     comparisons = [_compare(agent, baseline, answers, rights, bool(fields)) for agent in (a.agent for a in arms) if agent != baseline]
     data = {
-        "name": name, "status": status, "task": task, "baseline": baseline, "repeats": repeats, "error": error,
-        "arms": documents, "comparisons": comparisons,
+        "name": name,
+        "status": status,
+        "task": task,
+        "baseline": baseline,
+        "repeats": repeats,
+        "error": error,
+        "arms": documents,
+        "comparisons": comparisons,
     }
     return ExperimentReport(
-        data, list(inputs), [metrics.expected_value(item, expected) for item in inputs], _prompts(inputs, prompt_template, expected),
-        answers, latencies, {agent: sorted(found) for agent, found in failures.items()},
+        data,
+        list(inputs),
+        [metrics.expected_value(item, expected) for item in inputs],
+        _prompts(inputs, prompt_template, expected),
+        answers,
+        latencies,
+        {agent: sorted(found) for agent, found in failures.items()},
     )
 
 
@@ -150,9 +172,17 @@ def _compare(agent: str, baseline: str, answers: dict[str, list[str | None]], ri
     agreement = stats.agreement([answers[agent][i] for i in both], [answers[baseline][i] for i in both])
     if not scored:
         return {
-            "agent": agent, "baseline": baseline, "accuracy_diff": None, "mcnemar_p": None, "both_right": None,
-            "only_agent_right": None, "only_baseline_right": None, "both_wrong": None,
-            "agreement": _round(agreement), "improved": [], "regressed": [],
+            "agent": agent,
+            "baseline": baseline,
+            "accuracy_diff": None,
+            "mcnemar_p": None,
+            "both_right": None,
+            "only_agent_right": None,
+            "only_baseline_right": None,
+            "both_wrong": None,
+            "agreement": _round(agreement),
+            "improved": [],
+            "regressed": [],
         }
     a_right = [bool(rights[agent][i]) for i in both]
     b_right = [bool(rights[baseline][i]) for i in both]
@@ -173,6 +203,7 @@ def _compare(agent: str, baseline: str, answers: dict[str, list[str | None]], ri
 
 
 # -- rendering ------------------------------------------------------------------------------------
+
 
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.0%}"
@@ -221,9 +252,18 @@ def _arm_rows(report: ExperimentReport) -> tuple[list[str], list[list[str]]]:
     for arm in report.data["arms"]:
         name = arm["agent"] + (" (baseline)" if arm["agent"] == report.data["baseline"] else "")
         row = [
-            name, str(arm["items"]), str(arm["valid"]), str(arm["failed"]), "-" if arm["correct"] is None else str(arm["correct"]),
-            _interval(arm), _ms(arm["latency_ms"]["p50"]), _ms(arm["latency_ms"]["p95"]),
-            f"{arm['input_tokens'] + arm['output_tokens']:,}", _money(arm["cost_usd"]), _money(arm["cost_per_1k_items_usd"]), str(arm["reused"]),
+            name,
+            str(arm["items"]),
+            str(arm["valid"]),
+            str(arm["failed"]),
+            "-" if arm["correct"] is None else str(arm["correct"]),
+            _interval(arm),
+            _ms(arm["latency_ms"]["p50"]),
+            _ms(arm["latency_ms"]["p95"]),
+            f"{arm['input_tokens'] + arm['output_tokens']:,}",
+            _money(arm["cost_usd"]),
+            _money(arm["cost_per_1k_items_usd"]),
+            str(arm["reused"]),
         ]
         if repeated:
             row += [_pct(arm["consistency"]), _pct(arm["pass_k"])]
@@ -261,7 +301,8 @@ def render_text(report: ExperimentReport, max_items: int = 20) -> str:
     d = report.data
     lines = [
         f"Experiment {d['name']}: {d['status']} (task {d['task']}, {len(report.inputs)} inputs"
-        + (f" × {d['repeats']} repeats" if d["repeats"] > 1 else "") + f", baseline {d['baseline']})",
+        + (f" × {d['repeats']} repeats" if d["repeats"] > 1 else "")
+        + f", baseline {d['baseline']})",
     ]
     if d["error"]:
         lines.append(f"  {d['error']}")
@@ -279,9 +320,7 @@ def render_text(report: ExperimentReport, max_items: int = 20) -> str:
         if c["both_right"] is None:
             lines.append(f"  agreement {_pct(c['agreement'])} (no expected answers: nothing scored)")
             continue
-        lines.append(
-            f"  accuracy {_diff(c['accuracy_diff'])}, McNemar exact p = {_p(c['mcnemar_p'])}: {_verdict(c)}"
-        )
+        lines.append(f"  accuracy {_diff(c['accuracy_diff'])}, McNemar exact p = {_p(c['mcnemar_p'])}: {_verdict(c)}")
         lines.append(
             f"  both right {c['both_right']}, only {c['agent']} {c['only_agent_right']}, only {c['baseline']} {c['only_baseline_right']}, "
             f"both wrong {c['both_wrong']}; agreement {_pct(c['agreement'])}"
@@ -306,8 +345,10 @@ def render_markdown(report: ExperimentReport, max_items: int = 20) -> str:
     lines = [
         f"### Experiment `{d['name']}`: {d['status']}",
         "",
-        f"Task `{d['task']}`, {len(report.inputs)} inputs" + (f" × {d['repeats']} repeats" if d["repeats"] > 1 else "")
-        + f", baseline `{d['baseline']}`." + (f" {d['error']}" if d["error"] else ""),
+        f"Task `{d['task']}`, {len(report.inputs)} inputs"
+        + (f" × {d['repeats']} repeats" if d["repeats"] > 1 else "")
+        + f", baseline `{d['baseline']}`."
+        + (f" {d['error']}" if d["error"] else ""),
         "",
     ]
     header, rows = _arm_rows(report)

@@ -71,8 +71,18 @@ class ArmStart:
 
 def experiment_record(row: Any) -> ExperimentRecord:
     return ExperimentRecord(
-        row["id"], row["name"], row["status"], row["spec"] or {}, row["task_id"], row["runner"], row["heartbeat_at"],
-        row["elapsed_seconds"], row["error"], row["created_at"], row["started_at"], row["completed_at"],
+        row["id"],
+        row["name"],
+        row["status"],
+        row["spec"] or {},
+        row["task_id"],
+        row["runner"],
+        row["heartbeat_at"],
+        row["elapsed_seconds"],
+        row["error"],
+        row["created_at"],
+        row["started_at"],
+        row["completed_at"],
     )
 
 
@@ -127,7 +137,8 @@ def assignments_for(engine: Engine, task_id: uuid.UUID, agents: Sequence[str]) -
     s, a = agent_task_assignments.c, agent_configs.c
     with engine.connect() as conn:
         rows = conn.execute(
-            select(a.name, s.id).select_from(agent_task_assignments.join(agent_configs, agent_configs.c.id == s.agent_id))
+            select(a.name, s.id)
+            .select_from(agent_task_assignments.join(agent_configs, agent_configs.c.id == s.agent_id))
             .where(s.task_id == task_id, a.name.in_(list(agents)))
         ).all()
     return {row[0]: row[1] for row in rows}
@@ -140,16 +151,18 @@ def claim_experiment(engine: Engine, record: ExperimentRecord, arms: Sequence[Ar
     e, r = experiments.c, analysis_runs.c
     now = utcnow()
     values: dict[str, Any] = {
-        "status": "running", "runner": store.runner_identity(), "heartbeat_at": now, "updated_at": now,
-        "error": None, "completed_at": None,
+        "status": "running",
+        "runner": store.runner_identity(),
+        "heartbeat_at": now,
+        "updated_at": now,
+        "error": None,
+        "completed_at": None,
     }
     if record.status == "pending":
         values["started_at"] = now
     with engine.begin() as conn:
         same_runner = e.runner.is_(None) if record.runner is None else e.runner == record.runner
-        done = conn.execute(
-            update(experiments).where(e.id == record.id, e.status == record.status, same_runner).values(**values)
-        ).rowcount
+        done = conn.execute(update(experiments).where(e.id == record.id, e.status == record.status, same_runner).values(**values)).rowcount
         if done != 1:
             raise RunAlreadyStarted(
                 f"experiment {record.name!r} was started by another process just now",
@@ -162,8 +175,14 @@ def claim_experiment(engine: Engine, record: ExperimentRecord, arms: Sequence[Ar
         run_ids: dict[int, uuid.UUID] = {}
         for arm in arms:
             common = {
-                "status": "running", "config_snapshot": arm.snapshot, "config_sha256": arm.sha, "error": None,
-                "completed_at": None, "heartbeat_at": now, "updated_at": now, "agent_assignment_id": arm.assignment_id,
+                "status": "running",
+                "config_snapshot": arm.snapshot,
+                "config_sha256": arm.sha,
+                "error": None,
+                "completed_at": None,
+                "heartbeat_at": now,
+                "updated_at": now,
+                "agent_assignment_id": arm.assignment_id,
                 "items_total": arm.items_total,
             }
             if arm.index in existing:
@@ -191,7 +210,9 @@ def finished_indexes(engine: Engine, run_ids: Sequence[uuid.UUID], *, retry_fail
 
 
 def save_arm_results(
-    engine: Engine, experiment_id: uuid.UUID, rows_by_run: dict[uuid.UUID, list[dict[str, Any]]],
+    engine: Engine,
+    experiment_id: uuid.UUID,
+    rows_by_run: dict[uuid.UUID, list[dict[str, Any]]],
     answers: Sequence[tuple[CacheKey, CachedAnswer]] = (),
 ) -> None:
     """Store finished items of any arms, new cache entries and the heartbeat in one transaction."""
@@ -209,9 +230,7 @@ def finish_experiment(engine: Engine, experiment_id: uuid.UUID, values: dict[str
     """Record the outcome and release the experiment (its arms were finished one by one before)."""
     now = utcnow()
     with engine.begin() as conn:
-        conn.execute(
-            update(experiments).where(experiments.c.id == experiment_id).values(**values, runner=None, heartbeat_at=now, updated_at=now)
-        )
+        conn.execute(update(experiments).where(experiments.c.id == experiment_id).values(**values, runner=None, heartbeat_at=now, updated_at=now))
 
 
 def arm_results(engine: Engine, run_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, list[StoredAnswer]]:
@@ -231,8 +250,13 @@ def arm_results(engine: Engine, run_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID,
 def arm_counters(engine: Engine, run_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, dict[str, Any]]:
     r = analysis_runs.c
     with engine.connect() as conn:
-        rows = conn.execute(
-            select(r.id, r.items_total, r.items_succeeded, r.items_failed, r.input_tokens, r.output_tokens, r.cost_estimate, r.accuracy)
-            .where(r.id.in_(list(run_ids)))
-        ).mappings().all()
+        rows = (
+            conn.execute(
+                select(r.id, r.items_total, r.items_succeeded, r.items_failed, r.input_tokens, r.output_tokens, r.cost_estimate, r.accuracy).where(
+                    r.id.in_(list(run_ids))
+                )
+            )
+            .mappings()
+            .all()
+        )
     return {row["id"]: dict(row) for row in rows}

@@ -76,7 +76,14 @@ def experiment_report(engine: Engine, name: str) -> ExperimentReport:
         data.append(ArmData(agent, arm.config_sha256, results[arm.run_id], inp, out, cost))
     status, error = status_of(record)
     return build_report(
-        name=record.name, status=status, task=spec.get("task") or xstore.task_name(engine, record.task_id),
-        baseline=spec.get("baseline") or (agents[0] if agents else ""), arms=data, inputs=spec.get("inputs") or [],
-        expected=spec.get("expected"), repeats=int(spec.get("repeats", 1)), error=error, prompt_template=spec.get("prompt_template"),
+        name=record.name,
+        status=status,
+        task=spec.get("task") or xstore.task_name(engine, record.task_id),
+        baseline=spec.get("baseline") or (agents[0] if agents else ""),
+        arms=data,
+        inputs=spec.get("inputs") or [],
+        expected=spec.get("expected"),
+        repeats=int(spec.get("repeats", 1)),
+        error=error,
+        prompt_template=spec.get("prompt_template"),
     )

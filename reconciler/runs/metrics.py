@@ -94,8 +94,13 @@ def accuracy(valid: list[tuple[Any, Any]], finished: int, expected: Any) -> floa
 
 
 def estimate_cost(
-    provider_type_name: str, model_name: str, prices: dict[str, float] | None, input_tokens: int, output_tokens: int,
-    *, base_url: str | None = None,
+    provider_type_name: str,
+    model_name: str,
+    prices: dict[str, float] | None,
+    input_tokens: int,
+    output_tokens: int,
+    *,
+    base_url: str | None = None,
 ) -> float:
     """USD: the agent's own prices if given, zero for local models, else genai-prices (zero if unknown):
     by the type's provider id, or for an OpenAI-compatible server by its URL (OpenRouter, Groq, ...)."""

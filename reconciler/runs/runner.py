@@ -65,9 +65,16 @@ class ItemOutcome:
 
     def row(self) -> dict[str, Any]:
         return {
-            "item_index": self.index, "input": self.input, "output": self.output, "valid": self.valid,
-            "error": self.error, "attempts": self.attempts, "input_tokens": self.input_tokens,
-            "output_tokens": self.output_tokens, "latency_ms": self.latency_ms, "reused": self.reused,
+            "item_index": self.index,
+            "input": self.input,
+            "output": self.output,
+            "valid": self.valid,
+            "error": self.error,
+            "attempts": self.attempts,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "latency_ms": self.latency_ms,
+            "reused": self.reused,
         }
 
 
@@ -141,9 +148,7 @@ class ResultSink:
     A write that failed raises at the next ``add`` or at ``close``.
     """
 
-    def __init__(
-        self, flush: Callable[[list[ItemOutcome]], None], batch: int = 256, max_age: float = 1.0, beat_every: float = 30.0
-    ) -> None:
+    def __init__(self, flush: Callable[[list[ItemOutcome]], None], batch: int = 256, max_age: float = 1.0, beat_every: float = 30.0) -> None:
         self._flush, self._batch, self._max_age, self._beat_every = flush, batch, max_age, beat_every
         self._pending: list[ItemOutcome] = []
         self._oldest = 0.0
@@ -236,8 +241,16 @@ async def process_item(agent: LLMAgent, item: WorkItem, policy: RetryPolicy, bre
             break
         breaker.answered()
         return ItemOutcome(
-            item.index, item.input, result.output, True, None, attempts + result.attempts,
-            inp + result.input_tokens, out + result.output_tokens, (time.perf_counter() - started) * 1000, arm=item.arm,
+            item.index,
+            item.input,
+            result.output,
+            True,
+            None,
+            attempts + result.attempts,
+            inp + result.input_tokens,
+            out + result.output_tokens,
+            (time.perf_counter() - started) * 1000,
+            arm=item.arm,
         )
     latency = (time.perf_counter() - started) * 1000
     return ItemOutcome(item.index, item.input, None, False, last_error, attempts, inp, out, latency, transient=transient, arm=item.arm)

@@ -229,19 +229,45 @@ def execute_run(
 
 
 def _finish(
-    engine: Engine, record: store.RunRecord, spec: dict[str, Any], config: store.ResolvedConfig, sha: str,
-    elapsed: float, stopped: str | None, outcome: Evaluation,
+    engine: Engine,
+    record: store.RunRecord,
+    spec: dict[str, Any],
+    config: store.ResolvedConfig,
+    sha: str,
+    elapsed: float,
+    stopped: str | None,
+    outcome: Evaluation,
 ) -> RunSummary:
     return record_outcome(
-        engine, record.id, name=record.name, total=len(spec.get("inputs") or []), expected=spec.get("expected"), config=config,
-        sha=sha, elapsed_total=(record.elapsed_seconds or 0.0) + elapsed, stopped=stopped, outcome=outcome,
-        resume=f"reconciler run {record.name}", results=f"reconciler runs results {record.name}",
+        engine,
+        record.id,
+        name=record.name,
+        total=len(spec.get("inputs") or []),
+        expected=spec.get("expected"),
+        config=config,
+        sha=sha,
+        elapsed_total=(record.elapsed_seconds or 0.0) + elapsed,
+        stopped=stopped,
+        outcome=outcome,
+        resume=f"reconciler run {record.name}",
+        results=f"reconciler runs results {record.name}",
     )
 
 
 def record_outcome(
-    engine: Engine, run_id: Any, *, name: str, total: int, expected: Any, config: store.ResolvedConfig, sha: str,
-    elapsed_total: float, stopped: str | None, outcome: Evaluation, resume: str, results: str,
+    engine: Engine,
+    run_id: Any,
+    *,
+    name: str,
+    total: int,
+    expected: Any,
+    config: store.ResolvedConfig,
+    sha: str,
+    elapsed_total: float,
+    stopped: str | None,
+    outcome: Evaluation,
+    resume: str,
+    results: str,
 ) -> RunSummary:
     """Sum a run's (or an experiment arm's) stored results into its row and release it; ``resume`` and
     ``results`` are the commands its error message points to."""
@@ -262,19 +288,35 @@ def record_outcome(
     elif failed:
         error = f"{failed} of {total} items failed; see `{results}`"
     accuracy = metrics.accuracy(store.valid_outputs(engine, run_id), finished, expected) if expected and finished else None
-    cost = metrics.estimate_cost(
-        config.provider.type, config.agent.model_name, config.agent.prices, inp, out, base_url=config.provider.base_url
-    )
+    cost = metrics.estimate_cost(config.provider.type, config.agent.model_name, config.agent.prices, inp, out, base_url=config.provider.base_url)
     store.finish_run(
         engine,
         run_id,
         {
-            "status": status, "error": error, "completed_at": None if stopped is not None else utcnow(),
-            "items_total": total, **counters, "accuracy": accuracy, "cost_estimate": cost,
+            "status": status,
+            "error": error,
+            "completed_at": None if stopped is not None else utcnow(),
+            "items_total": total,
+            **counters,
+            "accuracy": accuracy,
+            "cost_estimate": cost,
             "elapsed_seconds": elapsed_total,
         },
     )
     return RunSummary(
-        name, status, total, ok, failed, total - finished, outcome.processed + outcome.reused, accuracy, inp, out, cost,
-        elapsed_total, sha, error, store.reused_count(engine, run_id),
+        name,
+        status,
+        total,
+        ok,
+        failed,
+        total - finished,
+        outcome.processed + outcome.reused,
+        accuracy,
+        inp,
+        out,
+        cost,
+        elapsed_total,
+        sha,
+        error,
+        store.reused_count(engine, run_id),
     )

@@ -79,8 +79,15 @@ def runner_identity() -> str:
 def run_record(row: Any) -> RunRecord:
     """A run's row (as ``list_runs`` returns it) as a ``RunRecord``."""
     return RunRecord(
-        row["id"], row["name"], row["status"], row["spec"] or {}, row["agent_assignment_id"],
-        row["config_sha256"], row["runner"], row["heartbeat_at"], row["elapsed_seconds"],
+        row["id"],
+        row["name"],
+        row["status"],
+        row["spec"] or {},
+        row["agent_assignment_id"],
+        row["config_sha256"],
+        row["runner"],
+        row["heartbeat_at"],
+        row["elapsed_seconds"],
     )
 
 
@@ -110,14 +117,23 @@ def _applied(conn: Any, kind: str, row_id: uuid.UUID) -> dict[str, Any]:
 # The columns the LLM ports' configs are made from (``kinds.agent.agent_config`` and
 # ``kinds.provider.provider_config`` map them), for runs, experiment arms and `reconciler test`.
 AGENT_COLUMNS = (
-    agent_configs.c.id.label("agent_id"), agent_configs.c.name.label("agent_name"), agent_configs.c.model_name,
-    agent_configs.c.system_prompt, agent_configs.c.temperature, agent_configs.c.max_tokens,
+    agent_configs.c.id.label("agent_id"),
+    agent_configs.c.name.label("agent_name"),
+    agent_configs.c.model_name,
+    agent_configs.c.system_prompt,
+    agent_configs.c.temperature,
+    agent_configs.c.max_tokens,
     agent_configs.c.is_active.label("agent_active"),
 )
 PROVIDER_COLUMNS = (
-    llm_providers.c.id.label("provider_id"), llm_providers.c.name.label("provider_name"), llm_providers.c.type,
-    llm_providers.c.base_url, llm_providers.c.api_key_encrypted, llm_providers.c.is_active.label("provider_active"),
-    llm_providers.c.validation_status, llm_providers.c.validation_error,
+    llm_providers.c.id.label("provider_id"),
+    llm_providers.c.name.label("provider_name"),
+    llm_providers.c.type,
+    llm_providers.c.base_url,
+    llm_providers.c.api_key_encrypted,
+    llm_providers.c.is_active.label("provider_active"),
+    llm_providers.c.validation_status,
+    llm_providers.c.validation_error,
 )
 
 
@@ -130,19 +146,28 @@ def resolve_assignment(engine: Engine, assignment_id: uuid.UUID | None, run_name
     s, a, t, p = agent_task_assignments, agent_configs, task_configs, llm_providers
     m = reconciler_resources.c
     with engine.connect() as conn:
-        row = conn.execute(
-            select(
-                s.c.is_active.label("assignment_active"), *AGENT_COLUMNS,
-                t.c.name.label("task_name"), t.c.response_schema, t.c.is_active.label("task_active"), *PROVIDER_COLUMNS,
+        row = (
+            conn.execute(
+                select(
+                    s.c.is_active.label("assignment_active"),
+                    *AGENT_COLUMNS,
+                    t.c.name.label("task_name"),
+                    t.c.response_schema,
+                    t.c.is_active.label("task_active"),
+                    *PROVIDER_COLUMNS,
+                )
+                .select_from(s.join(a, a.c.id == s.c.agent_id).join(t, t.c.id == s.c.task_id).join(p, p.c.id == a.c.provider_id))
+                .where(s.c.id == assignment_id)
             )
-            .select_from(s.join(a, a.c.id == s.c.agent_id).join(t, t.c.id == s.c.task_id).join(p, p.c.id == a.c.provider_id))
-            .where(s.c.id == assignment_id)
-        ).mappings().first()
+            .mappings()
+            .first()
+        )
         if row is None:
             raise ReconcilerError(f"run {run_name!r}: its assignment no longer exists")
-        assignment_name = conn.execute(
-            select(m.name).where(m.kind == "Assignment", m.row_id == assignment_id)
-        ).scalar() or f"{row['agent_name']}+{row['task_name']}"
+        assignment_name = (
+            conn.execute(select(m.name).where(m.kind == "Assignment", m.row_id == assignment_id)).scalar()
+            or f"{row['agent_name']}+{row['task_name']}"
+        )
         agent_extra = _applied(conn, "Agent", row["agent_id"])
         provider_extra = _applied(conn, "Provider", row["provider_id"])
     inactive = tuple(
@@ -199,9 +224,11 @@ def load_agent(engine: Engine, agent_name: str) -> AgentContext:
     """The agent named ``agent_name`` (by manifest or row name) with what `reconciler test` needs."""
     a, p, s, t = agent_configs, llm_providers, agent_task_assignments, task_configs
     with engine.connect() as conn:
-        row = conn.execute(
-            select(*AGENT_COLUMNS, *PROVIDER_COLUMNS).join(p, p.c.id == a.c.provider_id).where(_named(conn, a, "Agent", agent_name))
-        ).mappings().first()
+        row = (
+            conn.execute(select(*AGENT_COLUMNS, *PROVIDER_COLUMNS).join(p, p.c.id == a.c.provider_id).where(_named(conn, a, "Agent", agent_name)))
+            .mappings()
+            .first()
+        )
         if row is None:
             raise ReconcilerError(f"no agent named {agent_name!r} in the database", hint="list them with `reconciler get agents`")
         tasks = conn.execute(
@@ -277,16 +304,20 @@ def claim_run(engine: Engine, record: RunRecord, snapshot: dict[str, Any], sha: 
     r = analysis_runs.c
     now = utcnow()
     values: dict[str, Any] = {
-        "status": "running", "runner": runner_identity(), "heartbeat_at": now, "updated_at": now,
-        "error": None, "completed_at": None, "config_snapshot": snapshot, "config_sha256": sha,
+        "status": "running",
+        "runner": runner_identity(),
+        "heartbeat_at": now,
+        "updated_at": now,
+        "error": None,
+        "completed_at": None,
+        "config_snapshot": snapshot,
+        "config_sha256": sha,
     }
     if record.status == "pending":
         values["started_at"] = now
     with engine.begin() as conn:
         same_runner = r.runner.is_(None) if record.runner is None else r.runner == record.runner
-        done = conn.execute(
-            update(analysis_runs).where(r.id == record.id, r.status == record.status, same_runner).values(**values)
-        ).rowcount
+        done = conn.execute(update(analysis_runs).where(r.id == record.id, r.status == record.status, same_runner).values(**values)).rowcount
     if done != 1:
         raise RunAlreadyStarted(
             f"run {record.name!r} was started by another process just now",
@@ -337,8 +368,11 @@ def _counters(conn: Any, run_id: uuid.UUID) -> dict[str, int]:
         ).where(c.run_id == run_id)
     ).one()
     return {
-        "items_succeeded": int(row.ok), "items_failed": int(row.done - row.ok),
-        "input_tokens": int(row.inp), "output_tokens": int(row.out), "llm_tokens_used": int(row.inp + row.out),
+        "items_succeeded": int(row.ok),
+        "items_failed": int(row.done - row.ok),
+        "input_tokens": int(row.inp),
+        "output_tokens": int(row.out),
+        "llm_tokens_used": int(row.inp + row.out),
     }
 
 
@@ -389,4 +423,3 @@ def list_runs(engine: Engine | None) -> list[dict[str, Any]]:
     with engine.connect() as conn:
         rows = conn.execute(select(analysis_runs).where(r.name.is_not(None)).order_by(r.created_at, r.name)).mappings().all()
     return [dict(row) for row in rows]
-

@@ -47,9 +47,8 @@ def next_step(name: str, status: str) -> str:
         shown = name.removeprefix(EXPERIMENT_PREFIX)
         if status == "pending":
             return f"fix the cause, then start it with `reconciler run {name}`"
-        return (
-            f"`reconciler experiments show {shown}` shows it; `reconciler run {name}`"
-            + (" --retry-failed redoes the failed answers" if status == "partial" else " resumes it")
+        return f"`reconciler experiments show {shown}` shows it; `reconciler run {name}`" + (
+            " --retry-failed redoes the failed answers" if status == "partial" else " resumes it"
         )
     if status == "partial":
         return f"`reconciler runs results {name}` shows why items failed; `reconciler run {name} --retry-failed` redoes them"
@@ -75,8 +74,12 @@ def start_triggered_run(
             from reconciler.runs.experiment import execute_experiment
 
             summary: Any = execute_experiment(
-                engine, name.removeprefix(EXPERIMENT_PREFIX), RunOptions(only_pending=True),
-                on_item=(lambda agent, o: on_item(o)) if on_item is not None else None, on_start=on_start, halt=halt,
+                engine,
+                name.removeprefix(EXPERIMENT_PREFIX),
+                RunOptions(only_pending=True),
+                on_item=(lambda agent, o: on_item(o)) if on_item is not None else None,
+                on_start=on_start,
+                halt=halt,
             )
         else:
             summary = execute_run(engine, name, RunOptions(only_pending=True), on_item=on_item, on_start=on_start, halt=halt)

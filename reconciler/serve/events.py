@@ -193,8 +193,21 @@ def read_pulse(engine: Engine, extra: Callable[[Engine], dict[str, Event]] | Non
 
 
 RUN_EVENT_FIELDS = (
-    "name", "status", "error", "assignment", "items_total", "items_done", "items_succeeded", "items_failed", "accuracy",
-    "input_tokens", "output_tokens", "cost_estimate", "config_sha256", "started_at", "completed_at",
+    "name",
+    "status",
+    "error",
+    "assignment",
+    "items_total",
+    "items_done",
+    "items_succeeded",
+    "items_failed",
+    "accuracy",
+    "input_tokens",
+    "output_tokens",
+    "cost_estimate",
+    "config_sha256",
+    "started_at",
+    "completed_at",
 )
 
 

@@ -44,9 +44,9 @@ def _operation(e: Endpoint, secured: bool) -> dict[str, Any]:
     ok: dict[str, Any] = {"description": "OK", "content": {e.media_type: {"schema": body}}}
     if e.returns == "array":
         ok["headers"] = {"X-Total-Count": {"description": "Rows matching the filters, over all pages.", "schema": {"type": "integer"}}}
-    parameters = [
-        {"name": n, "in": "path", "required": True, "description": d, "schema": {"type": "string"}} for n, d in e.path_params.items()
-    ] + [_param(p) for p in e.params]
+    parameters = [{"name": n, "in": "path", "required": True, "description": d, "schema": {"type": "string"}} for n, d in e.path_params.items()] + [
+        _param(p) for p in e.params
+    ]
     responses: dict[str, Any] = {"200": ok}
     if e.params:
         responses["400"] = _error("A query parameter is out of its type or range.")

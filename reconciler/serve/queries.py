@@ -97,8 +97,15 @@ def _provider_row(r: Any) -> dict[str, Any]:
 def _provider_query(book: bool) -> Select[Any]:
     p = llm_providers.c
     query = select(
-        p.id, p.name, p.type, p.base_url, p.api_key_encrypted.is_not(None).label("has_key"), p.is_active,
-        p.validation_status, p.validation_error, p.validated_at,
+        p.id,
+        p.name,
+        p.type,
+        p.base_url,
+        p.api_key_encrypted.is_not(None).label("has_key"),
+        p.is_active,
+        p.validation_status,
+        p.validation_error,
+        p.validated_at,
     )
     return _managed_join(query, "Provider", p.id, book)
 
@@ -146,7 +153,15 @@ def _agent_row(r: Any) -> dict[str, Any]:
 def _agent_query(book: bool) -> Select[Any]:
     a, p = agent_configs.c, llm_providers.c
     query = select(
-        a.id, a.name, p.name.label("provider"), a.model_name, a.temperature, a.max_tokens, a.is_active, a.description, a.system_prompt,
+        a.id,
+        a.name,
+        p.name.label("provider"),
+        a.model_name,
+        a.temperature,
+        a.max_tokens,
+        a.is_active,
+        a.description,
+        a.system_prompt,
     ).join_from(agent_configs, llm_providers, p.id == a.provider_id)
     return _managed_join(query, "Agent", a.id, book)
 
@@ -225,8 +240,13 @@ def _assignment_query(book: bool) -> Select[Any]:
     s, a, t, p = agent_task_assignments, agent_configs, task_configs, llm_providers
     query = (
         select(
-            s.c.id, s.c.is_active, s.c.assigned_at, a.c.name.label("agent_name"), t.c.name.label("task_name"),
-            p.c.name.label("provider_name"), p.c.type.label("provider_type"),
+            s.c.id,
+            s.c.is_active,
+            s.c.assigned_at,
+            a.c.name.label("agent_name"),
+            t.c.name.label("task_name"),
+            p.c.name.label("provider_name"),
+            p.c.type.label("provider_type"),
         )
         .join_from(s, a, a.c.id == s.c.agent_id)
         .join(t, t.c.id == s.c.task_id)
@@ -235,9 +255,7 @@ def _assignment_query(book: bool) -> Select[Any]:
     return _managed_join(query, "Assignment", s.c.id, book)
 
 
-def list_assignments(
-    engine: Engine, page: Page, active: bool | None = None, agent: str | None = None, task: str | None = None
-) -> Listing:
+def list_assignments(engine: Engine, page: Page, active: bool | None = None, agent: str | None = None, task: str | None = None) -> Listing:
     s, a, t = agent_task_assignments.c, agent_configs.c, task_configs.c
     with engine.connect() as conn:
         query = _assignment_query(has_bookkeeping(conn))
@@ -276,9 +294,24 @@ def get_assignment(engine: Engine, key: str) -> dict[str, Any] | None:
 
 
 _RUN_COLUMNS = (
-    "id", "name", "status", "error", "items_total", "items_succeeded", "items_failed", "accuracy", "input_tokens",
-    "output_tokens", "cost_estimate", "elapsed_seconds", "config_sha256", "created_at", "started_at", "completed_at",
-    "runner", "heartbeat_at",
+    "id",
+    "name",
+    "status",
+    "error",
+    "items_total",
+    "items_succeeded",
+    "items_failed",
+    "accuracy",
+    "input_tokens",
+    "output_tokens",
+    "cost_estimate",
+    "elapsed_seconds",
+    "config_sha256",
+    "created_at",
+    "started_at",
+    "completed_at",
+    "runner",
+    "heartbeat_at",
 )
 
 
@@ -293,8 +326,7 @@ def _run_row(r: Any) -> dict[str, Any]:
     if store.owner_gone(record):
         status = "interrupted"
         error = (
-            f"the process that ran it ({r.runner}) is gone; run `reconciler run {r.name}` to resume "
-            "(finished items are kept, the rest are processed)"
+            f"the process that ran it ({r.runner}) is gone; run `reconciler run {r.name}` to resume (finished items are kept, the rest are processed)"
         )
     done = (r.items_succeeded or 0) + (r.items_failed or 0)
     return {
@@ -321,9 +353,7 @@ def _run_row(r: Any) -> dict[str, Any]:
 
 def _run_query() -> Select[Any]:
     r, m = analysis_runs.c, reconciler_resources.c
-    assignment = (
-        select(m.name).where(m.kind == "Assignment", m.row_id == r.agent_assignment_id).correlate(analysis_runs).scalar_subquery()
-    )
+    assignment = select(m.name).where(m.kind == "Assignment", m.row_id == r.agent_assignment_id).correlate(analysis_runs).scalar_subquery()
     return select(*(getattr(r, c) for c in _RUN_COLUMNS), assignment.label("assignment")).where(r.name.is_not(None))
 
 

@@ -131,8 +131,12 @@ class Guard:
         if self.loopback_only:
             host = _header(scope, b"host")
             if host is None or _host_name(host) not in LOOPBACK_NAMES:
-                await _json(send_secured, 400, "the Host header must name this machine (localhost or 127.0.0.1)",
-                            "the server listens on loopback only; to serve other hosts start it with --host and a --token")
+                await _json(
+                    send_secured,
+                    400,
+                    "the Host header must name this machine (localhost or 127.0.0.1)",
+                    "the server listens on loopback only; to serve other hosts start it with --host and a --token",
+                )
                 return
         if self.check is not None:
             path = scope.get("path", "")
@@ -143,9 +147,13 @@ class Guard:
                 if scope.get("method") == "GET" and path == "/" and b"text/html" in (_header(scope, b"accept") or b""):
                     await _respond(send_secured, 303, b"", [(b"location", b"/login")])
                     return
-                await _json(send_secured, 401, "a token is required: send Authorization: Bearer TOKEN",
-                            "the token is the one the server was started with (--token or RECONCILER_SERVE_TOKEN)",
-                            [(b"www-authenticate", b'Bearer realm="reconciler"')])
+                await _json(
+                    send_secured,
+                    401,
+                    "a token is required: send Authorization: Bearer TOKEN",
+                    "the token is the one the server was started with (--token or RECONCILER_SERVE_TOKEN)",
+                    [(b"www-authenticate", b'Bearer realm="reconciler"')],
+                )
                 return
         await self.app(scope, receive, send_secured)
 
@@ -169,8 +177,9 @@ class Guard:
                 break
         token = (parse_qs(body.decode("utf-8", "replace")).get("token") or [""])[0]
         if not self.check.token_ok(token):
-            await _respond(send, 401, _login_page("That token is not the one the server was started with."),
-                           [(b"content-type", b"text/html; charset=utf-8")])
+            await _respond(
+                send, 401, _login_page("That token is not the one the server was started with."), [(b"content-type", b"text/html; charset=utf-8")]
+            )
             return
         cookie = f"{COOKIE}={self.check.session}; HttpOnly; SameSite=Strict; Path=/".encode()
         await _respond(send, 303, b"", [(b"location", b"/"), (b"set-cookie", cookie)])
@@ -182,8 +191,9 @@ def _login_page(error: str) -> bytes:
     note = f"<p role=alert>{escape(error)}</p>" if error else ""
     return (
         "<!doctype html><html lang=en><meta charset=utf-8><title>reconciler: sign in</title>"
-        "<h1>reconciler</h1><p>This server needs the token it was started with.</p>" + note +
-        "<form method=post action=/login><label>Token <input type=password name=token autocomplete=off autofocus></label> "
+        "<h1>reconciler</h1><p>This server needs the token it was started with.</p>"
+        + note
+        + "<form method=post action=/login><label>Token <input type=password name=token autocomplete=off autofocus></label> "
         "<button type=submit>Sign in</button></form></html>"
     ).encode()
 

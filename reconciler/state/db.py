@@ -54,7 +54,7 @@ def sqlite_path(url: URL) -> Path | None:
         return None
     database = url.database
     if url.query.get("uri") in ("true", "1") and database.startswith("file:"):
-        database = database[len("file:"):].split("?", 1)[0]
+        database = database[len("file:") :].split("?", 1)[0]
         if database.startswith("//"):
             database = database[2:]
         if not database or database == ":memory:" or url.query.get("mode") == "memory":
@@ -122,8 +122,15 @@ def translate_db_errors(url: URL, doing: str) -> Iterator[None]:
 
 CONNECTION_HINT = "check --db / $RECONCILER_DATABASE_URL and that the server is running"
 _CONNECTION_FAILURES = (
-    "could not connect", "connection failed", "connection refused", "connection to server", "unable to open database file",
-    "timeout expired", "could not translate host name", "name or service not known", "password authentication failed",
+    "could not connect",
+    "connection failed",
+    "connection refused",
+    "connection to server",
+    "unable to open database file",
+    "timeout expired",
+    "could not translate host name",
+    "name or service not known",
+    "password authentication failed",
 )
 
 

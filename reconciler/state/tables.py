@@ -125,6 +125,18 @@ reconciler_applies = Table(
 KIND_TABLES = {k.name: k.table for k in KINDS}
 
 __all__ = [
-    "KIND_TABLES", "agent_configs", "agent_task_assignments", "analysis_runs", "answer_cache", "experiment_arms", "experiments",
-    "llm_providers", "metadata", "reconciler_applies", "reconciler_resources", "run_results", "task_configs", "utcnow",
+    "KIND_TABLES",
+    "agent_configs",
+    "agent_task_assignments",
+    "analysis_runs",
+    "answer_cache",
+    "experiment_arms",
+    "experiments",
+    "llm_providers",
+    "metadata",
+    "reconciler_applies",
+    "reconciler_resources",
+    "run_results",
+    "task_configs",
+    "utcnow",
 ]
