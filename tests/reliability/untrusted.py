@@ -107,6 +107,12 @@ def _allowed_roots(root: Path, cwd: Path, db_file: Path | None) -> list[Path]:
     return roots
 
 
+def _import_hook_entry(p: str) -> bool:
+    """A sys.path entry an editable install adds for its import hook: a name, not a file; the import
+    system looks it up relative to the working directory, and nothing is read."""
+    return p.startswith("__editable__.") and p.endswith(".__path_hook__")
+
+
 def _inside(path: Path, roots: list[Path]) -> bool:
     return any(path == r or r in path.parents for r in roots)
 
@@ -124,11 +130,11 @@ def guarded_run(args: list[str], root: Path, cwd: Path, *, env: dict[str, str], 
     access = Access(data["exit_code"], output=proc.stdout + proc.stderr)
     for p in dict.fromkeys(data["open"]):
         resolved = (cwd / p).resolve()
-        if resolved != record.resolve() and not _inside(resolved, roots):
+        if resolved != record.resolve() and not _inside(resolved, roots) and not _import_hook_entry(p):
             access.outside_files.append(p)
     for p in dict.fromkeys(data["listdir"]):
         resolved = (cwd / p).resolve()
-        if resolved not in {cwd.resolve(), REPO.resolve()} and not _inside(resolved, roots):  # import path scans
+        if resolved not in {cwd.resolve(), REPO.resolve()} and not _inside(resolved, roots) and not _import_hook_entry(p):  # import path scans
             access.outside_listings.append(p)
     access.network = data["network"]
     access.subprocesses = [s for s in data["subprocess"] if "'git'" not in str(s)]  # git describes the checkout

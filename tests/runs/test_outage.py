@@ -133,7 +133,9 @@ def test_max_consecutive_failures_and_concurrency(write_manifests, cli_run, sqli
         assert "2 transient failures in a row" in summary["error"]
         unanswered = [e for e in events if e["event"] == "item" and e.get("transient")]
         assert unanswered and all(not e["valid"] and e["error"] for e in unanswered)
-        assert len(stub.chats()) <= 2 + 2 + (3 - 1)  # 2 answers, the 2 failures, what the other workers had in flight
+        # 2 answers, then at most the 3 items in flight when the breaker trips, each with its 3 attempts
+        # (max_retries 2); without the breaker all 4 unanswered items would be tried: 2 + 4 * 3 = 14
+        assert len(stub.chats()) <= 2 + 3 * 3
         outage.recover()
         assert cli_run("run", "six", "--db", sqlite_url)[0] == 0
     assert sorted(outage.answered.values()) == [1] * 6
