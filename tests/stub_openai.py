@@ -12,6 +12,7 @@ import argparse
 import itertools
 import json
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -31,6 +32,16 @@ Behaviour = Callable[[dict[str, Any], int], "Reply | dict[str, Any] | str"]
 
 def fixed(answer: dict[str, Any]) -> Behaviour:
     return lambda request, n: answer
+
+
+def delayed(answer: dict[str, Any], seconds: float) -> Behaviour:
+    """The same answer after ``seconds`` (each request on its own thread, so they overlap)."""
+
+    def behaviour(request: dict[str, Any], n: int) -> dict[str, Any]:
+        time.sleep(seconds)
+        return answer
+
+    return behaviour
 
 
 def completion(content: str, model: str = "stub") -> dict[str, Any]:
@@ -116,9 +127,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="stub OpenAI-compatible server answering at once")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--answer", default='{"category": "bug", "confidence": 90}')
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds each answer takes (a model's fixed latency)")
     args = parser.parse_args()
     answer = json.loads(args.answer)
-    server = StubServer(fixed(answer), args.port)
+    server = StubServer(fixed(answer) if not args.latency else delayed(answer, args.latency), args.port)
     print(server.base_url, flush=True)
     server.httpd.serve_forever()
 

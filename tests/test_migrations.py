@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
+import pytest
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect, text
@@ -108,11 +109,65 @@ def test_a_database_at_0003_gets_experiments_and_the_answer_cache(db_url: str) -
                           "VALUES ('2025-01-01', '2025-01-01', 'me', 'apply', 0, 0, 0, '{}')"))
     assert schema_revision(engine) == "0003"
     upgraded = open_engine(db_url, create=True)
-    assert upgraded is not None and schema_revision(upgraded) == HEAD_REVISION == "0004"
+    assert upgraded is not None and schema_revision(upgraded) == HEAD_REVISION
     with upgraded.connect() as conn:
         tables = set(inspect(conn).get_table_names())
         assert {"experiments", "experiment_arms", "answer_cache"} <= tables
         assert "reused" in {c["name"] for c in inspect(conn).get_columns("run_results")}
         assert conn.execute(text("SELECT count(*) FROM reconciler_applies")).scalar() == 1
     upgraded.dispose()
+    engine.dispose()
+
+
+def _alembic(engine, action: str, revision: str) -> None:  # type: ignore[no-untyped-def]
+    from alembic import command
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(db_module.__file__).parent / "migrations"))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        getattr(command, action)(cfg, revision)
+
+
+def _queue_objects(conn) -> tuple[int, int, int]:  # type: ignore[no-untyped-def]
+    """procrastinate's tables, functions and types in the database."""
+    return (
+        conn.execute(text("SELECT count(*) FROM pg_tables WHERE tablename LIKE 'procrastinate%'")).scalar(),
+        conn.execute(text("SELECT count(*) FROM pg_proc WHERE proname LIKE 'procrastinate%'")).scalar(),
+        conn.execute(text("SELECT count(*) FROM pg_type WHERE typname LIKE 'procrastinate%' AND typtype IN ('e', 'c')")).scalar(),
+    )
+
+
+def test_the_task_queue_schema_is_installed_on_postgresql_only(cli_run, write_manifests, db_url: str) -> None:
+    assert cli_run("apply", str(write_manifests(VALID)), "--db", db_url, "--auto-approve", "--no-validate")[0] == 0
+    engine = create_engine(database_url(db_url))
+    with engine.connect() as conn:
+        tables = set(inspect(conn).get_table_names())
+        assert "run_chunks" in tables and "worker" in {c["name"] for c in inspect(conn).get_columns("run_results")}
+        queue_tables = {t for t in tables if t.startswith("procrastinate")}
+        if engine.dialect.name == "sqlite":
+            assert queue_tables == set()
+        else:
+            assert queue_tables == {"procrastinate_jobs", "procrastinate_workers", "procrastinate_events", "procrastinate_periodic_defers"}
+    engine.dispose()
+
+
+
+@pytest.mark.postgres
+def test_the_task_queue_revision_downgrades_and_upgrades_in_place(cli_run, write_manifests, pg_url: str) -> None:
+    assert cli_run("apply", str(write_manifests(VALID)), "--db", pg_url, "--auto-approve", "--no-validate")[0] == 0
+    engine = create_engine(database_url(pg_url))
+    with engine.connect() as conn:
+        installed = _queue_objects(conn)
+    assert all(installed)
+    _alembic(engine, "downgrade", "0004")
+    with engine.connect() as conn:
+        assert _queue_objects(conn) == (0, 0, 0)
+        assert not inspect(conn).has_table("run_chunks")
+        assert "worker" not in {c["name"] for c in inspect(conn).get_columns("run_results")}
+        assert conn.execute(text("SELECT count(*) FROM agent_configs")).scalar() == 1  # the configuration is kept
+    _alembic(engine, "upgrade", "head")  # a database of the release before, migrated in place
+    with engine.connect() as conn:
+        assert _queue_objects(conn) == installed
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == HEAD_REVISION
     engine.dispose()

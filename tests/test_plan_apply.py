@@ -251,7 +251,7 @@ def test_plan_and_apply_never_import_heavy_modules(write_manifests, sqlite_url: 
         "import sys\nfrom reconciler.cli import main\n"
         "for argv in (['validate', R], ['apply', R, '--db', D, '--auto-approve', '--no-validate'], ['plan', R, '--db', D]):\n"
         "    try:\n        main(argv)\n    except SystemExit as e:\n        assert e.code in (0, None), e.code\n"
-        "print(sorted(m for m in ('pydantic_ai', 'openai', 'httpx', 'xllamacpp', 'watchfiles') if m in sys.modules))\n"
+        "print(sorted(m for m in ('pydantic_ai', 'openai', 'httpx', 'xllamacpp', 'watchfiles', 'procrastinate') if m in sys.modules))\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", f"R = {str(root)!r}; D = {sqlite_url!r}\n" + probe],

@@ -23,7 +23,7 @@ def cli() -> None:
 def _register() -> None:
     from reconciler.cli import core  # noqa: F401  (commands register themselves on `cli`)
 
-    for optional in ("providers", "runs", "experiments", "gitops", "serve"):
+    for optional in ("providers", "runs", "experiments", "workers", "gitops", "serve"):
         try:
             __import__(f"reconciler.cli.{optional}")
         except ModuleNotFoundError as exc:

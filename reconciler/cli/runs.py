@@ -140,7 +140,7 @@ def _report_experiment(engine: Any, summary: Any, *, as_json: bool, table: bool)
 @cli.command("run")
 @click.argument("target", metavar="NAME|KIND/NAME|FILE")
 @db_option
-@click.option("--concurrency", type=click.IntRange(1, 256), help="Override the run's concurrency.")
+@click.option("--concurrency", type=click.IntRange(1, 256), help="Override the run's concurrency (with --distribute: per worker).")
 @click.option(
     "--retry-failed",
     is_flag=True,
@@ -156,6 +156,30 @@ def _report_experiment(engine: Any, summary: Any, *, as_json: bool, table: bool)
 @click.option("--json", "as_json", is_flag=True, help="JSON lines: one per item, then the run summary.")
 @click.option("--no-table", is_flag=True, help="Print only the summary, not the results table.")
 @click.option("--no-cache", is_flag=True, help="Call the model for every item instead of reusing cached answers.")
+@click.option(
+    "--distribute",
+    is_flag=True,
+    help="Queue the unfinished items in chunks for `reconciler worker` processes (PostgreSQL) and return.",
+)
+@click.option(
+    "--wait",
+    "wait",
+    is_flag=True,
+    help="With --distribute: follow the progress until the run is finished, and exit as `run` does.",
+)
+@click.option(
+    "--chunk-size",
+    type=click.IntRange(1, 100_000),
+    help="With --distribute: items per chunk (default: about 64 chunks, of at most 100 items and at least 4 x the concurrency).",
+)
+@click.option(
+    "--queue",
+    "queue_name",
+    default="runs",
+    show_default=True,
+    metavar="NAME",
+    help="With --distribute: the queue the chunks go to (`reconciler worker --queues`).",
+)
 def run_command(
     target: str,
     db: str | None,
@@ -165,13 +189,25 @@ def run_command(
     as_json: bool,
     no_table: bool,
     no_cache: bool,
+    distribute: bool,
+    wait: bool,
+    chunk_size: int | None,
+    queue_name: str,
 ) -> int:
     """Execute (or resume) a run or an experiment by name (run/NAME or experiment/NAME when both
-    kinds have one of that name), or the Run and Experiment manifests in FILE (applied first).
+    kinds have one of that name), or the Run and Experiment manifests in FILE (applied first); with
+    --distribute, hand a run's items to workers on any host that share the PostgreSQL database.
 
     Exit status: 0 when every item is valid, 1 for an error (a bad manifest, a run that could not
     start, or one left interrupted with items unfinished: an unreachable provider, Ctrl-C), 100 when
     every item finished and some failed ($RECONCILER_FAILED_ITEMS_EXIT_CODE chooses another)."""
+    if (wait or chunk_size is not None or queue_name != "runs") and not distribute:
+        raise click.UsageError("--wait, --chunk-size and --queue go with --distribute")
+    if distribute:
+        from reconciler.runs.distributed.store import require_postgres
+        from reconciler.state.db import database_url
+
+        require_postgres(database_url(db), "run --distribute")  # before anything is written
     if _is_file(target):
         from reconciler.workflow import ApplyRequest, apply_manifests
 
@@ -189,10 +225,15 @@ def run_command(
         outcome = apply_manifests(request)
         found = outcome.manifests.manifests if outcome.manifests is not None else ()
         names = [m.name if m.kind == "Run" else f"{m.kind.lower()}/{m.name}" for m in found]
-        engine = _engine(db)
+        engine = _engine(db, create=distribute)
     else:
-        engine = _engine(db)
+        engine = _engine(db, create=distribute)  # distributing migrates a database from before the task queue
         names = [target]
+    if distribute:
+        from reconciler.runs.distributed.enqueue import DistributeOptions
+
+        options = DistributeOptions(chunk_size, queue_name, concurrency, retry_failed, max_consecutive_failures)
+        return distribute_named(engine, names, options, as_json=as_json, wait=wait, table=not no_table)
     return execute_named(
         engine,
         names,
@@ -203,6 +244,75 @@ def run_command(
         use_cache=not no_cache,
         max_consecutive_failures=max_consecutive_failures,
     )
+
+
+class _Following:
+    """Progress of a distributed run: a bar on a terminal, JSON lines with --json, else nothing."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+        self.bar: Any = None
+        self.done = -1
+        self.last: tuple[int, int] = (-1, -1)
+
+    def __call__(self, finished: int, total: int, shown: Any) -> None:
+        if self.as_json:
+            state = (finished, shown.open)
+            if state != self.last:
+                self.last = state
+                shown_now = {"event": "progress", "finished": finished, "items": total, "chunks": shown.by_state, "workers": len(shown.workers)}
+                click.echo(json.dumps(shown_now))
+            return
+        if not sys.stderr.isatty():
+            return
+        if self.bar is None:
+            self.bar = click.progressbar(length=total, label=f"{total} items", file=sys.stderr, show_pos=True, show_eta=True)
+            self.bar.__enter__()
+            self.done = 0
+        self.bar.update(finished - self.done)
+        self.done = finished
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+
+def distribute_named(engine: Any, names: list[str], options: Any, *, as_json: bool, wait: bool, table: bool) -> int:
+    from reconciler.runs.distributed.enqueue import distribute_run
+    from reconciler.runs.distributed.finish import follow
+
+    done = [distribute_run(engine, name, options) for name in names]
+    for d in done:
+        if as_json:
+            click.echo(json.dumps({"event": "distributed", **d.__dict__}, default=str))
+        else:
+            click.echo(f"Run {d.name}: {d.describe()}")
+    if not wait:
+        if not as_json and any(d.chunks for d in done):
+            click.echo(
+                "  workers on any host take the chunks: reconciler worker --db URL; follow it: reconciler runs show NAME "
+                "(or run it with --distribute --wait)",
+                err=True,
+            )
+        return 0
+    from reconciler.runs.outcome import Outcome, exit_code, failed_items_exit_code, outcome_of
+
+    failed_code = failed_items_exit_code()
+    outcomes = []
+    for d in done:
+        following = _Following(as_json)
+        try:
+            summary = follow(engine, d.name, following)
+        except KeyboardInterrupt:
+            following.close()
+            click.echo(f"Run {d.name}: still running on the workers; follow it with `reconciler runs show {d.name}`", err=True)
+            return 130
+        finally:
+            following.close()
+        _report(engine, summary, as_json=as_json, table=table)
+        outcomes.append(outcome_of(summary.items_failed, summary.items_unfinished))
+    return exit_code(outcomes or [Outcome.OK], failed_code)
 
 
 def start_triggered_runs(db_engine: Any, names: tuple[str, ...]) -> tuple[Any, ...]:
@@ -270,14 +380,32 @@ def runs_show(name: str, db: str | None, fmt: str) -> int:
         click.echo(yaml.safe_dump(json.loads(json.dumps(detail, default=str)), sort_keys=False, allow_unicode=True), nl=False)
     else:
         for key, value in detail.items():
-            if key in {"config_snapshot", "spec"}:
+            if key in {"config_snapshot", "spec", "chunks", "workers"}:
                 continue
             click.echo(f"{key + ':':<18}{'-' if value is None else value}")
+        if "chunks" in detail:
+            _print_distribution(detail)
         click.echo("spec:")
         click.echo("  " + json.dumps(detail["spec"], indent=2, ensure_ascii=False).replace("\n", "\n  "))
         click.echo("config_snapshot:")
         click.echo("  " + json.dumps(detail["config_snapshot"], indent=2, ensure_ascii=False, sort_keys=True).replace("\n", "\n  "))
     return 0
+
+
+def _print_distribution(detail: dict[str, Any]) -> None:
+    """A distributed run's chunks by state and its workers, summed over every host."""
+    from reconciler.cli.output import format_table
+
+    chunks = detail["chunks"]
+    states = ", ".join(f"{chunks[s]} {s}" for s in ("queued", "running", "done", "stopped") if chunks[s])
+    click.echo(f"{'chunks:':<18}{chunks['total']} ({states or 'none'})")
+    if not detail["workers"]:
+        click.echo(f"{'workers:':<18}none yet")
+        return
+    rows = [{**w, "chunks_running": ", ".join(str(c) for c in w["chunks_running"]) or None} for w in detail["workers"]]
+    click.echo("workers:")
+    table = format_table(rows, ["host", "pid", "items", "chunks_running", "last_result_at"])
+    click.echo("  " + table.replace("\n", "\n  "))
 
 
 def _print_results(engine: Any, name: str, fmt: str) -> None:

@@ -170,6 +170,12 @@ def execute_run(
             hint=f"`reconciler runs show {name}` shows it; `reconciler run {name}` resumes an unfinished run",
             status=record.status,
         )
+    if record.runner == store.DISTRIBUTED_RUNNER and record.status == "running":
+        raise ReconcilerError(
+            f"run {name!r} is distributed to workers: its unfinished items are with the task queue",
+            hint=f"`reconciler worker` processes take them; follow it with `reconciler runs show {name}` "
+            f"or `reconciler run {name} --distribute --wait`",
+        )
     if store.holder_is_alive(record):
         raise ReconcilerError(
             f"run {name!r} is being executed by another process ({record.runner})",

@@ -31,6 +31,9 @@ from reconciler.state.tables import (
 )
 
 HEARTBEAT_STALE = timedelta(seconds=90)
+# analysis_runs.runner of a run whose items are with the task queue (runs/distributed/): it is held
+# until its last chunk is finished, whichever worker finishes it
+DISTRIBUTED_RUNNER = "task-queue"
 
 
 @dataclass(frozen=True)
@@ -282,6 +285,8 @@ def holder_is_alive(record: Held, now: datetime | None = None) -> bool:
     """Is another process still executing this run? Same host: ask the OS; else trust a fresh heartbeat."""
     if record.status != "running" or not record.runner or record.runner == runner_identity():
         return False
+    if record.runner == DISTRIBUTED_RUNNER:
+        return True
     host, _, pid = record.runner.rpartition(":")
     if host == socket.gethostname() and pid.isdigit():
         return _pid_alive(int(pid))

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, inspect
 
 from reconciler.runs import metrics, store
+from reconciler.state.tables import run_chunks
 
 
 def _iso(v: Any) -> Any:
@@ -73,8 +74,34 @@ def run_detail(engine: Engine, name: str) -> dict[str, Any]:
         "runner": row["runner"],
         "runner_alive": status == "running" if row["status"] == "running" else None,
         "config_sha256": row["config_sha256"],
+        **_distributed(engine, row),
         "spec": spec,
         "config_snapshot": row["config_snapshot"],
+    }
+
+
+def _distributed(engine: Engine, row: dict[str, Any]) -> dict[str, Any]:
+    """A distributed run's chunks and workers (host, pid, items stored, chunks held); nothing for a
+    run that never was."""
+    from reconciler.runs.distributed import store as dstore
+    from reconciler.runs.distributed.chunks import WorkerName
+
+    with engine.connect() as conn:
+        if not inspect(conn).has_table(run_chunks.name):  # a database from before distributed runs
+            return {}
+    shown = dstore.distribution(engine, row["id"])
+    if shown is None:
+        return {}
+    workers = []
+    for w in shown.workers:
+        name = WorkerName.parse(w.worker)
+        workers.append(
+            {"host": name.host, "pid": name.pid, "items": w.items, "last_result_at": _iso(w.last_result_at), "chunks_running": list(w.chunks_running)}
+        )
+    return {
+        "chunks": {"total": shown.chunks, **{state: shown.by_state.get(state, 0) for state in ("queued", "running", "done", "stopped")}},
+        "chunk_stopped": shown.stopped_reason,
+        "workers": workers,
     }
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -47,7 +48,33 @@ run_results = Table(
     Column("latency_ms", Float),
     Column("created_at", DateTime(timezone=True), nullable=False, default=utcnow),
     Column("reused", Boolean, default=False),  # the answer came from the answer cache (no model call)
+    Column("worker", String(255)),  # host:pid of the `reconciler worker` that stored it (distributed runs)
     UniqueConstraint("run_id", "item_index", name="uq_run_item"),
+)
+
+# A distributed run's items in chunks, one task-queue job each (runs/distributed/). The queue leases
+# and retries the jobs; this table records what became of each chunk, so the one that finishes last
+# knows it is last (under the run's row lock) and the progress can be shown without the queue.
+run_chunks = Table(
+    "run_chunks",
+    metadata,
+    id_column(),
+    Column("run_id", Uuid, ForeignKey("analysis_runs.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("chunk", Integer, nullable=False),  # 0, 1, ... within one distribution of the run
+    Column("items", JSON, nullable=False),  # the item indexes it holds
+    Column("state", String(16), nullable=False, default="queued"),  # queued | running | done | stopped
+    Column("queue", String(128), nullable=False),
+    Column("concurrency", Integer, nullable=False),  # items at once on one worker
+    Column("retry_failed", Boolean, nullable=False, default=False),
+    Column("max_consecutive_failures", Integer),  # transient failures in a row before a worker stops it
+    Column("job_id", BigInteger),  # the queue's job, once deferred
+    Column("worker", String(255)),  # host:pid that took it last
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("error", Text),  # why it stopped
+    Column("enqueued_at", DateTime(timezone=True), nullable=False, default=utcnow),
+    Column("started_at", DateTime(timezone=True)),
+    Column("finished_at", DateTime(timezone=True)),
+    UniqueConstraint("run_id", "chunk", name="uq_run_chunk"),
 )
 
 # The models a provider listed when it was last validated, so an agent's model_name can be checked
@@ -136,6 +163,7 @@ __all__ = [
     "metadata",
     "reconciler_applies",
     "reconciler_resources",
+    "run_chunks",
     "run_results",
     "task_configs",
     "utcnow",
