@@ -21,6 +21,7 @@ from sqlalchemy.engine import Engine
 
 from reconciler.state.tables import analysis_runs, run_chunks, run_results
 from tests.runs.conftest import keyword_classifier
+from tests.stub_openai import Reply
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -41,10 +42,12 @@ def prompt_of(request: dict[str, Any]) -> str:
     return next(m["content"] for m in request["messages"] if m["role"] == "user")
 
 
-def slow_classifier(latency: float) -> Callable[[dict[str, Any], int], dict[str, Any]]:
+def slow_classifier(latency: float) -> Callable[[dict[str, Any], int], dict[str, Any] | Reply]:
     """Answers by the prompt's words after ``latency`` seconds (the same answer for the same prompt)."""
 
-    def behaviour(request: dict[str, Any], n: int) -> dict[str, Any]:
+    def behaviour(request: dict[str, Any], n: int) -> dict[str, Any] | Reply:
+        if "messages" not in request:  # its sender was killed before the body was sent
+            return Reply(400)
         time.sleep(latency)
         return keyword_classifier(prompt_of(request))
 

@@ -73,7 +73,8 @@ def test_three_workers_one_killed_mid_chunk_every_item_stored_once(write_manifes
         finally:
             for w in workers:
                 w.kill()
-        requested = Counter(prompt_of(r) for r in stub.requests)
+        # a request the kill cut off before its body arrived is no prompt
+        requested = Counter(prompt_of(r) for r in stub.requests if "messages" in r)
 
     assert _status(engine, "many") == "completed"
     results = results_of(engine, "many")
@@ -204,7 +205,7 @@ def test_a_configuration_changed_since_distributing_stops_the_run(write_manifest
             worker.kill()
         assert stub.requests == []
     assert code == 1
-    assert "Run changed: failed" in out
+    assert "Run changed: interrupted" in out
     assert "differs from the one it was distributed with" in err and "6 of 6 items unfinished" in err
     # the chunks taken before the first stopped say why; the one taken after does not start
     stopped = [e["error"] for e in worker.seen if e["event"] == "chunk_stopped"]
