@@ -282,7 +282,19 @@ def distribute_named(engine: Any, names: list[str], options: Any, *, as_json: bo
     from reconciler.runs.distributed.enqueue import distribute_run
     from reconciler.runs.distributed.finish import follow
 
-    done = [distribute_run(engine, name, options) for name in names]
+    from reconciler.errors import ReconcilerError
+    from reconciler.runs.service import runnable_kind
+
+    runs = []
+    for target in names:  # every target checked before any is distributed
+        kind, name = runnable_kind(engine, target)
+        if kind == "Experiment":
+            raise ReconcilerError(
+                f"experiment {name!r}: distributing experiments is not supported yet (only runs)",
+                hint=f"run it in one process: reconciler run experiment/{name}",
+            )
+        runs.append(name)
+    done = [distribute_run(engine, name, options) for name in runs]
     for d in done:
         if as_json:
             click.echo(json.dumps({"event": "distributed", **d.__dict__}, default=str))

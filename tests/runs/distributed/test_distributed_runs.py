@@ -298,3 +298,17 @@ def test_a_second_sigterm_cancels_the_items_in_flight_and_requeues_them(write_ma
     (chunk,) = chunks_of(engine, "stuck")
     assert chunk["state"] == "queued" and _status(engine, "stuck") == "running"
     engine.dispose()
+
+
+def test_distributing_an_experiment_is_refused_for_now(write_manifests, cli_run, pg_url: str) -> None:
+    from tests.runs.experiment_helpers import TWO_AGENTS, add_experiment, experiment_spec
+
+    root = write_manifests({"config.yaml": TWO_AGENTS.replace("BASE", "http://127.0.0.1:9/v1")})
+    assert cli_run("apply", str(root), "--db", pg_url, "--auto-approve", "--no-validate")[0] == 0
+    add_experiment(write_manifests, cli_run, pg_url, "compare", experiment_spec())
+    code, out, err = cli_run("run", "experiment/compare", "--db", pg_url, "--distribute")
+    assert (code, out) == (1, "")
+    assert "experiment 'compare': distributing experiments is not supported yet" in err
+    assert "hint: run it in one process: reconciler run experiment/compare" in err
+    code, out, _ = cli_run("experiments", "list", "--db", pg_url, "-o", "json")
+    assert json.loads(out)[0]["status"] == "pending"
