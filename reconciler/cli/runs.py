@@ -279,10 +279,9 @@ class _Following:
 
 
 def distribute_named(engine: Any, names: list[str], options: Any, *, as_json: bool, wait: bool, table: bool) -> int:
+    from reconciler.errors import ReconcilerError
     from reconciler.runs.distributed.enqueue import distribute_run
     from reconciler.runs.distributed.finish import follow
-
-    from reconciler.errors import ReconcilerError
     from reconciler.runs.service import runnable_kind
 
     runs = []
