@@ -53,17 +53,28 @@ VERSUS_SECTION = "Reconciler vs Terraform"
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sizes", type=lambda s: [int(x.replace("_", "")) for x in s.split(",")], default=None, help="comma-separated N values (default 1000,10000,100000)")
+    p.add_argument(
+        "--sizes",
+        type=lambda s: [int(x.replace("_", "")) for x in s.split(",")],
+        default=None,
+        help="comma-separated N values (default 1000,10000,100000)",
+    )
     p.add_argument("--repeat", type=int, default=None, help="repetitions per size (default 3 up to 10,000, 1 above)")
     p.add_argument("--smoke", action="store_true", help=f"N = {SMOKE_SIZE}, one repetition; for CI")
     p.add_argument("--with-terraform-large", action="store_true", help=f"also run Terraform above {TERRAFORM_DEFAULT_MAX:,} resources")
     p.add_argument("--no-terraform", action="store_true", help="reconciler only")
     p.add_argument("--no-postgres", action="store_true", help="SQLite only")
-    p.add_argument("--no-watch", action="store_true", help=f"skip `reconciler watch` ({WATCH[0]:,} resources in {WATCH[1]} files, one changed at a time)")
+    p.add_argument(
+        "--no-watch", action="store_true", help=f"skip `reconciler watch` ({WATCH[0]:,} resources in {WATCH[1]} files, one changed at a time)"
+    )
     p.add_argument("--out", type=Path, default=None, help="write BENCHMARKS.md, plot.png and results.json here (default: the repository)")
     p.add_argument("--keep", action="store_true", help="keep the generated workloads and states")
     p.add_argument(
-        "--from-results", type=Path, nargs="+", default=None, metavar="JSON",
+        "--from-results",
+        type=Path,
+        nargs="+",
+        default=None,
+        metavar="JSON",
         help="only re-render the report from results.json files; for a (tool, measure, N) in several, the last file wins",
     )
     return p.parse_args(argv)
@@ -126,7 +137,7 @@ def _steps(tool: Tool) -> list[tuple[str, Callable[[], Timing]]]:
 def _run_interleaved(tools: list[Tool], n: int, rep: int, base: Path) -> list[Sample]:
     """One repetition: every tool on a fresh state, step by step in turn (which tool goes first
     rotates with the repetition), so the figures a ratio divides were measured side by side."""
-    order = tools[rep % len(tools):] + tools[: rep % len(tools)]
+    order = tools[rep % len(tools) :] + tools[: rep % len(tools)]
     for tool in order:
         tool.reset(base / f"{tool.name}-{rep}")
     plans = {tool.name: dict(_steps(tool)) for tool in order}
@@ -173,7 +184,8 @@ def run(args: argparse.Namespace) -> int:
             _log(f"watch: {n:,} resources in {files} files, {changes} changes, one file at a time")
             (work / "watch").mkdir()
             for sample in measure_watch(n, files, changes, env, work / "watch"):
-                _log(f"watch N={n:,} {sample.measure:44s} {sample.seconds * 1000:7.0f} ms  cpu {sample.cpu_seconds * 1000:6.0f} ms  load {sample.load or 0:4.1f}")
+                timing = f"{sample.seconds * 1000:7.0f} ms  cpu {sample.cpu_seconds * 1000:6.0f} ms  load {sample.load or 0:4.1f}"
+                _log(f"watch N={n:,} {sample.measure:44s} {timing}")
                 samples.append(sample)
     finally:
         if server is not None:
@@ -227,7 +239,9 @@ def _write_outputs(args: argparse.Namespace, samples: list[Sample], machine: dic
     }
     report.update_benchmarks_md(md_path, sections)
     report.write_plot(report.medians(shown), plot_path)
-    results_path.write_text(json.dumps({"command": command, "machine": machine, "samples": [s.to_dict() for s in samples]}, indent=1), encoding="utf-8")
+    results_path.write_text(
+        json.dumps({"command": command, "machine": machine, "samples": [s.to_dict() for s in samples]}, indent=1), encoding="utf-8"
+    )
     print("\n\n".join(f"## {title}\n\n{body}" for title, body in sections.items()))
     _log(f"wrote {md_path}, {plot_path} and {results_path}")
 

@@ -50,9 +50,7 @@ def load_average() -> float | None:
 Timing = tuple[float, float, float, float | None, float | None]  # wall s, CPU s, peak RSS MiB, load before, after
 
 
-def run_timed(
-    argv: list[str], *, cwd: Path, env: dict[str, str], ok_codes: tuple[int, ...] = (0,), log: Path | None = None
-) -> Timing:
+def run_timed(argv: list[str], *, cwd: Path, env: dict[str, str], ok_codes: tuple[int, ...] = (0,), log: Path | None = None) -> Timing:
     """(wall seconds, CPU seconds, peak RSS in MiB, load before, load after) of ``argv``; raises
     CommandFailed on another exit code.
 

@@ -229,8 +229,10 @@ def check_targets(samples: list[Sample], versus: list[Sample] | None = None) -> 
             continue
         memory_ok = rss_limit is None or m.max_rss_mib <= rss_limit
         verdict = (
-            "met" if m.seconds <= limit and memory_ok
-            else "missed on wall time, met on CPU time (machine busy)" if m.cpu_seconds <= limit and memory_ok
+            "met"
+            if m.seconds <= limit and memory_ok
+            else "missed on wall time, met on CPU time (machine busy)"
+            if m.cpu_seconds <= limit and memory_ok
             else "MISSED"
         )
         extra = f", {_mib(m.max_rss_mib)}" if rss_limit else ""

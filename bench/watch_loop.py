@@ -83,9 +83,7 @@ def measure_watch(n: int, files: int, changes: int, env: dict[str, str], work: P
     manifests = write_manifests(workload, work / "watch-manifests", docs_per_file)
     agent_files = sorted(manifests.glob("agents-*.yaml"))
     db = f"sqlite:///{work / 'watch-state.db'}"
-    argv = reconciler_argv(
-        "watch", str(manifests), "--db", db, "--json", "--debounce", str(debounce_ms), "--interval", "3600", "--no-validate"
-    )
+    argv = reconciler_argv("watch", str(manifests), "--db", db, "--json", "--debounce", str(debounce_ms), "--interval", "3600", "--no-validate")
     child_env = {**env, "RECONCILER_CACHE_DIR": str(work / "watch-cache")}
     proc = subprocess.Popen(argv, cwd=work, env=child_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
     assert proc.stdout is not None
@@ -121,7 +119,7 @@ def measure_watch(n: int, files: int, changes: int, env: dict[str, str], work: P
 
 
 def main(argv: list[str]) -> None:
-    n, files, changes = (int(a.replace("_", "")) for a in (argv + ["10000", "100", "5"][len(argv):]))
+    n, files, changes = (int(a.replace("_", "")) for a in (argv + ["10000", "100", "5"][len(argv) :]))
     from bench.__main__ import _fernet_key
     from bench.tools import reconciler_env
     from bench.workload import SECRET_ENV

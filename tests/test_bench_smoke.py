@@ -20,9 +20,7 @@ def test_smoke_run_writes_table_plot_and_results(tmp_path: Path) -> None:
     out = tmp_path / "out"
     (out).mkdir()
     (out / "BENCHMARKS.md").write_text("# Benchmarks\n\n## Runner overhead\n\nkept as is\n", encoding="utf-8")
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench", "--smoke", "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=900
-    )
+    proc = subprocess.run([sys.executable, "-m", "bench", "--smoke", "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = (out / "BENCHMARKS.md").read_text(encoding="utf-8")
     assert "## Runner overhead\n\nkept as is\n" in text
@@ -31,10 +29,15 @@ def test_smoke_run_writes_table_plot_and_results(tmp_path: Path) -> None:
     assert (out / "plot.png").read_bytes().startswith(b"\x89PNG")
     samples = json.loads((out / "results.json").read_text(encoding="utf-8"))["samples"]
     measured = {(s["tool"], s["measure"]) for s in samples}
-    assert {("reconciler-sqlite", "apply into empty state"), ("reconciler-sqlite", "plan, no changes"),
-            ("reconciler-sqlite", "plan, no changes, parse cache off"), ("reconciler-sqlite", "--help"),
-            ("reconciler-sqlite", "validate"), ("reconciler-sqlite", "watch: one file changed, reconcile until applied"),
-            ("reconciler-sqlite", "watch: file written until the applied event (--debounce 50)")} <= measured
+    assert {
+        ("reconciler-sqlite", "apply into empty state"),
+        ("reconciler-sqlite", "plan, no changes"),
+        ("reconciler-sqlite", "plan, no changes, parse cache off"),
+        ("reconciler-sqlite", "--help"),
+        ("reconciler-sqlite", "validate"),
+        ("reconciler-sqlite", "watch: one file changed, reconcile until applied"),
+        ("reconciler-sqlite", "watch: file written until the applied event (--debounce 50)"),
+    } <= measured
     assert all(s["load_before"] is not None for s in samples)  # every figure says how busy the machine was
     assert "| 200 | watch: one file changed, reconcile until applied |" in text
 
@@ -42,10 +45,7 @@ def test_smoke_run_writes_table_plot_and_results(tmp_path: Path) -> None:
 def test_merge_sections_replaces_ours_and_keeps_others() -> None:
     existing = "# Benchmarks\n\n## Core plan/apply\n\nold\n\n## Runner overhead\n\ntheirs\n"
     merged = merge_sections(existing, {"Core plan/apply": "new\n", "Reconciler vs Terraform": "side by side\n"})
-    assert merged == (
-        "# Benchmarks\n\n## Core plan/apply\n\nnew\n\n## Runner overhead\n\ntheirs\n\n"
-        "## Reconciler vs Terraform\n\nside by side\n"
-    )
+    assert merged == ("# Benchmarks\n\n## Core plan/apply\n\nnew\n\n## Runner overhead\n\ntheirs\n\n## Reconciler vs Terraform\n\nside by side\n")
 
 
 @pytest.mark.parametrize(
@@ -64,9 +64,12 @@ def _sample(tool: str, measure: str, rep: int, seconds: float, load: float) -> S
 
 def test_ratios_divide_only_figures_of_the_same_repetition() -> None:
     samples = [
-        _sample(SQLITE, PLAN_SAME, 0, 0.5, 1.0), _sample(TERRAFORM, PLAN_SAME, 0, 5.0, 1.2),  # 10x
-        _sample(SQLITE, PLAN_SAME, 1, 2.0, 8.0), _sample(TERRAFORM, PLAN_SAME, 1, 8.0, 8.1),  # 4x, a busy moment
-        _sample(SQLITE, PLAN_SAME, 2, 0.5, 1.0), _sample(TERRAFORM, PLAN_SAME, 2, 3.0, 1.1),  # 6x
+        _sample(SQLITE, PLAN_SAME, 0, 0.5, 1.0),
+        _sample(TERRAFORM, PLAN_SAME, 0, 5.0, 1.2),  # 10x
+        _sample(SQLITE, PLAN_SAME, 1, 2.0, 8.0),
+        _sample(TERRAFORM, PLAN_SAME, 1, 8.0, 8.1),  # 4x, a busy moment
+        _sample(SQLITE, PLAN_SAME, 2, 0.5, 1.0),
+        _sample(TERRAFORM, PLAN_SAME, 2, 3.0, 1.1),  # 6x
         _sample(TERRAFORM, APPLY_EMPTY, 0, 60.0, 1.0),  # no reconciler figure of that repetition: no ratio
         _sample(SQLITE, APPLY_EMPTY, 1, 0.5, 1.0),
     ]
@@ -131,7 +134,9 @@ def test_merged_runs_show_the_latest_figures_and_ratios_of_one_run(tmp_path: Pat
         path.write_text(json.dumps({"command": f"python -m bench {name}", "machine": {"cpu": "test"}, "samples": [s.to_dict() for s in samples]}))
         return path
 
-    with_terraform = results("busy", [_sample(SQLITE, PLAN_SAME, rep, 1.0, 6.0) for rep in range(3)] + [_sample(TERRAFORM, PLAN_SAME, rep, 9.0, 6.0) for rep in range(3)])
+    with_terraform = results(
+        "busy", [_sample(SQLITE, PLAN_SAME, rep, 1.0, 6.0) for rep in range(3)] + [_sample(TERRAFORM, PLAN_SAME, rep, 9.0, 6.0) for rep in range(3)]
+    )
     quiet = results("quiet", [_sample(SQLITE, PLAN_SAME, rep, 0.25, 0.5) for rep in range(3)])
     out = tmp_path / "out"
     assert bench_main.main(["--from-results", str(with_terraform), str(quiet), "--out", str(out)]) == 0

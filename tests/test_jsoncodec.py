@@ -52,9 +52,9 @@ def test_dumps_reads_back_as_json_dumps_does(value: Any) -> None:
 
 
 def test_dumps_refuses_what_json_dumps_refuses() -> None:
-    from datetime import datetime
+    from datetime import UTC, datetime
 
     from reconciler.state.jsoncodec import dumps
 
     with pytest.raises(TypeError):
-        dumps({"when": datetime(2024, 1, 1)})
+        dumps({"when": datetime(2024, 1, 1, tzinfo=UTC)})

@@ -100,7 +100,10 @@ def _make_engine(url: URL) -> Engine:
 
         return engine
     return create_engine(
-        url, connect_args={"connect_timeout": 5, "application_name": "reconciler"}, pool_pre_ping=True, json_deserializer=jsoncodec.loads,
+        url,
+        connect_args={"connect_timeout": 5, "application_name": "reconciler"},
+        pool_pre_ping=True,
+        json_deserializer=jsoncodec.loads,
         json_serializer=jsoncodec.dumps,
     )
 
