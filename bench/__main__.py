@@ -175,8 +175,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         warm = write_manifests(generate(20), work / "warm-up")
         db = sqlite_database(work)
-        for args in (("apply", str(warm), "--db", db, "--auto-approve", "--no-validate"), ("plan", str(warm), "--db", db), ("validate", str(warm))):
-            run_timed(reconciler_argv(*args), cwd=work, env=env)  # writes the bytecode of every module the timed commands import
+        for warm_args in (("apply", str(warm), "--db", db, "--auto-approve", "--no-validate"), ("plan", str(warm), "--db", db), ("validate", str(warm))):
+            run_timed(reconciler_argv(*warm_args), cwd=work, env=env)  # writes the bytecode of every module the timed commands import
         samples += _time_help(env, work)
         for n in sizes:
             samples += _run_size(args, n, work, env, server, tf_version is not None)
