@@ -14,13 +14,23 @@ from typing import Any
 class Sample:
     """One timed run of one measure."""
 
-    tool: str  # "reconciler-sqlite" | "reconciler-postgresql" | "terraform"
+    tool: str  # "reconciler-sqlite" | "reconciler-postgresql" | "terraform" | "terraform-count"
     measure: str
     n: int
     rep: int
     seconds: float
     cpu_seconds: float  # user + system: less sensitive than wall time to other work on the machine
     max_rss_mib: float
+    # the machine's 1-minute load average just before and just after the run (None in old results)
+    load_before: float | None = None
+    load_after: float | None = None
+    run: str = ""  # which `python -m bench` run measured it (its start time): ratios pair only within one run
+
+    @property
+    def load(self) -> float | None:
+        """The load average during the run: the larger of the two readings."""
+        readings = [x for x in (self.load_before, self.load_after) if x is not None]
+        return max(readings) if readings else None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -30,13 +40,23 @@ class CommandFailed(RuntimeError):
     pass
 
 
-def run_timed(
-    argv: list[str], *, cwd: Path, env: dict[str, str], ok_codes: tuple[int, ...] = (0,), log: Path | None = None
-) -> tuple[float, float, float]:
-    """(wall seconds, CPU seconds, peak RSS in MiB) of ``argv``; raises CommandFailed on another exit code.
+def load_average() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None
+
+
+Timing = tuple[float, float, float, float | None, float | None]  # wall s, CPU s, peak RSS MiB, load before, after
+
+
+def run_timed(argv: list[str], *, cwd: Path, env: dict[str, str], ok_codes: tuple[int, ...] = (0,), log: Path | None = None) -> Timing:
+    """(wall seconds, CPU seconds, peak RSS in MiB, load before, load after) of ``argv``; raises
+    CommandFailed on another exit code.
 
     ``os.wait4`` gives the rusage of exactly this child, so runs never mix their peaks."""
     log = log or cwd / "last-command.log"
+    before = load_average()
     with open(log, "wb") as out:
         started = time.perf_counter()
         proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -46,4 +66,4 @@ def run_timed(
     if proc.returncode not in ok_codes:
         tail = log.read_text(errors="replace")[-2000:]
         raise CommandFailed(f"{' '.join(argv[:4])}... exited {proc.returncode} in {cwd}:\n{tail}")
-    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024  # ru_maxrss is KiB on Linux
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, before, load_average()  # ru_maxrss is KiB on Linux

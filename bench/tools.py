@@ -14,17 +14,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-from bench.measure import run_timed
+from bench.measure import Timing, run_timed
 
 REPO = Path(__file__).resolve().parent.parent
-Timing = tuple[float, float, float]  # wall seconds, CPU seconds, peak RSS MiB
+NO_CACHE_ENV = "RECONCILER_NO_CACHE"
 
 
 class Tool(Protocol):
     name: str
+    before: Path  # the configuration to apply into an empty state
+    after: Path  # the same after changes
 
     def reset(self, workdir: Path) -> None: ...
-    def plan(self, config: Path, expect_changes: bool) -> Timing: ...
+    def plan(self, config: Path, expect_changes: bool, *, cache: bool = True) -> Timing: ...
     def apply(self, config: Path) -> Timing: ...
 
 
@@ -41,10 +43,12 @@ def reconciler_argv(*args: str) -> list[str]:
 
 
 class Reconciler:
-    """``reconciler plan|apply`` against a fresh database per repetition."""
+    """``reconciler plan|apply`` against a fresh database and an empty parse cache per repetition,
+    so the first apply reads every file cold, as on a machine that never saw them."""
 
-    def __init__(self, name: str, new_database: Callable[[Path], str], env: dict[str, str]) -> None:
+    def __init__(self, name: str, new_database: Callable[[Path], str], env: dict[str, str], before: Path, after: Path) -> None:
         self.name = name
+        self.before, self.after = before, after
         self._new_database = new_database
         self._env = env
         self._db = ""
@@ -54,10 +58,14 @@ class Reconciler:
         workdir.mkdir(parents=True, exist_ok=True)
         self._workdir = workdir
         self._db = self._new_database(workdir)
+        cache = workdir / "parse-cache"
+        shutil.rmtree(cache, ignore_errors=True)
+        self._env = {**self._env, "RECONCILER_CACHE_DIR": str(cache)}
 
-    def plan(self, config: Path, expect_changes: bool) -> Timing:
+    def plan(self, config: Path, expect_changes: bool, *, cache: bool = True) -> Timing:
         argv = reconciler_argv("plan", str(config), "--db", self._db, "--detailed-exitcode")
-        return run_timed(argv, cwd=self._workdir, env=self._env, ok_codes=(2,) if expect_changes else (0,))
+        env = self._env if cache else {**self._env, NO_CACHE_ENV: "1"}
+        return run_timed(argv, cwd=self._workdir, env=env, ok_codes=(2,) if expect_changes else (0,))
 
     def apply(self, config: Path) -> Timing:
         # --no-validate: the post-apply provider probe would call the (fictitious) provider endpoints;
@@ -90,9 +98,9 @@ class Terraform:
     """``terraform plan|apply`` in a working directory whose *.tf.json files are swapped per step,
     with the local state file kept, as when a commit changes the configuration."""
 
-    name = "terraform"
-
-    def __init__(self) -> None:
+    def __init__(self, name: str, before: Path, after: Path) -> None:
+        self.name = name
+        self.before, self.after = before, after
         self._env = terraform_env()
         self._workdir = Path(".")
 
@@ -110,7 +118,7 @@ class Terraform:
         if not (self._workdir / ".terraform.lock.hcl").exists() and not (self._workdir / ".terraform").exists():
             run_timed(["terraform", "init", "-input=false", "-no-color"], cwd=self._workdir, env=self._env)
 
-    def plan(self, config: Path, expect_changes: bool) -> Timing:
+    def plan(self, config: Path, expect_changes: bool, *, cache: bool = True) -> Timing:
         self._use(config)
         argv = ["terraform", "plan", "-input=false", "-no-color", "-detailed-exitcode"]
         return run_timed(argv, cwd=self._workdir, env=self._env, ok_codes=(2,) if expect_changes else (0,))

@@ -186,13 +186,13 @@ def _document(r: Resource) -> dict[str, Any]:
     return {"apiVersion": "reconciler/v1", "kind": r.kind, "metadata": metadata, "spec": r.spec}
 
 
-def write_manifests(workload: Workload, directory: Path) -> Path:
-    """One directory per kind, files of at most DOCS_PER_FILE documents."""
+def write_manifests(workload: Workload, directory: Path, docs_per_file: int = DOCS_PER_FILE) -> Path:
+    """Files of at most ``docs_per_file`` documents, one kind per file."""
     directory.mkdir(parents=True, exist_ok=True)
     for kind in KINDS:
         docs = [_document(r) for r in workload.of_kind(kind)]
-        for part, start in enumerate(range(0, len(docs), DOCS_PER_FILE)):
-            text = yaml.dump_all(docs[start : start + DOCS_PER_FILE], Dumper=_ManifestDumper, sort_keys=False, width=200)
+        for part, start in enumerate(range(0, len(docs), docs_per_file)):
+            text = yaml.dump_all(docs[start : start + docs_per_file], Dumper=_ManifestDumper, sort_keys=False, width=200)
             (directory / f"{kind.lower()}s-{part:03d}.yaml").write_text(text, encoding="utf-8")
     return directory
 
@@ -229,4 +229,15 @@ def write_terraform(workload: Workload, directory: Path) -> Path:
         block = {_tf_name(r.kind, r.name): {"input": _tf_input(r)} for r in resources[start : start + DOCS_PER_FILE]}
         text = json.dumps({"resource": {"terraform_data": block}}, indent=1)
         (directory / f"resources-{part:03d}.tf.json").write_text(text, encoding="utf-8")
+    return directory
+
+
+def write_terraform_count(n: int, directory: Path, changed: bool) -> Path:
+    """The simplest Terraform workload of the same size: one ``terraform_data`` block with
+    ``count = n``. After changes, one instance in ten holds another value (10% modified)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    kind = '${count.index %% 10 == 3 ? "agent-v2" : "agent"}' if changed else "agent"
+    block = {"items": {"count": n, "input": {"name": "item-${count.index}", "kind": kind.replace("%%", "%")}}}
+    text = json.dumps({"resource": {"terraform_data": block}}, indent=1)
+    (directory / "resources.tf.json").write_text(text, encoding="utf-8")
     return directory

@@ -24,15 +24,18 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(autouse=True)
 def _isolated_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Every test runs in its own directory, so the default .reconciler/ state never leaks."""
+    """Every test runs in its own directory, so the default .reconciler/ state never leaks, and with
+    its own parse cache (on, as for users: every test that reads manifests twice also checks that a
+    cached parse gives what parsing gave)."""
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
-    for var in ("RECONCILER_DATABASE_URL", "RECONCILER_SECRET_KEY", "RECONCILER_SECRET_KEY_FILE"):
+    for var in ("RECONCILER_DATABASE_URL", "RECONCILER_SECRET_KEY", "RECONCILER_SECRET_KEY_FILE", "RECONCILER_NO_CACHE"):
         monkeypatch.delenv(var, raising=False)
     import reconciler.state.db
 
     monkeypatch.setattr(reconciler.state.db, "_opened", None)  # the key file follows the database a test opened
+    monkeypatch.setenv("RECONCILER_CACHE_DIR", str(tmp_path / "parse-cache"))
     return work
 
 

@@ -7,18 +7,17 @@ every message and plan then names files by their path in the repository, not the
 from __future__ import annotations
 
 import contextlib
-import io
-import subprocess
-import tarfile
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reconciler.errors import Location, Problem, ReconcilerError
 from reconciler.gitinfo import describe_checkout, run_git
 from reconciler.plan.model import Plan
+
+if TYPE_CHECKING:
+    import subprocess
 
 
 @dataclass(frozen=True)
@@ -92,6 +91,10 @@ def _in_repo(root: Path, path: str) -> str:
 @contextlib.contextmanager
 def manifests_at(paths: list[str], git_ref: str, repo: str | None) -> Iterator[ManifestSource]:
     """Extract ``paths`` (relative to the repository root) as of ``git_ref`` into a temporary directory."""
+    import io  # only --git-ref needs these: not imported by every plan
+    import tarfile
+    import tempfile
+
     root = repo_root(repo)
     git = resolve_commit(root, git_ref)
     inside = [_in_repo(root, p) for p in paths]

@@ -92,7 +92,7 @@ def listing(row: Any, fields: tuple[str, ...], managed: Mapping[str, str], **ext
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, defer_build=True)
 
 
 class FileRef(Strict):

@@ -17,13 +17,19 @@ from pydantic import BaseModel, ValidationError
 from reconciler.errors import Location, Problem, ProblemList, ReconcilerError
 from reconciler.kinds import BY_NAME
 from reconciler.kinds.expected import expected_fields, expected_problem
-from reconciler.manifests import files
+from reconciler.manifests import files, modelcodec
 from reconciler.manifests.models import API_VERSION, KIND_NAMES, MANIFEST_MODELS, FileRef
+from reconciler.manifests.parsecache import ParseCache, open_cache
 from reconciler.manifests.yamlfile import (
+    NOT_PARSED,
     FieldPath,
     RawDocument,
     find_manifest_files,
-    read_yaml_file,
+    installed_package_files,
+    parse_text,
+    parser_salt,
+    read_text,
+    source_stamps,
 )
 
 ResourceKey = tuple[str, str]  # (kind, name)
@@ -68,9 +74,16 @@ class ManifestSet:
         return {m.key: m for m in self.manifests}
 
 
-def load_manifests(paths: list[str], *, external_refs: bool = False) -> ManifestSet:
+_FROM_ENVIRONMENT: Any = object()
+
+
+def load_manifests(paths: list[str], *, external_refs: bool = False, cache: ParseCache | None = _FROM_ENVIRONMENT) -> ManifestSet:
     """Read, parse and validate manifests under ``paths``; raise ReconcilerError listing all problems.
-    ``external_refs``: references may name resources that exist only in the database (``run FILE``)."""
+    ``external_refs``: references may name resources that exist only in the database (``run FILE``).
+    ``cache``: where files parsed and validated before are found again (default: the directory
+    ``parsecache`` takes from the environment; None: parse and validate every file)."""
+    if cache is _FROM_ENVIRONMENT:
+        cache = open_cache(cache_salt())
     problems = ProblemList()
     found, path_problems = find_manifest_files(paths)
     for p in path_problems:
@@ -79,22 +92,105 @@ def load_manifests(paths: list[str], *, external_refs: bool = False) -> Manifest
     manifests: list[Manifest] = []
     declared: set[ResourceKey] = set()  # invalid documents still define their name: no cascade of errors
     for path, display in found:
-        documents, doc_problems = read_yaml_file(path, display)
-        for p in doc_problems:
-            problems.add(p)
-        root = _root_of(path, roots)
-        for doc in documents:
-            manifest = _check_document(doc, path, root, problems)
-            if manifest is not None:
-                manifests.append(manifest)
-            else:
-                declared.add(_declared_key(doc.data))
+        _load_file(path, display, _root_of(path, roots), cache, problems=problems, manifests=manifests, declared=declared)
     if not found and not path_problems:
         problems.add(Problem("no manifest files given", hint="pass a directory or *.yaml files"))
     _check_together(manifests, declared, problems, external_refs)
     if problems.errors:
         raise ReconcilerError(sorted(problems.items, key=_problem_order))
     return ManifestSet(tuple(manifests), tuple(problems.warnings), tuple(d for _, d in found))
+
+
+def cache_salt() -> bytes:
+    """What the parse cache's keys depend on besides a file's bytes: reconciler's version, the
+    parser (``yamlfile.parser_salt``), and what validation depends on: the manifest models' code
+    (``kinds/``, ``models``, this module, ``modelcodec``, the schema check), pydantic's version and
+    the JSON Schema checkers' installations (found without importing them)."""
+    import pydantic
+    import pydantic_core
+
+    import reconciler
+
+    here = Path(__file__).resolve().parent
+    code = [here / f for f in ("loader.py", "models.py", "modelcodec.py", "jsonschema_check.py")]
+    code += [*sorted((here.parent / "kinds").glob("*.py")), *installed_package_files("jsonschema_rs", "jsonschema")]
+    parts = [reconciler.__version__, pydantic.VERSION, pydantic_core.__version__, *parser_salt(), *source_stamps(code)]
+    return "\0".join(parts).encode(errors="surrogateescape")
+
+
+def _load_file(
+    path: Path,
+    display: str,
+    root: Path,
+    cache: ParseCache | None,
+    *,
+    problems: ProblemList,
+    manifests: list[Manifest],
+    declared: set[ResourceKey],
+) -> None:
+    """One file's manifests: from the cache when it holds these bytes, else parsed and validated
+    (and stored, when every document was valid and nothing was reported)."""
+    read = read_text(path, display)
+    if isinstance(read, list):
+        for p in read:
+            problems.add(p)
+        return
+    content, text = read
+    key = cache.key(content) if cache is not None else ""
+    if cache is not None:
+        cached = cache.load(key, lambda entry: _cached_manifests(entry, display, text, root))
+        if cached is not None:
+            for m in cached:
+                _resolve_files(m, path, problems, cached=True)
+                manifests.append(m)
+            return
+    documents, parse_problems = parse_text(text, display)
+    before = len(problems.items)
+    for p in parse_problems:
+        problems.add(p)
+    entry: list[Any] | None = []
+    for doc in documents:
+        envelope = _validate_document(doc, problems)
+        if envelope is None:
+            declared.add(_declared_key(doc.data))
+            entry = None
+            continue
+        m = _manifest(envelope, doc, root)
+        _resolve_files(m, path, problems)
+        manifests.append(m)
+        if entry is not None:
+            try:
+                entry.append(_cache_item(m))
+            except modelcodec.Uncacheable:
+                entry = None
+    # only a file without any problem: a literal secret (refused by validation) is never stored
+    if cache is not None and entry is not None and len(problems.items) == before:
+        cache.store(key, entry)
+
+
+def _cache_item(m: Manifest) -> list[Any]:
+    """What the cache keeps of a manifest: [index, line, column, kind, name, labels, annotations, spec]
+    (labels and annotations are validated as text to text)."""
+    loc = m.raw.location
+    return [m.raw.index, loc.line, loc.column, m.kind, m.name, m.labels, m.annotations, modelcodec.encode(m.spec)]
+
+
+def _cached_manifests(entry: Any, display: str, text: str, root: Path) -> list[Manifest] | None:
+    """The manifests of a cache entry (files they refer to not read yet); None if it is malformed."""
+    if entry.__class__ is not list:
+        return None
+    out = []
+    try:
+        for index, line, column, kind, name, labels, annotations, spec in entry:
+            if not (index.__class__ is line.__class__ is column.__class__ is int) or kind not in MANIFEST_MODELS:
+                return None
+            if not (name.__class__ is str and labels.__class__ is dict and annotations.__class__ is dict):
+                return None
+            doc = RawDocument(display, index, NOT_PARSED, Location(display, line, column), text)
+            out.append(Manifest(kind, name, labels, annotations, modelcodec.decode(spec), doc, root))
+    except (TypeError, ValueError):
+        return None
+    return out
 
 
 def _problem_order(p: Problem) -> tuple[str, int, int]:
@@ -195,7 +291,8 @@ def _problems_from_validation(doc: RawDocument, model: type[BaseModel], title: s
     return out
 
 
-def _check_document(doc: RawDocument, path: Path, root: Path, problems: ProblemList) -> Manifest | None:
+def _validate_document(doc: RawDocument, problems: ProblemList) -> BaseModel | None:
+    """The document as its kind's envelope model, or None (its problems reported)."""
     data = doc.data
     if not isinstance(data, dict):
         problems.add(Problem(f"a manifest must be a mapping with apiVersion, kind, metadata and spec; found {type(data).__name__}", doc.location))
@@ -230,30 +327,35 @@ def _check_document(doc: RawDocument, path: Path, root: Path, problems: ProblemL
         return None
     model = MANIFEST_MODELS[kind]
     try:
-        parsed = model.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         for p in _problems_from_validation(doc, model, title, exc):
             problems.add(p)
         return None
-    manifest = Manifest(
-        kind=kind,
-        name=parsed.metadata.name,
-        labels=dict(parsed.metadata.labels),
-        annotations=dict(parsed.metadata.annotations),
-        spec=parsed.spec,
+
+
+def _manifest(envelope: Any, doc: RawDocument, root: Path) -> Manifest:
+    """A validated envelope as a Manifest (the files it refers to are read by ``_resolve_files``,
+    for cached manifests too: the parse cache never holds what another file says)."""
+    return Manifest(
+        kind=envelope.kind,
+        name=envelope.metadata.name,
+        labels=dict(envelope.metadata.labels),
+        annotations=dict(envelope.metadata.annotations),
+        spec=envelope.spec,
         raw=doc,
         root=root,
     )
-    _resolve_files(manifest, path, problems)
-    return manifest
 
 
 def _file_problem(m: Manifest, field_path: FieldPath, err: files.FileRefError) -> Problem:
     return Problem(str(err), m.raw.where(field_path), m.title, ".".join(map(str, field_path)), err.hint)
 
 
-def _resolve_files(m: Manifest, path: Path, problems: ProblemList) -> None:
-    """Read the files a manifest points at, so later checks and the plan see their content."""
+def _resolve_files(m: Manifest, path: Path, problems: ProblemList, cached: bool = False) -> None:
+    """Read the files a manifest points at, so later checks and the plan see their content.
+    ``cached``: the manifest comes from the parse cache, so its inline schema was checked already
+    (the cache key covers the checkers' installations); what other files hold is checked again."""
     if m.kind == "Task":
         schema = m.spec.response_schema
         if isinstance(schema, FileRef):
@@ -264,6 +366,8 @@ def _resolve_files(m: Manifest, path: Path, problems: ProblemList) -> None:
                 return
         else:
             m.resolved["response_schema"] = schema
+            if cached:
+                return
         for p in _schema_problems(m):
             problems.add(p)
     elif m.kind in ("Run", "Experiment"):
@@ -515,13 +619,14 @@ def _check_row_names(first: dict[ResourceKey, Manifest], problems: ProblemList) 
 
 def _check_examples(first: dict[ResourceKey, Manifest], pairs: dict[tuple[str, str], Manifest], problems: ProblemList) -> None:
     """Each example an agent shows the model must be a valid answer of every task it is assigned to."""
-    from reconciler.llm.output_schema import OutputSchema
     from reconciler.manifests.jsonschema_check import schema_errors
 
     for agent_name, task_name in pairs:
         agent, task = first.get(("Agent", agent_name)), first.get(("Task", task_name))
         if agent is None or task is None or not agent.spec.examples:
             continue
+        from reconciler.llm.output_schema import OutputSchema  # only agents with examples need it
+
         schema = task.resolved.get("response_schema")
         if not schema or schema_errors(schema):  # no schema (free text), or a broken one (reported already)
             continue

@@ -83,7 +83,7 @@ def make_engine(url: URL) -> Engine:
 
 def _make_engine(url: URL) -> Engine:
     if url.get_backend_name() == "sqlite":
-        engine = create_engine(url, connect_args={"timeout": 30}, json_deserializer=jsoncodec.loads)
+        engine = create_engine(url, connect_args={"timeout": 30}, json_deserializer=jsoncodec.loads, json_serializer=jsoncodec.dumps)
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_connection: sqlite3.Connection, _record: object) -> None:
@@ -100,7 +100,11 @@ def _make_engine(url: URL) -> Engine:
 
         return engine
     return create_engine(
-        url, connect_args={"connect_timeout": 5, "application_name": "reconciler"}, pool_pre_ping=True, json_deserializer=jsoncodec.loads
+        url,
+        connect_args={"connect_timeout": 5, "application_name": "reconciler"},
+        pool_pre_ping=True,
+        json_deserializer=jsoncodec.loads,
+        json_serializer=jsoncodec.dumps,
     )
 
 

@@ -15,13 +15,14 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from reconciler.manifests.parsecache import default_directory
 from tests.conftest import REPO
 
 CANARY = "canary-outside-the-root-7f3a"
 # what the interpreter, click, pydantic and reconciler's own settings legitimately read
 ALLOWED_ENV = (
     "RECONCILER_*", "_RECONCILER_COMPLETE", "HOME", "PATH", "LANG", "LANGUAGE", "LC_*", "TERM", "NO_COLOR", "FORCE_COLOR",
-    "COLUMNS", "LINES", "TZ", "PYTHON*", "_PYTHON*", "PYDANTIC_*", "TMPDIR", "TEMP", "TMP",
+    "COLUMNS", "LINES", "TZ", "PYTHON*", "_PYTHON*", "PYDANTIC_*", "TMPDIR", "TEMP", "TMP", "XDG_CACHE_HOME",
 )
 PROVIDER_OK = """\
 apiVersion: reconciler/v1
@@ -96,8 +97,11 @@ class Access:
     output: str = ""
 
 
-def _allowed_roots(root: Path, cwd: Path, db_file: Path | None) -> list[Path]:
+def _allowed_roots(root: Path, cwd: Path, db_file: Path | None, env: dict[str, str]) -> list[Path]:
     roots = [root.resolve(), (REPO / "reconciler").resolve(), Path("/dev"), Path("/proc/self")]
+    cache = default_directory(env)  # the parse cache: reconciler's own files, in the user's cache directory
+    if cache is not None:
+        roots.append(cache.resolve())
     roots += [Path(p).resolve() for p in sys.path if p and Path(p).is_dir() and Path(p).resolve() not in {REPO.resolve(), cwd.resolve()}]
     roots += [Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve()]
     # reconciler's own package metadata (an editable install keeps it beside the sources)
@@ -126,7 +130,7 @@ def guarded_run(args: list[str], root: Path, cwd: Path, *, env: dict[str, str], 
     )
     data = json.loads(record.read_text())
     record.unlink()
-    roots = _allowed_roots(root, cwd, db_file)
+    roots = _allowed_roots(root, cwd, db_file, env)
     access = Access(data["exit_code"], output=proc.stdout + proc.stderr)
     for p in dict.fromkeys(data["open"]):
         resolved = (cwd / p).resolve()
