@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import Engine, select
 
@@ -33,6 +33,9 @@ from reconciler.gitops.watch_runs import RunEvent, RunStarter
 from reconciler.plan.guards import GuardOptions
 from reconciler.plan.model import Plan
 from reconciler.plan.render import render_change
+
+if TYPE_CHECKING:
+    from reconciler.providers.model_check import ModelCheck
 
 TRANSIENT = (StateError, LockTimeout, StalePlan)  # may go away by itself: every failed retry is reported
 MISSED_SCAN_SECONDS = 5.0  # at most this long between looks for changes no notification told about
@@ -97,6 +100,7 @@ class ReconcileEvent:
     retry_in: float | None = None  # seconds until the failed reconcile is retried (None: on the next change)
     runs: tuple[str, ...] = ()  # runs with trigger: on_apply this apply created or changed: they start now
     leader: str | None = None  # standby: the watcher that leads
+    missing_models: tuple[dict[str, str], ...] = ()  # active agents whose model their provider does not serve
 
     @property
     def failed(self) -> bool:
@@ -125,6 +129,7 @@ class ReconcileEvent:
             "retry_in_s": None if self.retry_in is None else round(self.retry_in, 1),
             "runs": list(self.runs),
             "leader": self.leader,
+            "missing_models": list(self.missing_models),
         }
 
     def render_text(self) -> str:
@@ -153,6 +158,8 @@ class ReconcileEvent:
             lines.append(f"    drift: {d.kind.lower()} {d.name}: {fields}")
         for s in self.provider_status:
             lines.append(f"    provider {s['name']}: {s['from'] or 'new'} → {s['to']}" + (f" ({s['error']})" if s.get("error") else ""))
+        for m in self.missing_models:
+            lines += [f"    warning: {m['message']}", f"      hint: {m['hint']}"]
         errors = self.errors
         if self.outcome == "error" and _inline(errors):  # its message is in the first line already
             lines += [f"      hint: {errors[0].hint}"] if errors[0].hint else []
@@ -165,6 +172,17 @@ class ReconcileEvent:
         reason = f": {self.errors[0].message}" if _inline(self.errors) else "; applied nothing"
         when = f"; retrying in {_seconds(self.retry_in)}" if self.retry_in is not None else "; waiting for the next change"
         return f"{what} failed{reason}{when}"
+
+
+def _missing_model(check: ModelCheck) -> dict[str, str]:
+    """The model check `apply` prints as a warning, as event data: watch has no terminal to warn on."""
+    return {
+        "agent": check.agent,
+        "provider": check.provider,
+        "model_name": check.model_name,
+        "message": check.message(),
+        "hint": check.hint(),
+    }
 
 
 def _inline(errors: tuple[Problem, ...]) -> bool:
@@ -363,6 +381,7 @@ class Watcher:
             files=files,
             git=git,
             runs=result.runs_to_start,
+            missing_models=tuple(_missing_model(c) for c in outcome.missing_models),
         )
 
     def retry_due(self) -> bool:

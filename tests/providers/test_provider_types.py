@@ -193,3 +193,31 @@ def test_server_errors_of_each_api_are_transient(case: Case, error: str, write_m
         code, out, err = cli_run("run", "sample", "--db", sqlite_url)
         assert code == 0 and "completed — 4/4 valid" in out, err
     assert stub.violations == []
+
+
+def test_watch_reports_a_model_the_provider_does_not_serve(write_manifests, sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """watch has no terminal to warn on: the model check `apply` prints is in the applied event."""
+    from reconciler.gitops.watch import Watcher, WatchConfig
+
+    case = CASES[2]
+    monkeypatch.setenv("WIRE_API_KEY", KEY)
+    stub = WireStub(case.api, KEY if case.key else None, case.listed, _answer)  # type: ignore[arg-type]
+    with serve_api(stub):
+        root = write_manifests({"config.yaml": manifests(case, stub.base_url, model="no-such-model")})
+        watcher = Watcher(WatchConfig(paths=(str(root),), db=sqlite_url))
+        try:
+            event = watcher.reconcile("startup")
+            assert event is not None and event.outcome == "applied"
+            message = f"agent 'classifier': model 'no-such-model' is not served by provider 'remote' ({case.type}); it serves: {', '.join(case.listed)}"
+            assert event.to_dict()["missing_models"] == [
+                {"agent": "classifier", "provider": "remote", "model_name": "no-such-model", "message": message,
+                 "hint": "fix model_name in Agent 'classifier' and apply, or make the provider serve it and run `reconciler providers check remote`"}
+            ]
+            assert f"    warning: {message}" in event.render_text()
+
+            (root / "config.yaml").write_text(manifests(case, stub.base_url))
+            fixed = watcher.reconcile("files", ("config.yaml",))
+            assert fixed is not None and fixed.outcome == "applied" and fixed.to_dict()["missing_models"] == []
+        finally:
+            watcher.close()
+    assert stub.chats() == []
