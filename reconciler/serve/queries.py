@@ -48,6 +48,16 @@ def _iso(v: Any) -> Any:
     return v.isoformat(timespec="seconds") if hasattr(v, "isoformat") else v
 
 
+def _values(r: Any, fields: tuple[str, ...]) -> dict[str, Any]:
+    return {f: _iso(getattr(r, f)) for f in fields}
+
+
+def _row(r: Any, fields: tuple[str, ...], **extra: Any) -> dict[str, Any]:
+    """A configuration row as ``reconciler get -o json`` prints it: ``fields`` (timestamps as ISO
+    text), then ``extra``, whether reconciler manages it and its id."""
+    return {**_values(r, fields), **extra, "managed": r.managed_name is not None, "id": str(r.id)}
+
+
 def as_uuid(key: str) -> uuid.UUID | None:
     try:
         return uuid.UUID(key)
@@ -113,34 +123,17 @@ def _keyed(columns: Any, key: str | None) -> list[Any]:
 # -- providers ---------------------------------------------------------------------------------
 
 
+_PROVIDER_FIELDS = ("name", "type", "base_url")
+_PROVIDER_STATUS = ("is_active", "validation_status", "validation_error", "validated_at")
+
+
 def _provider_row(r: Any) -> dict[str, Any]:
-    return {
-        "name": r.name,
-        "type": r.type,
-        "base_url": r.base_url,
-        "api_key": "(set, encrypted)" if r.has_key else None,
-        "is_active": r.is_active,
-        "validation_status": r.validation_status,
-        "validation_error": r.validation_error,
-        "validated_at": _iso(r.validated_at),
-        "managed": r.managed_name is not None,
-        "id": str(r.id),
-    }
+    return _row(r, _PROVIDER_FIELDS, api_key="(set, encrypted)" if r.has_key else None, **_values(r, _PROVIDER_STATUS))
 
 
 def _provider_query(book: bool) -> Select[Any]:
     p = llm_providers.c
-    query = select(
-        p.id,
-        p.name,
-        p.type,
-        p.base_url,
-        p.api_key_encrypted.is_not(None).label("has_key"),
-        p.is_active,
-        p.validation_status,
-        p.validation_error,
-        p.validated_at,
-    )
+    query = select(p.id, *(p[f] for f in _PROVIDER_FIELDS + _PROVIDER_STATUS), p.api_key_encrypted.is_not(None).label("has_key"))
     return _managed_join(query, "Provider", p.id, book)
 
 
@@ -156,34 +149,17 @@ def get_provider(engine: Engine, key: str) -> dict[str, Any] | None:
 # -- agents ------------------------------------------------------------------------------------
 
 
+_AGENT_FIELDS = ("name", "provider", "model_name", "temperature", "max_tokens", "is_active", "description", "system_prompt")
+
+
 def _agent_row(r: Any) -> dict[str, Any]:
-    return {
-        "name": r.name,
-        "provider": r.provider,
-        "model_name": r.model_name,
-        "temperature": r.temperature,
-        "max_tokens": r.max_tokens,
-        "is_active": r.is_active,
-        "description": r.description,
-        "system_prompt": r.system_prompt,
-        "managed": r.managed_name is not None,
-        "id": str(r.id),
-    }
+    return _row(r, _AGENT_FIELDS)
 
 
 def _agent_query(book: bool) -> Select[Any]:
     a, p = agent_configs.c, llm_providers.c
-    query = select(
-        a.id,
-        a.name,
-        p.name.label("provider"),
-        a.model_name,
-        a.temperature,
-        a.max_tokens,
-        a.is_active,
-        a.description,
-        a.system_prompt,
-    ).join_from(agent_configs, llm_providers, p.id == a.provider_id)
+    own = (a[f] for f in _AGENT_FIELDS if f != "provider")
+    query = select(a.id, p.name.label("provider"), *own).join_from(agent_configs, llm_providers, p.id == a.provider_id)
     return _managed_join(query, "Agent", a.id, book)
 
 
@@ -199,20 +175,16 @@ def get_agent(engine: Engine, key: str) -> dict[str, Any] | None:
 # -- tasks -------------------------------------------------------------------------------------
 
 
+_TASK_FIELDS = ("name", "description", "is_active", "response_schema")
+
+
 def _task_row(r: Any) -> dict[str, Any]:
-    return {
-        "name": r.name,
-        "description": r.description,
-        "is_active": r.is_active,
-        "response_schema": r.response_schema,
-        "managed": r.managed_name is not None,
-        "id": str(r.id),
-    }
+    return _row(r, _TASK_FIELDS)
 
 
 def _task_query(book: bool) -> Select[Any]:
     t = task_configs.c
-    return _managed_join(select(t.id, t.name, t.description, t.is_active, t.response_schema), "Task", t.id, book)
+    return _managed_join(select(t.id, *(t[f] for f in _TASK_FIELDS)), "Task", t.id, book)
 
 
 def list_tasks(engine: Engine, page: Page, active: bool | None = None) -> Listing:
@@ -228,17 +200,8 @@ def get_task(engine: Engine, key: str) -> dict[str, Any] | None:
 
 
 def _assignment_row(r: Any) -> dict[str, Any]:
-    return {
-        "name": r.managed_name or f"{r.agent_name}+{r.task_name}",
-        "agent_name": r.agent_name,
-        "task_name": r.task_name,
-        "provider_name": r.provider_name,
-        "provider_type": r.provider_type,
-        "is_active": r.is_active,
-        "assigned_at": _iso(r.assigned_at),
-        "managed": r.managed_name is not None,
-        "id": str(r.id),
-    }
+    fields = ("agent_name", "task_name", "provider_name", "provider_type", "is_active", "assigned_at")
+    return {"name": r.managed_name or f"{r.agent_name}+{r.task_name}", **_row(r, fields)}
 
 
 def _assignment_query(book: bool) -> Select[Any]:
