@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from reconciler.cli import cli
-from reconciler.cli.options import db_option, echo_plan, gitops_options, guard_options, paths_argument
+from reconciler.cli.options import db_option, echo_plan, gitops_options, guard_options, paths_argument, validation_timeout_option
 
 if TYPE_CHECKING:
     from reconciler.errors import Problem
@@ -169,13 +169,7 @@ def _confirm(auto_approve: bool) -> None:
 @gitops_options
 @click.option("--wait-validation", is_flag=True, help="Exit 1 if a created or changed provider fails validation (for CI).")
 @click.option("--no-validate", is_flag=True, help="Do not validate created or changed providers after the apply.")
-@click.option(
-    "--validation-timeout",
-    type=click.FloatRange(min=0, min_open=True),
-    default=10.0,
-    metavar="S",
-    help="Seconds each provider may take to answer (default 10).",
-)
+@validation_timeout_option("Seconds each provider may take to answer (default 10).", metavar="S")
 @click.option(
     "--extend-enums",
     is_flag=True,

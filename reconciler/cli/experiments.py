@@ -8,30 +8,12 @@ from typing import Any
 import click
 
 from reconciler.cli import cli
-from reconciler.cli.core import db_option
+from reconciler.cli.options import db_option, listing_option
 
 
 @cli.group("experiments")
 def experiments_group() -> None:
     """List experiments; show one's report (accuracy with intervals, McNemar against the baseline, a plot)."""
-
-
-@experiments_group.command("list")
-@db_option
-@click.option("-o", "--output", "fmt", type=click.Choice(["table", "json", "yaml"]), default="table")
-def experiments_list(db: str | None, fmt: str) -> int:
-    """Every experiment: status, task, agents, inputs."""
-    from reconciler.cli.output import emit_rows
-    from reconciler.runs.experiment_views import experiment_rows
-    from reconciler.state.db import open_engine
-
-    rows = experiment_rows(open_engine(db, create=False))
-    emit_rows(rows, fmt, ["name", "status", "task", "agents", "inputs", "repeats", "elapsed_s", "started_at"])
-    if fmt == "table":
-        for row in rows:
-            if row["status"] == "interrupted":
-                click.echo(f"{row['name']}: {row['error']}", err=True)
-    return 0
 
 
 @experiments_group.command("show")
@@ -58,6 +40,20 @@ def experiments_show(name: str, db: str | None, fmt: str, plot_file: str | None)
         click.echo(render_markdown(report))
     else:
         click.echo(render_text(report))
+    return 0
+
+
+@experiments_group.command("list")
+@db_option
+@listing_option
+def experiments_list(db: str | None, fmt: str) -> int:
+    """Every experiment: status, task, agents, inputs."""
+    from reconciler.cli.output import emit_batch_rows
+    from reconciler.runs.experiment_views import experiment_rows
+    from reconciler.state.db import open_engine
+
+    columns = ["name", "status", "task", "agents", "inputs", "repeats", "elapsed_s", "started_at"]
+    emit_batch_rows(experiment_rows(open_engine(db, create=False)), fmt, columns)
     return 0
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from reconciler.cli import cli
-from reconciler.cli.options import db_option
+from reconciler.cli.options import db_option, validation_timeout_option
 
 
 @cli.command()
@@ -60,13 +60,7 @@ def drift(paths: tuple[str, ...], db: str | None, as_json: bool, detailed_exitco
 @click.option("--allow-mass-delete", is_flag=True, help="Allow reconciles that delete more than half of the managed resources.")
 @click.option("--once", is_flag=True, help="Reconcile once, wait for the runs it starts, and exit (cron; exit 1 if anything failed).")
 @click.option("--no-validate", is_flag=True, help="Do not probe created or changed providers after each apply.")
-@click.option(
-    "--validation-timeout",
-    type=click.FloatRange(min=0, min_open=True),
-    default=10.0,
-    show_default=True,
-    help="Seconds each provider may take to answer.",
-)
+@validation_timeout_option("Seconds each provider may take to answer.", show_default=True)
 @click.option(
     "--retry-initial",
     type=click.FloatRange(min=0.05),

@@ -15,6 +15,14 @@ db_option = click.option(
     metavar="URL",
     help="State database (default: sqlite .reconciler/state.db; env RECONCILER_DATABASE_URL).",
 )
+listing_option = click.option("-o", "--output", "fmt", type=click.Choice(["table", "json", "yaml"]), default="table")
+
+
+def validation_timeout_option(help: str, **shown: Any) -> Any:
+    """--validation-timeout: how long apply and watch give each changed provider's probe."""
+    return click.option("--validation-timeout", type=click.FloatRange(min=0, min_open=True), default=10.0, help=help, **shown)
+
+
 paths_argument = click.argument("paths", nargs=-1, required=True, type=click.Path())
 
 

@@ -17,6 +17,15 @@ def emit_rows(rows: list[dict[str, Any]], fmt: str, columns: list[str]) -> None:
         click.echo(format_table(rows, columns))
 
 
+def emit_batch_rows(rows: list[dict[str, Any]], fmt: str, columns: list[str]) -> None:
+    """Runs or experiments; under a table, why each interrupted one stopped (on stderr)."""
+    emit_rows(rows, fmt, columns)
+    if fmt == "table":
+        for row in rows:
+            if row["status"] == "interrupted":
+                click.echo(f"{row['name']}: {row['error']}", err=True)
+
+
 def to_yaml(data: Any) -> str:
     """YAML with multi-line strings as literal blocks, so prompts read as they were written."""
     import yaml

@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from reconciler.cli import cli
-from reconciler.cli.options import db_option
+from reconciler.cli.options import db_option, listing_option
 
 
 def _engine(db: str | None, create: bool = False) -> Any:
@@ -103,22 +103,17 @@ def execute_named(
     for target in names:
         kind, name = runnable_kind(engine, target)
         progress = _Progress(as_json)
-        if kind == "Experiment":
-            from reconciler.runs.experiment import execute_experiment
-
-            try:
-                result = execute_experiment(engine, name, options, on_item=progress.experiment_item, on_start=progress.start)
-            finally:
-                progress.close()
-            _report_experiment(engine, result, as_json=as_json, table=table)
-            outcomes.append(outcome_of(result.items_failed, result.items_unfinished))
-            continue
         try:
-            summary = execute_run(engine, name, options, on_item=progress.item, on_start=progress.start)
+            if kind == "Experiment":
+                from reconciler.runs.experiment import execute_experiment
+
+                result: Any = execute_experiment(engine, name, options, on_item=progress.experiment_item, on_start=progress.start)
+            else:
+                result = execute_run(engine, name, options, on_item=progress.item, on_start=progress.start)
         finally:
             progress.close()
-        _report(engine, summary, as_json=as_json, table=table)
-        outcomes.append(outcome_of(summary.items_failed, summary.items_unfinished))
+        (_report_experiment if kind == "Experiment" else _report)(engine, result, as_json=as_json, table=table)
+        outcomes.append(outcome_of(result.items_failed, result.items_unfinished))
     return exit_code(outcomes or [Outcome.OK], failed_code)
 
 
@@ -358,19 +353,15 @@ def runs_group() -> None:
 
 @runs_group.command("list")
 @db_option
-@click.option("-o", "--output", "fmt", type=click.Choice(["table", "json", "yaml"]), default="table")
+@listing_option
 def runs_list(db: str | None, fmt: str) -> int:
     """Every run: status, counts, tokens, cost, accuracy."""
-    from reconciler.cli.output import emit_rows
+    from reconciler.cli.output import emit_batch_rows
     from reconciler.runs.views import run_rows
     from reconciler.state.db import open_engine
 
-    rows = run_rows(open_engine(db, create=False))
-    emit_rows(rows, fmt, ["name", "status", "items", "succeeded", "failed", "accuracy", "tokens", "cost_usd", "elapsed_s", "config", "started_at"])
-    if fmt == "table":
-        for row in rows:
-            if row["status"] == "interrupted":
-                click.echo(f"{row['name']}: {row['error']}", err=True)
+    columns = ["name", "status", "items", "succeeded", "failed", "accuracy", "tokens", "cost_usd", "elapsed_s", "config", "started_at"]
+    emit_batch_rows(run_rows(open_engine(db, create=False)), fmt, columns)
     return 0
 
 

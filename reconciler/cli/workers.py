@@ -16,37 +16,35 @@ def _queues(values: tuple[str, ...]) -> tuple[str, ...] | None:
     return names or None
 
 
+# what each event says after "worker NAME: " ({on_run} is "run NAME " when the event names a run,
+# {tail} ": ERROR" when it has an error); the events not listed are for --json only
+_LINES = {
+    "started": "started on queues {queues}, {concurrency} items at once",
+    "chunk_started": "{on_run}chunk {chunk}: {items} items (attempt {attempt})",
+    "chunk_done": "{on_run}chunk {chunk} done, {stored} stored{tail}",
+    "chunk_stopped": "{on_run}chunk {chunk} stopped, {stored} stored{tail}",
+    "chunk_requeued": "{on_run}chunk {chunk} back to the queue ({stored} stored, {left} left)",
+    "run_finished": "run {run} finished: {summary}",
+    "stalled_retried": "retried the chunks of stalled workers (jobs {jobs})",
+    "stopping": "stopping: the items in flight finish, the rest go back to the queue (again to stop at once)",
+    "stopping_now": "stopping now: the items in flight are cancelled and go back to the queue",
+    "repair_failed": "could not check for stalled workers: {error}",
+    "job_lost": "a chunk it held was taken over by another worker ({error})",
+    "queue_warning": "task queue: {message}{tail}",
+    "queue_error": "task queue: {message}{tail}",
+    "queue_critical": "task queue: {message}{tail}",
+    "stopped": "stopped after {chunks} chunks, {items} items stored",
+}
+
+
 def _line(event: dict[str, object]) -> str | None:
     """One event for people, or None for those only --json shows."""
-    kind, who = event["event"], event["worker"]
-    run = f"run {event.get('run')} " if event.get("run") else ""
-    if kind == "started":
-        return f"worker {who}: started on queues {event['queues']}, {event['concurrency']} items at once"
-    if kind == "chunk_started":
-        return f"worker {who}: {run}chunk {event['chunk']}: {event['items']} items (attempt {event['attempt']})"
-    if kind in {"chunk_done", "chunk_stopped"}:
-        tail = f": {event['error']}" if event.get("error") else ""
-        return f"worker {who}: {run}chunk {event['chunk']} {kind.removeprefix('chunk_')}, {event['stored']} stored{tail}"
-    if kind == "chunk_requeued":
-        return f"worker {who}: {run}chunk {event['chunk']} back to the queue ({event['stored']} stored, {event['left']} left)"
-    if kind == "run_finished":
-        return f"worker {who}: run {event['run']} finished: {event['summary']}"
-    if kind == "stalled_retried":
-        return f"worker {who}: retried the chunks of stalled workers (jobs {event['jobs']})"
-    if kind == "stopping":
-        return f"worker {who}: stopping: the items in flight finish, the rest go back to the queue (again to stop at once)"
-    if kind == "stopping_now":
-        return f"worker {who}: stopping now: the items in flight are cancelled and go back to the queue"
-    if kind == "repair_failed":
-        return f"worker {who}: could not check for stalled workers: {event['error']}"
-    if kind == "job_lost":
-        return f"worker {who}: a chunk it held was taken over by another worker ({event['error']})"
-    if kind in {"queue_warning", "queue_error", "queue_critical"}:
-        tail = f": {event['error']}" if event.get("error") else ""
-        return f"worker {who}: task queue: {event['message']}{tail}"
-    if kind == "stopped":
-        return f"worker {who}: stopped after {event['chunks']} chunks, {event['items']} items stored"
-    return None
+    template = _LINES.get(str(event["event"]))
+    if template is None:
+        return None
+    on_run = f"run {event.get('run')} " if event.get("run") else ""
+    tail = f": {event['error']}" if event.get("error") else ""
+    return f"worker {event['worker']}: " + template.format_map({**event, "on_run": on_run, "tail": tail})
 
 
 @cli.command("worker")

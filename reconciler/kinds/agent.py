@@ -13,19 +13,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field
 from sqlalchemy import Boolean, Column, Float, ForeignKey, Integer, String, Text, Uuid, select
 
-from reconciler.kinds.base import (
-    NAME_PATTERN,
-    Fingerprint,
-    Kind,
-    KindName,
-    Reference,
-    Strict,
-    column_reader,
-    column_writer,
-    listing,
-    named_table,
-    plain_export,
-)
+from reconciler.kinds.base import NAME_PATTERN, Fingerprint, Kind, KindName, Reference, Strict, column_rows, listing, named_table, plain_export
 from reconciler.llm.ports import AgentConfig
 
 if TYPE_CHECKING:
@@ -118,18 +106,14 @@ def agent_config(name: str, row: Mapping[str, Any], applied: Mapping[str, Any]) 
 
 AGENT = Kind(
     name=KindName.AGENT,
-    plural="agents",
-    table=agent_configs,
     spec_model=AgentSpec,
     essence=_essence,
-    row_values=column_writer(_COLUMNS, _REFERENCES),
-    read=column_reader(agent_configs, _COLUMNS, _REFERENCES),
+    **column_rows(agent_configs, _COLUMNS, _REFERENCES),
     export=plain_export(
         ("description", "provider", "model_name", "system_prompt", "temperature", "max_tokens", "prices", "examples"),
         _REFERENCES,
         defaults={"temperature": 0.7},
     ),
-    references=_REFERENCES,
     extra_fields=("prices", "examples"),
     get_columns=("name", "provider", "model_name", "model_status", "temperature", "max_tokens", "is_active", "managed"),
     list_rows=_list_rows,

@@ -16,8 +16,7 @@ from reconciler.kinds.base import (
     KindName,
     Reference,
     Strict,
-    column_reader,
-    column_writer,
+    column_rows,
     id_column,
     listing,
     metadata,
@@ -26,7 +25,7 @@ from reconciler.kinds.base import (
 )
 
 if TYPE_CHECKING:
-    from sqlalchemy import Connection
+    from sqlalchemy import Connection, Select
 
     from reconciler.manifests.loader import Manifest
 
@@ -61,14 +60,15 @@ def _essence(m: Manifest, fingerprint: Fingerprint | None) -> dict[str, Any]:
     return {"agent": m.spec.agent, "task": m.spec.task, "is_active": m.spec.is_active}
 
 
-def _list_rows(conn: Connection, managed: Mapping[str, str]) -> list[dict[str, Any]]:
-    """With agent, task, provider name and type, as the seed's ``list_with_details``."""
+def assignment_details() -> Select[Any]:
+    """Each assignment with its agent, task and provider names and the provider's type, as the
+    seed's ``list_with_details`` (``get`` and the API list them so)."""
     from reconciler.kinds.agent import agent_configs
     from reconciler.kinds.provider import llm_providers
     from reconciler.kinds.task import task_configs
 
     s, a, t, p = agent_task_assignments, agent_configs, task_configs, llm_providers
-    query = (
+    return (
         select(
             s.c.id,
             s.c.is_active,
@@ -78,25 +78,27 @@ def _list_rows(conn: Connection, managed: Mapping[str, str]) -> list[dict[str, A
             p.c.name.label("provider_name"),
             p.c.type.label("provider_type"),
         )
-        .join(a, a.c.id == s.c.agent_id)
+        .join_from(s, a, a.c.id == s.c.agent_id)
         .join(t, t.c.id == s.c.task_id)
         .join(p, p.c.id == a.c.provider_id)
-        .order_by(a.c.name, t.c.name)
     )
+
+
+def _list_rows(conn: Connection, managed: Mapping[str, str]) -> list[dict[str, Any]]:
+    from reconciler.kinds.agent import agent_configs
+    from reconciler.kinds.task import task_configs
+
+    query = assignment_details().order_by(agent_configs.c.name, task_configs.c.name)
     fields = ("agent_name", "task_name", "provider_name", "provider_type", "is_active", "assigned_at")
     return [{"name": managed.get(str(r.id), f"{r.agent_name}+{r.task_name}"), **listing(r, fields, managed)} for r in conn.execute(query)]
 
 
 ASSIGNMENT = Kind(
     name=KindName.ASSIGNMENT,
-    plural="assignments",
-    table=agent_task_assignments,
     spec_model=AssignmentSpec,
     essence=_essence,
-    row_values=column_writer(_COLUMNS, _REFERENCES),
-    read=column_reader(agent_task_assignments, _COLUMNS, _REFERENCES, name_of=pair_name),
+    **column_rows(agent_task_assignments, _COLUMNS, _REFERENCES, name_of=pair_name),
     export=plain_export(("agent", "task"), _REFERENCES),
-    references=_REFERENCES,
     named_rows=False,
     natural_name=pair_name,
     delete_first=True,

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
@@ -139,6 +139,7 @@ ResourceKey = tuple[str, str]  # (kind, name)
 Ids = Mapping[ResourceKey, "uuid.UUID"]  # (kind, name) -> row id, for references on write
 Names = Mapping[str, Mapping[Any, str]]  # kind -> raw row id -> managed name, for references on read
 Fingerprint = Callable[[dict[str, Any], "Manifest"], str]  # (secret reference, manifest) -> HMAC
+Essence = Callable[["Manifest", Fingerprint | None], dict[str, Any]]  # see Kind.essence
 
 
 @dataclass(frozen=True)
@@ -181,11 +182,10 @@ class Kind:
     """Everything about one resource kind (see the module docstring)."""
 
     name: KindName
-    plural: str
     table: Table
     spec_model: type[BaseModel]
     # manifest (and the provider secret fingerprint function, or None) -> comparable essence
-    essence: Callable[[Manifest, Fingerprint | None], dict[str, Any]]
+    essence: Essence
     # essence (plus "_"-prefixed payload) and the ids of every (kind, name) -> column values
     row_values: Callable[[dict[str, Any], Ids], dict[str, Any]]
     # the rows of this kind in the database, references already turned into names
@@ -210,6 +210,11 @@ class Kind:
     status_values: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     get_columns: tuple[str, ...] = ()  # `reconciler get PLURAL` table columns
     list_rows: Callable[[Connection, Mapping[str, str]], list[dict[str, Any]]] | None = None  # for `get`
+
+    @property
+    def plural(self) -> str:
+        """The plural `get` accepts and export names its file after ("agents")."""
+        return f"{self.name.lower()}s"
 
     @property
     def aliases(self) -> tuple[str, ...]:
@@ -311,6 +316,40 @@ def column_writer(columns: tuple[str, ...], references: Mapping[str, Reference] 
         return values
 
     return row_values
+
+
+class Rows(TypedDict):
+    """How a kind's rows are stored, as ``Kind(**rows, ...)`` takes it: the table, how an essence
+    is written into it and read back, and which fields refer to other kinds."""
+
+    table: Table
+    row_values: Callable[[dict[str, Any], Ids], dict[str, Any]]
+    read: Callable[[Connection, Names], list[RowRead]]
+    references: Mapping[str, Reference]
+
+
+def column_rows(
+    table: Table,
+    columns: tuple[str, ...],
+    references: Mapping[str, Reference] = {},
+    name_of: Callable[[dict[str, Any]], str] | None = None,
+) -> Rows:
+    """The ``Rows`` of a table whose essence fields are its ``columns`` plus ``references``."""
+    return Rows(
+        table=table,
+        row_values=column_writer(columns, references),
+        read=column_reader(table, columns, references, name_of),
+        references=references,
+    )
+
+
+def not_exported(plural: str) -> Callable[[ExportSource], ExportedSpec]:
+    """The ``Kind.export`` of a history kind (export never asks it: it covers configuration only)."""
+
+    def export(source: ExportSource) -> ExportedSpec:
+        raise TypeError(f"{plural} are history, not configuration: they are not exported")
+
+    return export
 
 
 def plain_export(

@@ -8,34 +8,27 @@ an experiment is history once it starts: never pruned, never changed.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
-from sqlalchemy import JSON, Column, DateTime, Float, ForeignKey, Integer, String, Table, Text, Uuid, select
+from sqlalchemy import JSON, Column, DateTime, Float, ForeignKey, Integer, String, Table, Text, Uuid
 
-from reconciler.kinds.base import (
-    NAME_PATTERN,
-    ExportedSpec,
-    ExportSource,
-    Fingerprint,
-    Ids,
-    Kind,
-    KindName,
-    Names,
-    Reference,
-    RowRead,
-    Strict,
-    id_column,
-    metadata,
-    raw_id,
-    timestamp_columns,
+from reconciler.kinds.base import NAME_PATTERN, Fingerprint, KindName, Reference, Strict, id_column, metadata, timestamp_columns
+from reconciler.kinds.run import (
+    ExpectedAt,
+    InputsFile,
+    PromptTemplate,
+    Retries,
+    RunInputs,
+    TimeoutSeconds,
+    Trigger,
+    batch_essence,
+    batch_kind,
+    one_input_source,
 )
-from reconciler.kinds.run import Expected, RunInput, inputs_digest
 
 if TYPE_CHECKING:
-    from sqlalchemy import Connection
-
     from reconciler.manifests.loader import Manifest
 
 experiments = Table(
@@ -63,23 +56,19 @@ class ExperimentSpec(Strict):
     task: str = Field(pattern=NAME_PATTERN)
     agents: list[AgentName] = Field(min_length=1, max_length=16, description="one arm per agent; each must be assigned to the task")
     baseline: str | None = Field(default=None, pattern=NAME_PATTERN, description="the agent the others are compared with (default: the first)")
-    inputs: list[RunInput] | None = Field(default=None, min_length=1)
-    inputs_file: str | None = Field(default=None, min_length=1, description="JSONL or CSV, relative to the manifest")
-    prompt_template: str | None = Field(default=None, description="'{field}' placeholders filled from each input")
-    expected: Expected | None = Field(
-        default=None,
-        description="where the right answer is: {input: FIELD, output: PROPERTY}, or one name for both (accuracy)",
-    )
+    inputs: RunInputs = None
+    inputs_file: InputsFile = None
+    prompt_template: PromptTemplate = None
+    expected: ExpectedAt = None
     repeats: int = Field(default=1, ge=1, le=100, description="each input is asked this many times per agent")
     concurrency: int = Field(default=4, ge=1, le=256, description="workers shared by every arm")
-    max_retries: int = Field(default=2, ge=0, le=10)
-    timeout_seconds: float = Field(default=120.0, gt=0, le=3600)
-    trigger: Literal["manual", "on_apply"] = "manual"
+    max_retries: Retries = 2
+    timeout_seconds: TimeoutSeconds = 120.0
+    trigger: Trigger = "manual"
 
     @model_validator(mode="after")
     def _check(self) -> ExperimentSpec:
-        if (self.inputs is None) == (self.inputs_file is None):
-            raise PydanticCustomError("experiment_inputs", "give exactly one of inputs or inputs_file")
+        one_input_source(self, "experiment_inputs")
         twice = sorted({a for a in self.agents if self.agents.count(a) > 1})
         if twice:
             raise PydanticCustomError("experiment_agents", "agents are listed once each; repeated: {twice}", {"twice": ", ".join(twice)})
@@ -92,58 +81,13 @@ class ExperimentSpec(Strict):
         return self
 
 
+_FIELDS = ("inputs", "prompt_template", "expected", "repeats", "concurrency", "max_retries", "timeout_seconds", "trigger")
+
+
 def _essence(m: Manifest, fingerprint: Fingerprint | None) -> dict[str, Any]:
     """Compared by the digest of its inputs; the inputs themselves travel in the payload."""
     s = m.spec
-    inputs = m.resolved.get("inputs") or []
-    return {
-        "task": s.task,
-        "agents": list(s.agents),
-        "baseline": s.baseline or s.agents[0],
-        "inputs_file": s.inputs_file,
-        "inputs_sha256": inputs_digest(inputs),
-        "items": len(inputs),
-        "prompt_template": s.prompt_template,
-        "expected": s.expected,
-        "repeats": s.repeats,
-        "concurrency": s.concurrency,
-        "max_retries": s.max_retries,
-        "timeout_seconds": s.timeout_seconds,
-        "trigger": s.trigger,
-    }
+    return {"task": s.task, "agents": list(s.agents), "baseline": s.baseline or s.agents[0], **batch_essence(m, _FIELDS)}
 
 
-def _payload(m: Manifest) -> dict[str, Any]:
-    return {"inputs": m.resolved.get("inputs") or []}
-
-
-def _row_values(d: dict[str, Any], ids: Ids) -> dict[str, Any]:
-    spec = {k: v for k, v in d.items() if not k.startswith("_")}
-    spec["inputs"] = d.get("_inputs") or []
-    return {"task_id": ids[("Task", d["task"])], "spec": spec, "items_total": d["items"], "status": "pending"}
-
-
-def _read(conn: Connection, names: Names) -> list[RowRead]:
-    """The experiments; the essence is what was applied (from the bookkeeping), plus whether it
-    started (then it is immutable). Not the status itself: progress must not stale saved plans."""
-    e = experiments.c
-    return [RowRead(row.name, row.id, {"started": row.status != "pending"}) for row in conn.execute(select(raw_id(e.id), e.name, e.status)).all()]
-
-
-def _export(source: ExportSource) -> ExportedSpec:
-    raise TypeError("experiments are history, not configuration: they are not exported")
-
-
-EXPERIMENT = Kind(
-    name=KindName.EXPERIMENT,
-    plural="experiments",
-    table=experiments,
-    spec_model=ExperimentSpec,
-    essence=_essence,
-    row_values=_row_values,
-    read=_read,
-    export=_export,
-    references={"task": Reference("task_id", KindName.TASK)},
-    payload=_payload,
-    history=True,
-)
+EXPERIMENT = batch_kind(KindName.EXPERIMENT, ExperimentSpec, _essence, experiments, "task", Reference("task_id", KindName.TASK))

@@ -200,7 +200,6 @@ def _list_rows(conn: Connection, managed: Mapping[str, str]) -> list[dict[str, A
 
 PROVIDER = Kind(
     name=KindName.PROVIDER,
-    plural="providers",
     table=llm_providers,
     spec_model=ProviderSpec,
     essence=_essence,

@@ -13,8 +13,7 @@ from typing_extensions import TypedDict
 from reconciler.hashing import sha256_hex
 from reconciler.kinds.base import (
     NAME_PATTERN,
-    ExportedSpec,
-    ExportSource,
+    Essence,
     Fingerprint,
     Ids,
     Kind,
@@ -25,6 +24,7 @@ from reconciler.kinds.base import (
     Strict,
     id_column,
     metadata,
+    not_exported,
     raw_id,
     timestamp_columns,
 )
@@ -89,24 +89,39 @@ Expected = Annotated[
 ]
 
 
+# the fields a Run and an Experiment share: their types and limits (each spec keeps its own order)
+RunInputs = Annotated[list[RunInput] | None, Field(min_length=1)]
+InputsFile = Annotated[str | None, Field(min_length=1, description="JSONL or CSV, relative to the manifest")]
+PromptTemplate = Annotated[str | None, Field(description="'{field}' placeholders filled from each input")]
+ExpectedAt = Annotated[
+    Expected | None,
+    Field(description="where the right answer is: {input: FIELD, output: PROPERTY}, or one name for both (accuracy)"),
+]
+Retries = Annotated[int, Field(ge=0, le=10)]
+TimeoutSeconds = Annotated[float, Field(gt=0, le=3600)]
+Trigger = Literal["manual", "on_apply"]
+
+
+def one_input_source(spec: Any, code: str) -> None:
+    """A batch reads exactly one of ``inputs`` or ``inputs_file``."""
+    if (spec.inputs is None) == (spec.inputs_file is None):
+        raise PydanticCustomError(code, "give exactly one of inputs or inputs_file")
+
+
 class RunSpec(Strict):
     assignment: str = Field(pattern=NAME_PATTERN)
-    inputs: list[RunInput] | None = Field(default=None, min_length=1)
-    inputs_file: str | None = Field(default=None, min_length=1, description="JSONL or CSV, relative to the manifest")
-    prompt_template: str | None = Field(default=None, description="'{field}' placeholders filled from each input")
+    inputs: RunInputs = None
+    inputs_file: InputsFile = None
+    prompt_template: PromptTemplate = None
     concurrency: int = Field(default=4, ge=1, le=256)
-    max_retries: int = Field(default=2, ge=0, le=10)
-    timeout_seconds: float = Field(default=120.0, gt=0, le=3600)
-    expected: Expected | None = Field(
-        default=None,
-        description="where the right answer is: {input: FIELD, output: PROPERTY}, or one name for both (accuracy)",
-    )
-    trigger: Literal["manual", "on_apply"] = "manual"
+    max_retries: Retries = 2
+    timeout_seconds: TimeoutSeconds = 120.0
+    expected: ExpectedAt = None
+    trigger: Trigger = "manual"
 
     @model_validator(mode="after")
     def _one_input_source(self) -> RunSpec:
-        if (self.inputs is None) == (self.inputs_file is None):
-            raise PydanticCustomError("run_inputs", "give exactly one of inputs or inputs_file")
+        one_input_source(self, "run_inputs")
         return self
 
 
@@ -114,64 +129,60 @@ def inputs_digest(inputs: list[dict[str, Any]]) -> str:
     return "sha256:" + sha256_hex(inputs)
 
 
-def _essence(m: Manifest, fingerprint: Fingerprint | None) -> dict[str, Any]:
-    """A run compares by the digest of its inputs; the inputs themselves travel in the payload."""
-    s = m.spec
-    inputs = m.resolved.get("inputs") or []
-    return {
-        "assignment": s.assignment,
-        "inputs_file": s.inputs_file,
-        "inputs_sha256": inputs_digest(inputs),
-        "items": len(inputs),
-        "prompt_template": s.prompt_template,
-        "concurrency": s.concurrency,
-        "max_retries": s.max_retries,
-        "timeout_seconds": s.timeout_seconds,
-        "expected": s.expected,
-        "trigger": s.trigger,
-    }
+def batch_essence(m: Manifest, fields: tuple[str, ...]) -> dict[str, Any]:
+    """The spec's ``fields`` in that order (the order a plan lists changes in), ``inputs`` standing
+    for the inputs file, their digest and count: a batch compares by the digest of its inputs,
+    the inputs themselves travel in the payload."""
+    out: dict[str, Any] = {}
+    for f in fields:
+        if f == "inputs":
+            inputs = m.resolved.get("inputs") or []
+            out.update(inputs_file=m.spec.inputs_file, inputs_sha256=inputs_digest(inputs), items=len(inputs))
+        else:
+            out[f] = getattr(m.spec, f)
+    return out
 
 
-def _payload(m: Manifest) -> dict[str, Any]:
+def inputs_payload(m: Manifest) -> dict[str, Any]:
     return {"inputs": m.resolved.get("inputs") or []}
 
 
-def _row_values(d: dict[str, Any], ids: Ids) -> dict[str, Any]:
-    spec = {k: v for k, v in d.items() if not k.startswith("_")}
-    spec["inputs"] = d.get("_inputs") or []
-    return {
-        "agent_assignment_id": ids[("Assignment", d["assignment"])],
-        "spec": spec,
-        "items_total": d["items"],
-        "status": "pending",
-    }
+def batch_kind(name: KindName, spec_model: type[Strict], essence: Essence, table: Table, field: str, reference: Reference) -> Kind:
+    """A Run or an Experiment (see ``batch_essence``): its row holds the applied essence and the
+    inputs in ``spec`` and the one reference (``field``); read back, it tells only whether it
+    started (then it is immutable). History: never exported."""
+
+    def row_values(d: dict[str, Any], ids: Ids) -> dict[str, Any]:
+        spec = {k: v for k, v in d.items() if not k.startswith("_")}
+        spec["inputs"] = d.get("_inputs") or []
+        return {reference.column: ids[(reference.kind, d[field])], "spec": spec, "items_total": d["items"], "status": "pending"}
+
+    def read(conn: Connection, names: Names) -> list[RowRead]:
+        # named rows only (an unnamed run is no manifest's); the essence is what was applied
+        # (from the bookkeeping), not the status itself: progress must not stale saved plans
+        c = table.c
+        query = select(raw_id(c.id), c.name, c.status).where(c.name.is_not(None))
+        return [RowRead(row.name, row.id, {"started": row.status != "pending"}) for row in conn.execute(query).all()]
+
+    return Kind(
+        name=name,
+        table=table,
+        spec_model=spec_model,
+        essence=essence,
+        row_values=row_values,
+        read=read,
+        export=not_exported(f"{name.lower()}s"),
+        references={field: reference},
+        payload=inputs_payload,
+        history=True,
+    )
 
 
-def _read(conn: Connection, names: Names) -> list[RowRead]:
-    """Named runs. A run's essence is what was applied (from the bookkeeping), plus whether it
-    started (then it is immutable)."""
-    r = analysis_runs.c
-    return [
-        # not the status itself: progress must not stale saved plans
-        RowRead(row.name, row.id, {"started": row.status != "pending"})
-        for row in conn.execute(select(raw_id(r.id), r.name, r.status).where(r.name.is_not(None))).all()
-    ]
+_FIELDS = ("assignment", "inputs", "prompt_template", "concurrency", "max_retries", "timeout_seconds", "expected", "trigger")
 
 
-def _export(source: ExportSource) -> ExportedSpec:
-    raise TypeError("runs are history, not configuration: they are not exported")
+def _essence(m: Manifest, fingerprint: Fingerprint | None) -> dict[str, Any]:
+    return batch_essence(m, _FIELDS)
 
 
-RUN = Kind(
-    name=KindName.RUN,
-    plural="runs",
-    table=analysis_runs,
-    spec_model=RunSpec,
-    essence=_essence,
-    row_values=_row_values,
-    read=_read,
-    export=_export,
-    references={"assignment": Reference("agent_assignment_id", KindName.ASSIGNMENT)},
-    payload=_payload,
-    history=True,
-)
+RUN = batch_kind(KindName.RUN, RunSpec, _essence, analysis_runs, "assignment", Reference("agent_assignment_id", KindName.ASSIGNMENT))

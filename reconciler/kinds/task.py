@@ -17,8 +17,7 @@ from reconciler.kinds.base import (
     Kind,
     KindName,
     Strict,
-    column_reader,
-    column_writer,
+    column_rows,
     inactive_flag,
     listing,
     named_table,
@@ -73,12 +72,9 @@ def _list_rows(conn: Connection, managed: Mapping[str, str]) -> list[dict[str, A
 
 TASK = Kind(
     name=KindName.TASK,
-    plural="tasks",
-    table=task_configs,
     spec_model=TaskSpec,
     essence=_essence,
-    row_values=column_writer(_COLUMNS),
-    read=column_reader(task_configs, _COLUMNS),
+    **column_rows(task_configs, _COLUMNS),
     export=_export,
     get_columns=("name", "description", "is_active", "managed"),
     list_rows=_list_rows,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import Engine, func, select
 
@@ -127,22 +127,22 @@ def assignments(ctx: Context) -> Reply:
 
 def agent_tasks(ctx: Context) -> Reply:
     """The agent's assignments, each with its task (the seed's ``GET /agents/{id}/tasks``)."""
-    key = _key(ctx, "agent")
-    agent = queries.get_agent(ctx.engine, key) if ctx.engine else None
-    if agent is None:
-        raise _missing("agent", "agents", key, ctx.engine)
-    assert ctx.engine is not None
-    return _listing(queries.list_assignments(ctx.engine, ctx.page(), ctx.active(), agent=agent["id"]))
+    return _assignments_of(ctx, "agent", "agents", queries.get_agent)
 
 
 def task_agents(ctx: Context) -> Reply:
     """The task's assignments, each with its agent and provider (the seed's ``GET /tasks/{id}/agents``)."""
-    key = _key(ctx, "task")
-    task = queries.get_task(ctx.engine, key) if ctx.engine else None
-    if task is None:
-        raise _missing("task", "tasks", key, ctx.engine)
+    return _assignments_of(ctx, "task", "tasks", queries.get_task)
+
+
+def _assignments_of(ctx: Context, kind: Literal["agent", "task"], plural: str, get: Callable[[Engine, str], dict[str, Any] | None]) -> Reply:
+    """The assignments of the agent or task the path names (404 when there is none)."""
+    key = _key(ctx, kind)
+    found = get(ctx.engine, key) if ctx.engine else None
+    if found is None:
+        raise _missing(kind, plural, key, ctx.engine)
     assert ctx.engine is not None
-    return _listing(queries.list_assignments(ctx.engine, ctx.page(), ctx.active(), task=task["id"]))
+    return _listing(queries.list_assignments(ctx.engine, ctx.page(), ctx.active(), **{kind: found["id"]}))
 
 
 def runs(ctx: Context) -> Reply:

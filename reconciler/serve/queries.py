@@ -9,12 +9,14 @@ with the bookkeeping joined instead of loaded). Every row has exactly the shape 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, func, inspect, null, select
 from sqlalchemy.sql import Select
 
+from reconciler.kinds.assignment import assignment_details
 from reconciler.runs import metrics, store
 from reconciler.state.tables import (
     agent_configs,
@@ -44,6 +46,16 @@ class Listing:
 
 def _iso(v: Any) -> Any:
     return v.isoformat(timespec="seconds") if hasattr(v, "isoformat") else v
+
+
+def _values(r: Any, fields: tuple[str, ...]) -> dict[str, Any]:
+    return {f: _iso(getattr(r, f)) for f in fields}
+
+
+def _row(r: Any, fields: tuple[str, ...], **extra: Any) -> dict[str, Any]:
+    """A configuration row as ``reconciler get -o json`` prints it: ``fields`` (timestamps as ISO
+    text), then ``extra``, whether reconciler manages it and its id."""
+    return {**_values(r, fields), **extra, "managed": r.managed_name is not None, "id": str(r.id)}
 
 
 def as_uuid(key: str) -> uuid.UUID | None:
@@ -76,55 +88,21 @@ def _page(conn: Connection, query: Select[Any], page: Page, order: list[Any]) ->
     return list(rows), int(total)
 
 
-# -- providers ---------------------------------------------------------------------------------
+QueryOf = Callable[[bool], Select[Any]]  # whether the bookkeeping is there -> the kind's select
+RowOf = Callable[[Any], dict[str, Any]]  # a row of that select -> what the API answers
 
 
-def _provider_row(r: Any) -> dict[str, Any]:
-    return {
-        "name": r.name,
-        "type": r.type,
-        "base_url": r.base_url,
-        "api_key": "(set, encrypted)" if r.has_key else None,
-        "is_active": r.is_active,
-        "validation_status": r.validation_status,
-        "validation_error": r.validation_error,
-        "validated_at": _iso(r.validated_at),
-        "managed": r.managed_name is not None,
-        "id": str(r.id),
-    }
-
-
-def _provider_query(book: bool) -> Select[Any]:
-    p = llm_providers.c
-    query = select(
-        p.id,
-        p.name,
-        p.type,
-        p.base_url,
-        p.api_key_encrypted.is_not(None).label("has_key"),
-        p.is_active,
-        p.validation_status,
-        p.validation_error,
-        p.validated_at,
-    )
-    return _managed_join(query, "Provider", p.id, book)
-
-
-def list_providers(engine: Engine, page: Page, active: bool | None = None) -> Listing:
-    p = llm_providers.c
+def _listing(engine: Engine, query_of: QueryOf, row_of: RowOf, page: Page, order: list[Any], conditions: list[Any]) -> Listing:
+    """One page of a configuration kind's rows that meet every condition."""
     with engine.connect() as conn:
-        query = _provider_query(has_bookkeeping(conn))
-        if active is not None:
-            query = query.where(p.is_active.is_(active))
-        rows, total = _page(conn, query, page, [p.name])
-    return Listing([_provider_row(r) for r in rows], total)
+        rows, total = _page(conn, query_of(has_bookkeeping(conn)).where(*conditions), page, order)
+    return Listing([row_of(r) for r in rows], total)
 
 
-def get_provider(engine: Engine, key: str) -> dict[str, Any] | None:
-    p = llm_providers.c
+def _one(engine: Engine, query_of: QueryOf, row_of: RowOf, condition: Any) -> dict[str, Any] | None:
     with engine.connect() as conn:
-        row = conn.execute(_provider_query(has_bookkeeping(conn)).where(_by_key(p, key))).first()
-    return None if row is None else _provider_row(row)
+        row = conn.execute(query_of(has_bookkeeping(conn)).where(condition)).first()
+    return None if row is None else row_of(row)
 
 
 def _by_key(columns: Any, key: str) -> Any:
@@ -132,141 +110,108 @@ def _by_key(columns: Any, key: str) -> Any:
     return columns.name == key if ident is None else (columns.id == ident) | (columns.name == key)
 
 
+def _active(columns: Any, active: bool | None) -> list[Any]:
+    """The filter ``?active=`` asks for: none, or rows whose ``is_active`` is that."""
+    return [] if active is None else [columns.is_active.is_(active)]
+
+
+def _keyed(columns: Any, key: str | None) -> list[Any]:
+    """The filter naming one row of a referenced kind (by id or name): none, or that row."""
+    return [] if key is None else [_by_key(columns, key)]
+
+
+# -- providers ---------------------------------------------------------------------------------
+
+
+_PROVIDER_FIELDS = ("name", "type", "base_url")
+_PROVIDER_STATUS = ("is_active", "validation_status", "validation_error", "validated_at")
+
+
+def _provider_row(r: Any) -> dict[str, Any]:
+    return _row(r, _PROVIDER_FIELDS, api_key="(set, encrypted)" if r.has_key else None, **_values(r, _PROVIDER_STATUS))
+
+
+def _provider_query(book: bool) -> Select[Any]:
+    p = llm_providers.c
+    query = select(p.id, *(p[f] for f in _PROVIDER_FIELDS + _PROVIDER_STATUS), p.api_key_encrypted.is_not(None).label("has_key"))
+    return _managed_join(query, "Provider", p.id, book)
+
+
+def list_providers(engine: Engine, page: Page, active: bool | None = None) -> Listing:
+    p = llm_providers.c
+    return _listing(engine, _provider_query, _provider_row, page, [p.name], _active(p, active))
+
+
+def get_provider(engine: Engine, key: str) -> dict[str, Any] | None:
+    return _one(engine, _provider_query, _provider_row, _by_key(llm_providers.c, key))
+
+
 # -- agents ------------------------------------------------------------------------------------
 
 
+_AGENT_FIELDS = ("name", "provider", "model_name", "temperature", "max_tokens", "is_active", "description", "system_prompt")
+
+
 def _agent_row(r: Any) -> dict[str, Any]:
-    return {
-        "name": r.name,
-        "provider": r.provider,
-        "model_name": r.model_name,
-        "temperature": r.temperature,
-        "max_tokens": r.max_tokens,
-        "is_active": r.is_active,
-        "description": r.description,
-        "system_prompt": r.system_prompt,
-        "managed": r.managed_name is not None,
-        "id": str(r.id),
-    }
+    return _row(r, _AGENT_FIELDS)
 
 
 def _agent_query(book: bool) -> Select[Any]:
     a, p = agent_configs.c, llm_providers.c
-    query = select(
-        a.id,
-        a.name,
-        p.name.label("provider"),
-        a.model_name,
-        a.temperature,
-        a.max_tokens,
-        a.is_active,
-        a.description,
-        a.system_prompt,
-    ).join_from(agent_configs, llm_providers, p.id == a.provider_id)
+    own = (a[f] for f in _AGENT_FIELDS if f != "provider")
+    query = select(a.id, p.name.label("provider"), *own).join_from(agent_configs, llm_providers, p.id == a.provider_id)
     return _managed_join(query, "Agent", a.id, book)
 
 
 def list_agents(engine: Engine, page: Page, active: bool | None = None, provider: str | None = None) -> Listing:
     a, p = agent_configs.c, llm_providers.c
-    with engine.connect() as conn:
-        query = _agent_query(has_bookkeeping(conn))
-        if active is not None:
-            query = query.where(a.is_active.is_(active))
-        if provider is not None:
-            query = query.where(_by_key(p, provider))
-        rows, total = _page(conn, query, page, [a.name])
-    return Listing([_agent_row(r) for r in rows], total)
+    return _listing(engine, _agent_query, _agent_row, page, [a.name], _active(a, active) + _keyed(p, provider))
 
 
 def get_agent(engine: Engine, key: str) -> dict[str, Any] | None:
-    with engine.connect() as conn:
-        row = conn.execute(_agent_query(has_bookkeeping(conn)).where(_by_key(agent_configs.c, key))).first()
-    return None if row is None else _agent_row(row)
+    return _one(engine, _agent_query, _agent_row, _by_key(agent_configs.c, key))
 
 
 # -- tasks -------------------------------------------------------------------------------------
 
 
+_TASK_FIELDS = ("name", "description", "is_active", "response_schema")
+
+
 def _task_row(r: Any) -> dict[str, Any]:
-    return {
-        "name": r.name,
-        "description": r.description,
-        "is_active": r.is_active,
-        "response_schema": r.response_schema,
-        "managed": r.managed_name is not None,
-        "id": str(r.id),
-    }
+    return _row(r, _TASK_FIELDS)
 
 
 def _task_query(book: bool) -> Select[Any]:
     t = task_configs.c
-    return _managed_join(select(t.id, t.name, t.description, t.is_active, t.response_schema), "Task", t.id, book)
+    return _managed_join(select(t.id, *(t[f] for f in _TASK_FIELDS)), "Task", t.id, book)
 
 
 def list_tasks(engine: Engine, page: Page, active: bool | None = None) -> Listing:
     t = task_configs.c
-    with engine.connect() as conn:
-        query = _task_query(has_bookkeeping(conn))
-        if active is not None:
-            query = query.where(t.is_active.is_(active))
-        rows, total = _page(conn, query, page, [t.name])
-    return Listing([_task_row(r) for r in rows], total)
+    return _listing(engine, _task_query, _task_row, page, [t.name], _active(t, active))
 
 
 def get_task(engine: Engine, key: str) -> dict[str, Any] | None:
-    with engine.connect() as conn:
-        row = conn.execute(_task_query(has_bookkeeping(conn)).where(_by_key(task_configs.c, key))).first()
-    return None if row is None else _task_row(row)
+    return _one(engine, _task_query, _task_row, _by_key(task_configs.c, key))
 
 
 # -- assignments (the seed's list_with_details) --------------------------------------------------
 
 
 def _assignment_row(r: Any) -> dict[str, Any]:
-    return {
-        "name": r.managed_name or f"{r.agent_name}+{r.task_name}",
-        "agent_name": r.agent_name,
-        "task_name": r.task_name,
-        "provider_name": r.provider_name,
-        "provider_type": r.provider_type,
-        "is_active": r.is_active,
-        "assigned_at": _iso(r.assigned_at),
-        "managed": r.managed_name is not None,
-        "id": str(r.id),
-    }
+    fields = ("agent_name", "task_name", "provider_name", "provider_type", "is_active", "assigned_at")
+    return {"name": r.managed_name or f"{r.agent_name}+{r.task_name}", **_row(r, fields)}
 
 
 def _assignment_query(book: bool) -> Select[Any]:
-    s, a, t, p = agent_task_assignments, agent_configs, task_configs, llm_providers
-    query = (
-        select(
-            s.c.id,
-            s.c.is_active,
-            s.c.assigned_at,
-            a.c.name.label("agent_name"),
-            t.c.name.label("task_name"),
-            p.c.name.label("provider_name"),
-            p.c.type.label("provider_type"),
-        )
-        .join_from(s, a, a.c.id == s.c.agent_id)
-        .join(t, t.c.id == s.c.task_id)
-        .join(p, p.c.id == a.c.provider_id)
-    )
-    return _managed_join(query, "Assignment", s.c.id, book)
+    return _managed_join(assignment_details(), "Assignment", agent_task_assignments.c.id, book)
 
 
 def list_assignments(engine: Engine, page: Page, active: bool | None = None, agent: str | None = None, task: str | None = None) -> Listing:
     s, a, t = agent_task_assignments.c, agent_configs.c, task_configs.c
-    with engine.connect() as conn:
-        query = _assignment_query(has_bookkeeping(conn))
-        if active is not None:
-            query = query.where(s.is_active.is_(active))
-        if agent is not None:
-            query = query.where(_by_key(a, agent))
-        if task is not None:
-            query = query.where(_by_key(t, task))
-        rows, total = _page(conn, query, page, [a.name, t.name])
-    return Listing([_assignment_row(r) for r in rows], total)
+    conditions = _active(s, active) + _keyed(a, agent) + _keyed(t, task)
+    return _listing(engine, _assignment_query, _assignment_row, page, [a.name, t.name], conditions)
 
 
 def get_assignment(engine: Engine, key: str) -> dict[str, Any] | None:
@@ -293,18 +238,15 @@ def get_assignment(engine: Engine, key: str) -> dict[str, Any] | None:
 # -- runs ----------------------------------------------------------------------------------------
 
 
+# what a run has produced so far (the API's run rows and the run events both carry them)
+RUN_TOTALS = ("items_succeeded", "items_failed", "accuracy", "input_tokens", "output_tokens", "cost_estimate")
 _RUN_COLUMNS = (
     "id",
     "name",
     "status",
     "error",
     "items_total",
-    "items_succeeded",
-    "items_failed",
-    "accuracy",
-    "input_tokens",
-    "output_tokens",
-    "cost_estimate",
+    *RUN_TOTALS,
     "elapsed_seconds",
     "config_sha256",
     "created_at",

@@ -11,7 +11,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from reconciler.llm.ports import ExecutionSettings, ProviderConfig, RequestRejected
+from reconciler.llm.ports import ExecutionSettings, ProviderConfig
 from reconciler.llm.provider_types.base import (
     ListingRequest,
     ListingShape,
@@ -31,12 +31,7 @@ def _root(provider: ProviderConfig) -> str:
     return strip_suffix(provider.base_url or DEFAULT_BASE_URL, "/v1")
 
 
-class AnthropicType(ProviderType):
-    name = "anthropic"
-    title = "Anthropic"
-    default_base_url = DEFAULT_BASE_URL
-    prices_provider = "anthropic"
-
+class AnthropicType(ProviderType, name="anthropic", title="Anthropic", default_base_url=DEFAULT_BASE_URL, prices_provider="anthropic"):
     def listings(self, provider: ProviderConfig) -> list[ListingRequest]:
         headers = {"anthropic-version": API_VERSION, **({"x-api-key": provider.api_key} if provider.api_key else {})}
         return [ListingRequest(f"{_root(provider)}/v1/models?limit=1000", ListingShape.ANTHROPIC, headers)]
@@ -55,8 +50,7 @@ class AnthropicType(ProviderType):
         from pydantic_ai.models.anthropic import AnthropicModel
         from pydantic_ai.providers.anthropic import AnthropicProvider
 
-        if not provider.api_key:
-            raise RequestRejected(f"provider {provider.name!r} (anthropic): {self.config_problem(provider)}", attempts=0)
+        self.refuse_misconfigured(provider)
         client = AsyncAnthropic(
             api_key=provider.api_key,
             base_url=_root(provider),

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from reconciler.llm.ports import ExecutionSettings, ProviderConfig
+from reconciler.llm.ports import ExecutionSettings, ProviderConfig, RequestRejected
 
 
 class ListingShape(StrEnum):
@@ -59,6 +59,29 @@ class ProviderType:
     default_base_url: str | None = None
     local: bool = False  # runs on your own hardware: no per-token price
     prices_provider: str | None = None  # genai-prices provider id; None: found by the base URL
+
+    def __init_subclass__(
+        cls,
+        *,
+        name: str | None = None,
+        title: str | None = None,
+        default_base_url: str | None = None,
+        local: bool | None = None,
+        prices_provider: str | None = None,
+    ) -> None:
+        """A type states the attributes above where it is declared, ``class XType(ProviderType,
+        name="x", title="X", ...)``; one not given keeps its default."""
+        super().__init_subclass__()
+        given = {"name": name, "title": title, "default_base_url": default_base_url, "local": local, "prices_provider": prices_provider}
+        for attribute, value in given.items():
+            if value is not None:
+                setattr(cls, attribute, value)
+
+    def refuse_misconfigured(self, provider: ProviderConfig) -> None:
+        """Before building a model: no request can be sent when ``config_problem`` names a reason."""
+        problem = self.config_problem(provider)
+        if problem:
+            raise RequestRejected(f"provider {provider.name!r} ({self.name}): {problem}", attempts=0)
 
     def listings(self, provider: ProviderConfig) -> list[ListingRequest]:
         """The requests that list the provider's models, tried in order; empty when it cannot be asked."""

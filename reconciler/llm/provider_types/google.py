@@ -10,7 +10,7 @@ import weakref
 from collections.abc import Sequence
 from typing import Any
 
-from reconciler.llm.ports import ExecutionSettings, ProviderConfig, RequestRejected
+from reconciler.llm.ports import ExecutionSettings, ProviderConfig
 from reconciler.llm.provider_types.base import (
     ListingRequest,
     ListingShape,
@@ -32,12 +32,7 @@ def _bare(name: str) -> str:
     return name.removeprefix("models/")
 
 
-class GoogleType(ProviderType):
-    name = "google"
-    title = "Google Gemini"
-    default_base_url = DEFAULT_BASE_URL
-    prices_provider = "google"
-
+class GoogleType(ProviderType, name="google", title="Google Gemini", default_base_url=DEFAULT_BASE_URL, prices_provider="google"):
     def listings(self, provider: ProviderConfig) -> list[ListingRequest]:
         headers = {"x-goog-api-key": provider.api_key} if provider.api_key else {}
         return [ListingRequest(f"{_root(provider)}/v1beta/models?pageSize=1000", ListingShape.GOOGLE, headers)]
@@ -55,8 +50,7 @@ class GoogleType(ProviderType):
         from pydantic_ai.models.google import GoogleModel
         from pydantic_ai.providers.google import GoogleProvider
 
-        if not provider.api_key:
-            raise RequestRejected(f"provider {provider.name!r} (google): {self.config_problem(provider)}", attempts=0)
+        self.refuse_misconfigured(provider)
         timeout = settings.timeout_seconds
         http = httpx2.AsyncClient(timeout=httpx2.Timeout(timeout, connect=min(timeout, 10.0)))
         google = GoogleProvider(api_key=provider.api_key, base_url=_root(provider), http_client=http, retry_options=HttpRetryOptions(attempts=1))

@@ -16,11 +16,7 @@ from reconciler.llm.provider_types.base import (
 )
 
 
-class LlamaCppType(ProviderType):
-    name = "llamacpp"
-    title = "llama.cpp"
-    local = True
-
+class LlamaCppType(ProviderType, name="llamacpp", title="llama.cpp", local=True):
     def listings(self, provider: ProviderConfig) -> list[ListingRequest]:
         if not provider.base_url:
             return []

@@ -22,12 +22,7 @@ def _untagged(name: str) -> str:
     return name.removesuffix(":latest")
 
 
-class OllamaType(ProviderType):
-    name = "ollama"
-    title = "Ollama"
-    default_base_url = DEFAULT_BASE_URL
-    local = True
-
+class OllamaType(ProviderType, name="ollama", title="Ollama", default_base_url=DEFAULT_BASE_URL, local=True):
     def listings(self, provider: ProviderConfig) -> list[ListingRequest]:
         """``/api/tags`` first, then ``/v1/models`` (a base_url ending in ``/v1`` is probed at its root,
         as Ollama serves both)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from reconciler.llm.ports import ExecutionSettings, ProviderConfig, RequestRejected
+from reconciler.llm.ports import ExecutionSettings, ProviderConfig
 from reconciler.llm.provider_types._openai_sdk import openai_client
 from reconciler.llm.provider_types.base import (
     ListingRequest,
@@ -16,12 +16,7 @@ from reconciler.llm.provider_types.base import (
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
 
-class OpenAIType(ProviderType):
-    name = "openai"
-    title = "OpenAI"
-    default_base_url = DEFAULT_BASE_URL
-    prices_provider = "openai"
-
+class OpenAIType(ProviderType, name="openai", title="OpenAI", default_base_url=DEFAULT_BASE_URL, prices_provider="openai"):
     def listings(self, provider: ProviderConfig) -> list[ListingRequest]:
         root = (provider.base_url or DEFAULT_BASE_URL).rstrip("/")
         return [ListingRequest(f"{root}/models", ListingShape.OPENAI, bearer(provider.api_key))]
@@ -35,9 +30,7 @@ class OpenAIType(ProviderType):
         from pydantic_ai.models.openai import OpenAIChatModel
         from pydantic_ai.providers.openai import OpenAIProvider
 
-        problem = self.config_problem(provider)
-        if problem:
-            raise RequestRejected(f"provider {provider.name!r} (openai): {problem}", attempts=0)
+        self.refuse_misconfigured(provider)
         client = openai_client(provider.base_url, provider.api_key, settings)
         return OpenAIChatModel(model_name, provider=OpenAIProvider(openai_client=client))
 

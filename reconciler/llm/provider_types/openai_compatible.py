@@ -20,10 +20,7 @@ from reconciler.llm.provider_types.base import (
 )
 
 
-class OpenAICompatibleType(ProviderType):
-    name = "openai-compatible"
-    title = "OpenAI-compatible"
-
+class OpenAICompatibleType(ProviderType, name="openai-compatible", title="OpenAI-compatible"):
     def listings(self, provider: ProviderConfig) -> list[ListingRequest]:
         if not provider.base_url:
             return []
