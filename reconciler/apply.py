@@ -56,18 +56,39 @@ SecretResolver = Callable[[Change], tuple[bytes, str]]  # change -> (ciphertext,
 
 def execute_plan(engine: Engine, plan: Plan, meta: ApplyMeta, encrypt_secret: SecretResolver | None) -> ApplyResult:
     """Apply ``plan`` in a single transaction; refuse if the database no longer matches it."""
+
+    def checked(snapshot: StateSnapshot) -> Plan:
+        if snapshot.fingerprint != plan.state_fingerprint:
+            raise _stale()
+        return plan
+
+    return plan_and_execute(engine, checked, meta, lambda _plan: encrypt_secret)[2]
+
+
+def plan_and_execute(
+    engine: Engine,
+    make_plan: Callable[[StateSnapshot], Plan],
+    meta: ApplyMeta,
+    encrypter: Callable[[Plan], SecretResolver | None],
+) -> tuple[Plan, StateSnapshot, ApplyResult]:
+    """Read the state, make the plan from it (``make_plan`` may raise to refuse) and apply it, all
+    in one write transaction (on SQLite ``BEGIN IMMEDIATE``: no other writer between the read and
+    the writes). ``execute_plan`` passes a plan made earlier and refuses it if the state read here
+    has another fingerprint; ``watch``, which asks nobody to confirm, plans here and so reads the
+    state once per change instead of twice. ``encrypter`` gives the secret encrypter the plan
+    needs; it runs before anything is written."""
     started = utcnow()
     with engine.connect() as conn:
         conn = conn.execution_options(sqlite_begin="IMMEDIATE")
         with conn.begin():
             snapshot = read_snapshot(conn)
-            if snapshot.fingerprint != plan.state_fingerprint:
-                raise _stale()
+            plan = make_plan(snapshot)
             if plan.is_empty:
-                return ApplyResult(None, 0, 0, 0, ())
+                return plan, snapshot, ApplyResult(None, 0, 0, 0, ())
             shortfalls = enum_shortfalls(plan.changes, snapshot.columns)
             if shortfalls:  # a saved plan, or --extend-enums not given: PostgreSQL would refuse the rows
                 raise refusal(shortfalls)
+            encrypt_secret = encrypter(plan)
             apply_id = _record_history(conn, plan, meta, started)
             _write_changes(conn, plan, snapshot, apply_id, encrypt_secret)
     s = plan.summary()
@@ -77,7 +98,7 @@ def execute_plan(engine: Engine, plan: Plan, meta: ApplyMeta, encrypt_secret: Se
         for c in plan.changes
         if BY_NAME[c.kind].history and c.action is not Action.DELETE and (c.desired or {}).get("trigger") == "on_apply"
     )
-    return ApplyResult(apply_id, s["create"], s["update"], s["delete"], providers, runs)
+    return plan, snapshot, ApplyResult(apply_id, s["create"], s["update"], s["delete"], providers, runs)
 
 
 def _stale() -> StalePlan:

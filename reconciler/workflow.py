@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 
-from reconciler.apply import ApplyMeta, ApplyResult, execute_plan
+from reconciler.apply import ApplyMeta, ApplyResult, SecretResolver, execute_plan, plan_and_execute
 from reconciler.errors import Problem, ReconcilerError, first_line
 from reconciler.manifests.loader import Manifest, ManifestSet, load_manifests
 from reconciler.plan.desired import DesiredResource, desired_state
@@ -157,6 +157,12 @@ def apply_meta(command: str, sources: list[str], git: dict[str, Any] | None) -> 
     return ApplyMeta(user=holder_identity(), command=command, source=" ".join(sources), git=git)
 
 
+def encrypter_for(plan: Plan) -> SecretResolver | None:
+    """The secret encrypter, loaded only when the plan writes a secret."""
+    needs = any(c.desired and c.desired.get("_secret_source") for c in plan.changes)
+    return secret_encrypter() if needs else None
+
+
 def run_apply(engine: Engine, plan: Plan, meta: ApplyMeta, *, extend_enums: bool = False) -> ApplyResult:
     """Execute a plan (the caller holds the lock); secrets are encrypted only if the plan needs it.
     With ``extend_enums``, the values the database's enums lack are added first, in a transaction
@@ -164,8 +170,7 @@ def run_apply(engine: Engine, plan: Plan, meta: ApplyMeta, *, extend_enums: bool
     that added it); without it, the executor refuses a plan that needs them."""
     from reconciler.apply import extend_enums as add_enum_values
 
-    needs = any(c.desired and c.desired.get("_secret_source") for c in plan.changes)
-    encrypt = secret_encrypter() if needs else None  # before anything is written: a missing key changes nothing
+    encrypt = encrypter_for(plan)  # before anything is written: a missing key changes nothing
     with translate_db_errors(engine.url, "applying the plan"):
         extended = add_enum_values(engine, plan, meta) if extend_enums else ()
         result = execute_plan(engine, plan, meta, encrypt)
@@ -194,6 +199,9 @@ class ApplyRequest:
     engine: Engine | None = None  # an engine the caller keeps open (watch); else one is opened for the request
     manifests: ManifestSet | None = None  # already loaded from ``paths`` by the caller (watch tells invalid input apart)
     extend_enums: bool = False  # add the values the database's enum columns lack (ALTER TYPE ... ADD VALUE)
+    # plan inside the apply's write transaction, reading the state once (watch: nobody confirms the
+    # plan; the schema is created first; not with extend_enums, which commits before the apply)
+    plan_in_transaction: bool = False
 
 
 def _no_confirm(plan: Plan) -> None:
@@ -271,6 +279,16 @@ def _check_external_refs(manifests: ManifestSet, snapshot: StateSnapshot) -> Non
         raise ReconcilerError(problems)
 
 
+def _shown_plan(manifests: ManifestSet, snapshot: StateSnapshot, request: ApplyRequest, hooks: ApplyHooks, sources: list[str]) -> Plan:
+    """The plan against ``snapshot``, relocated and shown."""
+    if request.external_refs:
+        _check_external_refs(manifests, snapshot)
+    the_plan = compute_plan(manifests, snapshot, prune=request.prune, sources=sources, git=request.git, guards=request.guards)
+    the_plan = hooks.relocate(the_plan)
+    hooks.show_plan(the_plan)
+    return the_plan
+
+
 def apply_manifests(request: ApplyRequest, hooks: ApplyHooks = ApplyHooks()) -> ApplyOutcome:
     """Validate the manifests, then under the apply lock: read the state, plan, check the guard
     rails, show and confirm the plan, apply it in one transaction; after the commit (and the lock):
@@ -283,6 +301,8 @@ def apply_manifests(request: ApplyRequest, hooks: ApplyHooks = ApplyHooks()) -> 
     _check_only_kind(manifests, request)
     hooks.warnings(manifests.warnings)
     sources = request.sources or request.paths
+    if request.plan_in_transaction:
+        return _plan_and_apply_in_one_transaction(manifests, request, hooks, sources)
     with contextlib.ExitStack() as held:
         existing = request.engine or open_engine(request.db, create=False)
         if existing is not None:
@@ -290,11 +310,7 @@ def apply_manifests(request: ApplyRequest, hooks: ApplyHooks = ApplyHooks()) -> 
             held.enter_context(apply_lock(existing, request.lock_timeout, command=request.command))
         with translate_db_errors(database_url(request.db), "reading the current state"):
             snapshot = load_snapshot(existing)
-        if request.external_refs:
-            _check_external_refs(manifests, snapshot)
-        the_plan = compute_plan(manifests, snapshot, prune=request.prune, sources=sources, git=request.git, guards=request.guards)
-        the_plan = hooks.relocate(the_plan)
-        hooks.show_plan(the_plan)
+        the_plan = _shown_plan(manifests, snapshot, request, hooks, sources)
         if the_plan.is_empty:
             return ApplyOutcome(the_plan, snapshot, engine=existing, manifests=manifests)
         if the_plan.enum_shortfalls and not request.extend_enums:
@@ -306,6 +322,23 @@ def apply_manifests(request: ApplyRequest, hooks: ApplyHooks = ApplyHooks()) -> 
         if existing is None:
             held.enter_context(apply_lock(engine, request.lock_timeout, command=request.command))
         result = run_apply(engine, the_plan, apply_meta(request.command, sources, request.git), extend_enums=request.extend_enums)
+    return replace(_after_commit(the_plan, snapshot, engine, result, request, hooks), manifests=manifests)
+
+
+def _plan_and_apply_in_one_transaction(manifests: ManifestSet, request: ApplyRequest, hooks: ApplyHooks, sources: list[str]) -> ApplyOutcome:
+    """``apply_manifests`` for a caller that confirms nothing: the state is read, planned against
+    and written in one write transaction (``apply.plan_and_execute``), under the apply lock."""
+    assert not request.extend_enums, "enum values are added in a transaction of their own, before the plan is applied"
+    engine = request.engine if request.engine is not None else open_for_apply(request.db)
+
+    def make_plan(snapshot: StateSnapshot) -> Plan:  # values an enum column lacks: refused by plan_and_execute
+        return _shown_plan(manifests, snapshot, request, hooks, sources)
+
+    doing = "reconciling" if request.command == "watch" else "applying"
+    with translate_db_errors(engine.url, doing), apply_lock(engine, request.lock_timeout, command=request.command):
+        the_plan, snapshot, result = plan_and_execute(engine, make_plan, apply_meta(request.command, sources, request.git), encrypter_for)
+    if result.apply_id is None:
+        return ApplyOutcome(the_plan, snapshot, engine=engine, manifests=manifests)
     return replace(_after_commit(the_plan, snapshot, engine, result, request, hooks), manifests=manifests)
 
 

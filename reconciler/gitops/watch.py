@@ -358,6 +358,7 @@ class Watcher:
                 start_runs=False,
                 engine=engine,
                 manifests=manifests,
+                plan_in_transaction=True,  # the state is read once, inside the apply transaction
             )
             outcome = apply_manifests(request)  # its on_apply runs start in the background, after this event
             drift = tuple(detect_drift(outcome.snapshot))
