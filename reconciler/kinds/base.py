@@ -26,7 +26,7 @@ from sqlalchemy import Column, DateTime, MetaData, Table, Uuid
 if TYPE_CHECKING:
     import uuid
 
-    from sqlalchemy import Connection, Row
+    from sqlalchemy import Connection
 
     from reconciler.manifests.loader import Manifest
 
@@ -233,14 +233,6 @@ class Kind:
         return not self.history
 
 
-def common_columns(row: Row[Any], columns: tuple[str, ...]) -> dict[str, Any]:
-    """The plain (non-reference) essence fields of a row; ``is_active`` read as a real bool."""
-    out = {c: getattr(row, c) for c in columns}
-    if "is_active" in out:
-        out["is_active"] = bool(out["is_active"])
-    return out
-
-
 def iso(v: Any) -> Any:
     """A timestamp as ISO 8601 text, to the second (listings); anything else as it is."""
     return v.isoformat(timespec="seconds") if hasattr(v, "isoformat") else v
@@ -290,17 +282,23 @@ def column_reader(
     of a table without a name column, from their essence)."""
     from sqlalchemy import select
 
+    first = 1 if name_of else 2  # the essence columns' place in a row: after the id (and the name)
+    end = first + len(columns)
+    active = "is_active" in columns
+
     def read(conn: Connection, names: Names) -> list[RowRead]:
         c = table.c
         selected = [raw_id(c.id), *([] if name_of else [c.name]), *(c[col] for col in columns)]
         selected += [raw_id(c[ref.column]) for ref in references.values()]
+        targets = [(field_name, names.get(ref.kind, {})) for field_name, ref in references.items()]
         out = []
         for row in conn.execute(select(*selected)).all():
-            essence = common_columns(row, columns)
-            for field_name, ref in references.items():
-                essence[field_name] = names.get(ref.kind, {}).get(getattr(row, ref.column))
-            name = name_of(essence) if name_of else row.name
-            out.append(RowRead(name, row.id, essence))
+            essence = dict(zip(columns, row[first:end], strict=True))
+            if active:
+                essence["is_active"] = bool(essence["is_active"])  # a real bool, whatever the driver returns
+            for (field_name, of_kind), target in zip(targets, row[end:], strict=True):
+                essence[field_name] = of_kind.get(target)
+            out.append(RowRead(name_of(essence) if name_of else row[1], row[0], essence))
         return out
 
     return read

@@ -4,16 +4,17 @@ references by name, the same shape as the desired state built from manifests."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Engine, inspect, select
+from sqlalchemy import Connection, Engine, String, inspect, select, type_coerce
 
-from reconciler.kinds import BY_NAME, KINDS
+from reconciler.kinds import KINDS, Kind
 from reconciler.kinds.base import ROW_NAME, id_text, raw_id
 from reconciler.kinds.provider import ciphertext_digest
 from reconciler.state.columns import NO_ENUMS, DbColumns, reflect_columns
-from reconciler.state.jsoncodec import canonical_bytes
+from reconciler.state.jsoncodec import canonical_bytes, loads
 from reconciler.state.tables import reconciler_resources
 
 ResourceKey = tuple[str, str]
@@ -94,16 +95,48 @@ def _existing_tables(conn: Connection) -> set[str] | None:
     return set(inspect(conn).get_table_names())
 
 
+class _Book:
+    """One bookkeeping row, its row id as canonical text."""
+
+    __slots__ = ("annotations", "applied", "apply_id", "kind", "labels", "name", "row_id", "secret_digest")
+
+    def __init__(self, row: Any, decode: Callable[[Any], Any]) -> None:
+        self.kind, self.name, raw, applied, labels, annotations, self.secret_digest, self.apply_id = row
+        self.row_id = id_text(raw)
+        self.applied, self.labels, self.annotations = decode(applied), decode(labels), decode(annotations)
+
+
+def _json_text(value: Any) -> Any:
+    """A JSON column read as text on SQLite, decoded as SQLAlchemy's JSON type would (with the
+    engine's deserializer), without its per-value result processors; ``{}`` (most labels and
+    annotations) without a parser call."""
+    if value.__class__ is str:
+        return {} if value == "{}" else loads(value)
+    return value  # NULL, or a number SQLite's NUMERIC affinity made of a JSON number
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _bookkeeping(conn: Connection) -> list[_Book]:
+    c = reconciler_resources.c
+    as_text = conn.dialect.name == "sqlite"  # PostgreSQL's drivers decode JSON themselves
+    json_columns = [type_coerce(col, String) if as_text else col for col in (c.applied, c.labels, c.annotations)]
+    rows = conn.execute(select(c.kind, c.name, raw_id(c.row_id), *json_columns, c.secret_digest, c.apply_id)).all()
+    decode = _json_text if as_text else _same
+    return [_Book(row, decode) for row in rows]
+
+
 def read_snapshot(conn: Connection) -> StateSnapshot:
     """Every kind's rows, in dependency order so references can be named, merged with the
     bookkeeping: a managed row is known by the name reconciler manages it by."""
     tables = _existing_tables(conn)
-    managed: dict[tuple[str, str], Any] = {}
-    by_row: dict[tuple[str, str], Any] = {}
-    book_query = select(*(raw_id(c) if c.name == "row_id" else c for c in reconciler_resources.columns))
-    for m in conn.execute(book_query).all() if tables is None else []:
+    managed: dict[tuple[str, str], _Book] = {}
+    by_row: dict[tuple[str, str], _Book] = {}
+    for m in _bookkeeping(conn) if tables is None else []:
         managed[(m.kind, m.name)] = m
-        by_row[(m.kind, id_text(m.row_id))] = m
+        by_row[(m.kind, m.row_id)] = m
 
     resources: dict[ResourceKey, ActualResource] = {}
     names: dict[str, dict[Any, str]] = {}
@@ -111,28 +144,32 @@ def read_snapshot(conn: Connection) -> StateSnapshot:
         if tables is not None and (k.history or k.table.name not in tables):
             continue  # a seed database has analysis_runs without our columns: runs are not managed there
         names[k.name] = of_kind = {}
+        kind = str(k.name)
         for row in k.read(conn, names):
             row_id = id_text(row.raw_id)
-            book = managed.get((k.name, row.name)) if k.history else by_row.get((k.name, row_id))
-            if k.history and book is not None and id_text(book.row_id) != row_id:
+            book = managed.get((kind, row.name)) if k.history else by_row.get((kind, row_id))
+            if k.history and book is not None and book.row_id != row_id:
                 book = None
-            resource = _resource(str(k.name), row.name, row_id, row.essence, book, row.secret_ciphertext)
-            resources[resource.key] = resource
+            resource = _resource(k, kind, row.name, row_id, row.essence, book, row.secret_ciphertext)
+            resources[(kind, resource.name)] = resource
             of_kind[row.raw_id] = resource.name
     seen = {(r.kind, r.row_id) for r in resources.values() if r.managed}
-    vanished = {key: m.apply_id for key, m in managed.items() if (m.kind, id_text(m.row_id)) not in seen}
+    vanished = {key: m.apply_id for key, m in managed.items() if (m.kind, m.row_id) not in seen}
     return StateSnapshot(resources, fingerprint_of(resources), vanished, reflect_columns(conn))
 
 
-def _resource(kind: str, name: str, row_id: str, essence: dict[str, Any], book: Any, ciphertext: bytes | None) -> ActualResource:
+def _resource(k: Kind, kind: str, name: str, row_id: str, essence: dict[str, Any], book: _Book | None, ciphertext: bytes | None) -> ActualResource:
     """One row under the name reconciler manages it by, with what it last applied."""
-    k = BY_NAME[kind]
-    digest = ciphertext_digest(ciphertext)
+    digest = ciphertext_digest(ciphertext) if ciphertext is not None else None
+    if book is None:
+        for extra in k.extra_fields:
+            essence[extra] = None
+        return ActualResource(kind, name, row_id, essence, False, secret_digest=digest if k.sensitive else None, secret_ciphertext=ciphertext)
     row_name = None
-    applied = (book.applied or {}) if book is not None else {}
+    applied = book.applied or {}
     if k.history:
         essence = {**applied, **essence}
-    elif book is not None:
+    else:
         if k.named_rows and name != book.name:
             row_name = name  # kept by reconciler/row-name, or renamed outside reconciler
         for extra in k.extra_fields:
@@ -141,20 +178,17 @@ def _resource(kind: str, name: str, row_id: str, essence: dict[str, Any], book: 
             # unchanged since we wrote it: the applied reference and HMAC still describe it
             if essence.get(sensitive) is not None and digest == book.secret_digest:
                 essence[sensitive] = applied.get(sensitive)
-    else:
-        for extra in k.extra_fields:
-            essence[extra] = None
     return ActualResource(
-        kind=kind,
-        name=book.name if book is not None else name,
-        row_id=row_id,
-        essence=essence,
-        managed=book is not None,
-        applied=book.applied if book is not None else None,
-        labels=(book.labels or {}) if book is not None else {},
-        annotations=(book.annotations or {}) if book is not None else {},
-        apply_id=book.apply_id if book is not None else None,
-        secret_digest=digest if k.sensitive else None,
-        secret_ciphertext=ciphertext,
-        row_name=row_name,
+        kind,
+        book.name,
+        row_id,
+        essence,
+        True,
+        book.applied,
+        book.labels or {},
+        book.annotations or {},
+        book.apply_id,
+        digest if k.sensitive else None,
+        ciphertext,
+        row_name,
     )
