@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict
 import reconciler
 from reconciler.errors import ReconcilerError
 from reconciler.manifests import modelcodec, parsecache, yamlfile
-from reconciler.manifests.loader import ManifestSet, cache_salt, load_manifests
+from reconciler.manifests.loader import ManifestSet, ParsedFiles, cache_salt, load_manifests
 from reconciler.manifests.parsecache import ParseCache, default_directory, open_cache
 from reconciler.plan.desired import desired_state
 
@@ -424,3 +424,44 @@ def test_entries_unused_for_a_month_are_pruned(root: Path, tmp_path: Path) -> No
     remaining = set(directory.glob("*.json"))
     assert len(remaining) == 3 and {p for p in used if p.exists()} <= remaining  # the two used ones were kept (a hit refreshes)
     assert sum(p in remaining for p in used) == 2
+
+
+def test_files_kept_in_memory_give_what_parsing_gave_and_follow_every_change(root: Path, tmp_path: Path) -> None:
+    """``watch`` keeps the files it read (``ParsedFiles``): the same bytes at the same path are not
+    read from the cache again; an edited file, a changed referenced file or a broken one are seen."""
+    parsed = ParsedFiles()
+    cache = tmp_path / "c"
+    first = load_manifests([str(root)], cache=fresh_cache(cache), parsed=parsed)
+    assert signature(first) == signature(load_manifests([str(root)], cache=None))
+    again = fresh_cache(cache)
+    second = load_manifests([str(root)], cache=again, parsed=parsed)
+    assert (parsed.hits, again.hits, again.misses) == (3, 0, 0)
+    assert signature(second) == signature(first)
+
+    agents = root / "agents.yaml"
+    agents.write_text(agents.read_text().replace("temperature: 0\n", "temperature: 0.5\n"), encoding="utf-8")
+    (root / "schemas/answer.json").write_text(json.dumps({"type": "object", "required": ["x"]}), encoding="utf-8")
+    edited = fresh_cache(cache)
+    third = load_manifests([str(root)], cache=edited, parsed=parsed)
+    assert (parsed.hits, edited.misses) == (5, 1)
+    assert {m.name: m.spec for m in third.manifests}["classifier"].temperature == 0.5
+    assert {m.name: m for m in third.manifests}["from-file"].resolved["response_schema"] == {"type": "object", "required": ["x"]}
+    assert signature(third) == signature(load_manifests([str(root)], cache=None))
+
+    (root / "schemas/answer.json").write_text('{"type": 12}', encoding="utf-8")
+    with pytest.raises(ReconcilerError) as err:
+        load_manifests([str(root)], cache=fresh_cache(cache), parsed=parsed)
+    assert "not a valid JSON Schema" in str(err.value) and "tasks.yaml:5:" in str(err.value)
+
+
+def test_files_kept_in_memory_are_told_apart_by_path(root: Path, tmp_path: Path) -> None:
+    """Two files with the same bytes are two sets of manifests, each located in its own file."""
+    other = tmp_path / "other"
+    shutil.copytree(root, other)
+    parsed = ParsedFiles()
+    for _ in range(2):
+        ours = load_manifests([str(root)], cache=fresh_cache(tmp_path / "c"), parsed=parsed)
+        theirs = load_manifests([str(other)], cache=fresh_cache(tmp_path / "c"), parsed=parsed)
+        assert signature(ours) == signature(load_manifests([str(root)], cache=None))
+        assert signature(theirs) == signature(load_manifests([str(other)], cache=None))
+    assert parsed.hits == 0  # each call kept only its own files

@@ -35,6 +35,7 @@ from reconciler.plan.model import Plan
 from reconciler.plan.render import render_change
 
 if TYPE_CHECKING:
+    from reconciler.manifests.loader import ParsedFiles
     from reconciler.providers.model_check import ModelCheck
 
 TRANSIENT = (StateError, LockTimeout, StalePlan)  # may go away by itself: every failed retry is reported
@@ -277,6 +278,7 @@ class Watcher:
         self.transient = False  # whether the pending retry is for a transient failure
         self.invalid_digest: str | None = None  # content of the invalid manifests last reported
         self.reported: tuple[str | None, tuple[Problem, ...]] | None = None  # the last refusal reported
+        self.parsed: ParsedFiles | None = None  # the files read last time, kept in memory
 
     # -- pieces -------------------------------------------------------------------------------
     def _engine(self) -> Engine:
@@ -327,7 +329,7 @@ class Watcher:
     def reconcile(self, trigger: Trigger, files: tuple[str, ...] = ()) -> ReconcileEvent | None:
         """Validate, plan and apply the manifests; invalid manifests apply nothing."""
         from reconciler.gitinfo import describe_checkout
-        from reconciler.manifests.loader import load_manifests
+        from reconciler.manifests.loader import ParsedFiles, load_manifests
         from reconciler.workflow import ApplyRequest, apply_manifests
 
         started = time.perf_counter()
@@ -337,7 +339,8 @@ class Watcher:
         if digest == self.invalid_digest:
             return None  # the same invalid manifests as last time: reported already, and still invalid
         try:
-            manifests = load_manifests(paths)
+            self.parsed = self.parsed or ParsedFiles()
+            manifests = load_manifests(paths, parsed=self.parsed)
         except ReconcilerError as exc:
             self.invalid_digest, self.retry_at = digest, None  # only a change can make them valid
             return ReconcileEvent(trigger, "invalid", _ms(started), errors=tuple(exc.problems), files=files)

@@ -77,11 +77,40 @@ class ManifestSet:
 _FROM_ENVIRONMENT: Any = object()
 
 
-def load_manifests(paths: list[str], *, external_refs: bool = False, cache: ParseCache | None = _FROM_ENVIRONMENT) -> ManifestSet:
+class ParsedFiles:
+    """The manifests of the files one ``load_manifests`` call read without a problem, kept in memory
+    for the next call (``watch`` reloads every file on each change): a file whose bytes, path and
+    root are the same is neither read from the parse cache nor decoded again. Only the files of the
+    latest call are kept; the files the manifests refer to are read again every time."""
+
+    def __init__(self) -> None:
+        self._kept: dict[tuple[str, str, Path], list[Manifest]] = {}
+        self._next: dict[tuple[str, str, Path], list[Manifest]] = {}
+        self.hits = 0
+
+    def get(self, key: tuple[str, str, Path]) -> list[Manifest] | None:
+        found = self._kept.get(key)
+        if found is not None:
+            self.hits += 1
+            self._next[key] = found
+        return found
+
+    def keep(self, key: tuple[str, str, Path], manifests: list[Manifest]) -> None:
+        self._next[key] = manifests
+
+    def finish(self) -> None:
+        """End of a call: what it did not read is forgotten."""
+        self._kept, self._next = self._next, {}
+
+
+def load_manifests(
+    paths: list[str], *, external_refs: bool = False, cache: ParseCache | None = _FROM_ENVIRONMENT, parsed: ParsedFiles | None = None
+) -> ManifestSet:
     """Read, parse and validate manifests under ``paths``; raise ReconcilerError listing all problems.
     ``external_refs``: references may name resources that exist only in the database (``run FILE``).
     ``cache``: where files parsed and validated before are found again (default: the directory
-    ``parsecache`` takes from the environment; None: parse and validate every file)."""
+    ``parsecache`` takes from the environment; None: parse and validate every file). ``parsed``:
+    the files an earlier call read, kept in memory (used only with a cache)."""
     if cache is _FROM_ENVIRONMENT:
         cache = open_cache(cache_salt())
     problems = ProblemList()
@@ -92,7 +121,9 @@ def load_manifests(paths: list[str], *, external_refs: bool = False, cache: Pars
     manifests: list[Manifest] = []
     declared: set[ResourceKey] = set()  # invalid documents still define their name: no cascade of errors
     for path, display in found:
-        _load_file(path, display, _root_of(path, roots), cache, problems=problems, manifests=manifests, declared=declared)
+        _load_file(path, display, _root_of(path, roots), cache, parsed, problems=problems, manifests=manifests, declared=declared)
+    if parsed is not None:
+        parsed.finish()
     if not found and not path_problems:
         problems.add(Problem("no manifest files given", hint="pass a directory or *.yaml files"))
     _check_together(manifests, declared, problems, external_refs)
@@ -123,6 +154,7 @@ def _load_file(
     display: str,
     root: Path,
     cache: ParseCache | None,
+    parsed: ParsedFiles | None,
     *,
     problems: ProblemList,
     manifests: list[Manifest],
@@ -138,11 +170,17 @@ def _load_file(
     content, text = read
     key = cache.key(content) if cache is not None else ""
     if cache is not None:
-        cached = cache.load(key, lambda entry: _cached_manifests(entry, display, text, root))
+        memo_key = (key, display, root)
+        cached = parsed.get(memo_key) if parsed is not None else None
+        if cached is None:
+            cached = cache.load(key, lambda entry: _cached_manifests(entry, display, text, root))
         if cached is not None:
+            before = len(problems.items)
             for m in cached:
                 _resolve_files(m, path, problems, cached=True)
                 manifests.append(m)
+            if parsed is not None and len(problems.items) == before:
+                parsed.keep(memo_key, cached)
             return
     documents, parse_problems = parse_text(text, display)
     before = len(problems.items)
@@ -166,6 +204,8 @@ def _load_file(
     # only a file without any problem: a literal secret (refused by validation) is never stored
     if cache is not None and entry is not None and len(problems.items) == before:
         cache.store(key, entry)
+        if parsed is not None:
+            parsed.keep((key, display, root), manifests[len(manifests) - len(entry) :])
 
 
 def _cache_item(m: Manifest) -> list[Any]:
