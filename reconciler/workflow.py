@@ -329,6 +329,7 @@ def _plan_and_apply_in_one_transaction(manifests: ManifestSet, request: ApplyReq
     """``apply_manifests`` for a caller that confirms nothing: the state is read, planned against
     and written in one write transaction (``apply.plan_and_execute``), under the apply lock."""
     assert not request.extend_enums, "enum values are added in a transaction of their own, before the plan is applied"
+    assert hooks.confirm is _no_confirm, "nobody may be asked while the write transaction is open"
     engine = request.engine if request.engine is not None else open_for_apply(request.db)
 
     def make_plan(snapshot: StateSnapshot) -> Plan:  # values an enum column lacks: refused by plan_and_execute
