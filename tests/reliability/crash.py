@@ -88,7 +88,8 @@ def _kill_at_random(proc: subprocess.Popen[bytes], watch: WriteWatch, rng: rando
         deadline = time.perf_counter() + 2 * report.apply_seconds
         while proc.poll() is None and not watch.writing() and time.perf_counter() < deadline:
             time.sleep(POLL_SECONDS)
-        delay = rng.uniform(0, 1.1 * report.transaction_seconds)
+        # within the calibrated transaction (faster applies left too few kills inside it at 1.1x under load)
+        delay = rng.uniform(0, 0.9 * report.transaction_seconds)
     else:
         delay = rng.uniform(0, report.apply_seconds)
     try:
