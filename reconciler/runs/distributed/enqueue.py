@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 
 from reconciler.errors import ReconcilerError
-from reconciler.runs import metrics, service, store
+from reconciler.runs import service, store
 from reconciler.runs.distributed import chunks as cutting
 from reconciler.runs.distributed import queue
 from reconciler.runs.distributed import store as dstore
@@ -64,19 +64,9 @@ def distribute_run(engine: Engine, name: str, options: DistributeOptions = Distr
             f"run {name!r} is being executed by another process ({record.runner})",
             hint=f"wait for it, or watch it with `reconciler runs show {name}`",
         )
-    config = store.resolve_assignment(engine, record.assignment_id, name)
-    service.check_runnable(name, config)
-    service.check_expected(f"run {name!r}", record.spec.get("expected"), config.task)
-    snapshot = metrics.config_snapshot(config.provider, config.agent, config.task, service.model_file_of(config.provider))
-    sha = metrics.snapshot_sha256(snapshot)
-    done = store.finished_indexes(engine, record.id, retry_failed=options.retry_failed)
-    if record.config_sha256 and record.config_sha256 != sha and store.finished_indexes(engine, record.id, retry_failed=False):
-        raise ReconcilerError(
-            f"run {name!r} started with another configuration (sha256 {record.config_sha256[:12]}, now {sha[:12]}): "
-            "resuming would mix results of two configurations",
-            hint=f"create a new Run (a new metadata.name) for the new configuration; `reconciler runs show {name}` shows the old one",
-        )
-    todo = [item.index for item in service.work_items(f"run {name!r}", record.spec, done)]  # refuses inputs that do not fit the template
+    prepared = service.prepare_run(engine, record, options.retry_failed)
+    snapshot, sha = prepared.snapshot, prepared.sha
+    todo = [item.index for item in prepared.items]
     concurrency = options.concurrency or int(record.spec.get("concurrency", 4))
     size = options.chunk_size or cutting.default_chunk_size(len(todo), concurrency)
     pieces = cutting.cut(todo, size)

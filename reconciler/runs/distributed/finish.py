@@ -63,10 +63,9 @@ def finish_run(engine: Engine, run_id: uuid.UUID) -> RunSummary | None:
             total = len(record.spec.get("inputs") or [])
             outcome.unanswered = total - counters["items_succeeded"] - counters["items_failed"]
             outcome.last_transient_error = shown.last_transient_error
-        return service._finish(
+        return service.finish(
             engine,
             record,
-            record.spec,
             config_of_snapshot(record, snapshot),
             record.config_sha256 or "",
             elapsed,
