@@ -214,14 +214,14 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             local = LocalRunner(db)
             try:
                 local.run("warm-local")  # both paths warm: imports, HTTP clients, agents
-                reconciler("run", "warm-w4", "--db", db, "--distribute", "--wait", "--no-table", "--queue", "w4")
+                reconciler("run", "warm-w4", "--db", db, "--distribute", "--wait", "--no-table", "--no-cache", "--queue", "w4")
                 for name, _, queue in names:
                     pids = [local.proc.pid] if queue is None else [w.pid for w in workers]
                     cpu_before, (busy_before, total_before) = cpu_seconds(pids), machine_ticks()
                     if queue is None:
                         local.run(name)
                     else:
-                        reconciler("run", name, "--db", db, "--distribute", "--wait", "--no-table", "--queue", queue)
+                        reconciler("run", name, "--db", db, "--distribute", "--wait", "--no-table", "--no-cache", "--queue", queue)
                     cpu = cpu_seconds(pids) - cpu_before
                     busy_after, total_after = machine_ticks()
                     seconds, status = elapsed_of(db, name)

@@ -136,7 +136,7 @@ def insert_answers(conn: Connection, answers: Sequence[tuple[CacheKey, CachedAns
         }
         for k, a in answers
     }
-    values = list(rows.values())
+    values = [rows[key] for key in sorted(rows)]  # in key order: two writers of the same keys cannot deadlock
     for i in range(0, len(values), CHUNK):
         conn.execute(dialect_insert(answer_cache).on_conflict_do_nothing(), values[i : i + CHUNK])
 

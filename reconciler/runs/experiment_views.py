@@ -55,6 +55,15 @@ def _cost(snapshot: dict[str, Any] | None, input_tokens: int, output_tokens: int
     return metrics.estimate_cost(provider_type, agent.get("model_name", ""), agent.get("prices"), input_tokens, output_tokens)
 
 
+def experiment_distribution(engine: Engine, name: str) -> dict[str, Any]:
+    """A distributed experiment's chunks over every arm and its workers (host, pid, answers stored);
+    nothing for one that never was."""
+    from reconciler.runs.views import distribution_view
+
+    record = xstore.get_experiment(engine, name)
+    return distribution_view(engine, [arm.run_id for arm in xstore.arms_of(engine, record.id)])
+
+
 def experiment_report(engine: Engine, name: str) -> ExperimentReport:
     record = xstore.get_experiment(engine, name)
     spec = record.spec

@@ -74,22 +74,22 @@ def run_detail(engine: Engine, name: str) -> dict[str, Any]:
         "runner": row["runner"],
         "runner_alive": status == "running" if row["status"] == "running" else None,
         "config_sha256": row["config_sha256"],
-        **_distributed(engine, row),
+        **distribution_view(engine, [row["id"]]),
         "spec": spec,
         "config_snapshot": row["config_snapshot"],
     }
 
 
-def _distributed(engine: Engine, row: dict[str, Any]) -> dict[str, Any]:
-    """A distributed run's chunks and workers (host, pid, items stored, chunks held); nothing for a
-    run that never was."""
+def distribution_view(engine: Engine, run_ids: list[Any]) -> dict[str, Any]:
+    """A distributed run's chunks and workers (host, pid, items stored, chunks held), summed over
+    ``run_ids`` (an experiment's arms); nothing for one that never was."""
     from reconciler.runs.distributed import store as dstore
     from reconciler.runs.distributed.chunks import WorkerName
 
     with engine.connect() as conn:
         if not inspect(conn).has_table(run_chunks.name):  # a database from before distributed runs
             return {}
-    shown = dstore.distribution(engine, row["id"])
+    shown = dstore.distribution(engine, run_ids)
     if shown is None:
         return {}
     workers = []
