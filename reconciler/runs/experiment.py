@@ -29,6 +29,7 @@ from reconciler.runs.service import (
     evaluate_and_finish,
     execution_settings,
     model_file_of,
+    outcome_error,
     record_outcome,
     refuse_mixed_configuration,
     refuse_to_start,
@@ -239,17 +240,8 @@ def finish_experiment(
     ok = sum(s.items_succeeded for s in summaries)
     failed = sum(s.items_failed for s in summaries)
     status = metrics.final_status(total, ok, failed)
-    error = None
-    again = f"run `reconciler run {record.name}` again to resume"
-    if stopped is not None:
-        error = f"stopped: {stopped}; {total - ok - failed} of {total} answers unfinished; {again}"
-    elif evaluation.unanswered:
-        error = (
-            f"{evaluation.unanswered} answer{'s' if evaluation.unanswered != 1 else ''} not given, only transient errors "
-            f"(last: {evaluation.last_transient_error}); {total - ok - failed} of {total} answers unfinished; {again}"
-        )
-    elif failed:
-        error = f"{failed} of {total} answers failed; see `reconciler experiments show {record.name}`"
+    resume, results = f"reconciler run {record.name}", f"reconciler experiments show {record.name}"
+    error = outcome_error(total, ok, failed, stopped, evaluation, resume, results, unit="answer", unanswered="not given")
     xstore.finish_experiment(
         engine,
         record.id,

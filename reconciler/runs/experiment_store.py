@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Text, cast, insert, select, update
 
-from reconciler.errors import ReconcilerError, RunAlreadyStarted
+from reconciler.errors import ReconcilerError
 from reconciler.runs import answer_cache, store
 from reconciler.runs.answer_cache import CachedAnswer, CacheKey
 from reconciler.runs.experiment_report import StoredAnswer
@@ -70,20 +70,7 @@ class ArmStart:
 
 
 def experiment_record(row: Any) -> ExperimentRecord:
-    return ExperimentRecord(
-        row["id"],
-        row["name"],
-        row["status"],
-        row["spec"] or {},
-        row["task_id"],
-        row["runner"],
-        row["heartbeat_at"],
-        row["elapsed_seconds"],
-        row["error"],
-        row["created_at"],
-        row["started_at"],
-        row["completed_at"],
-    )
+    return store.record_of(ExperimentRecord, row)
 
 
 def find_experiment(engine: Engine, name: str) -> ExperimentRecord | None:
@@ -163,25 +150,10 @@ def claim_experiment(engine: Engine, record: ExperimentRecord, arms: Sequence[Ar
 def claim_experiment_on(conn: Connection, record: ExperimentRecord, arms: Sequence[ArmStart], distributed: bool = False) -> dict[int, uuid.UUID]:
     """``claim_experiment`` in the caller's transaction; ``distributed``: the experiment and its arms
     are held by the task queue (``store.DISTRIBUTED_RUNNER``) until its last chunk is closed."""
-    e, r = experiments.c, analysis_runs.c
+    r = analysis_runs.c
     now = utcnow()
-    values: dict[str, Any] = {
-        "status": "running",
-        "runner": store.DISTRIBUTED_RUNNER if distributed else store.runner_identity(),
-        "heartbeat_at": now,
-        "updated_at": now,
-        "error": None,
-        "completed_at": None,
-    }
-    if record.status == "pending":
-        values["started_at"] = now
-    same_runner = e.runner.is_(None) if record.runner is None else e.runner == record.runner
-    done = conn.execute(update(experiments).where(e.id == record.id, e.status == record.status, same_runner).values(**values)).rowcount
-    if done != 1:
-        raise RunAlreadyStarted(
-            f"experiment {record.name!r} was started by another process just now",
-            hint=f"watch it with `reconciler experiments show {record.name}`",
-        )
+    values = store.claim_values(record.status, store.DISTRIBUTED_RUNNER if distributed else store.runner_identity(), now)
+    store.compare_and_claim(conn, experiments, record, values, "experiment", f"reconciler experiments show {record.name}")
     existing = {
         row.arm_index: row.run_id
         for row in conn.execute(select(experiment_arms.c.arm_index, experiment_arms.c.run_id).where(experiment_arms.c.experiment_id == record.id))

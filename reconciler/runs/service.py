@@ -326,6 +326,30 @@ def finish(
     )
 
 
+def outcome_error(
+    total: int,
+    ok: int,
+    failed: int,
+    stopped: str | None,
+    outcome: Evaluation,
+    resume: str,
+    results: str,
+    unit: str = "item",
+    unanswered: str = "got no answer",
+) -> str | None:
+    """Why a run (or an experiment: its ``unit`` is the answer) is not all valid: it stopped, items
+    got only transient errors, or some failed; with the command that resumes it or shows them."""
+    unfinished = f"{total - ok - failed} of {total} {unit}s unfinished; run `{resume}` again to resume"
+    if stopped is not None:
+        return f"stopped: {stopped}; {unfinished}"
+    if outcome.unanswered:
+        n = outcome.unanswered
+        return f"{n} {unit}{'s' if n != 1 else ''} {unanswered}, only transient errors (last: {outcome.last_transient_error}); {unfinished}"
+    if failed:
+        return f"{failed} of {total} {unit}s failed; see `{results}`"
+    return None
+
+
 def record_outcome(
     engine: Engine,
     run_id: Any,
@@ -348,17 +372,7 @@ def record_outcome(
     inp, out = counters["input_tokens"], counters["output_tokens"]
     finished = ok + failed
     status = metrics.final_status(total, ok, failed)
-    error = None
-    again = f"run `{resume}` again to resume"
-    if stopped is not None:
-        error = f"stopped: {stopped}; {total - finished} of {total} items unfinished; {again}"
-    elif outcome.unanswered:
-        error = (
-            f"{outcome.unanswered} item{'s' if outcome.unanswered != 1 else ''} got no answer, only transient errors "
-            f"(last: {outcome.last_transient_error}); {total - finished} of {total} items unfinished; {again}"
-        )
-    elif failed:
-        error = f"{failed} of {total} items failed; see `{results}`"
+    error = outcome_error(total, ok, failed, stopped, outcome, resume, results)
     accuracy = metrics.accuracy(store.valid_outputs(engine, run_id), finished, expected) if expected and finished else None
     cost = metrics.estimate_cost(config.provider.type, config.agent.model_name, config.agent.prices, inp, out, base_url=config.provider.base_url)
     store.finish_run(

@@ -205,27 +205,9 @@ def claim_and_chunk(
     """In the caller's transaction (the jobs are deferred in it too): mark the run running under the
     task queue (compare-and-swap on its status and runner, as a local run claims it), and replace its
     chunk rows by ``chunks``."""
-    r = analysis_runs.c
     now = utcnow()
-    row = _lock_run(conn, record.id)
-    if row is None or row["status"] != record.status or row["runner"] != record.runner:
-        raise ReconcilerError(
-            f"run {record.name!r} was started by another process just now",
-            hint=f"watch it with `reconciler runs show {record.name}`",
-        )
-    values: dict[str, Any] = {
-        "status": "running",
-        "runner": DISTRIBUTED_RUNNER,
-        "heartbeat_at": now,
-        "updated_at": now,
-        "error": None,
-        "completed_at": None,
-        "config_snapshot": snapshot,
-        "config_sha256": sha,
-    }
-    if record.status == "pending":
-        values["started_at"] = now
-    conn.execute(update(analysis_runs).where(r.id == record.id).values(**values))
+    values = store.claim_values(record.status, DISTRIBUTED_RUNNER, now, config_snapshot=snapshot, config_sha256=sha)
+    store.compare_and_claim(conn, analysis_runs, record, values, "run", f"reconciler runs show {record.name}")
     return replace_chunks(conn, record.id, list(enumerate(chunks)), settings, now)
 
 
