@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from reconciler.state.tables import analysis_runs, experiment_arms, experiments, run_chunks, run_results
 from tests.runs.distributed.helpers import WorkerProcess, engine_of, running_workers, wait_until
-from tests.runs.experiment_helpers import TWO_AGENTS, add_experiment, experiment_spec, prompt_of, system_of, two_agents
+from tests.runs.experiment_helpers import BAD, TWO_AGENTS, add_experiment, experiment_spec, prompt_of, system_of, two_agents
 from tests.stub_openai import Reply, StubServer
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.usefixtures("real_llm_requests")]
@@ -261,4 +261,32 @@ def test_workers_reuse_and_add_answers_of_the_answer_cache_as_a_local_experiment
     assert {agent: [r[:3] for r in rows] for agent, rows in shown("uncached").items()} == outputs
     assert not any(r[4] for rows in shown("uncached").values() for r in rows)
     assert _comparable(_report(cli_run, pg_url, "again")) == _comparable(_report(cli_run, pg_url, "local"))
+    engine.dispose()
+
+
+def test_wait_exits_as_run_does_when_answers_failed(write_manifests, cli_run, pg_url: str, tmp_path: Path) -> None:
+    def behaviour(request: dict[str, Any], n: int) -> dict[str, Any] | Reply:
+        if "messages" not in request:
+            return Reply(400)
+        if BAD in system_of(request):  # the lazy agent answers outside the schema: its answers fail
+            return {"category": "nonsense", "confidence": 50}
+        return two_agents(request, n)
+
+    spec = experiment_spec()
+    with StubServer(behaviour) as stub:
+        _setup(write_manifests, cli_run, pg_url, stub.base_url, {"wrong": spec, "wrong-here": spec})
+        with running_workers(pg_url, tmp_path, 1):
+            code, out, err = cli_run("run", "experiment/wrong", "--db", pg_url, "--distribute", "--wait", "--no-table")
+        assert code == 100, err  # every answer finished, some failed: as `run` exits
+        assert "Experiment wrong, agent lazy: failed" in out
+        code, _, err = cli_run("run", "experiment/wrong-here", "--db", pg_url, "--no-table", "--no-cache")
+        assert code == 100, err
+    engine = engine_of(pg_url)
+    distributed, local = _experiment(engine, "wrong"), _experiment(engine, "wrong-here")
+    assert distributed["status"] == local["status"] == "partial"
+    assert distributed["error"] == local["error"].replace("wrong-here", "wrong") == "6 of 12 answers failed; see `reconciler experiments show wrong`"
+    assert [(r["status"], r["error"]) for r in _arm_rows(engine, "wrong")] == [
+        (r["status"], (r["error"] or "").replace("wrong-here", "wrong") or None) for r in _arm_rows(engine, "wrong-here")
+    ]
+    assert _shown(engine, "wrong", "error") == _shown(engine, "wrong-here", "error")
     engine.dispose()
