@@ -290,3 +290,35 @@ def test_wait_exits_as_run_does_when_answers_failed(write_manifests, cli_run, pg
     ]
     assert _shown(engine, "wrong", "error") == _shown(engine, "wrong-here", "error")
     engine.dispose()
+
+
+def test_a_provider_down_stops_every_arm_and_the_experiment_resumes(write_manifests, cli_run, pg_url: str, tmp_path: Path) -> None:
+    down = {"on": True}
+
+    def behaviour(request: dict[str, Any], n: int) -> dict[str, Any] | Reply:
+        if "messages" not in request or down["on"]:
+            return Reply(503)
+        return two_agents(request, n)
+
+    with StubServer(behaviour) as stub:
+        _setup(write_manifests, cli_run, pg_url, stub.base_url, {"outage": experiment_spec(inputs=INPUTS)})
+        with running_workers(pg_url, tmp_path, 1, "--concurrency", "2"):
+            code, out, err = cli_run("run", "experiment/outage", "--db", pg_url, "--distribute", "--wait", "--chunk-size", "3", "--no-table")
+            assert code == 1, (out, err)  # answers unfinished: an error, as `run` exits
+            engine = engine_of(pg_url)
+            row = _experiment(engine, "outage")
+            assert row["status"] == "interrupted" and row["runner"] is None
+            assert row["error"].startswith("stopped: provider 'stub' (openai) looks down: 5 transient failures in a row")
+            assert row["error"].endswith("36 of 36 answers unfinished; run `reconciler run outage` again to resume")
+            with engine.connect() as conn:
+                states = Counter(conn.execute(select(run_chunks.c.state).join(experiment_arms, experiment_arms.c.run_id == run_chunks.c.run_id)).scalars())
+            assert states == {"stopped": 12}  # one stopped by the breaker, every other arm's and its own not started
+            assert all(r["status"] == "interrupted" for r in _arm_rows(engine, "outage"))
+            sent = len(stub.requests)
+            down["on"] = False
+            code, out, err = cli_run("run", "experiment/outage", "--db", pg_url, "--distribute", "--wait", "--no-table")
+            assert code == 0, (out, err)
+    assert sent < 36  # the breaker kept the rest from being sent
+    assert _experiment(engine, "outage")["status"] == "completed"
+    assert [[r["item_index"] for r in rows] for rows in _arm_results(engine, "outage").values()] == [list(range(18))] * 2
+    engine.dispose()
