@@ -117,22 +117,24 @@ def arm_of(conn: Connection, run_id: uuid.UUID) -> ArmLink | None:
     return ArmLink(row.experiment_id, row.arm_index, row.agent_name) if row is not None else None
 
 
-def unit_runs(conn: Connection, run_id: uuid.UUID) -> list[uuid.UUID]:
-    """The runs distributed together with ``run_id``: every arm of its experiment, or the run alone."""
+def unit_runs(conn: Connection, run_id: uuid.UUID, link: ArmLink | None = None) -> list[uuid.UUID]:
+    """The runs distributed together with ``run_id`` (``link``: its arm, if it is one): every arm of
+    its experiment, or the run alone."""
     a = experiment_arms.c
-    link = arm_of(conn, run_id)
+    link = link or arm_of(conn, run_id)
     if link is None:
         return [run_id]
     return list(conn.execute(select(a.run_id).where(a.experiment_id == link.experiment_id).order_by(a.arm_index)).scalars())
 
 
 def _lock_unit(conn: Connection, run_id: uuid.UUID) -> tuple[Any, list[uuid.UUID]]:
-    """Lock what a chunk's state changes under: an arm's experiment row first, then the run's row.
-    The run's row and the runs distributed with it."""
+    """Lock what a chunk's state changes under, an arm's experiment row first, then the run's row;
+    the run's row and the runs distributed with it."""
     link = arm_of(conn, run_id)
-    if link is not None:
-        conn.execute(select(experiments.c.id).where(experiments.c.id == link.experiment_id).with_for_update())
-    return _lock_run(conn, run_id), unit_runs(conn, run_id) if link is not None else [run_id]
+    if link is None:
+        return _lock_run(conn, run_id), [run_id]
+    conn.execute(select(experiments.c.id).where(experiments.c.id == link.experiment_id).with_for_update())
+    return _lock_run(conn, run_id), unit_runs(conn, run_id, link)
 
 
 def find_run_by_id(engine: Engine, run_id: uuid.UUID) -> RunRecord:
