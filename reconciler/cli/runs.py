@@ -191,7 +191,8 @@ def run_command(
 ) -> int:
     """Execute (or resume) a run or an experiment by name (run/NAME or experiment/NAME when both
     kinds have one of that name), or the Run and Experiment manifests in FILE (applied first); with
-    --distribute, hand a run's items to workers on any host that share the PostgreSQL database.
+    --distribute, hand a run's (or an experiment's) items to workers on any host that share the
+    PostgreSQL database.
 
     Exit status: 0 when every item is valid, 1 for an error (a bad manifest, a run that could not
     start, or one left interrupted with items unfinished: an unreachable provider, Ctrl-C), 100 when
