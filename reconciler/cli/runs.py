@@ -301,10 +301,7 @@ def distribute_named(engine: Any, names: list[str], options: Any, *, as_json: bo
     for d in done:
         following = _Following(as_json)
         try:
-            if d.kind == "Experiment":
-                result = follow_experiment(engine, d.name, following)
-            else:
-                summary = follow(engine, d.name, following)
+            result: Any = (follow_experiment if d.kind == "Experiment" else follow)(engine, d.name, following)
         except KeyboardInterrupt:
             following.close()
             show = "experiments show" if d.kind == "Experiment" else "runs show"
@@ -312,12 +309,8 @@ def distribute_named(engine: Any, names: list[str], options: Any, *, as_json: bo
             return 130
         finally:
             following.close()
-        if d.kind == "Experiment":
-            _report_experiment(engine, result, as_json=as_json, table=table)
-            outcomes.append(outcome_of(result.items_failed, result.items_unfinished))
-            continue
-        _report(engine, summary, as_json=as_json, table=table)
-        outcomes.append(outcome_of(summary.items_failed, summary.items_unfinished))
+        (_report_experiment if d.kind == "Experiment" else _report)(engine, result, as_json=as_json, table=table)
+        outcomes.append(outcome_of(result.items_failed, result.items_unfinished))
     return exit_code(outcomes or [Outcome.OK], failed_code)
 
 
