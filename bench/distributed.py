@@ -73,7 +73,19 @@ apiVersion: reconciler/v1
 kind: Assignment
 metadata: {name: fast-classify}
 spec: {agent: fast-agent, task: classify}
+---
+apiVersion: reconciler/v1
+kind: Agent
+metadata: {name: slow-agent-b}
+spec: {provider: slow, model_name: stub, system_prompt: "Classify the message, briefly.", temperature: 0.0, max_tokens: 64}
+---
+apiVersion: reconciler/v1
+kind: Assignment
+metadata: {name: slow-b-classify}
+spec: {agent: slow-agent-b, task: classify}
 """
+EXPERIMENT_AGENTS = ("slow-agent", "slow-agent-b")
+EXPERIMENT_WORKERS = 2  # a distributed experiment goes to queue w2
 
 
 def env() -> dict[str, str]:
@@ -90,8 +102,11 @@ def reconciler(*args: str) -> subprocess.CompletedProcess[str]:
 def start_stub(latency: float) -> tuple[subprocess.Popen[str], str]:
     answer = json.dumps({"category": "bug", "confidence": 90})
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.stub_openai", "--latency", str(latency), "--answer", answer], cwd=REPO, stdout=subprocess.PIPE,
-        text=True, env=env(),
+        [sys.executable, "-m", "tests.stub_openai", "--latency", str(latency), "--answer", answer],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env(),
     )
     assert proc.stdout is not None
     return proc, proc.stdout.readline().strip()
@@ -105,14 +120,22 @@ def run_manifest(name: str, assignment: str, items: int, concurrency: int) -> st
     )
 
 
+def experiment_manifest(name: str, items: int, concurrency: int) -> str:
+    spec = {"task": "classify", "agents": list(EXPERIMENT_AGENTS), "inputs": prompts(items), "concurrency": concurrency, "max_retries": 2}
+    return "---\n" + json.dumps({"apiVersion": "reconciler/v1", "kind": "Experiment", "metadata": {"name": name}, "spec": spec}) + "\n"
+
+
 class LocalRunner:
     """One warm process executing local runs one after another (as the workers are warm processes):
     the comparison is then the queue against no queue, not a cold process against a warm one."""
 
     def __init__(self, db: str) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--local-runner", db], env=env(), stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, text=True,
+            [sys.executable, str(Path(__file__).resolve()), "--local-runner", db],
+            env=env(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
         )
 
     def run(self, name: str) -> None:
@@ -130,12 +153,15 @@ class LocalRunner:
 
 
 def local_runner(db: str) -> None:
+    from reconciler.runs.experiment import execute_experiment
     from reconciler.runs.service import RunOptions, execute_run
     from reconciler.state.db import open_engine
 
     engine = open_engine(db, create=False)
     for line in sys.stdin:  # every round sends the same prompts: the answer cache must not answer them
-        print(execute_run(engine, line.strip(), RunOptions(use_cache=False)).status, flush=True)
+        kind, _, name = line.strip().rpartition("/")
+        run = execute_experiment if kind == "experiment" else execute_run
+        print(run(engine, name, RunOptions(use_cache=False)).status, flush=True)
 
 
 def start_workers(db: str, concurrency: int) -> list[subprocess.Popen[str]]:
@@ -147,7 +173,10 @@ def start_workers(db: str, concurrency: int) -> list[subprocess.Popen[str]]:
             workers.append(
                 subprocess.Popen(
                     [sys.executable, "-m", "reconciler", "worker", "--db", db, "--concurrency", str(concurrency), "--queues", queues, "--json"],
-                    env=env(), stdout=out, stderr=subprocess.DEVNULL, text=True,
+                    env=env(),
+                    stdout=out,
+                    stderr=subprocess.DEVNULL,
+                    text=True,
                 )
             )
         logs.append(log)
@@ -174,6 +203,10 @@ def machine_ticks() -> tuple[int, int]:
 
 
 def elapsed_of(db: str, name: str) -> tuple[float, str]:
+    kind, _, name = name.rpartition("/")
+    if kind == "experiment":
+        row = next(r for r in json.loads(reconciler("experiments", "list", "--db", db, "-o", "json").stdout) if r["name"] == name)
+        return float(row["elapsed_s"]), row["status"]
     detail = json.loads(reconciler("runs", "show", name, "--db", db, "-o", "json").stdout)
     return float(detail["elapsed_seconds"]), detail["status"]
 
@@ -199,35 +232,42 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 for size in ("small", "large"):
                     names.append((f"local-fast{size}-{r}", f"fast-classify:{size}", None))
                     names.append((f"w1-fast{size}-{r}", f"fast-classify:{size}", "w1"))
+                names.append((f"experiment/local-exp-{r}", "experiment", None))
+                names.append((f"experiment/w{EXPERIMENT_WORKERS}-exp-{r}", "experiment", f"w{EXPERIMENT_WORKERS}"))
             root = Path("manifests")
             root.mkdir()
-            (root / "config.yaml").write_text(
-                CONFIG.replace("SLOW", slow_url).replace("FAST", fast_url).replace("SCHEMA", json.dumps(SCHEMA))
-            )
+            (root / "config.yaml").write_text(CONFIG.replace("SLOW", slow_url).replace("FAST", fast_url).replace("SCHEMA", json.dumps(SCHEMA)))
             names_and_warm = [("warm-local", "fast-classify", None), ("warm-w4", "fast-classify", "w4"), *names]
-            items = {n: args.items * (LARGE if a.endswith(":large") else 1) for n, a, _ in names_and_warm}
+            items = {
+                n: args.items * (LARGE if a.endswith(":large") else len(EXPERIMENT_AGENTS) if a == "experiment" else 1) for n, a, _ in names_and_warm
+            }
             (root / "runs.yaml").write_text(
-                "".join(run_manifest(n, a.split(":")[0], items[n], args.concurrency) for n, a, _ in names_and_warm)
+                "".join(
+                    experiment_manifest(n.split("/")[1], args.items, args.concurrency)
+                    if a == "experiment"
+                    else run_manifest(n, a.split(":")[0], items[n], args.concurrency)
+                    for n, a, _ in names_and_warm
+                )
             )
             reconciler("apply", str(root), "--db", db, "--auto-approve", "--no-validate")
             workers = start_workers(db, args.concurrency)
             local = LocalRunner(db)
             try:
                 local.run("warm-local")  # both paths warm: imports, HTTP clients, agents
-                reconciler("run", "warm-w4", "--db", db, "--distribute", "--wait", "--no-table", "--queue", "w4")
+                reconciler("run", "warm-w4", "--db", db, "--distribute", "--wait", "--no-table", "--no-cache", "--queue", "w4")
                 for name, _, queue in names:
                     pids = [local.proc.pid] if queue is None else [w.pid for w in workers]
                     cpu_before, (busy_before, total_before) = cpu_seconds(pids), machine_ticks()
                     if queue is None:
                         local.run(name)
                     else:
-                        reconciler("run", name, "--db", db, "--distribute", "--wait", "--no-table", "--queue", queue)
+                        reconciler("run", name, "--db", db, "--distribute", "--wait", "--no-table", "--no-cache", "--queue", queue)
                     cpu = cpu_seconds(pids) - cpu_before
                     busy_after, total_after = machine_ticks()
                     seconds, status = elapsed_of(db, name)
                     if status != "completed":
                         raise SystemExit(f"run {name} ended {status}")
-                    path = name.rsplit("-", 1)[0]
+                    path = name.split("/")[-1].rsplit("-", 1)[0]
                     rates.setdefault(path, []).append(items[name] / seconds)
                     seconds_of.setdefault(path, []).append(seconds)
                     cpu_ms.setdefault(path, []).append(cpu * 1000 / items[name])
@@ -275,7 +315,19 @@ def report(args: argparse.Namespace, measured: dict[str, Any]) -> str:
             f"| {w} worker{'s' if w > 1 else ''} | {med[path]:.1f} | {_rounds(rates[path])} | {med[path] / med['w1-slow']:.2f}x | "
             f"{med[path] / (w * ceiling):.0%} | {cpu[path]:.1f} ms | {busy[path]:.0%} |"
         )
+    lines.append(
+        f"| experiment, {len(EXPERIMENT_AGENTS)} arms, local | {med['local-exp']:.1f} | {_rounds(rates['local-exp'])} | | "
+        f"{med['local-exp'] / ceiling:.0%} | {cpu['local-exp']:.1f} ms | {busy['local-exp']:.0%} |"
+    )
+    path = f"w{EXPERIMENT_WORKERS}-exp"
+    lines.append(
+        f"| experiment, {len(EXPERIMENT_AGENTS)} arms, {EXPERIMENT_WORKERS} workers | {med[path]:.1f} | {_rounds(rates[path])} | "
+        f"{med[path] / med['local-exp']:.2f}x local | {med[path] / (EXPERIMENT_WORKERS * ceiling):.0%} | {cpu[path]:.1f} ms | {busy[path]:.0%} |"
+    )
     lines += [
+        "",
+        f"Experiments: {args.items} inputs through {len(EXPERIMENT_AGENTS)} agents on the slow stub (items/s counts answers); "
+        f"the local one at concurrency {args.concurrency} (one pool for both arms), the distributed one on {EXPERIMENT_WORKERS} workers.",
         "",
         "CPU per item: user + system time of the processes executing the run (the local runner, or all four workers) per item; "
         "machine busy: the share of both cores busy during the run, other jobs included.",

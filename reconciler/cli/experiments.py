@@ -24,22 +24,26 @@ def experiments_group() -> None:
 def experiments_show(name: str, db: str | None, fmt: str, plot_file: str | None) -> int:
     """One experiment's report: per arm counts, accuracy (95% Wilson interval), latency, tokens, cost;
     against the baseline the exact McNemar p-value and the items that regressed and improved."""
-    from reconciler.cli.runs import _engine
+    from reconciler.cli.runs import _engine, print_distribution
     from reconciler.runs.experiment_report import render_markdown, render_text
-    from reconciler.runs.experiment_views import experiment_report
+    from reconciler.runs.experiment_views import experiment_distribution, experiment_report
 
-    report = experiment_report(_engine(db), name)
+    engine = _engine(db)
+    report = experiment_report(engine, name)
+    distributed = experiment_distribution(engine, name)  # chunks and workers, for one run by workers
     if plot_file is not None:
         from reconciler.runs.experiment_plot import plot_report
 
         written = plot_report(report, plot_file)
         click.echo(f"Plot written to {written}", err=True)
     if fmt == "json":
-        click.echo(json.dumps(report.data, indent=2, ensure_ascii=False, default=str))
+        click.echo(json.dumps({**report.data, **distributed}, indent=2, ensure_ascii=False, default=str))
     elif fmt == "markdown":
         click.echo(render_markdown(report))
     else:
         click.echo(render_text(report))
+        if distributed:
+            print_distribution(distributed)
     return 0
 
 

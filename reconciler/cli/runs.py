@@ -191,7 +191,8 @@ def run_command(
 ) -> int:
     """Execute (or resume) a run or an experiment by name (run/NAME or experiment/NAME when both
     kinds have one of that name), or the Run and Experiment manifests in FILE (applied first); with
-    --distribute, hand a run's items to workers on any host that share the PostgreSQL database.
+    --distribute, hand a run's (or an experiment's) items to workers on any host that share the
+    PostgreSQL database.
 
     Exit status: 0 when every item is valid, 1 for an error (a bad manifest, a run that could not
     start, or one left interrupted with items unfinished: an unreachable provider, Ctrl-C), 100 when
@@ -227,7 +228,7 @@ def run_command(
     if distribute:
         from reconciler.runs.distributed.enqueue import DistributeOptions
 
-        options = DistributeOptions(chunk_size, queue_name, concurrency, retry_failed, max_consecutive_failures)
+        options = DistributeOptions(chunk_size, queue_name, concurrency, retry_failed, max_consecutive_failures, use_cache=not no_cache)
         return distribute_named(engine, names, options, as_json=as_json, wait=wait, table=not no_table)
     return execute_named(
         engine,
@@ -274,31 +275,22 @@ class _Following:
 
 
 def distribute_named(engine: Any, names: list[str], options: Any, *, as_json: bool, wait: bool, table: bool) -> int:
-    from reconciler.errors import ReconcilerError
-    from reconciler.runs.distributed.enqueue import distribute_run
-    from reconciler.runs.distributed.finish import follow
+    from reconciler.runs.distributed.enqueue import distribute_experiment, distribute_run
+    from reconciler.runs.distributed.finish import follow, follow_experiment
     from reconciler.runs.service import runnable_kind
 
-    runs = []
-    for target in names:  # every target checked before any is distributed
-        kind, name = runnable_kind(engine, target)
-        if kind == "Experiment":
-            raise ReconcilerError(
-                f"experiment {name!r}: distributing experiments is not supported yet (only runs)",
-                hint=f"run it in one process: reconciler run experiment/{name}",
-            )
-        runs.append(name)
-    done = [distribute_run(engine, name, options) for name in runs]
+    targets = [runnable_kind(engine, target) for target in names]  # every target checked before any is distributed
+    done = [(distribute_experiment if kind == "Experiment" else distribute_run)(engine, name, options) for kind, name in targets]
     for d in done:
         if as_json:
             click.echo(json.dumps({"event": "distributed", **d.__dict__}, default=str))
         else:
-            click.echo(f"Run {d.name}: {d.describe()}")
+            click.echo(f"{d.kind} {d.name}: {d.describe()}")
     if not wait:
         if not as_json and any(d.chunks for d in done):
             click.echo(
                 "  workers on any host take the chunks: reconciler worker --db URL; follow it: reconciler runs show NAME "
-                "(or run it with --distribute --wait)",
+                "(experiments: reconciler experiments show NAME), or run it with --distribute --wait",
                 err=True,
             )
         return 0
@@ -309,15 +301,16 @@ def distribute_named(engine: Any, names: list[str], options: Any, *, as_json: bo
     for d in done:
         following = _Following(as_json)
         try:
-            summary = follow(engine, d.name, following)
+            result: Any = (follow_experiment if d.kind == "Experiment" else follow)(engine, d.name, following)
         except KeyboardInterrupt:
             following.close()
-            click.echo(f"Run {d.name}: still running on the workers; follow it with `reconciler runs show {d.name}`", err=True)
+            show = "experiments show" if d.kind == "Experiment" else "runs show"
+            click.echo(f"{d.kind} {d.name}: still running on the workers; follow it with `reconciler {show} {d.name}`", err=True)
             return 130
         finally:
             following.close()
-        _report(engine, summary, as_json=as_json, table=table)
-        outcomes.append(outcome_of(summary.items_failed, summary.items_unfinished))
+        (_report_experiment if d.kind == "Experiment" else _report)(engine, result, as_json=as_json, table=table)
+        outcomes.append(outcome_of(result.items_failed, result.items_unfinished))
     return exit_code(outcomes or [Outcome.OK], failed_code)
 
 
@@ -386,7 +379,7 @@ def runs_show(name: str, db: str | None, fmt: str) -> int:
                 continue
             click.echo(f"{key + ':':<18}{'-' if value is None else value}")
         if "chunks" in detail:
-            _print_distribution(detail)
+            print_distribution(detail)
         click.echo("spec:")
         click.echo("  " + json.dumps(detail["spec"], indent=2, ensure_ascii=False).replace("\n", "\n  "))
         click.echo("config_snapshot:")
@@ -394,7 +387,7 @@ def runs_show(name: str, db: str | None, fmt: str) -> int:
     return 0
 
 
-def _print_distribution(detail: dict[str, Any]) -> None:
+def print_distribution(detail: dict[str, Any]) -> None:
     """A distributed run's chunks by state and its workers, summed over every host."""
     from reconciler.cli.output import format_table
 

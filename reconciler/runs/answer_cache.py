@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select
@@ -86,8 +87,10 @@ def messages_sha256(agent: AgentConfig, task: TaskConfig, output_mode: str, prom
     return sha256_hex(conversation(agent, task, output_mode, prompt))
 
 
-def lookup(engine: Engine, keys: Iterable[CacheKey]) -> dict[CacheKey, CachedAnswer]:
-    """The cached answers for those of ``keys`` that have one (a few queries per thousand keys)."""
+def lookup(engine: Engine, keys: Iterable[CacheKey], before: datetime | None = None) -> dict[CacheKey, CachedAnswer]:
+    """The cached answers for those of ``keys`` that have one (a few queries per thousand keys); with
+    ``before``, only answers stored before then (a distributed run's chunk reuses what its run could
+    have reused when it started, as a local run looks answers up once, at its start)."""
     wanted: dict[str, dict[str, set[int]]] = {}
     for k in keys:
         wanted.setdefault(k.config_sha256, {}).setdefault(k.messages_sha256, set()).add(k.repeat)
@@ -100,6 +103,8 @@ def lookup(engine: Engine, keys: Iterable[CacheKey]) -> dict[CacheKey, CachedAns
                 query = select(c.messages_sha256, c.repeat_index, c.output, c.input_tokens, c.output_tokens, c.latency_ms).where(
                     c.config_sha256 == config, c.messages_sha256.in_(digests[i : i + CHUNK])
                 )
+                if before is not None:
+                    query = query.where(c.created_at < before)
                 for row in conn.execute(query):
                     if row.repeat_index in by_messages[row.messages_sha256]:
                         key = CacheKey(config, row.messages_sha256, row.repeat_index)
@@ -131,7 +136,7 @@ def insert_answers(conn: Connection, answers: Sequence[tuple[CacheKey, CachedAns
         }
         for k, a in answers
     }
-    values = list(rows.values())
+    values = [rows[key] for key in sorted(rows)]  # in key order: two writers of the same keys cannot deadlock
     for i in range(0, len(values), CHUNK):
         conn.execute(dialect_insert(answer_cache).on_conflict_do_nothing(), values[i : i + CHUNK])
 

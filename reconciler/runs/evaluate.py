@@ -124,44 +124,60 @@ async def _evaluate(
     try:
         for arm in arms:
             agents.append(await registry.get_or_create(arm.agent, arm.task, arm.provider, options.settings))
-        keys: dict[tuple[int, int], CacheKey] = {}
-        settings_shas = []
-        for a, (arm, agent) in enumerate(zip(arms, agents, strict=True)):
-            mode = str(getattr(agent, "output_mode", "unknown"))
-            settings = answer_cache.settings_sha256(answer_cache.request_settings(arm.provider, arm.agent, arm.task, mode, arm.model_file))
-            settings_shas.append(settings)
-            for item in todo[a]:
-                keys[(a, item.index)] = CacheKey(settings, answer_cache.messages_sha256(arm.agent, arm.task, mode, item.prompt), item.repeat)
-        found = await asyncio.to_thread(lookup, keys.values()) if (lookup is not None and options.use_cache and keys) else {}
-
-        def flush(batch: list[ItemOutcome]) -> None:
-            fresh = [
-                (keys[(o.arm, o.index)], CachedAnswer(o.output, o.input_tokens, o.output_tokens, o.latency_ms))
-                for o in batch
-                if o.valid and not o.reused
-            ]
-            save(batch, fresh)
-
-        sink = ResultSink(flush)
-        result = Evaluation(settings_sha256=tuple(settings_shas))
-        work: list[WorkItem] = []
-        for a, item in interleave(todo):
-            answer = found.get(keys[(a, item.index)])
-            if answer is None:
-                work.append(WorkItem(item.index, item.input, item.prompt, a))
-                continue
-            outcome = reused_outcome(a, item, answer)
-            sink.add(outcome)
-            result.reused += 1
-            if on_item is not None:
-                on_item(outcome)
-        policy = RetryPolicy(options.settings.max_retries, max_consecutive_failures=options.max_consecutive_failures)
-        run = await execute(agents, work, concurrency=options.concurrency, policy=policy, sink=sink, on_item=on_item, halt=halt)
-        result.processed, result.unanswered = run.processed, run.unanswered
-        result.stopped_reason, result.last_transient_error = run.stopped_reason, run.last_transient_error
-        return result
+        return await evaluate_with(agents, arms, todo, options, save=save, lookup=lookup, on_item=on_item, halt=halt)
     finally:
         for agent in agents:
             close = getattr(agent, "aclose", None)
             if close is not None:  # instances are per event loop, and this loop ends here
                 await close()
+
+
+async def evaluate_with(
+    agents: Sequence[Any],
+    arms: Sequence[Arm],
+    todo: Sequence[Sequence[EvalItem]],
+    options: EvaluationOptions,
+    *,
+    save: Save,
+    lookup: Lookup | None = None,
+    on_item: Callable[[ItemOutcome], None] | None = None,
+    halt: threading.Event | None = None,
+    make_sink: Callable[[Callable[[list[ItemOutcome]], None]], ResultSink] = ResultSink,
+) -> Evaluation:
+    """``evaluate`` on the caller's event loop with agents it created (and closes): ``agents[a]``
+    answers for ``arms[a]``. A distributed run's worker calls it for each chunk, so a chunk reuses
+    and adds answers exactly as a local run does; ``make_sink`` chooses how outcomes are written."""
+    keys: dict[tuple[int, int], CacheKey] = {}
+    settings_shas = []
+    for a, (arm, agent) in enumerate(zip(arms, agents, strict=True)):
+        mode = str(getattr(agent, "output_mode", "unknown"))
+        settings = answer_cache.settings_sha256(answer_cache.request_settings(arm.provider, arm.agent, arm.task, mode, arm.model_file))
+        settings_shas.append(settings)
+        for item in todo[a]:
+            keys[(a, item.index)] = CacheKey(settings, answer_cache.messages_sha256(arm.agent, arm.task, mode, item.prompt), item.repeat)
+    found = await asyncio.to_thread(lookup, keys.values()) if (lookup is not None and options.use_cache and keys) else {}
+
+    def flush(batch: list[ItemOutcome]) -> None:
+        fresh = [
+            (keys[(o.arm, o.index)], CachedAnswer(o.output, o.input_tokens, o.output_tokens, o.latency_ms)) for o in batch if o.valid and not o.reused
+        ]
+        save(batch, fresh)
+
+    sink = make_sink(flush)
+    result = Evaluation(settings_sha256=tuple(settings_shas))
+    work: list[WorkItem] = []
+    for a, item in interleave(todo):
+        answer = found.get(keys[(a, item.index)])
+        if answer is None:
+            work.append(WorkItem(item.index, item.input, item.prompt, a))
+            continue
+        outcome = reused_outcome(a, item, answer)
+        sink.add(outcome)
+        result.reused += 1
+        if on_item is not None:
+            on_item(outcome)
+    policy = RetryPolicy(options.settings.max_retries, max_consecutive_failures=options.max_consecutive_failures)
+    run = await execute(list(agents), work, concurrency=options.concurrency, policy=policy, sink=sink, on_item=on_item, halt=halt)
+    result.processed, result.unanswered = run.processed, run.unanswered
+    result.stopped_reason, result.last_transient_error = run.stopped_reason, run.last_transient_error
+    return result

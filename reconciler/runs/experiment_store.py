@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, Text, cast, insert, select, update
+from sqlalchemy import Connection, Engine, Text, cast, insert, select, update
 
-from reconciler.errors import ReconcilerError, RunAlreadyStarted
+from reconciler.errors import ReconcilerError
 from reconciler.runs import answer_cache, store
 from reconciler.runs.answer_cache import CachedAnswer, CacheKey
 from reconciler.runs.experiment_report import StoredAnswer
@@ -70,26 +70,21 @@ class ArmStart:
 
 
 def experiment_record(row: Any) -> ExperimentRecord:
-    return ExperimentRecord(
-        row["id"],
-        row["name"],
-        row["status"],
-        row["spec"] or {},
-        row["task_id"],
-        row["runner"],
-        row["heartbeat_at"],
-        row["elapsed_seconds"],
-        row["error"],
-        row["created_at"],
-        row["started_at"],
-        row["completed_at"],
-    )
+    return store.record_of(ExperimentRecord, row)
 
 
 def find_experiment(engine: Engine, name: str) -> ExperimentRecord | None:
     with engine.connect() as conn:
         row = conn.execute(select(experiments).where(experiments.c.name == name)).mappings().first()
     return experiment_record(row) if row is not None else None
+
+
+def experiment_by_id(engine: Engine, experiment_id: uuid.UUID) -> ExperimentRecord:
+    with engine.connect() as conn:
+        row = conn.execute(select(experiments).where(experiments.c.id == experiment_id)).mappings().first()
+    if row is None:
+        raise ReconcilerError(f"experiment {experiment_id} is no longer in the database")
+    return experiment_record(row)
 
 
 def get_experiment(engine: Engine, name: str) -> ExperimentRecord:
@@ -148,52 +143,44 @@ def claim_experiment(engine: Engine, record: ExperimentRecord, arms: Sequence[Ar
     """Mark the experiment running under this process (compare-and-swap on status and runner) and
     create or claim its arm runs, in one transaction: a kill leaves either nothing or all of it.
     Returns each arm's run id."""
-    e, r = experiments.c, analysis_runs.c
-    now = utcnow()
-    values: dict[str, Any] = {
-        "status": "running",
-        "runner": store.runner_identity(),
-        "heartbeat_at": now,
-        "updated_at": now,
-        "error": None,
-        "completed_at": None,
-    }
-    if record.status == "pending":
-        values["started_at"] = now
     with engine.begin() as conn:
-        same_runner = e.runner.is_(None) if record.runner is None else e.runner == record.runner
-        done = conn.execute(update(experiments).where(e.id == record.id, e.status == record.status, same_runner).values(**values)).rowcount
-        if done != 1:
-            raise RunAlreadyStarted(
-                f"experiment {record.name!r} was started by another process just now",
-                hint=f"watch it with `reconciler experiments show {record.name}`",
-            )
-        existing = {
-            row.arm_index: row.run_id
-            for row in conn.execute(select(experiment_arms.c.arm_index, experiment_arms.c.run_id).where(experiment_arms.c.experiment_id == record.id))
+        return claim_experiment_on(conn, record, arms)
+
+
+def claim_experiment_on(conn: Connection, record: ExperimentRecord, arms: Sequence[ArmStart], distributed: bool = False) -> dict[int, uuid.UUID]:
+    """``claim_experiment`` in the caller's transaction; ``distributed``: the experiment and its arms
+    are held by the task queue (``store.DISTRIBUTED_RUNNER``) until its last chunk is closed."""
+    r = analysis_runs.c
+    now = utcnow()
+    values = store.claim_values(record.status, store.DISTRIBUTED_RUNNER if distributed else store.runner_identity(), now)
+    store.compare_and_claim(conn, experiments, record, values, "experiment", f"reconciler experiments show {record.name}")
+    existing = {
+        row.arm_index: row.run_id
+        for row in conn.execute(select(experiment_arms.c.arm_index, experiment_arms.c.run_id).where(experiment_arms.c.experiment_id == record.id))
+    }
+    run_ids: dict[int, uuid.UUID] = {}
+    for arm in arms:
+        common = {
+            "status": "running",
+            "config_snapshot": arm.snapshot,
+            "config_sha256": arm.sha,
+            "error": None,
+            "completed_at": None,
+            "heartbeat_at": now,
+            "updated_at": now,
+            "agent_assignment_id": arm.assignment_id,
+            "items_total": arm.items_total,
+            "runner": store.DISTRIBUTED_RUNNER if distributed else None,
         }
-        run_ids: dict[int, uuid.UUID] = {}
-        for arm in arms:
-            common = {
-                "status": "running",
-                "config_snapshot": arm.snapshot,
-                "config_sha256": arm.sha,
-                "error": None,
-                "completed_at": None,
-                "heartbeat_at": now,
-                "updated_at": now,
-                "agent_assignment_id": arm.assignment_id,
-                "items_total": arm.items_total,
-            }
-            if arm.index in existing:
-                run_ids[arm.index] = existing[arm.index]
-                conn.execute(update(analysis_runs).where(r.id == existing[arm.index]).values(**common))
-                continue
-            run_id = uuid.uuid4()
-            spec = {"experiment": record.name, "agent": arm.agent, "expected": record.spec.get("expected"), "repeats": record.spec.get("repeats", 1)}
-            conn.execute(insert(analysis_runs).values(id=run_id, name=None, spec=spec, started_at=now, created_at=now, **common))
-            conn.execute(insert(experiment_arms).values(experiment_id=record.id, arm_index=arm.index, agent_name=arm.agent, run_id=run_id))
-            run_ids[arm.index] = run_id
+        if arm.index in existing:
+            run_ids[arm.index] = existing[arm.index]
+            conn.execute(update(analysis_runs).where(r.id == existing[arm.index]).values(**common))
+            continue
+        run_id = uuid.uuid4()
+        spec = {"experiment": record.name, "agent": arm.agent, "expected": record.spec.get("expected"), "repeats": record.spec.get("repeats", 1)}
+        conn.execute(insert(analysis_runs).values(id=run_id, name=None, spec=spec, started_at=now, created_at=now, **common))
+        conn.execute(insert(experiment_arms).values(experiment_id=record.id, arm_index=arm.index, agent_name=arm.agent, run_id=run_id))
+        run_ids[arm.index] = run_id
     return run_ids
 
 

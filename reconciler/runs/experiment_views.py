@@ -7,22 +7,14 @@ from typing import Any
 from sqlalchemy import Engine
 
 from reconciler.runs import experiment_store as xstore
-from reconciler.runs import metrics, store
+from reconciler.runs import metrics
 from reconciler.runs.experiment_report import ArmData, ExperimentReport, build_report
-
-
-def _iso(v: Any) -> Any:
-    return v.isoformat(timespec="seconds") if hasattr(v, "isoformat") else v
+from reconciler.runs.views import current_status, iso
 
 
 def status_of(record: xstore.ExperimentRecord) -> tuple[str, str | None]:
     """(status, error) as they are now: one left ``running`` by a process that is gone is interrupted."""
-    if not store.owner_gone(record):
-        return record.status, record.error
-    return "interrupted", (
-        f"the process that ran it ({record.runner}) is gone; run `reconciler run {record.name}` to resume "
-        "(finished answers are kept, the rest are processed)"
-    )
+    return current_status(record, record.error, "answers")
 
 
 def experiment_rows(engine: Engine | None) -> list[dict[str, Any]]:
@@ -39,8 +31,8 @@ def experiment_rows(engine: Engine | None) -> list[dict[str, Any]]:
                 "inputs": len(spec.get("inputs") or []),
                 "repeats": spec.get("repeats", 1),
                 "elapsed_s": round(record.elapsed_seconds, 1) if record.elapsed_seconds is not None else None,
-                "started_at": _iso(record.started_at),
-                "completed_at": _iso(record.completed_at),
+                "started_at": iso(record.started_at),
+                "completed_at": iso(record.completed_at),
                 "error": error,
             }
         )
@@ -53,6 +45,15 @@ def _cost(snapshot: dict[str, Any] | None, input_tokens: int, output_tokens: int
     agent = snapshot.get("agent") or {}
     provider_type = (snapshot.get("provider") or {}).get("type", "")
     return metrics.estimate_cost(provider_type, agent.get("model_name", ""), agent.get("prices"), input_tokens, output_tokens)
+
+
+def experiment_distribution(engine: Engine, name: str) -> dict[str, Any]:
+    """A distributed experiment's chunks over every arm and its workers (host, pid, answers stored);
+    nothing for one that never was."""
+    from reconciler.runs.views import distribution_view
+
+    record = xstore.get_experiment(engine, name)
+    return distribution_view(engine, [arm.run_id for arm in xstore.arms_of(engine, record.id)])
 
 
 def experiment_report(engine: Engine, name: str) -> ExperimentReport:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine
 from sqlalchemy.engine import URL
@@ -23,7 +23,7 @@ from reconciler.errors import ReconcilerError, RunAlreadyStarted
 from reconciler.llm.ports import ExecutionSettings, LLMError, ProviderConfig
 from reconciler.providers.model_check import refuse_missing_model
 from reconciler.runs import answer_cache, metrics, store
-from reconciler.runs.evaluate import Arm, EvalItem, Evaluation, EvaluationOptions, evaluate
+from reconciler.runs.evaluate import Arm, EvalItem, Evaluation, EvaluationOptions, Save, evaluate
 from reconciler.runs.runner import DEFAULT_MAX_CONSECUTIVE_FAILURES, HALTED, ItemOutcome
 from reconciler.state.tables import utcnow
 
@@ -152,6 +152,96 @@ def check_runnable(name: str, config: store.ResolvedConfig) -> None:
     refuse_missing_model(config.model_check, f"run {name!r} cannot start")
 
 
+def execution_settings(spec: dict[str, Any]) -> ExecutionSettings:
+    """The retries and timeout a run's (or an experiment's) spec asks for."""
+    return ExecutionSettings(max_retries=int(spec.get("max_retries", 2)), timeout_seconds=float(spec.get("timeout_seconds", 120.0)))
+
+
+def refuse_mixed_configuration(what: str, old_sha: str | None, sha: str, has_results: bool, hint: str) -> None:
+    """Resuming with another configuration than the one the results were stored with would mix them."""
+    if has_results and old_sha and old_sha != sha:
+        raise ReconcilerError(
+            f"{what} started with another configuration (sha256 {old_sha[:12]}, now {sha[:12]}): resuming would mix results of two configurations",
+            hint=hint,
+        )
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    """A run checked and ready to start (locally or on workers): its configuration, snapshot, hash
+    and the items still to do."""
+
+    record: store.RunRecord
+    config: store.ResolvedConfig
+    model_file: dict[str, Any] | None
+    snapshot: dict[str, Any]
+    sha: str
+    items: list[EvalItem]
+
+
+def prepare_run(engine: Engine, record: store.RunRecord, retry_failed: bool) -> PreparedRun:
+    """What a local and a distributed run check before they start: something inactive, a missing model,
+    an expected field the task lacks, a configuration changed since results were stored, inputs that
+    do not fit the template; then the snapshot and hash the run is claimed with."""
+    name = record.name
+    config = store.resolve_assignment(engine, record.assignment_id, name)
+    check_runnable(name, config)
+    check_expected(f"run {name!r}", record.spec.get("expected"), config.task)
+    model_file = model_file_of(config.provider)
+    snapshot = metrics.config_snapshot(config.provider, config.agent, config.task, model_file)
+    sha = metrics.snapshot_sha256(snapshot)
+    done = store.finished_indexes(engine, record.id, retry_failed=retry_failed)
+    refuse_mixed_configuration(
+        f"run {name!r}",
+        record.config_sha256,
+        sha,
+        bool(done) or bool(store.finished_indexes(engine, record.id, retry_failed=False)),
+        f"create a new Run (a new metadata.name) for the new configuration; `reconciler runs show {name}` shows the old one",
+    )
+    return PreparedRun(record, config, model_file, snapshot, sha, work_items(f"run {name!r}", record.spec, done))
+
+
+T = TypeVar("T")
+Finish = Callable[[float, "str | None", Evaluation], T]  # (elapsed seconds, why it stopped, the evaluation) -> summary
+
+
+def evaluate_and_finish(
+    engine: Engine,
+    arms: list[Arm],
+    todo: list[list[EvalItem]],
+    options: EvaluationOptions,
+    *,
+    save: Save,
+    finish: Finish[T],
+    provider_down: Callable[[str], str],
+    registry: Any = None,
+    on_item: Callable[[ItemOutcome], None] | None = None,
+    halt: threading.Event | None = None,
+) -> T:
+    """Evaluate (answers from the answer cache reused when ``options.use_cache``) and record the outcome
+    with ``finish``, also when it is interrupted (Ctrl-C) or fails: a run or experiment is never left
+    marked running by this process. ``provider_down(reason)`` words a stop by the outage breaker."""
+    started = time.perf_counter()
+    stopped: str | None = None
+    outcome = Evaluation()
+    try:
+        if any(todo):
+            lookup = partial(answer_cache.lookup, engine)
+            outcome = evaluate(arms, todo, options, save=save, lookup=lookup, registry=registry, on_item=on_item, halt=halt)
+            stopped = outcome.stopped_reason
+            if stopped is not None and stopped != HALTED:
+                stopped = provider_down(stopped)
+    except LLMError as exc:  # an agent could not even be created (no server, no key)
+        stopped = str(exc)
+    except KeyboardInterrupt:
+        finish(time.perf_counter() - started, "interrupted (Ctrl-C)", Evaluation())
+        raise
+    except BaseException as exc:
+        finish(time.perf_counter() - started, f"internal error: {type(exc).__name__}: {exc}", Evaluation())
+        raise
+    return finish(time.perf_counter() - started, stopped, outcome)
+
+
 def execute_run(
     engine: Engine,
     name: str,
@@ -164,92 +254,68 @@ def execute_run(
     """Run (or resume) ``name`` to the end; returns its summary. ``on_start(todo, total)`` is called
     once the run is claimed, before work; setting ``halt`` stops it between items (resumable)."""
     record = store.find_run(engine, name)
-    if options.only_pending and record.status != "pending":
+    refuse_to_start(record, "run", name, f"reconciler runs show {name}", options.only_pending)
+    prepared = prepare_run(engine, record, options.retry_failed)
+    config, sha, items = prepared.config, prepared.sha, prepared.items
+    provider = with_secret(config.provider, config.api_key_encrypted, engine.url)
+    concurrency = options.concurrency or int(record.spec.get("concurrency", 4))
+
+    store.claim_run(engine, record, prepared.snapshot, sha)
+    if on_start is not None:
+        on_start(len(items), len(record.spec.get("inputs") or []))
+    return evaluate_and_finish(
+        engine,
+        [Arm(config.agent.name, config.agent, config.task, provider, prepared.model_file)],
+        [items],
+        EvaluationOptions(concurrency, execution_settings(record.spec), options.use_cache, options.max_consecutive_failures),
+        save=lambda batch, answers: store.save_results(engine, record.id, [o.row() for o in batch], answers),
+        finish=lambda elapsed, stopped, outcome: finish(engine, record, config, sha, elapsed, stopped, outcome),
+        provider_down=lambda reason: f"provider {config.provider.name!r} ({config.provider.type}) looks down: {reason}",
+        registry=registry,
+        on_item=on_item,
+        halt=halt,
+    )
+
+
+def refuse_to_start(record: store.Held, kind: str, name: str, show: str, only_pending: bool = False) -> None:
+    """Refuse to start a run or experiment (``kind``) that another process executes, that workers
+    hold (distributed), or, with ``only_pending`` (trigger: on_apply), that was started before."""
+    what, resume = f"{kind} {name!r}", f"reconciler run {name}" if kind == "run" else f"reconciler run {kind}/{name}"
+    if only_pending and record.status != "pending":
         raise RunAlreadyStarted(
-            f"run {name!r} is already {record.status}; a run is started only once",
-            hint=f"`reconciler runs show {name}` shows it; `reconciler run {name}` resumes an unfinished run",
+            f"{what} is already {record.status}; {'an' if kind[0] in 'aeiou' else 'a'} {kind} is started only once",
+            hint=f"`{show}` shows it; `{resume}` resumes an unfinished {kind}",
             status=record.status,
         )
     if record.runner == store.DISTRIBUTED_RUNNER and record.status == "running":
         raise ReconcilerError(
-            f"run {name!r} is distributed to workers: its unfinished items are with the task queue",
-            hint=f"`reconciler worker` processes take them; follow it with `reconciler runs show {name}` "
-            f"or `reconciler run {name} --distribute --wait`",
+            f"{what} is distributed to workers: its unfinished items are with the task queue",
+            hint=f"`reconciler worker` processes take them; follow it with `{show}` or `{resume} --distribute --wait`",
         )
     if store.holder_is_alive(record):
         raise ReconcilerError(
-            f"run {name!r} is being executed by another process ({record.runner})",
-            hint=f"wait for it, or watch it with `reconciler runs show {name}`",
+            f"{what} is being executed by another process ({record.runner})",
+            hint=f"wait for it, or watch it with `{show}`",
         )
-    config = store.resolve_assignment(engine, record.assignment_id, name)
-    check_runnable(name, config)
-    check_expected(f"run {name!r}", record.spec.get("expected"), config.task)
-    model_file = model_file_of(config.provider)
-    snapshot = metrics.config_snapshot(config.provider, config.agent, config.task, model_file)
-    sha = metrics.snapshot_sha256(snapshot)
-    spec = record.spec
-    done = store.finished_indexes(engine, record.id, retry_failed=options.retry_failed)
-    has_results = bool(store.finished_indexes(engine, record.id, retry_failed=False))
-    if has_results and record.config_sha256 and record.config_sha256 != sha:
-        raise ReconcilerError(
-            f"run {name!r} started with another configuration (sha256 {record.config_sha256[:12]}, now {sha[:12]}): "
-            "resuming would mix results of two configurations",
-            hint=f"create a new Run (a new metadata.name) for the new configuration; `reconciler runs show {name}` shows the old one",
-        )
-    items = work_items(f"run {name!r}", spec, done)
-    total = len(spec.get("inputs") or [])
-    provider = with_secret(config.provider, config.api_key_encrypted, engine.url)
-    settings = ExecutionSettings(max_retries=int(spec.get("max_retries", 2)), timeout_seconds=float(spec.get("timeout_seconds", 120.0)))
-    concurrency = options.concurrency or int(spec.get("concurrency", 4))
-
-    store.claim_run(engine, record, snapshot, sha)
-    if on_start is not None:
-        on_start(len(items), total)
-    started = time.perf_counter()
-    stopped: str | None = None
-    outcome = Evaluation()
-    try:
-        if items:
-            outcome = evaluate(
-                [Arm(config.agent.name, config.agent, config.task, provider, model_file)],
-                [items],
-                EvaluationOptions(concurrency, settings, options.use_cache, options.max_consecutive_failures),
-                save=lambda batch, answers: store.save_results(engine, record.id, [o.row() for o in batch], answers),
-                lookup=partial(answer_cache.lookup, engine),
-                registry=registry,
-                on_item=on_item,
-                halt=halt,
-            )
-            stopped = outcome.stopped_reason
-            if stopped is not None and stopped != HALTED:
-                stopped = f"provider {config.provider.name!r} ({config.provider.type}) looks down: {stopped}"
-    except LLMError as exc:  # the agent could not even be created (no server, no key)
-        stopped = str(exc)
-    except KeyboardInterrupt:
-        _finish(engine, record, spec, config, sha, time.perf_counter() - started, "interrupted (Ctrl-C)", Evaluation())
-        raise
-    except BaseException as exc:
-        _finish(engine, record, spec, config, sha, time.perf_counter() - started, f"internal error: {type(exc).__name__}: {exc}", Evaluation())
-        raise
-    return _finish(engine, record, spec, config, sha, time.perf_counter() - started, stopped, outcome)
 
 
-def _finish(
+def finish(
     engine: Engine,
     record: store.RunRecord,
-    spec: dict[str, Any],
     config: store.ResolvedConfig,
     sha: str,
     elapsed: float,
     stopped: str | None,
     outcome: Evaluation,
 ) -> RunSummary:
+    """Record a run's outcome and release it, whoever executed it (this process, or the workers of a
+    distributed run): ``elapsed`` is added to the time of its earlier attempts."""
     return record_outcome(
         engine,
         record.id,
         name=record.name,
-        total=len(spec.get("inputs") or []),
-        expected=spec.get("expected"),
+        total=len(record.spec.get("inputs") or []),
+        expected=record.spec.get("expected"),
         config=config,
         sha=sha,
         elapsed_total=(record.elapsed_seconds or 0.0) + elapsed,
@@ -258,6 +324,30 @@ def _finish(
         resume=f"reconciler run {record.name}",
         results=f"reconciler runs results {record.name}",
     )
+
+
+def outcome_error(
+    total: int,
+    ok: int,
+    failed: int,
+    stopped: str | None,
+    outcome: Evaluation,
+    resume: str,
+    results: str,
+    unit: str = "item",
+    unanswered: str = "got no answer",
+) -> str | None:
+    """Why a run (or an experiment: its ``unit`` is the answer) is not all valid: it stopped, items
+    got only transient errors, or some failed; with the command that resumes it or shows them."""
+    unfinished = f"{total - ok - failed} of {total} {unit}s unfinished; run `{resume}` again to resume"
+    if stopped is not None:
+        return f"stopped: {stopped}; {unfinished}"
+    if outcome.unanswered:
+        n = outcome.unanswered
+        return f"{n} {unit}{'s' if n != 1 else ''} {unanswered}, only transient errors (last: {outcome.last_transient_error}); {unfinished}"
+    if failed:
+        return f"{failed} of {total} {unit}s failed; see `{results}`"
+    return None
 
 
 def record_outcome(
@@ -282,17 +372,7 @@ def record_outcome(
     inp, out = counters["input_tokens"], counters["output_tokens"]
     finished = ok + failed
     status = metrics.final_status(total, ok, failed)
-    error = None
-    again = f"run `{resume}` again to resume"
-    if stopped is not None:
-        error = f"stopped: {stopped}; {total - finished} of {total} items unfinished; {again}"
-    elif outcome.unanswered:
-        error = (
-            f"{outcome.unanswered} item{'s' if outcome.unanswered != 1 else ''} got no answer, only transient errors "
-            f"(last: {outcome.last_transient_error}); {total - finished} of {total} items unfinished; {again}"
-        )
-    elif failed:
-        error = f"{failed} of {total} items failed; see `{results}`"
+    error = outcome_error(total, ok, failed, stopped, outcome, resume, results)
     accuracy = metrics.accuracy(store.valid_outputs(engine, run_id), finished, expected) if expected and finished else None
     cost = metrics.estimate_cost(config.provider.type, config.agent.model_name, config.agent.prices, inp, out, base_url=config.provider.base_url)
     store.finish_run(

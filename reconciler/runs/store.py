@@ -6,9 +6,9 @@ import os
 import socket
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Engine, delete, func, insert, select, update
 
@@ -79,19 +79,21 @@ def runner_identity() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+R = TypeVar("R")
+
+
+def record_of(cls: type[R], row: Any, **columns: str) -> R:
+    """A record dataclass from a row mapping: each field from the column of its name, or the one
+    ``columns`` names for it; a spec that is NULL is empty."""
+    values = {f.name: row[columns.get(f.name, f.name)] for f in fields(cls)}  # type: ignore[arg-type]
+    if "spec" in values:
+        values["spec"] = values["spec"] or {}
+    return cls(**values)
+
+
 def run_record(row: Any) -> RunRecord:
     """A run's row (as ``list_runs`` returns it) as a ``RunRecord``."""
-    return RunRecord(
-        row["id"],
-        row["name"],
-        row["status"],
-        row["spec"] or {},
-        row["agent_assignment_id"],
-        row["config_sha256"],
-        row["runner"],
-        row["heartbeat_at"],
-        row["elapsed_seconds"],
-    )
+    return record_of(RunRecord, row, assignment_id="agent_assignment_id")
 
 
 def find_run(engine: Engine, name: str) -> RunRecord:
@@ -119,25 +121,14 @@ def _applied(conn: Any, kind: str, row_id: uuid.UUID) -> dict[str, Any]:
 
 # The columns the LLM ports' configs are made from (``kinds.agent.agent_config`` and
 # ``kinds.provider.provider_config`` map them), for runs, experiment arms and `reconciler test`.
-AGENT_COLUMNS = (
-    agent_configs.c.id.label("agent_id"),
-    agent_configs.c.name.label("agent_name"),
-    agent_configs.c.model_name,
-    agent_configs.c.system_prompt,
-    agent_configs.c.temperature,
-    agent_configs.c.max_tokens,
-    agent_configs.c.is_active.label("agent_active"),
-)
-PROVIDER_COLUMNS = (
-    llm_providers.c.id.label("provider_id"),
-    llm_providers.c.name.label("provider_name"),
-    llm_providers.c.type,
-    llm_providers.c.base_url,
-    llm_providers.c.api_key_encrypted,
-    llm_providers.c.is_active.label("provider_active"),
-    llm_providers.c.validation_status,
-    llm_providers.c.validation_error,
-)
+def _config_columns(table: Any, prefix: str, *plain: str) -> tuple[Any, ...]:
+    """The row's id, name and is_active as PREFIX_id, PREFIX_name and PREFIX_active, and ``plain``."""
+    c = table.c
+    return (c.id.label(f"{prefix}_id"), c.name.label(f"{prefix}_name"), *(c[n] for n in plain), c.is_active.label(f"{prefix}_active"))
+
+
+AGENT_COLUMNS = _config_columns(agent_configs, "agent", "model_name", "system_prompt", "temperature", "max_tokens")
+PROVIDER_COLUMNS = _config_columns(llm_providers, "provider", "type", "base_url", "api_key_encrypted", "validation_status", "validation_error")
 
 
 def resolve_assignment(engine: Engine, assignment_id: uuid.UUID | None, run_name: str) -> ResolvedConfig:
@@ -304,30 +295,38 @@ def owner_gone(record: Held, now: datetime | None = None) -> bool:
     return record.status == "running" and record.runner != runner_identity() and not holder_is_alive(record, now)
 
 
+def claim_values(status: str, runner: str, now: datetime, **more: Any) -> dict[str, Any]:
+    """What claiming a run or an experiment writes: running under ``runner``, its last error and
+    completion cleared, started now if it was pending; and ``more``."""
+    values: dict[str, Any] = {"status": "running", "runner": runner, "heartbeat_at": now, "updated_at": now, "error": None, "completed_at": None}
+    if status == "pending":
+        values["started_at"] = now
+    return {**values, **more}
+
+
+class Claimable(Held, Protocol):
+    @property
+    def id(self) -> uuid.UUID: ...
+    @property
+    def name(self) -> str: ...
+
+
+def compare_and_claim(conn: Any, table: Any, record: Claimable, values: dict[str, Any], what: str, show: str) -> None:
+    """Write ``values`` to the record's row if its status and runner are still those read (compare-and-
+    swap): of two processes starting it at once, one wins, the other is told to watch it (``show``)."""
+    c = table.c
+    same_runner = c.runner.is_(None) if record.runner is None else c.runner == record.runner
+    done = conn.execute(update(table).where(c.id == record.id, c.status == record.status, same_runner).values(**values)).rowcount
+    if done != 1:
+        raise RunAlreadyStarted(f"{what} {record.name!r} was started by another process just now", hint=f"watch it with `{show}`")
+
+
 def claim_run(engine: Engine, record: RunRecord, snapshot: dict[str, Any], sha: str) -> datetime:
     """Mark the run running under this process (compare-and-swap on status and runner)."""
-    r = analysis_runs.c
     now = utcnow()
-    values: dict[str, Any] = {
-        "status": "running",
-        "runner": runner_identity(),
-        "heartbeat_at": now,
-        "updated_at": now,
-        "error": None,
-        "completed_at": None,
-        "config_snapshot": snapshot,
-        "config_sha256": sha,
-    }
-    if record.status == "pending":
-        values["started_at"] = now
+    values = claim_values(record.status, runner_identity(), now, config_snapshot=snapshot, config_sha256=sha)
     with engine.begin() as conn:
-        same_runner = r.runner.is_(None) if record.runner is None else r.runner == record.runner
-        done = conn.execute(update(analysis_runs).where(r.id == record.id, r.status == record.status, same_runner).values(**values)).rowcount
-    if done != 1:
-        raise RunAlreadyStarted(
-            f"run {record.name!r} was started by another process just now",
-            hint=f"watch it with `reconciler runs show {record.name}`",
-        )
+        compare_and_claim(conn, analysis_runs, record, values, "run", f"reconciler runs show {record.name}")
     return now
 
 

@@ -10,19 +10,23 @@ from reconciler.runs import metrics, store
 from reconciler.state.tables import run_chunks
 
 
-def _iso(v: Any) -> Any:
+def iso(v: Any) -> Any:
     return v.isoformat(timespec="seconds") if hasattr(v, "isoformat") else v
 
 
-def _status(row: dict[str, Any]) -> tuple[str, str | None]:
-    """(status, error) as they are now: a run left ``running`` by a process that is gone is interrupted."""
-    record = store.run_record(row)
+def current_status(record: store.Claimable, error: str | None, kept: str = "items") -> tuple[str, str | None]:
+    """(status, error) of a run or experiment as they are now: one left ``running`` by a process
+    that is gone is interrupted (its finished ``kept`` are kept)."""
     if not store.owner_gone(record):
-        return row["status"], row["error"]
+        return record.status, error
     return "interrupted", (
         f"the process that ran it ({record.runner}) is gone; run `reconciler run {record.name}` to resume "
-        "(finished items are kept, the rest are processed)"
+        f"(finished {kept} are kept, the rest are processed)"
     )
+
+
+def _status(row: dict[str, Any]) -> tuple[str, str | None]:
+    return current_status(store.run_record(row), row["error"])
 
 
 def run_rows(engine: Engine | None) -> list[dict[str, Any]]:
@@ -41,8 +45,8 @@ def run_rows(engine: Engine | None) -> list[dict[str, Any]]:
                 "cost_usd": round(r["cost_estimate"] or 0.0, 6),
                 "elapsed_s": round(r["elapsed_seconds"], 1) if r["elapsed_seconds"] is not None else None,
                 "config": (r["config_sha256"] or "")[:12] or None,
-                "started_at": _iso(r["started_at"]),
-                "completed_at": _iso(r["completed_at"]),
+                "started_at": iso(r["started_at"]),
+                "completed_at": iso(r["completed_at"]),
                 "error": error,
             }
         )
@@ -60,9 +64,9 @@ def run_detail(engine: Engine, name: str) -> dict[str, Any]:
         "name": row["name"],
         "status": status,
         "error": error,
-        "created_at": _iso(row["created_at"]),
-        "started_at": _iso(row["started_at"]),
-        "completed_at": _iso(row["completed_at"]),
+        "created_at": iso(row["created_at"]),
+        "started_at": iso(row["started_at"]),
+        "completed_at": iso(row["completed_at"]),
         "elapsed_seconds": row["elapsed_seconds"],
         "items_total": row["items_total"],
         "items_succeeded": row["items_succeeded"],
@@ -74,29 +78,29 @@ def run_detail(engine: Engine, name: str) -> dict[str, Any]:
         "runner": row["runner"],
         "runner_alive": status == "running" if row["status"] == "running" else None,
         "config_sha256": row["config_sha256"],
-        **_distributed(engine, row),
+        **distribution_view(engine, [row["id"]]),
         "spec": spec,
         "config_snapshot": row["config_snapshot"],
     }
 
 
-def _distributed(engine: Engine, row: dict[str, Any]) -> dict[str, Any]:
-    """A distributed run's chunks and workers (host, pid, items stored, chunks held); nothing for a
-    run that never was."""
+def distribution_view(engine: Engine, run_ids: list[Any]) -> dict[str, Any]:
+    """A distributed run's chunks and workers (host, pid, items stored, chunks held), summed over
+    ``run_ids`` (an experiment's arms); nothing for one that never was."""
     from reconciler.runs.distributed import store as dstore
     from reconciler.runs.distributed.chunks import WorkerName
 
     with engine.connect() as conn:
         if not inspect(conn).has_table(run_chunks.name):  # a database from before distributed runs
             return {}
-    shown = dstore.distribution(engine, row["id"])
+    shown = dstore.distribution(engine, run_ids)
     if shown is None:
         return {}
     workers = []
     for w in shown.workers:
         name = WorkerName.parse(w.worker)
         workers.append(
-            {"host": name.host, "pid": name.pid, "items": w.items, "last_result_at": _iso(w.last_result_at), "chunks_running": list(w.chunks_running)}
+            {"host": name.host, "pid": name.pid, "items": w.items, "last_result_at": iso(w.last_result_at), "chunks_running": list(w.chunks_running)}
         )
     return {
         "chunks": {"total": shown.chunks, **{state: shown.by_state.get(state, 0) for state in ("queued", "running", "done", "stopped")}},

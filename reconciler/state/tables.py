@@ -67,6 +67,7 @@ run_chunks = Table(
     Column("concurrency", Integer, nullable=False),  # items at once on one worker
     Column("retry_failed", Boolean, nullable=False, default=False),
     Column("max_consecutive_failures", Integer),  # transient failures in a row before a worker stops it
+    Column("use_cache", Boolean),  # reuse answers from the answer cache (NULL: yes; run --no-cache: false)
     Column("job_id", BigInteger),  # the queue's job, once deferred
     Column("worker", String(255)),  # host:pid that took it last
     Column("attempts", Integer, nullable=False, default=0),

@@ -21,10 +21,11 @@ from sqlalchemy.engine import URL
 
 from reconciler.errors import ReconcilerError
 from reconciler.hashing import sha256_hex
-from reconciler.runs import store
+from reconciler.runs import answer_cache, store
+from reconciler.runs.answer_cache import CachedAnswer, CacheKey
 from reconciler.runs.runner import DEFAULT_MAX_CONSECUTIVE_FAILURES
 from reconciler.runs.store import DISTRIBUTED_RUNNER, RunRecord
-from reconciler.state.tables import analysis_runs, run_chunks, run_results, utcnow
+from reconciler.state.tables import analysis_runs, experiment_arms, experiments, run_chunks, run_results, utcnow
 
 ChunkState = Literal["queued", "running", "done", "stopped"]
 OPEN_STATES: tuple[ChunkState, ...] = ("queued", "running")
@@ -52,6 +53,7 @@ class Chunk:
     concurrency: int
     retry_failed: bool
     max_consecutive_failures: int
+    use_cache: bool
     job_id: int | None
     worker: str | None
     attempts: int
@@ -70,6 +72,7 @@ def _chunk(row: Any) -> Chunk:
         row.concurrency,
         row.retry_failed,
         row.max_consecutive_failures or DEFAULT_MAX_CONSECUTIVE_FAILURES,
+        row.use_cache is not False,  # NULL: a chunk queued before the column existed
         row.job_id,
         row.worker,
         row.attempts,
@@ -99,6 +102,41 @@ def _lock_run(conn: Connection, run_id: uuid.UUID) -> Any:
     return conn.execute(select(r.id, r.status, r.runner).where(r.id == run_id).with_for_update()).mappings().first()
 
 
+@dataclass(frozen=True)
+class ArmLink:
+    """A chunk's run that is an experiment's arm: its chunks, stop and finish go with the experiment's."""
+
+    experiment_id: uuid.UUID
+    arm_index: int
+    agent: str
+
+
+def arm_of(conn: Connection, run_id: uuid.UUID) -> ArmLink | None:
+    a = experiment_arms.c
+    row = conn.execute(select(a.experiment_id, a.arm_index, a.agent_name).where(a.run_id == run_id)).first()
+    return ArmLink(row.experiment_id, row.arm_index, row.agent_name) if row is not None else None
+
+
+def unit_runs(conn: Connection, run_id: uuid.UUID, link: ArmLink | None = None) -> list[uuid.UUID]:
+    """The runs distributed together with ``run_id`` (``link``: its arm, if it is one): every arm of
+    its experiment, or the run alone."""
+    a = experiment_arms.c
+    link = link or arm_of(conn, run_id)
+    if link is None:
+        return [run_id]
+    return list(conn.execute(select(a.run_id).where(a.experiment_id == link.experiment_id).order_by(a.arm_index)).scalars())
+
+
+def _lock_unit(conn: Connection, run_id: uuid.UUID) -> tuple[Any, list[uuid.UUID]]:
+    """Lock what a chunk's state changes under, an arm's experiment row first, then the run's row;
+    the run's row and the runs distributed with it."""
+    link = arm_of(conn, run_id)
+    if link is None:
+        return _lock_run(conn, run_id), [run_id]
+    conn.execute(select(experiments.c.id).where(experiments.c.id == link.experiment_id).with_for_update())
+    return _lock_run(conn, run_id), unit_runs(conn, run_id, link)
+
+
 def find_run_by_id(engine: Engine, run_id: uuid.UUID) -> RunRecord:
     with engine.connect() as conn:
         row = conn.execute(select(analysis_runs).where(analysis_runs.c.id == run_id)).mappings().first()
@@ -115,9 +153,47 @@ def run_row(engine: Engine, run_id: uuid.UUID) -> dict[str, Any]:
     return dict(row)
 
 
-def open_chunks(conn: Connection, run_id: uuid.UUID) -> int:
+def open_chunks(conn: Connection, run_ids: Sequence[uuid.UUID]) -> int:
     c = run_chunks.c
-    return int(conn.execute(select(func.count()).where(c.run_id == run_id, c.state.in_(OPEN_STATES))).scalar_one())
+    return int(conn.execute(select(func.count()).where(c.run_id.in_(list(run_ids)), c.state.in_(OPEN_STATES))).scalar_one())
+
+
+@dataclass(frozen=True)
+class ChunkSettings:
+    """How the workers process a distribution's chunks (the same for every chunk of it)."""
+
+    queue: str
+    concurrency: int
+    retry_failed: bool
+    max_consecutive_failures: int
+    use_cache: bool = True
+
+
+def replace_chunks(
+    conn: Connection, run_id: uuid.UUID, chunks: Sequence[tuple[int, Sequence[int]]], settings: ChunkSettings, now: datetime
+) -> list[Chunk]:
+    """Replace a run's chunk rows by ``chunks`` ((number, items) each), in the caller's transaction."""
+    conn.execute(delete(run_chunks).where(run_chunks.c.run_id == run_id))
+    rows = [
+        {
+            "id": uuid.uuid4(),
+            "run_id": run_id,
+            "chunk": n,
+            "items": list(items),
+            "state": "queued",
+            "queue": settings.queue,
+            "concurrency": settings.concurrency,
+            "retry_failed": settings.retry_failed,
+            "max_consecutive_failures": settings.max_consecutive_failures,
+            "use_cache": settings.use_cache,
+            "attempts": 0,
+            "enqueued_at": now,
+        }
+        for n, items in chunks
+    ]
+    if rows:
+        conn.execute(insert(run_chunks), rows)
+    return [_chunk(_Row(row, job_id=None, worker=None, error=None)) for row in rows]
 
 
 def claim_and_chunk(
@@ -126,56 +202,15 @@ def claim_and_chunk(
     snapshot: dict[str, Any],
     sha: str,
     chunks: Sequence[Sequence[int]],
-    *,
-    queue: str,
-    concurrency: int,
-    retry_failed: bool,
-    max_consecutive_failures: int,
+    settings: ChunkSettings,
 ) -> list[Chunk]:
     """In the caller's transaction (the jobs are deferred in it too): mark the run running under the
     task queue (compare-and-swap on its status and runner, as a local run claims it), and replace its
     chunk rows by ``chunks``."""
-    r = analysis_runs.c
     now = utcnow()
-    row = _lock_run(conn, record.id)
-    if row is None or row["status"] != record.status or row["runner"] != record.runner:
-        raise ReconcilerError(
-            f"run {record.name!r} was started by another process just now",
-            hint=f"watch it with `reconciler runs show {record.name}`",
-        )
-    values: dict[str, Any] = {
-        "status": "running",
-        "runner": DISTRIBUTED_RUNNER,
-        "heartbeat_at": now,
-        "updated_at": now,
-        "error": None,
-        "completed_at": None,
-        "config_snapshot": snapshot,
-        "config_sha256": sha,
-    }
-    if record.status == "pending":
-        values["started_at"] = now
-    conn.execute(update(analysis_runs).where(r.id == record.id).values(**values))
-    conn.execute(delete(run_chunks).where(run_chunks.c.run_id == record.id))
-    rows = [
-        {
-            "id": uuid.uuid4(),
-            "run_id": record.id,
-            "chunk": n,
-            "items": list(items),
-            "state": "queued",
-            "queue": queue,
-            "concurrency": concurrency,
-            "retry_failed": retry_failed,
-            "max_consecutive_failures": max_consecutive_failures,
-            "attempts": 0,
-            "enqueued_at": now,
-        }
-        for n, items in enumerate(chunks)
-    ]
-    if rows:
-        conn.execute(insert(run_chunks), rows)
-    return [_chunk(_Row(row, job_id=None, worker=None, error=None)) for row in rows]
+    values = store.claim_values(record.status, DISTRIBUTED_RUNNER, now, config_snapshot=snapshot, config_sha256=sha)
+    store.compare_and_claim(conn, analysis_runs, record, values, "run", f"reconciler runs show {record.name}")
+    return replace_chunks(conn, record.id, list(enumerate(chunks)), settings, now)
 
 
 class _Row:
@@ -208,7 +243,7 @@ def take_chunk(engine: Engine, chunk_id: uuid.UUID, worker: str, attempt: int, m
         run_id = conn.execute(select(c.run_id).where(c.id == chunk_id)).scalar()
         if run_id is None:
             return Taken(None, "its chunk is gone (the run was distributed again)")
-        run = _lock_run(conn, run_id)
+        run, unit = _lock_unit(conn, run_id)
         row = conn.execute(select(run_chunks).where(c.id == chunk_id).with_for_update()).first()
         if row is None:
             return Taken(None, "its chunk is gone (the run was distributed again)")
@@ -220,13 +255,13 @@ def take_chunk(engine: Engine, chunk_id: uuid.UUID, worker: str, attempt: int, m
         elif attempt >= max_attempts:
             why = f"gave up after {attempt} attempts: the workers that took it stopped or died before finishing it"
         else:
-            stopped = conn.execute(select(c.chunk, c.error).where(c.run_id == run_id, c.state == "stopped").order_by(c.chunk).limit(1)).first()
+            stopped = conn.execute(select(c.chunk, c.error).where(c.run_id.in_(unit), c.state == "stopped").order_by(c.chunk).limit(1)).first()
             if stopped is not None:
                 why = f"not started: chunk {stopped.chunk} stopped the run ({stopped.error})"
         now = utcnow()
         if why is not None:
             conn.execute(update(run_chunks).where(c.id == chunk_id).values(state="stopped", error=why, finished_at=now))
-            return Taken(None, why, closed_last=open_chunks(conn, run_id) == 0)
+            return Taken(None, why, closed_last=open_chunks(conn, unit) == 0)
         conn.execute(update(run_chunks).where(c.id == chunk_id).values(state="running", worker=worker, attempts=c.attempts + 1, started_at=now))
         return Taken(_chunk(conn.execute(select(run_chunks).where(c.id == chunk_id)).one()))
 
@@ -239,12 +274,13 @@ def requeue_chunk(engine: Engine, chunk_id: uuid.UUID) -> None:
 
 
 def finish_chunk(engine: Engine, chunk: Chunk, state: ChunkState, error: str | None = None) -> bool:
-    """Close a chunk (done, or stopped with why); True when no chunk of its run is open any more."""
+    """Close a chunk (done, or stopped with why); True when no chunk of its run (or of any arm of its
+    experiment) is open any more."""
     c = run_chunks.c
     with engine.begin() as conn:
-        _lock_run(conn, chunk.run_id)
+        _, unit = _lock_unit(conn, chunk.run_id)
         conn.execute(update(run_chunks).where(c.id == chunk.id, c.state.in_(OPEN_STATES)).values(state=state, error=error, finished_at=utcnow()))
-        return open_chunks(conn, chunk.run_id) == 0
+        return open_chunks(conn, unit) == 0
 
 
 def stored_items(engine: Engine, run_id: uuid.UUID, items: Sequence[int], *, retry_failed: bool, before: datetime) -> set[int]:
@@ -264,13 +300,14 @@ def save_results(
     worker: str,
     *,
     replace_failed_before: datetime | None = None,
+    answers: Sequence[tuple[CacheKey, CachedAnswer]] = (),
 ) -> int:
     """Store finished items exactly once and beat the run's heart; returns how many were stored.
 
     The first result of an item wins (``ON CONFLICT DO NOTHING`` on (run_id, item_index)): a worker
     the queue took for dead that comes back cannot store an item twice or replace another's result.
     With ``replace_failed_before`` (``--retry-failed``), a failed result stored before the chunk
-    was queued is replaced, once."""
+    was queued is replaced, once. ``answers`` go to the answer cache in the same transaction."""
     now = utcnow()
     with engine.begin() as conn:
         _lock_run(conn, run_id)  # serialises the counters below with the other workers' writes
@@ -290,6 +327,7 @@ def save_results(
                 )
             stored = len(conn.execute(statement.returning(run_results.c.item_index)).all())
             store.refresh_counters(conn, run_id, now)
+            answer_cache.insert_answers(conn, answers)
         else:
             conn.execute(update(analysis_runs).where(analysis_runs.c.id == run_id).values(heartbeat_at=now))
     return stored
@@ -320,20 +358,22 @@ class Distribution:
         return sum(self.by_state.get(s, 0) for s in OPEN_STATES)
 
 
-def distribution(engine: Engine, run_id: uuid.UUID) -> Distribution | None:
-    """None for a run that was never distributed."""
+def distribution(engine: Engine, run_id: uuid.UUID | Sequence[uuid.UUID]) -> Distribution | None:
+    """Summed over ``run_id`` (a run, or every arm of an experiment); None for one never distributed.
+    An experiment's chunks are numbered across its arms, in the order they were queued."""
     c, res = run_chunks.c, run_results.c
+    ids = [run_id] if isinstance(run_id, uuid.UUID) else list(run_id)
     with engine.connect() as conn:
-        rows = conn.execute(select(c.chunk, c.state, c.worker, c.error, c.enqueued_at).where(c.run_id == run_id).order_by(c.chunk)).all()
+        rows = conn.execute(select(c.chunk, c.state, c.worker, c.error, c.enqueued_at).where(c.run_id.in_(ids)).order_by(c.chunk)).all()
         if not rows:
             return None
         enqueued_at = min(r.enqueued_at for r in rows)
         per_worker = conn.execute(
             select(res.worker, func.count().label("items"), func.max(res.created_at).label("last"))
-            .where(res.run_id == run_id, res.worker.is_not(None))
+            .where(res.run_id.in_(ids), res.worker.is_not(None))
             .group_by(res.worker)
         ).all()
-        stored_since = int(conn.execute(select(func.count()).where(res.run_id == run_id, res.created_at >= enqueued_at)).scalar_one())
+        stored_since = int(conn.execute(select(func.count()).where(res.run_id.in_(ids), res.created_at >= enqueued_at)).scalar_one())
     by_state: dict[str, int] = {}
     for r in rows:
         by_state[r.state] = by_state.get(r.state, 0) + 1
@@ -359,11 +399,18 @@ def distribution(engine: Engine, run_id: uuid.UUID) -> Distribution | None:
 
 def runs_to_finish(engine: Engine) -> list[uuid.UUID]:
     """Distributed runs whose chunks are all closed but that are still marked running (the worker
-    that closed the last one died before finishing the run)."""
-    r, c = analysis_runs.c, run_chunks.c
+    that closed the last one died before finishing the run); for an experiment, one of its arms."""
+    r, c, a, e = analysis_runs.c, run_chunks.c, experiment_arms.c, experiments.c
     still_open = select(c.run_id).where(c.state.in_(OPEN_STATES))
+    open_experiments = select(a.experiment_id).where(a.run_id.in_(still_open))
     with engine.connect() as conn:
-        return list(conn.execute(select(r.id).where(r.status == "running", r.runner == DISTRIBUTED_RUNNER, r.id.not_in(still_open))).scalars())
+        runs = conn.execute(select(r.id).where(r.status == "running", r.runner == DISTRIBUTED_RUNNER, r.id.not_in(still_open))).scalars()
+        first_arms = conn.execute(
+            select(a.run_id)
+            .select_from(experiment_arms.join(experiments, e.id == a.experiment_id))
+            .where(a.arm_index == 0, e.status == "running", e.runner == DISTRIBUTED_RUNNER, e.id.not_in(open_experiments))
+        ).scalars()
+        return list(dict.fromkeys([*runs, *first_arms]))
 
 
 def queue_worker_exists(engine: Engine, worker_id: int) -> bool:

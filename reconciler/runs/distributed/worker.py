@@ -22,6 +22,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from procrastinate import exceptions as queue_errors
@@ -31,11 +32,13 @@ from sqlalchemy import Engine
 
 from reconciler.errors import ReconcilerError, first_line
 from reconciler.llm.ports import AgentResult, ExecutionSettings, LLMAgent, LLMError, ProviderConfig
-from reconciler.runs import metrics, service, store
+from reconciler.runs import answer_cache, metrics, service, store
+from reconciler.runs import experiment_store as xstore
 from reconciler.runs.distributed import queue
 from reconciler.runs.distributed import store as dstore
 from reconciler.runs.distributed.finish import finish_run
-from reconciler.runs.runner import HALTED, ResultSink, RetryPolicy, WorkItem, execute
+from reconciler.runs.evaluate import Arm, EvaluationOptions, evaluate_with
+from reconciler.runs.runner import HALTED, ResultSink
 
 CHUNKS_AT_ONCE = 2
 KEPT_RUNS = 8  # runs whose configuration and agent a worker keeps between chunks
@@ -81,13 +84,39 @@ class _ClosedOffLoop(ResultSink):
 
 @dataclass
 class _RunContext:
-    """One run as this worker executes it: its record, checked configuration and agent."""
+    """One run (or experiment arm) as this worker executes it: where its inputs are, its checked
+    configuration and agent."""
 
-    record: store.RunRecord
+    unit: _Unit
     agent: Any  # _Capped
     raw_agent: LLMAgent
+    arm: Arm  # the configuration, its key decrypted (in memory only)
     settings: ExecutionSettings
     provider: ProviderConfig  # without its key
+
+
+@dataclass(frozen=True)
+class _Unit:
+    """Where a chunk's items come from: its run's spec, or its experiment's (an arm)."""
+
+    name: str  # the run's, or the experiment's
+    label: str  # for messages: run 'x', or experiment 'x' (agent 'y')
+    spec: dict[str, Any]  # inputs, prompt template, retries
+    repeats: int
+
+    @property
+    def items_total(self) -> int:
+        return len(self.spec.get("inputs") or []) * self.repeats
+
+
+def _unit_of(engine: Engine, record: store.RunRecord) -> _Unit:
+    """Where a chunk's run takes its inputs from: its own spec, or its experiment's (an arm)."""
+    with engine.connect() as conn:
+        link = dstore.arm_of(conn, record.id)
+    if link is None:
+        return _Unit(record.name, f"run {record.name!r}", record.spec, 1)
+    x = xstore.experiment_by_id(engine, link.experiment_id)
+    return _Unit(x.name, f"experiment {x.name!r} (agent {link.agent!r})", x.spec, int(x.spec.get("repeats", 1)))
 
 
 @dataclass
@@ -142,7 +171,6 @@ class ChunkExecutor:
             reason = exc.problems[0].message if isinstance(exc, ReconcilerError) else first_line(exc)
             await self._close(chunk, "stopped", reason)
             return
-        record = context.record
         skip = await asyncio.to_thread(
             dstore.stored_items,
             self.engine,
@@ -151,54 +179,59 @@ class ChunkExecutor:
             retry_failed=chunk.retry_failed,
             before=chunk.enqueued_at,
         )
-        template, expected = record.spec.get("prompt_template"), record.spec.get("expected")
-        inputs = record.spec.get("inputs") or []
-        try:
-            items = [WorkItem(i, inputs[i], metrics.render_prompt(inputs[i], template, expected)) for i in chunk.items if i not in skip]
-        except (KeyError, IndexError, ValueError) as exc:
-            await self._close(chunk, "stopped", f"an input does not fit prompt_template: {exc}")
+        unit, wanted = context.unit, set(chunk.items) - skip
+        try:  # the chunk's items only: every other index is skipped
+            items = service.work_items(unit.label, unit.spec, set(range(unit.items_total)) - wanted, unit.repeats)
+        except ReconcilerError as exc:
+            await self._close(chunk, "stopped", exc.problems[0].message)
             return
-        self.emit("chunk_started", run=record.name, chunk=chunk.chunk, items=len(items), attempt=chunk.attempts)
+        self.emit("chunk_started", run=unit.name, chunk=chunk.chunk, items=len(items), attempt=chunk.attempts)
         replace_before = chunk.enqueued_at if chunk.retry_failed else None
         stored = 0
 
-        def write(batch: list[Any]) -> None:
+        def save(batch: list[Any], answers: list[Any]) -> None:
             nonlocal stored
-            stored += dstore.save_results(
-                self.engine,
-                chunk.run_id,
-                [o.row() for o in batch],
-                self.identity,
-                replace_failed_before=replace_before,
-            )
+            rows = [o.row() for o in batch]
+            stored += dstore.save_results(self.engine, chunk.run_id, rows, self.identity, replace_failed_before=replace_before, answers=answers)
 
-        policy = RetryPolicy(context.settings.max_retries, max_consecutive_failures=chunk.max_consecutive_failures)
-        sink = _ClosedOffLoop(write)
+        sinks: list[_ClosedOffLoop] = []
+
+        def make_sink(flush: Callable[[list[Any]], None]) -> _ClosedOffLoop:
+            sinks.append(_ClosedOffLoop(flush))
+            return sinks[-1]
+
+        options = EvaluationOptions(chunk.concurrency, context.settings, chunk.use_cache, chunk.max_consecutive_failures)
+        # the answers its run could have reused when it was distributed, as a local run looks them up at its start
+        lookup = partial(answer_cache.lookup, self.engine, before=chunk.enqueued_at)
         try:
             try:
-                outcome = await execute(context.agent, items, concurrency=chunk.concurrency, policy=policy, sink=sink, halt=self.halt)
+                outcome = await evaluate_with(
+                    [context.agent], [context.arm], [items], options, save=save, lookup=lookup, halt=self.halt, make_sink=make_sink
+                )
             finally:  # whatever happened, what finished is stored
-                await asyncio.shield(asyncio.to_thread(sink.really_close))
+                for sink in sinks:
+                    await asyncio.shield(asyncio.to_thread(sink.really_close))
         except asyncio.CancelledError:  # a second signal: the chunk goes back to the queue
             await asyncio.shield(asyncio.to_thread(dstore.requeue_chunk, self.engine, chunk.id))
             self.stats.items += stored
             raise
         self.stats.items += stored
-        if outcome.stopped_reason == HALTED and outcome.processed + outcome.unanswered < len(items):
+        if outcome.stopped_reason == HALTED and outcome.processed + outcome.reused + outcome.unanswered < len(items):
             if self.taken_for_dead:  # the chunk is another worker's now: leave its row alone
                 raise queue.ChunkRequeued(f"worker {self.identity} was taken for dead")
             await asyncio.to_thread(dstore.requeue_chunk, self.engine, chunk.id)
             self.stats.requeued += 1
-            self.emit("chunk_requeued", run=record.name, chunk=chunk.chunk, stored=stored, left=len(items) - outcome.processed)
+            left = len(items) - outcome.processed - outcome.reused
+            self.emit("chunk_requeued", run=unit.name, chunk=chunk.chunk, stored=stored, left=left)
             raise queue.ChunkRequeued(f"worker {self.identity} stopped")
         if outcome.stopped_reason is not None and outcome.stopped_reason != HALTED:  # the breaker: the provider looks down
             provider = context.provider
             reason = f"provider {provider.name!r} ({provider.type}) looks down: {outcome.stopped_reason}"
-            await self._close(chunk, "stopped", reason, stored=stored, run=record.name)
+            await self._close(chunk, "stopped", reason, stored=stored, run=unit.name)
         elif outcome.unanswered:  # done, with items that got only transient errors left unfinished (as a local run leaves them)
-            await self._close(chunk, "done", outcome.last_transient_error or "transient errors", stored=stored, run=record.name)
+            await self._close(chunk, "done", outcome.last_transient_error or "transient errors", stored=stored, run=unit.name)
         else:
-            await self._close(chunk, "done", None, stored=stored, run=record.name)
+            await self._close(chunk, "done", None, stored=stored, run=unit.name)
 
     async def _close(self, chunk: dstore.Chunk, state: dstore.ChunkState, error: str | None, *, stored: int = 0, run: str = "") -> None:
         last = await asyncio.to_thread(dstore.finish_chunk, self.engine, chunk, state, error)
@@ -238,19 +271,19 @@ class ChunkExecutor:
 
     async def _new_context(self, chunk: dstore.Chunk) -> _RunContext:
         record = await asyncio.to_thread(dstore.find_run_by_id, self.engine, chunk.run_id)
-        config = await asyncio.to_thread(store.resolve_assignment, self.engine, record.assignment_id, record.name)
-        service.check_runnable(record.name, config)
-        snapshot = metrics.config_snapshot(config.provider, config.agent, config.task, service.model_file_of(config.provider))
-        sha = metrics.snapshot_sha256(snapshot)
+        unit = await asyncio.to_thread(_unit_of, self.engine, record)
+        config = await asyncio.to_thread(store.resolve_assignment, self.engine, record.assignment_id, unit.name)
+        service.check_runnable(unit.name, config)
+        model_file = service.model_file_of(config.provider)
+        sha = metrics.snapshot_sha256(metrics.config_snapshot(config.provider, config.agent, config.task, model_file))
         if sha != record.config_sha256:
             raise ReconcilerError(
-                f"this worker's configuration of run {record.name!r} differs from the one it was distributed with "
+                f"this worker's configuration of {unit.label} differs from the one it was distributed with "
                 f"(sha256 {sha[:12]} here, {str(record.config_sha256)[:12]} in the run): the agent, task or provider "
                 "changed since, or this host lacks the model file"
             )
         provider = service.with_secret(config.provider, config.api_key_encrypted, self.engine.url)
-        spec = record.spec
-        settings = ExecutionSettings(max_retries=int(spec.get("max_retries", 2)), timeout_seconds=float(spec.get("timeout_seconds", 120.0)))
+        settings = service.execution_settings(unit.spec)
         if self._registry is None:
             from reconciler.llm.registry import default_registry
 
@@ -258,7 +291,8 @@ class ChunkExecutor:
         agent = await self._registry.get_or_create(config.agent, config.task, provider, settings)
         assert self._slots is not None
         capped = _Capped(agent, self._slots, asyncio.Semaphore(max(1, chunk.concurrency)))
-        return _RunContext(record, capped, agent, settings, config.provider)
+        arm = Arm(config.agent.name, config.agent, config.task, provider, model_file)
+        return _RunContext(unit, capped, agent, arm, settings, config.provider)
 
     async def repair(self, app: Any) -> None:
         """What every worker does now and then: retry the jobs of stalled workers, close chunks whose

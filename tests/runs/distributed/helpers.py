@@ -3,6 +3,7 @@ SIGTERM, a stub model with a fixed latency that answers by the prompt, and run m
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -12,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,7 @@ class WorkerProcess:
             cwd=cwd, env=worker_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         self.identity = f"{socket.gethostname()}:{self.proc.pid}"
+        self.killed = False  # by the test (SIGKILL)
         self.events: queue.Queue[dict[str, Any]] = queue.Queue()
         self.seen: list[dict[str, Any]] = []
         self._errors: list[str] = []
@@ -114,6 +116,7 @@ class WorkerProcess:
 
     def kill(self) -> str:
         if self.proc.poll() is None:
+            self.killed = True
             self.proc.kill()
         return self._finish(30)
 
@@ -123,6 +126,23 @@ class WorkerProcess:
             self.proc.send_signal(signal.SIGTERM)
         err = self._finish(timeout)
         return self.proc.returncode, err
+
+
+@contextlib.contextmanager
+def running_workers(db: str, cwd: Path, count: int, *args: str) -> Iterator[list[WorkerProcess]]:
+    """``count`` workers for the block; after it each the block did not SIGKILL must stop cleanly on
+    SIGTERM (exit 0), and none outlives it (killed if a check failed)."""
+    workers = [WorkerProcess(db, cwd, *args) for _ in range(count)]
+    try:
+        yield workers
+        for w in workers:
+            if w.killed:
+                continue
+            code, err = w.terminate()
+            assert code == 0, err
+    finally:
+        for w in workers:
+            w.kill()
 
 
 def engine_of(url: str) -> Engine:

@@ -21,6 +21,7 @@ from tests.runs.distributed.helpers import (
     prompt_of,
     results_of,
     run_manifest,
+    running_workers,
     slow_classifier,
     stored_by,
     wait_until,
@@ -50,9 +51,8 @@ def test_three_workers_one_killed_mid_chunk_every_item_stored_once(write_manifes
         assert code == 0, err
         assert f"distributed {total} of {total} items in 9 chunks on queue 'runs'" in out
         engine = engine_of(pg_url)
-        workers = [WorkerProcess(pg_url, tmp_path, "--concurrency", "2", "--stalled-after", "3") for _ in range(3)]
-        victim, survivors = workers[0], workers[1:]
-        try:
+        with running_workers(pg_url, tmp_path, 3, "--concurrency", "2", "--stalled-after", "3") as workers:
+            victim, survivors = workers[0], workers[1:]
             held: list[dict] = []
 
             def victim_is_mid_chunk() -> bool:
@@ -67,12 +67,6 @@ def test_three_workers_one_killed_mid_chunk_every_item_stored_once(write_manifes
             victims_chunks = {c["chunk"] for c in held}
 
             wait_until(lambda: _status(engine, "many") != "running", timeout=240, every=0.2)
-            for w in survivors:
-                code, err = w.terminate()
-                assert code == 0, err
-        finally:
-            for w in workers:
-                w.kill()
         # a request the kill cut off before its body arrived is no prompt
         requested = Counter(prompt_of(r) for r in stub.requests if "messages" in r)
 
@@ -116,19 +110,14 @@ def test_a_distributed_run_gives_what_a_local_run_gives(write_manifests, cli_run
             write_manifests, cli_run, pg_url, stub.base_url,
             {"local": run_manifest("alone", total), "spread": run_manifest("spread", total)},
         )
-        code, out, err = cli_run("run", "alone", "--db", pg_url, "--no-table")
-        assert code == 0, err
-        workers = [WorkerProcess(pg_url, tmp_path, "--concurrency", "3") for _ in range(2)]
-        try:
+        with running_workers(pg_url, tmp_path, 2, "--concurrency", "3") as workers:
             code, out, err = cli_run("run", "spread", "--db", pg_url, "--distribute", "--wait", "--chunk-size", "4", "--json")
             assert code == 0, err
             events = [json.loads(line) for line in out.splitlines()]
-            for w in workers:
-                code, err = w.terminate()
-                assert code == 0, err
-        finally:
-            for w in workers:
-                w.kill()
+        # the local one asks the model too (else it reuses the answers the workers stored in the cache)
+        code, out, err = cli_run("run", "alone", "--db", pg_url, "--no-table", "--no-cache")
+        assert code == 0, err
+        assert len(stub.requests) == 2 * total
     assert events[0]["event"] == "distributed" and events[0]["chunks"] == 8
     assert events[-1]["event"] == "run" and events[-1]["status"] == "completed" and events[-1]["processed_now"] == total
 
@@ -263,7 +252,8 @@ def test_one_worker_goes_through_many_runs_of_one_configuration(write_manifests,
         worker = WorkerProcess(pg_url, tmp_path)
         try:
             for name in names:  # one after another, so each run's context is made and kept in turn
-                code, out, err = cli_run("run", name, "--db", pg_url, "--distribute", "--wait", "--no-table")
+                # --no-cache: the same inputs each time, and every run must ask its agent
+                code, out, err = cli_run("run", name, "--db", pg_url, "--distribute", "--wait", "--no-table", "--no-cache")
                 assert code == 0, (out, err)
             assert worker.terminate()[0] == 0
         finally:
@@ -298,17 +288,3 @@ def test_a_second_sigterm_cancels_the_items_in_flight_and_requeues_them(write_ma
     (chunk,) = chunks_of(engine, "stuck")
     assert chunk["state"] == "queued" and _status(engine, "stuck") == "running"
     engine.dispose()
-
-
-def test_distributing_an_experiment_is_refused_for_now(write_manifests, cli_run, pg_url: str) -> None:
-    from tests.runs.experiment_helpers import TWO_AGENTS, add_experiment, experiment_spec
-
-    root = write_manifests({"config.yaml": TWO_AGENTS.replace("BASE", "http://127.0.0.1:9/v1")})
-    assert cli_run("apply", str(root), "--db", pg_url, "--auto-approve", "--no-validate")[0] == 0
-    add_experiment(write_manifests, cli_run, pg_url, "compare", experiment_spec())
-    code, out, err = cli_run("run", "experiment/compare", "--db", pg_url, "--distribute")
-    assert (code, out) == (1, "")
-    assert "experiment 'compare': distributing experiments is not supported yet" in err
-    assert "hint: run it in one process: reconciler run experiment/compare" in err
-    code, out, _ = cli_run("experiments", "list", "--db", pg_url, "-o", "json")
-    assert json.loads(out)[0]["status"] == "pending"
