@@ -336,13 +336,18 @@ def get(kind: str, name: str | None, db: str | None, fmt: str) -> int:
                 from reconciler.providers.model_check import with_model_status
 
                 rows = with_model_status(engine, rows)
+            elif what == "assignments":
+                from reconciler.plan.evaluate import with_last_evaluation
+
+                rows = with_last_evaluation(engine, rows)
     else:
         rows = []
     if name is not None and not rows:
         raise ReconcilerError(f"no {what[:-1]} named {name!r} in the database", hint=f"list them with `reconciler get {what}`")
     from reconciler.cli.output import emit_rows
 
-    emit_rows(rows, fmt, list(k.get_columns))
+    columns = list(k.get_columns) + (["accuracy", "measured_at"] if what == "assignments" else [])
+    emit_rows(rows, fmt, columns)
     return 0
 
 

@@ -220,3 +220,29 @@ def _report(target: Target, configs: list[tuple[str, LiveConfig]], outcomes: lis
         expected=expected,
         prompt_template=target.evaluation.prompt_template,
     )
+
+
+def with_last_evaluation(engine: Engine, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`get assignments` rows with the accuracy last measured for each one's live configuration (by
+    an apply that evaluated it) and when; "-" when it never was."""
+    from reconciler.kinds.base import iso
+    from reconciler.state.history import last_evaluations
+    from reconciler.state.snapshot import load_snapshot
+
+    live = configs_of(state_now(load_snapshot(engine)), model_file)
+    found = last_evaluations(engine, {(name, c.sha256) for name, c in live.items()})
+    out = []
+    for row in rows:
+        config = live.get(row["name"])
+        measured = found.get((row["name"], config.sha256)) if config is not None else None
+        accuracy = measured.get("accuracy") if measured else None
+        out.append(
+            {
+                **row,
+                "accuracy": "-" if accuracy is None else f"{accuracy:.0%}",
+                "measured_at": iso(measured["measured_at"]) if measured else "-",
+                "config_sha256": config.sha256 if config is not None else None,
+                "evaluation": None if measured is None else {k: iso(v) for k, v in measured.items()},
+            }
+        )
+    return out

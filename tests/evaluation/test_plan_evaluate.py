@@ -88,6 +88,19 @@ def test_an_improvement_passes_and_is_recorded(write_manifests, cli_run, sqlite_
     assert (recorded["assignment"], recorded["passed"], recorded["after"]["accuracy"]) == ("classifier-classify", True, 1.0)
     assert "gates_ignored" not in last["plan"]
 
+    # `get assignments`: the accuracy last measured for the live configuration, and when
+    code, out, err = cli_run("get", "assignments", "--db", sqlite_url, "-o", "json")
+    (row,) = json.loads(out)
+    assert (row["name"], row["accuracy"], row["measured_at"]) == ("classifier-classify", "100%", last["finished_at"])
+    assert row["config_sha256"] == recorded["after"]["config_sha256"] and row["evaluation"]["apply_id"] == last["id"]
+    code, out, _ = cli_run("get", "assignments", "--db", sqlite_url)
+    assert code == 0 and "ACCURACY" in out and "100%" in out
+    # applied without evaluating: the live configuration was never measured
+    write_config(write_manifests, "http://127.0.0.1:9/v1", GOOD)
+    assert _apply(cli_run, root, sqlite_url)[0] == 0
+    (row,) = json.loads(cli_run("get", "assignments", "--db", sqlite_url, "-o", "json")[1])
+    assert (row["accuracy"], row["measured_at"], row["evaluation"]) == ("-", "-", None)
+
 
 def test_a_new_assignment_has_no_before(write_manifests, cli_run, sqlite_url: str) -> None:
     with StubServer(two_agents) as stub:
