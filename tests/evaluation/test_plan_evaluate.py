@@ -169,3 +169,33 @@ def test_a_saved_plan_keeps_its_evaluation(write_manifests, cli_run, sqlite_url:
     (last, *_) = _history(cli_run, sqlite_url)
     assert last["command"] == "apply-plan" and last["plan"]["gates_ignored"] is True
     assert last["plan"]["evaluations"][0]["passed"] is False
+
+
+def test_watch_evaluates_before_applying(write_manifests, cli_run, sqlite_url: str) -> None:
+    """A gated change is not applied and reported once; a later fix applies normally."""
+    from reconciler.gitops.watch import WatchConfig, Watcher
+    from reconciler.plan.evaluate import EvaluateOptions
+
+    with StubServer(two_agents) as stub:
+        root = write_config(write_manifests, stub.base_url, GOOD)
+        w = Watcher(WatchConfig((str(root),), sqlite_url, validate_providers=False, evaluate=EvaluateOptions()))
+        first = w.reconcile("startup")
+        assert first is not None and first.outcome == "applied"
+        write_config(write_manifests, stub.base_url, BAD)
+        gated = w.reconcile("files")
+        assert gated is not None and gated.outcome == "gated" and gated.failed
+        assert gated.to_dict()["outcome"] == "gated" and gated.retry_in is None
+        assert "an evaluated change failed a gate; applied nothing; waiting for the manifests to change" in gated.render_text()
+        assert "gate min_accuracy failed: accuracy 33% is 27 points below the floor 60%" in gated.render_text()
+        calls = len(stub.requests)
+        assert w.reconcile("files") is None and len(stub.requests) == calls  # the same manifests: said once, not evaluated again
+        checked = w.check()
+        assert checked is not None and checked.outcome == "in-sync"  # the live configuration stays as it was
+        write_config(write_manifests, stub.base_url, "Classify carefully, please.")
+        fixed = w.reconcile("files")
+        assert fixed is not None and fixed.outcome == "applied", fixed.render_text()
+        assert fixed.changes == ('~ agent classifier: system_prompt "Classify carefully." → "Classify carefully, please."',)
+        w.close()
+    history = _history(cli_run, sqlite_url)
+    assert [h["command"] for h in history] == ["watch", "watch"]
+    assert history[0]["plan"]["evaluations"][0]["passed"] is True
