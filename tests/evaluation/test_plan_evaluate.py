@@ -199,3 +199,27 @@ def test_watch_evaluates_before_applying(write_manifests, cli_run, sqlite_url: s
     history = _history(cli_run, sqlite_url)
     assert [h["command"] for h in history] == ["watch", "watch"]
     assert history[0]["plan"]["evaluations"][0]["passed"] is True
+
+
+def test_the_ci_evaluate_job_played_locally(cli_run, git_repo, monkeypatch, tmp_path: Path) -> None:
+    """examples/ci's evaluate job: main's configuration in a scratch database, the pull request planned
+    against it with --evaluate; a prompt that breaks the agent fails the job with the diff as a comment."""
+    from tests.evaluation.helpers import config
+
+    repo = git_repo()
+    monkeypatch.chdir(repo.root)
+    scratch = f"sqlite:///{tmp_path / 'scratch' / 'base.db'}"
+    with StubServer(two_agents) as stub:
+        repo.commit({"config.yaml": config(stub.base_url, GOOD)}, "classifier")
+        repo.git("checkout", "-q", "-b", "shorter-prompt")
+        repo.commit({"config.yaml": config(stub.base_url, BAD)}, "a shorter prompt")
+        code, _, err = cli_run("apply", "manifests/", "--git-ref", "main", "--db", scratch, "--auto-approve", "--no-validate")
+        assert code == 0, err
+        code, comment, err = cli_run("plan", "manifests/", "--db", scratch, "--evaluate", "--max-eval-cost", "0.01", "--format", "markdown")
+    assert code == 1
+    assert comment.startswith("### reconciler plan\n\n**Plan: 0 to create, 1 to update, 0 to delete.**")
+    assert "**❌ assignment classifier-classify (task classify, 6 labelled inputs)**: accuracy -67 points, McNemar exact p = 0.125" in comment
+    assert "| accuracy (95% CI) | 100% (61%–100%) | 33% (10%–70%) |" in comment
+    assert "- ❌ `max_drop`: accuracy 100% → 33%: fell 67 points, 57 points more than the 10 points allowed" in comment
+    assert "<details><summary>Regressed: 4 items</summary>" in comment
+    assert "gate min_accuracy failed" in err
