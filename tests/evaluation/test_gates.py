@@ -52,7 +52,11 @@ def figures(accuracy: float | None, valid: int = 20, items: int = 20) -> Figures
         ),
         pytest.param(
             {"min_valid": 0.9, "max_drop": 0.1, "min_accuracy": 0.5}, figures(0.5), figures(0.5), 1.0,
-            [("min_accuracy", True, "accuracy 50% ≥ 50%"), ("max_drop", True, "accuracy 50% → 50%: no fall"), ("min_valid", True, "valid answers 100% ≥ 90%")],
+            [
+                ("min_accuracy", True, "accuracy 50% ≥ 50%"),
+                ("max_drop", True, "accuracy 50% → 50%: no fall"),
+                ("min_valid", True, "valid answers 100% ≥ 90%"),
+            ],
             id="every-gate-in-order",
         ),
         pytest.param({}, figures(0.9), figures(0.1), 0.0, [], id="no-gates"),
@@ -70,6 +74,9 @@ def test_a_behaviour_diff_round_trips_through_json() -> None:
     assert "evaluations" not in Plan((), "f", "now").to_dict()  # a plan made without --evaluate reads as before
 
 
+NEW_TASK = {"response_schema": {"type": "string"}, "_inputs": [1]}
+
+
 def test_the_state_after_a_plan_is_its_changes_over_the_snapshot() -> None:
     from reconciler.state.snapshot import ActualResource, StateSnapshot
 
@@ -79,7 +86,7 @@ def test_the_state_after_a_plan_is_its_changes_over_the_snapshot() -> None:
     snapshot = StateSnapshot({r.key: r for r in (kept, gone, changed)}, "f")
     plan = Plan(
         (
-            Change(Action.UPDATE, "Task", "t", desired={"response_schema": {"type": "string"}, "_inputs": [1]}, annotations={"reconciler/row-name": "New"}),
+            Change(Action.UPDATE, "Task", "t", desired=NEW_TASK, annotations={"reconciler/row-name": "New"}),
             Change(Action.DELETE, "Agent", "gone"),
         ),
         "f",

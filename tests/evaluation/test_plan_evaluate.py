@@ -55,7 +55,8 @@ def test_a_change_that_breaks_the_agent_is_caught_and_not_applied(write_manifest
         assert before["config_sha256"] != after["config_sha256"] and len(after["config_sha256"]) == 64
         assert evaluation["mcnemar_p"] == pytest.approx(0.125)
         assert [i["index"] for i in evaluation["regressed"]] == [1, 2, 4, 5] and evaluation["improved"] == []
-        assert evaluation["regressed"][0] == {"index": 1, "prompt": "Message: Please add dark mode", "expected": "feature", "before": "feature", "after": "bug"}
+        first = {"index": 1, "prompt": "Message: Please add dark mode", "expected": "feature", "before": "feature", "after": "bug"}
+        assert evaluation["regressed"][0] == first
         assert [(g["name"], g["passed"]) for g in evaluation["gates"]] == [("min_accuracy", False), ("max_drop", False)]
         assert evaluation["passed"] is False
 
@@ -122,7 +123,7 @@ def test_the_evaluated_configuration_is_what_runs_record_after_apply(write_manif
 
     with StubServer(two_agents) as stub:
         root = write_config(write_manifests, stub.base_url, GOOD)
-        code, out, _ = cli_run("plan", str(root), "--db", sqlite_url, "--evaluate", "--json")
+        _, out, _ = cli_run("plan", str(root), "--db", sqlite_url, "--evaluate", "--json")
         evaluated = json.loads(out)["evaluations"][0]["after"]["config_sha256"]
         assert _apply(cli_run, root, sqlite_url)[0] == 0
     engine = open_engine(sqlite_url, create=False)
@@ -147,7 +148,7 @@ def test_a_saved_plan_keeps_its_evaluation(write_manifests, cli_run, sqlite_url:
         assert _apply(cli_run, root, sqlite_url)[0] == 0
         write_config(write_manifests, stub.base_url, BAD)
         saved = tmp_path / "plan.json"
-        code, out, err = cli_run("plan", str(root), "--db", sqlite_url, "--evaluate", "--out", str(saved))
+        code, _, err = cli_run("plan", str(root), "--db", sqlite_url, "--evaluate", "--out", str(saved))
         assert code == 1  # the gate failed; the plan is saved with its evaluation all the same
         calls = len(stub.requests)
         data = json.loads(saved.read_text())
@@ -163,7 +164,7 @@ def test_a_saved_plan_keeps_its_evaluation(write_manifests, cli_run, sqlite_url:
         code, _, err = cli_run("apply", str(edited), "--db", sqlite_url, "--no-validate", "--ignore-gates")
         assert code == 1 and "the configuration this plan evaluated" in err and "its evaluation does not hold" in err
 
-        code, out, err = cli_run("apply", str(saved), "--db", sqlite_url, "--no-validate", "--ignore-gates")
+        code, _, err = cli_run("apply", str(saved), "--db", sqlite_url, "--no-validate", "--ignore-gates")
         assert code == 0, err
         assert len(stub.requests) == calls  # applying a saved evaluation calls no model
     (last, *_) = _history(cli_run, sqlite_url)
