@@ -96,6 +96,11 @@ class StalePlan(ReconcilerError):
     """A saved plan no longer matches the database it was computed against."""
 
 
+class GatesFailed(ReconcilerError):
+    """An evaluated change failed a gate of its task's evaluation: `plan --evaluate` exits 1, apply
+    and watch apply nothing (watch reports it once as ``gated``)."""
+
+
 class RunAlreadyStarted(ReconcilerError):
     """A run that was to start from ``pending`` has been started by someone else (never twice)."""
 

@@ -27,6 +27,7 @@ from reconciler.state.lock import DEFAULT_LOCK_TIMEOUT, apply_lock, holder_ident
 from reconciler.state.snapshot import StateSnapshot, load_snapshot
 
 if TYPE_CHECKING:
+    from reconciler.plan.evaluate import EvaluateOptions
     from reconciler.providers.model_check import ModelCheck
     from reconciler.providers.secrets import SecretBox
     from reconciler.providers.validation import ValidationResult
@@ -40,6 +41,7 @@ class PlanRequest:
     prune: bool = True
     git: dict[str, Any] | None = None
     guards: GuardOptions | None = None
+    evaluate: EvaluateOptions | None = None  # --evaluate: the behaviour diff of the changed assignments
 
 
 def _needs_secrets(manifests: ManifestSet) -> bool:
@@ -144,7 +146,33 @@ def plan_from_paths(request: PlanRequest) -> tuple[Plan, ManifestSet]:
     engine = open_engine(request.db, create=False)
     with translate_db_errors(database_url(request.db), "reading the current state"):
         snapshot = load_snapshot(engine)
-    return compute_plan(manifests, snapshot, prune=request.prune, sources=request.paths, git=request.git, guards=request.guards), manifests
+    the_plan = compute_plan(manifests, snapshot, prune=request.prune, sources=request.paths, git=request.git, guards=request.guards)
+    if request.evaluate is not None:
+        the_plan = evaluated(the_plan, snapshot, manifests, engine, request.evaluate)
+    return the_plan, manifests
+
+
+def evaluated(the_plan: Plan, snapshot: StateSnapshot, manifests: ManifestSet, engine: Engine | None, options: EvaluateOptions) -> Plan:
+    """``the_plan`` with the behaviour diff of the assignments it changes (--evaluate): the models
+    are called here, and the answer cache is the only thing written."""
+    from reconciler.plan.evaluate import evaluate_plan
+
+    with translate_db_errors(engine.url if engine is not None else database_url(None), "evaluating the plan"):
+        return replace(the_plan, evaluations=evaluate_plan(the_plan, snapshot, manifests, engine, options))
+
+
+def check_gates(the_plan: Plan, ignore_gates: bool) -> Plan:
+    """Refuse a plan whose evaluation failed a gate (``GatesFailed``: nothing is written), unless
+    ``ignore_gates``: then the plan says so, and the history keeps it."""
+    from reconciler.errors import GatesFailed
+    from reconciler.plan.behaviour import gate_problems
+
+    failed = the_plan.failed_gates
+    if not failed:
+        return the_plan
+    if not ignore_gates:
+        raise GatesFailed(gate_problems(failed, applying=True))
+    return replace(the_plan, gates_ignored=True)
 
 
 def open_for_apply(db: str | None) -> Engine:
@@ -200,8 +228,11 @@ class ApplyRequest:
     manifests: ManifestSet | None = None  # already loaded from ``paths`` by the caller (watch tells invalid input apart)
     extend_enums: bool = False  # add the values the database's enum columns lack (ALTER TYPE ... ADD VALUE)
     # plan inside the apply's write transaction, reading the state once (watch: nobody confirms the
-    # plan; the schema is created first; not with extend_enums, which commits before the apply)
+    # plan; the schema is created first; not with extend_enums, which commits before the apply, nor
+    # with evaluate: no model is called while the write transaction is open)
     plan_in_transaction: bool = False
+    evaluate: EvaluateOptions | None = None  # evaluate the changed assignments first; a failed gate applies nothing
+    ignore_gates: bool = False  # apply even when a gate failed (the history records it)
 
 
 def _no_confirm(plan: Plan) -> None:
@@ -279,12 +310,19 @@ def _check_external_refs(manifests: ManifestSet, snapshot: StateSnapshot) -> Non
         raise ReconcilerError(problems)
 
 
-def _shown_plan(manifests: ManifestSet, snapshot: StateSnapshot, request: ApplyRequest, hooks: ApplyHooks, sources: list[str]) -> Plan:
-    """The plan against ``snapshot``, relocated and shown."""
+def _shown_plan(
+    manifests: ManifestSet, snapshot: StateSnapshot, request: ApplyRequest, hooks: ApplyHooks, sources: list[str], engine: Engine | None = None
+) -> Plan:
+    """The plan against ``snapshot``, relocated, evaluated when asked (``engine``: the answer cache's
+    database, None when there is none yet) and shown."""
     if request.external_refs:
         _check_external_refs(manifests, snapshot)
     the_plan = compute_plan(manifests, snapshot, prune=request.prune, sources=sources, git=request.git, guards=request.guards)
     the_plan = hooks.relocate(the_plan)
+    if request.evaluate is not None and not the_plan.is_empty:
+        the_plan = evaluated(the_plan, snapshot, manifests, engine, request.evaluate)
+        if the_plan.failed_gates and request.ignore_gates:
+            the_plan = replace(the_plan, gates_ignored=True)
     hooks.show_plan(the_plan)
     return the_plan
 
@@ -310,9 +348,10 @@ def apply_manifests(request: ApplyRequest, hooks: ApplyHooks = ApplyHooks()) -> 
             held.enter_context(apply_lock(existing, request.lock_timeout, command=request.command))
         with translate_db_errors(database_url(request.db), "reading the current state"):
             snapshot = load_snapshot(existing)
-        the_plan = _shown_plan(manifests, snapshot, request, hooks, sources)
+        the_plan = _shown_plan(manifests, snapshot, request, hooks, sources, existing)
         if the_plan.is_empty:
             return ApplyOutcome(the_plan, snapshot, engine=existing, manifests=manifests)
+        check_gates(the_plan, request.ignore_gates)  # after showing the behaviour diff, before asking
         if the_plan.enum_shortfalls and not request.extend_enums:
             from reconciler.plan.enums import refusal
 
@@ -330,6 +369,7 @@ def _plan_and_apply_in_one_transaction(manifests: ManifestSet, request: ApplyReq
     and written in one write transaction (``apply.plan_and_execute``), under the apply lock."""
     assert not request.extend_enums, "enum values are added in a transaction of their own, before the plan is applied"
     assert hooks.confirm is _no_confirm, "nobody may be asked while the write transaction is open"
+    assert request.evaluate is None, "no model is called while the write transaction is open"
     engine = request.engine if request.engine is not None else open_for_apply(request.db)
 
     def make_plan(snapshot: StateSnapshot) -> Plan:  # values an enum column lacks: refused by plan_and_execute
@@ -348,9 +388,29 @@ def apply_saved_plan(saved: Plan, request: ApplyRequest, hooks: ApplyHooks = App
     then the same after-commit steps as ``apply_manifests``."""
     engine = request.engine or open_for_apply(request.db)
     with translate_db_errors(engine.url, "applying"), apply_lock(engine, request.lock_timeout, command=request.command):
+        if saved.evaluations is not None:
+            _check_evaluated(saved, load_snapshot(engine))
+            saved = check_gates(saved, request.ignore_gates)
         hooks.show_plan(saved)
         result = run_apply(engine, saved, apply_meta(request.command, list(saved.sources), saved.git), extend_enums=request.extend_enums)
     return _after_commit(saved, StateSnapshot.empty(), engine, result, request, hooks)
+
+
+def _check_evaluated(saved: Plan, snapshot: StateSnapshot) -> None:
+    """A saved plan's evaluation holds for the configurations it evaluated: refuse it when applying
+    it now would give an assignment another one (the plan file was edited, the bundled model changed)."""
+    from reconciler.errors import StalePlan
+    from reconciler.plan.evaluate import after_shas
+
+    now = after_shas(saved, snapshot)
+    for d in saved.evaluations or ():
+        sha = now.get(d.assignment)
+        if sha != d.after.config_sha256:
+            raise StalePlan(
+                f"assignment {d.assignment!r}: the configuration this plan evaluated (sha256 {d.after.config_sha256[:12]}) is not the one "
+                f"applying it would give ({sha[:12] if sha else 'none'}); its evaluation does not hold",
+                hint="make and evaluate a new plan (reconciler plan ... --evaluate --out FILE) and apply that",
+            )
 
 
 def _after_commit(plan: Plan, snapshot: StateSnapshot, engine: Engine, result: ApplyResult, request: ApplyRequest, hooks: ApplyHooks) -> ApplyOutcome:

@@ -145,3 +145,11 @@ def test_merged_runs_show_the_latest_figures_and_ratios_of_one_run(tmp_path: Pat
     assert "| 1,000 | plan, no changes | 1.00 s | 9.00 s | 9.0× (9.0×) |" in text  # both sides of the ratio from the busy run
     assert "9.0× (CPU 9.0×; 3 pairs, load 6.5)" in text
     assert len(json.loads((out / "results.json").read_text())["samples"]) == 9  # every run kept
+
+
+@pytest.mark.slow
+def test_the_evaluate_benchmark_runs() -> None:
+    argv = [sys.executable, "bench/evaluate.py", "--items", "5", "--rounds", "1", "--latency", "0.01"]
+    proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| `plan --evaluate`, answer cache empty (10 calls) |" in proc.stdout and "ms per call" in proc.stdout

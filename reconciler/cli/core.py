@@ -11,7 +11,16 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from reconciler.cli import cli
-from reconciler.cli.options import db_option, echo_plan, gitops_options, guard_options, paths_argument, validation_timeout_option
+from reconciler.cli.options import (
+    db_option,
+    echo_plan,
+    evaluate_options,
+    evaluate_request,
+    gitops_options,
+    guard_options,
+    paths_argument,
+    validation_timeout_option,
+)
 
 if TYPE_CHECKING:
     from reconciler.errors import Problem
@@ -78,6 +87,7 @@ def _git_for(paths: list[str]) -> dict[str, Any] | None:
 @click.option("--detailed-exitcode", is_flag=True, help="Exit 0 when there are no changes, 2 when there are.")
 @click.option("--no-prune", is_flag=True, help="Keep managed resources that are no longer in the manifests.")
 @gitops_options
+@evaluate_options
 def plan(
     paths: tuple[str, ...],
     db: str | None,
@@ -91,14 +101,17 @@ def plan(
     targets: tuple[str, ...],
     excludes: tuple[str, ...],
     allow_mass_delete: bool,
+    evaluate: bool,
+    max_eval_cost: float | None,
 ) -> int:
-    """Show what apply would change in the database."""
+    """Show what apply would change in the database (--evaluate: and in the agents' behaviour)."""
     from reconciler.gitops.revisions import manifest_source
     from reconciler.plan.render import RENDERERS
     from reconciler.workflow import PlanRequest, plan_from_paths
 
     with manifest_source(list(paths), git_ref, repo) as src:
-        request = PlanRequest(src.paths, db, prune=not no_prune, git=src.git, guards=guard_options(targets, excludes, allow_mass_delete))
+        guards = guard_options(targets, excludes, allow_mass_delete)
+        request = PlanRequest(src.paths, db, prune=not no_prune, git=src.git, guards=guards, evaluate=evaluate_request(evaluate, max_eval_cost))
         the_plan, manifests = plan_from_paths(request)
         the_plan = src.relocate_plan(the_plan)
         for w in manifests.warnings:
@@ -112,6 +125,11 @@ def plan(
         click.echo(rendered, nl=False)
     if out and not as_json and fmt == "text":
         click.echo(f"Saved the plan to {out}. Apply exactly this plan with: reconciler apply {out}")
+    if the_plan.failed_gates:
+        from reconciler.errors import GatesFailed
+        from reconciler.plan.behaviour import gate_problems
+
+        raise GatesFailed(gate_problems(the_plan.failed_gates))
     return 2 if detailed_exitcode and not the_plan.is_empty else 0
 
 
@@ -176,6 +194,8 @@ def _confirm(auto_approve: bool) -> None:
     help="Add the values the database's enum columns lack (PostgreSQL ALTER TYPE ... ADD VALUE, recorded in history); "
     "the service owning the database may not read rows with them.",
 )
+@evaluate_options
+@click.option("--ignore-gates", is_flag=True, help="Apply even when an evaluated assignment failed a gate (recorded in the history).")
 def apply(
     paths: tuple[str, ...],
     db: str | None,
@@ -191,6 +211,9 @@ def apply(
     no_validate: bool,
     validation_timeout: float,
     extend_enums: bool,
+    evaluate: bool,
+    max_eval_cost: float | None,
+    ignore_gates: bool,
 ) -> int:
     """Make the database match the manifests (PATH...) or apply a saved plan (FILE)."""
     from reconciler.plan.render import render_text
@@ -210,14 +233,17 @@ def apply(
         validation_timeout=validation_timeout,
         wait_validation=wait_validation,
         extend_enums=extend_enums,
+        evaluate=evaluate_request(evaluate, max_eval_cost),
+        ignore_gates=ignore_gates,
     )
     show = ApplyHooks(show_plan=lambda p: echo_plan(render_text(p)), start_runs=_start_runs)
     if _is_saved_plan(paths) and git_ref is None:
-        if repo or targets or excludes or allow_mass_delete:
+        if repo or targets or excludes or allow_mass_delete or evaluate:
             from reconciler.errors import ReconcilerError
 
             raise ReconcilerError(
-                "a saved plan is applied exactly as it was made; --repo, --target, --exclude and --allow-mass-delete do not apply",
+                "a saved plan is applied exactly as it was made; --repo, --target, --exclude, --allow-mass-delete and --evaluate do not apply "
+                "(a plan made with --evaluate keeps its evaluation)",
                 hint="pass them to `reconciler plan ... --out FILE` instead",
             )
         outcome = apply_saved_plan(_load_saved_plan(paths[0]), replace(request, command="apply-plan"), show)
@@ -310,13 +336,18 @@ def get(kind: str, name: str | None, db: str | None, fmt: str) -> int:
                 from reconciler.providers.model_check import with_model_status
 
                 rows = with_model_status(engine, rows)
+            elif what == "assignments":
+                from reconciler.plan.evaluate import with_last_evaluation
+
+                rows = with_last_evaluation(engine, rows)
     else:
         rows = []
     if name is not None and not rows:
         raise ReconcilerError(f"no {what[:-1]} named {name!r} in the database", hint=f"list them with `reconciler get {what}`")
     from reconciler.cli.output import emit_rows
 
-    emit_rows(rows, fmt, list(k.get_columns))
+    columns = list(k.get_columns) + (["accuracy", "measured_at"] if what == "assignments" else [])
+    emit_rows(rows, fmt, columns)
     return 0
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from reconciler.cli import cli
-from reconciler.cli.options import db_option, validation_timeout_option
+from reconciler.cli.options import db_option, evaluate_options, evaluate_request, validation_timeout_option
 
 
 @cli.command()
@@ -71,6 +71,7 @@ def drift(paths: tuple[str, ...], db: str | None, as_json: bool, detailed_exitco
 @click.option(
     "--retry-max", type=click.FloatRange(min=0.05), default=300.0, show_default=True, help="Longest wait between retries of a failed apply."
 )
+@evaluate_options
 def watch(
     paths: tuple[str, ...],
     db: str | None,
@@ -85,13 +86,16 @@ def watch(
     validation_timeout: float,
     retry_initial: float,
     retry_max: float,
+    evaluate: bool,
+    max_eval_cost: float | None,
 ) -> int:
     """Keep the database equal to the manifests: apply on every change, check for drift on an interval.
 
     Invalid manifests, an unreachable database or a refused plan are reported and the loop goes on.
     A failed apply is retried with exponential backoff (--retry-initial, doubling up to --retry-max,
     slightly jittered) and at once on the next change; invalid manifests are reported once and wait
-    for the next change.
+    for the next change. With --evaluate, a change is evaluated before it is applied; one that fails
+    a gate is not applied, is reported once (outcome `gated`) and waits for the next change.
 
     Runs with `trigger: on_apply` start as `apply` starts them, but in the background: the loop keeps
     applying changes while they work, and each run's start and end (status, errors, a hint) are
@@ -135,6 +139,7 @@ def watch(
             validation_timeout,
             retry_initial,
             retry_max,
+            evaluate=evaluate_request(evaluate, max_eval_cost),
         )
         if not as_json and not once:
             mode = "self-heal" if self_heal else "report-only"

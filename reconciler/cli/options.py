@@ -47,6 +47,33 @@ def gitops_options(f: Any) -> Any:
     return f
 
 
+def evaluate_options(f: Any) -> Any:
+    """--evaluate and --max-eval-cost, shared by plan and apply."""
+    f = click.option(
+        "--max-eval-cost",
+        type=click.FloatRange(min=0),
+        metavar="USD",
+        help="With --evaluate: refuse before calling any model when the estimated cost is above USD.",
+    )(f)
+    return click.option(
+        "--evaluate",
+        is_flag=True,
+        help="Evaluate every changed assignment whose task has an evaluation, before and after (calls models, reads secrets; "
+        "writes only the answer cache); a failed gate exits 1.",
+    )(f)
+
+
+def evaluate_request(evaluate: bool, max_eval_cost: float | None) -> Any:
+    """The EvaluateOptions of --evaluate (None without it), telling its estimate on stderr."""
+    if max_eval_cost is not None and not evaluate:
+        raise click.UsageError("--max-eval-cost is for --evaluate")
+    if not evaluate:
+        return None
+    from reconciler.plan.evaluate import EvaluateOptions
+
+    return EvaluateOptions(max_cost_usd=max_eval_cost, notice=lambda text: click.echo(text, err=True))
+
+
 def guard_options(targets: tuple[str, ...], excludes: tuple[str, ...], allow_mass_delete: bool) -> GuardOptions:
     from reconciler.plan.guards import GuardOptions
 

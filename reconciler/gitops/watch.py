@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from sqlalchemy import Engine, select
 
 from reconciler.errors import (
+    GatesFailed,
     LockTimeout,
     Problem,
     ReconcilerError,
@@ -36,6 +37,7 @@ from reconciler.plan.render import render_change
 
 if TYPE_CHECKING:
     from reconciler.manifests.loader import ParsedFiles
+    from reconciler.plan.evaluate import EvaluateOptions
     from reconciler.providers.model_check import ModelCheck
 
 TRANSIENT = (StateError, LockTimeout, StalePlan)  # may go away by itself: every failed retry is reported
@@ -45,7 +47,7 @@ MISSED_SCAN_SECONDS = 5.0  # at most this long between looks for changes no noti
 #: after a failure, drift to heal (``--self-heal``), or the loop stopping. Printed as is in ``--json``.
 Trigger = Literal["startup", "files", "interval", "retry", "self-heal", "takeover", "stop"]
 #: What it came to. Printed as is in ``--json``.
-Outcome = Literal["applied", "in-sync", "drift", "invalid", "error", "deferred", "standby", "stopped"]
+Outcome = Literal["applied", "in-sync", "drift", "invalid", "gated", "error", "deferred", "standby", "stopped"]
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,7 @@ class WatchConfig:
     validation_timeout: float = 10.0
     retry_initial: float = 5.0  # seconds before the first retry of a failed reconcile
     retry_max: float = 300.0  # the longest wait between retries
+    evaluate: EvaluateOptions | None = None  # --evaluate: a change that fails a gate is not applied ("gated")
 
     @property
     def backoff(self) -> Backoff:
@@ -105,7 +108,7 @@ class ReconcileEvent:
 
     @property
     def failed(self) -> bool:
-        return self.outcome in {"invalid", "error"}
+        return self.outcome in {"invalid", "gated", "error"}
 
     @property
     def quiet(self) -> bool:
@@ -146,6 +149,7 @@ class ReconcileEvent:
                 "in-sync": "in sync",
                 "drift": f"drift in {len(self.drift)} resource{'s' if len(self.drift) != 1 else ''} (report only; --self-heal reverts it)",
                 "invalid": "manifests are invalid; applied nothing; waiting for them to change",
+                "gated": "an evaluated change failed a gate; applied nothing; waiting for the manifests to change",
                 "deferred": "a git operation is in progress; reconciling when it ends",
                 "standby": f"standby: {self.leader or 'another watcher'} leads; taking over if it stops",
                 "stopped": "stopped",
@@ -277,6 +281,7 @@ class Watcher:
         self.retry_at: float | None = None  # when the failed reconcile is retried (clock time)
         self.transient = False  # whether the pending retry is for a transient failure
         self.invalid_digest: str | None = None  # content of the invalid manifests last reported
+        self.gated_digest: str | None = None  # content of the manifests whose evaluation last failed a gate
         self.reported: tuple[str | None, tuple[Problem, ...]] | None = None  # the last refusal reported
         self.parsed: ParsedFiles | None = None  # the files read last time, kept in memory
 
@@ -336,8 +341,8 @@ class Watcher:
         paths = list(self.config.paths)
         self.signature = files_signature(self.config.paths)
         digest = content_digest(self.signature)
-        if digest == self.invalid_digest:
-            return None  # the same invalid manifests as last time: reported already, and still invalid
+        if digest in (self.invalid_digest, self.gated_digest):
+            return None  # the same invalid or gated manifests as last time: reported already, and still so
         try:
             self.parsed = self.parsed or ParsedFiles()
             manifests = load_manifests(paths, parsed=self.parsed)
@@ -361,14 +366,21 @@ class Watcher:
                 start_runs=False,
                 engine=engine,
                 manifests=manifests,
-                plan_in_transaction=True,  # the state is read once, inside the apply transaction
+                # the state is read once, inside the apply transaction; not while models are asked
+                plan_in_transaction=self.config.evaluate is None,
+                evaluate=self.config.evaluate,
             )
             outcome = apply_manifests(request)  # its on_apply runs start in the background, after this event
             drift = tuple(detect_drift(outcome.snapshot))
             statuses = self._provider_changes(engine)
+        except GatesFailed as exc:  # evaluated again only when the manifests change: the models are not asked twice
+            self._succeeded()
+            self.gated_digest = digest
+            return ReconcileEvent(trigger, "gated", _ms(started), errors=tuple(exc.problems), files=files, git=git)
         except Exception as exc:  # noqa: BLE001 - the loop must outlive any single reconcile
             return self._failed(trigger, started, exc, files, digest)
         self._succeeded()
+        self.gated_digest = None
         result, plan = outcome.result, outcome.plan
         if result is None or result.apply_id is None:
             return ReconcileEvent(trigger, "in-sync", _ms(started), drift=drift, provider_status=statuses, files=files, git=git)

@@ -406,22 +406,14 @@ def _resolve_files(m: Manifest, path: Path, problems: ProblemList, cached: bool 
                 return
         else:
             m.resolved["response_schema"] = schema
-            if cached:
-                return
+        if m.spec.evaluation is not None:
+            _resolve_inputs(m, m.spec.evaluation, path, problems, ("spec", "evaluation"), "evaluation_inputs")
+        if cached and not isinstance(schema, FileRef):
+            return
         for p in _schema_problems(m):
             problems.add(p)
     elif m.kind in ("Run", "Experiment"):
-        if m.spec.inputs_file is not None:
-            try:
-                target = files.resolve_within(m.root, path, m.spec.inputs_file)
-                m.resolved["inputs"] = files.read_inputs_file(target)
-                m.resolved["inputs_path"] = str(target)
-            except files.FileRefError as err:
-                loc_path = ("spec", "inputs_file")
-                problems.add(_file_problem(m, loc_path, err))
-        else:
-            m.resolved["inputs"] = [files.normalize_input(v, "inputs") for v in m.spec.inputs]
-        _check_run_inputs(m, problems)
+        _resolve_inputs(m, m.spec, path, problems, ("spec",), "inputs")
     elif m.kind == "Provider" and m.spec.api_key is not None:
         _check_secret_ref(m, path, problems)
 
@@ -450,29 +442,43 @@ def _schema_problems(m: Manifest) -> list[Problem]:
     return out
 
 
-def _check_run_inputs(m: Manifest, problems: ProblemList) -> None:
-    inputs = m.resolved.get("inputs")
+def _resolve_inputs(m: Manifest, spec: Any, path: Path, problems: ProblemList, at: FieldPath, key: str) -> None:
+    """Read the inputs of ``spec`` (a run's, an experiment's, a task's evaluation; at ``at`` in the
+    document) into ``m.resolved[key]``, then check the template and ``expected`` against them."""
+    if spec.inputs_file is not None:
+        try:
+            target = files.resolve_within(m.root, path, spec.inputs_file)
+            m.resolved[key] = files.read_inputs_file(target)
+            m.resolved[f"{key}_path"] = str(target)
+        except files.FileRefError as err:
+            problems.add(_file_problem(m, (*at, "inputs_file"), err))
+    else:
+        m.resolved[key] = [files.normalize_input(v, "inputs") for v in spec.inputs]
+    _check_run_inputs(m, spec, m.resolved.get(key), at, problems)
+
+
+def _check_run_inputs(m: Manifest, spec: Any, inputs: list[dict[str, Any]] | None, at: FieldPath, problems: ProblemList) -> None:
     if inputs is None:
         return
-    where_field = ("spec", "inputs_file") if m.spec.inputs_file else ("spec", "inputs")
+    where_field = (*at, "inputs_file") if spec.inputs_file else (*at, "inputs")
     needed: list[tuple[str, FieldPath]] = []
-    if m.spec.prompt_template is not None:
+    if spec.prompt_template is not None:
         try:
-            needed += [(f, ("spec", "prompt_template")) for f in files.template_fields(m.spec.prompt_template)]
+            needed += [(f, (*at, "prompt_template")) for f in files.template_fields(spec.prompt_template)]
         except files.FileRefError as err:
-            problems.add(_file_problem(m, ("spec", "prompt_template"), err))
+            problems.add(_file_problem(m, (*at, "prompt_template"), err))
             return
-    fields = expected_fields(m.spec.expected)
+    fields = expected_fields(spec.expected)
     if fields is not None:
-        needed.append((fields[0], ("spec", "expected") if isinstance(m.spec.expected, str) else ("spec", "expected", "input")))
+        needed.append((fields[0], (*at, "expected") if isinstance(spec.expected, str) else (*at, "expected", "input")))
     for name, field_path in needed:
         for i, item in enumerate(inputs):
             if name not in item:
-                which = f"line {i + 1} of {m.spec.inputs_file}" if m.spec.inputs_file else f"input {i}"
+                which = f"line {i + 1} of {spec.inputs_file}" if spec.inputs_file else f"input {i}"
                 problems.add(
                     Problem(
                         f"{{{name}}} is not a field of {which} (fields: {', '.join(sorted(item)) or 'none'})",
-                        m.raw.where(field_path if m.spec.inputs_file else (*where_field, i)),
+                        m.raw.where(field_path if spec.inputs_file else (*where_field, i)),
                         m.title,
                         ".".join(map(str, field_path)),
                         "a string input is available as {input}; give every input the fields the template uses",
@@ -594,8 +600,15 @@ def _check_experiment_agents(
 
 
 def _check_expected(first: dict[ResourceKey, Manifest], problems: ProblemList) -> None:
-    """The ``expected`` output field of a run or experiment must be a property of its task's response schema."""
+    """The ``expected`` output field of a run, an experiment or a task's evaluation must be a property
+    of the task's response schema."""
     for m in first.values():
+        if m.kind == "Task" and m.spec.evaluation is not None:
+            found = expected_problem(m.spec.evaluation.expected, m.resolved.get("response_schema"), m.name)
+            if found is not None:
+                at: FieldPath = ("spec", "evaluation", "expected", "output")
+                problems.add(Problem(found[0], m.raw.where(at), m.title, "spec.evaluation.expected.output", found[1]))
+            continue
         if m.kind not in ("Run", "Experiment") or m.spec.expected is None:
             continue
         if m.kind == "Run":

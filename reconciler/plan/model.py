@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from reconciler.plan.behaviour import BehaviourDiff
+
 PLAN_FORMAT_VERSION = 1
 
 
@@ -123,6 +125,12 @@ class Plan:
     git: dict[str, Any] | None = None
     warnings: tuple[str, ...] = ()
     enum_shortfalls: tuple[EnumShortfall, ...] = ()  # apply refuses these unless --extend-enums
+    evaluations: tuple[BehaviourDiff, ...] | None = None  # --evaluate: the behaviour diff per changed assignment
+    gates_ignored: bool = False  # applied with --ignore-gates although a gate failed (kept in the history)
+
+    @property
+    def failed_gates(self) -> tuple[BehaviourDiff, ...]:
+        return tuple(d for d in self.evaluations or () if not d.passed)
 
     @property
     def is_empty(self) -> bool:
@@ -147,6 +155,9 @@ class Plan:
             "unmanaged": [u.to_dict() for u in self.unmanaged],
             "warnings": list(self.warnings),
             "enum_values_missing": [e.to_dict() for e in self.enum_shortfalls],
+            # only when evaluated, so plans made without --evaluate read as they always did
+            **({} if self.evaluations is None else {"evaluations": [d.to_dict() for d in self.evaluations]}),
+            **({"gates_ignored": True} if self.gates_ignored else {}),
         }
 
     @classmethod
@@ -180,4 +191,6 @@ class Plan:
             git=data.get("git"),
             warnings=tuple(data.get("warnings", [])),
             enum_shortfalls=tuple(EnumShortfall.from_dict(e) for e in data.get("enum_values_missing", [])),
+            evaluations=None if data.get("evaluations") is None else tuple(BehaviourDiff.from_dict(d) for d in data["evaluations"]),
+            gates_ignored=bool(data.get("gates_ignored", False)),
         )

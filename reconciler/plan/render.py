@@ -99,7 +99,12 @@ def render_text(plan: Plan) -> str:
     if not plan.prune:
         lines.append("Prune is off (--no-prune): resources removed from the manifests are kept.")
     lines += _unmanaged_line(plan) + list(plan.warnings) + _enum_lines(plan)
-    return "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n"
+    if plan.evaluations is not None:
+        from reconciler.plan import behaviour
+
+        text += "\n" + behaviour.render_text(plan.evaluations)
+    return text
 
 
 def render_json(plan: Plan) -> str:
@@ -114,7 +119,12 @@ def render_markdown(plan: Plan) -> str:
     body = "\n".join(line for c in plan.changes for line in render_change(c))
     quoted = "\n".join(f"> **{line}**" if line.startswith("Warning") else f"> {line.strip()}" for line in _enum_lines(plan))
     extra = "\n\n".join(part for part in ("\n".join(_unmanaged_line(plan)), quoted) if part)
-    return head + f"**{summary_line(plan)}**\n\n```diff\n{body}\n```\n" + (f"\n{extra}\n" if extra else "")
+    text = head + f"**{summary_line(plan)}**\n\n```diff\n{body}\n```\n" + (f"\n{extra}\n" if extra else "")
+    if plan.evaluations is not None:
+        from reconciler.plan import behaviour
+
+        text += "\n" + behaviour.render_markdown(plan.evaluations)
+    return text
 
 
 RENDERERS = {"text": render_text, "json": render_json, "markdown": render_markdown}

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert
+from sqlalchemy import Connection, Engine, insert, inspect, select
 
 from reconciler.state.tables import reconciler_applies, utcnow
 
@@ -50,3 +50,27 @@ def record_operation(
         },
     )
     return int(result.scalar_one())
+
+
+EVALUATIONS_SCANNED = 1000  # how far back `get assignments` looks for a configuration's last evaluation
+
+
+def last_evaluations(engine: Engine, wanted: set[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """(assignment, config sha256) -> the newest applied evaluation of that configuration (its
+    ``after`` figures, ``passed``, ``apply_id``, ``measured_at``), for those of ``wanted`` found in the
+    last ``EVALUATIONS_SCANNED`` operations. Reads the applied plans newest first and stops once every
+    wanted configuration is found."""
+    t = reconciler_applies
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    with engine.connect() as conn:
+        if not wanted or not inspect(conn).has_table(t.name):
+            return found
+        query = select(t.c.id, t.c.finished_at, t.c.plan).order_by(t.c.id.desc()).limit(EVALUATIONS_SCANNED)
+        for row in conn.execution_options(yield_per=20).execute(query):
+            for d in (row.plan or {}).get("evaluations") or ():
+                key = (d["assignment"], d["after"]["config_sha256"])
+                if key in wanted and key not in found:
+                    found[key] = {**d["after"], "passed": d["passed"], "apply_id": row.id, "measured_at": row.finished_at}
+            if len(found) == len(wanted):
+                break
+    return found

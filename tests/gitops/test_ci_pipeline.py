@@ -26,6 +26,11 @@ def test_the_example_workflow_and_hooks_run_the_commands_this_test_plays() -> No
     assert "reconciler plan manifests/ --detailed-exitcode --format markdown" in _run_lines(jobs["plan"])
     assert "reconciler apply manifests/ --auto-approve" in _run_lines(jobs["apply"])
     assert "reconciler drift manifests/ --detailed-exitcode" in _run_lines(jobs["drift"])
+    evaluate = _run_lines(jobs["evaluate"])
+    assert 'reconciler apply manifests/ --git-ref "origin/${{ github.base_ref }}" --auto-approve --no-validate' in evaluate
+    assert "reconciler plan manifests/ --evaluate --max-eval-cost 0 --format markdown" in evaluate
+    assert jobs["evaluate"]["env"]["RECONCILER_DATABASE_URL"].startswith("sqlite:///")  # a scratch database, no secrets
+    assert not any("secrets." in str(v) for v in jobs["evaluate"]["env"].values())
     (hook,) = yaml.safe_load((REPO / ".pre-commit-hooks.yaml").read_text())
     assert (hook["id"], hook["entry"], hook["pass_filenames"]) == ("reconciler-validate", "reconciler validate", False)
     example = yaml.safe_load((REPO / "examples" / "ci" / ".pre-commit-config.yaml").read_text())

@@ -17,7 +17,7 @@ TIME = "2024-05-06T07:08:09.123+00:00"
 
 def test_the_sets_are_what_the_json_has_always_said() -> None:
     assert get_args(Trigger) == ("startup", "files", "interval", "retry", "self-heal", "takeover", "stop")
-    assert get_args(Outcome) == ("applied", "in-sync", "drift", "invalid", "error", "deferred", "standby", "stopped")
+    assert get_args(Outcome) == ("applied", "in-sync", "drift", "invalid", "gated", "error", "deferred", "standby", "stopped")
     assert get_args(RunPhase) == ("started", "finished", "skipped", "not-started", "interrupted")
     assert get_args(Severity) == ("error", "warning", "summary")
 
@@ -37,11 +37,12 @@ def test_every_trigger_and_outcome_renders(trigger: Trigger, outcome: Outcome) -
         ("applied", "[07:08:09] files: applied #3: 1 created (12 ms)"),
         ("in-sync", "[07:08:09] files: in sync (12 ms)"),
         ("invalid", "[07:08:09] files: manifests are invalid; applied nothing; waiting for them to change (12 ms)"),
+        ("gated", "[07:08:09] files: an evaluated change failed a gate; applied nothing; waiting for the manifests to change (12 ms)"),
         ("error", "[07:08:09] files: apply failed; applied nothing; waiting for the next change (12 ms)"),
         ("deferred", "[07:08:09] files: a git operation is in progress; reconciling when it ends (12 ms)"),
         ("stopped", "[07:08:09] files: stopped (12 ms)"),
     ],
-    ids=["applied", "in-sync", "invalid", "error", "deferred", "stopped"],
+    ids=["applied", "in-sync", "invalid", "gated", "error", "deferred", "stopped"],
 )
 def test_outcome_texts(outcome: Outcome, text: str) -> None:
     assert ReconcileEvent("files", outcome, 12.0, time=TIME, apply_id=3, summary={"create": 1}).render_text() == text

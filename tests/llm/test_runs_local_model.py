@@ -45,7 +45,8 @@ spec:
   expected: category
   concurrency: 1
 """
-    return write_manifests({"config.yaml": config, "run.yaml": run, "data/e2e.jsonl": inputs + "\n"})
+    labelled = (REPO / "manifests" / "data" / "messages.jsonl").read_text()  # the task's evaluation
+    return write_manifests({"config.yaml": config, "run.yaml": run, "data/e2e.jsonl": inputs + "\n", "data/messages.jsonl": labelled})
 
 
 @pytest.fixture(autouse=True)
