@@ -155,10 +155,11 @@ def plan_from_paths(request: PlanRequest) -> tuple[Plan, ManifestSet]:
 def evaluated(the_plan: Plan, snapshot: StateSnapshot, manifests: ManifestSet, engine: Engine | None, options: EvaluateOptions) -> Plan:
     """``the_plan`` with the behaviour diff of the assignments it changes (--evaluate): the models
     are called here, and the answer cache is the only thing written."""
-    from reconciler.plan.evaluate import evaluate_plan
+    from reconciler.plan.evaluate import evaluate_plan, evaluation_tasks
 
     with translate_db_errors(engine.url if engine is not None else database_url(None), "evaluating the plan"):
-        return replace(the_plan, evaluations=evaluate_plan(the_plan, snapshot, manifests, engine, options))
+        diffs = evaluate_plan(the_plan, snapshot, manifests, engine, options)
+    return replace(the_plan, evaluations=diffs, evaluation_tasks=evaluation_tasks(manifests))
 
 
 def check_gates(the_plan: Plan, ignore_gates: bool) -> Plan:
@@ -397,20 +398,14 @@ def apply_saved_plan(saved: Plan, request: ApplyRequest, hooks: ApplyHooks = App
 
 
 def _check_evaluated(saved: Plan, snapshot: StateSnapshot) -> None:
-    """A saved plan's evaluation holds for the configurations it evaluated: refuse it when applying
-    it now would give an assignment another one (the plan file was edited, the bundled model changed)."""
+    """A saved plan's evaluation holds for the configurations it evaluated, and covers every assignment
+    whose task has an evaluation that it changes: refuse it otherwise (nothing is written)."""
     from reconciler.errors import StalePlan
-    from reconciler.plan.evaluate import after_shas
+    from reconciler.plan.evaluate import stale_evaluation
 
-    now = after_shas(saved, snapshot)
-    for d in saved.evaluations or ():
-        sha = now.get(d.assignment)
-        if sha != d.after.config_sha256:
-            raise StalePlan(
-                f"assignment {d.assignment!r}: the configuration this plan evaluated (sha256 {d.after.config_sha256[:12]}) is not the one "
-                f"applying it would give ({sha[:12] if sha else 'none'}); its evaluation does not hold",
-                hint="make and evaluate a new plan (reconciler plan ... --evaluate --out FILE) and apply that",
-            )
+    problem = stale_evaluation(saved, snapshot)
+    if problem is not None:
+        raise StalePlan(problem, hint="make and evaluate a new plan (reconciler plan ... --evaluate --out FILE) and apply that")
 
 
 def _after_commit(plan: Plan, snapshot: StateSnapshot, engine: Engine, result: ApplyResult, request: ApplyRequest, hooks: ApplyHooks) -> ApplyOutcome:

@@ -58,6 +58,12 @@ def model_file(provider: ProviderConfig) -> dict[str, Any] | None:
     return model_file_of(provider)
 
 
+def evaluation_tasks(manifests: ManifestSet) -> tuple[str, ...]:
+    """The tasks (manifest names) that have an evaluation: a saved plan keeps them, so that applying it
+    can tell an assignment that should have been evaluated."""
+    return tuple(sorted(m.name for m in manifests.of_kind("Task") if m.spec.evaluation is not None))
+
+
 def targets(plan: Plan, snapshot: StateSnapshot, manifests: ManifestSet) -> list[Target]:
     """The assignments whose configuration the plan creates or changes and whose task has an evaluation."""
     tasks = {m.name: m for m in manifests.of_kind("Task") if m.spec.evaluation is not None}
@@ -72,9 +78,28 @@ def targets(plan: Plan, snapshot: StateSnapshot, manifests: ManifestSet) -> list
     ]
 
 
-def after_shas(plan: Plan, snapshot: StateSnapshot) -> dict[str, str]:
-    """Assignment -> the hash of the configuration it has once ``plan`` is applied over ``snapshot``."""
-    return {name: c.sha256 for name, c in configs_of(state_after(snapshot, plan), model_file).items()}
+def stale_evaluation(plan: Plan, snapshot: StateSnapshot) -> str | None:
+    """Why a saved plan's evaluation does not hold for applying it over ``snapshot`` (None: it holds):
+    an evaluated assignment would get another configuration than the one evaluated, or the plan
+    changes the configuration of an assignment whose task has an evaluation without evaluating it
+    (the file was edited, the bundled model changed)."""
+    evaluated = {d.assignment: d.after.config_sha256 for d in plan.evaluations or ()}
+    tasks = set(plan.evaluation_tasks) | {d.task for d in plan.evaluations or ()}
+    after = configs_of(state_after(snapshot, plan), model_file)
+    for name, sha in sorted(evaluated.items()):
+        now = after[name].sha256 if name in after else None
+        if now != sha:
+            return (
+                f"assignment {name!r}: the configuration this plan evaluated (sha256 {sha[:12]}) is not the one "
+                f"applying it would give ({now[:12] if now else 'none'}); its evaluation does not hold"
+            )
+    for _, config in changed_configs(configs_of(state_now(snapshot), model_file), after):
+        if config.task_name in tasks and config.assignment not in evaluated:
+            return (
+                f"assignment {config.assignment!r}: this plan changes its configuration (to sha256 {config.sha256[:12]}) but has no "
+                f"evaluation of it, although its task {config.task_name!r} has one; the plan's evaluation does not cover it"
+            )
+    return None
 
 
 def estimate(found: list[Target]) -> tuple[int, float]:

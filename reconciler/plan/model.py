@@ -126,6 +126,7 @@ class Plan:
     warnings: tuple[str, ...] = ()
     enum_shortfalls: tuple[EnumShortfall, ...] = ()  # apply refuses these unless --extend-enums
     evaluations: tuple[BehaviourDiff, ...] | None = None  # --evaluate: the behaviour diff per changed assignment
+    evaluation_tasks: tuple[str, ...] = ()  # --evaluate: the tasks that had an evaluation (apply FILE checks their assignments)
     gates_ignored: bool = False  # applied with --ignore-gates although a gate failed (kept in the history)
 
     @property
@@ -156,9 +157,12 @@ class Plan:
             "warnings": list(self.warnings),
             "enum_values_missing": [e.to_dict() for e in self.enum_shortfalls],
             # only when evaluated, so plans made without --evaluate read as they always did
-            **({} if self.evaluations is None else {"evaluations": [d.to_dict() for d in self.evaluations]}),
+            **({} if self.evaluations is None else self._evaluation_dict()),
             **({"gates_ignored": True} if self.gates_ignored else {}),
         }
+
+    def _evaluation_dict(self) -> dict[str, Any]:
+        return {"evaluations": [d.to_dict() for d in self.evaluations or ()], "evaluation_tasks": list(self.evaluation_tasks)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Plan:
@@ -192,5 +196,6 @@ class Plan:
             warnings=tuple(data.get("warnings", [])),
             enum_shortfalls=tuple(EnumShortfall.from_dict(e) for e in data.get("enum_values_missing", [])),
             evaluations=None if data.get("evaluations") is None else tuple(BehaviourDiff.from_dict(d) for d in data["evaluations"]),
+            evaluation_tasks=tuple(data.get("evaluation_tasks", [])),
             gates_ignored=bool(data.get("gates_ignored", False)),
         )

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.evaluation.helpers import BAD, GOOD, ITEMS, write_config
+from tests.evaluation.helpers import BAD, GOOD, ITEMS, config, write_config
 from tests.runs.experiment_helpers import two_agents
 from tests.stub_openai import StubServer
 
@@ -170,6 +170,38 @@ def test_a_saved_plan_keeps_its_evaluation(write_manifests, cli_run, sqlite_url:
     (last, *_) = _history(cli_run, sqlite_url)
     assert last["command"] == "apply-plan" and last["plan"]["gates_ignored"] is True
     assert last["plan"]["evaluations"][0]["passed"] is False
+
+
+def test_a_saved_plan_refuses_a_change_it_did_not_evaluate(write_manifests, cli_run, sqlite_url: str, tmp_path: Path) -> None:
+    """A saved plan edited to change an assignment it never evaluated, whose task has an evaluation, is
+    refused: its evaluation does not cover that change."""
+    with StubServer(two_agents) as stub:
+        root = write_config(write_manifests, stub.base_url, GOOD)
+        assert _apply(cli_run, root, sqlite_url)[0] == 0
+        write_config(write_manifests, stub.base_url, BAD)
+        unevaluated = tmp_path / "unevaluated.json"  # the prompt change, planned without --evaluate
+        code, _, err = cli_run("plan", str(root), "--db", sqlite_url, "--out", str(unevaluated))
+        assert code == 0, err
+        spec = "metadata: {name: classify}\nspec:\n"
+        write_manifests({"config.yaml": config(stub.base_url, GOOD).replace(spec, spec + "  description: triage\n")})
+        saved = tmp_path / "plan.json"  # a task description changes no request: nothing to evaluate
+        code, _, err = cli_run("plan", str(root), "--db", sqlite_url, "--evaluate", "--out", str(saved))
+        assert code == 0, err
+        data = json.loads(saved.read_text())
+        assert data["evaluations"] == [] and data["evaluation_tasks"] == ["classify"]
+        assert [c["kind"] for c in data["changes"]] == ["Task"]
+        data["changes"] += [c for c in json.loads(unevaluated.read_text())["changes"] if c["kind"] == "Agent"]
+        saved.write_text(json.dumps(data))
+        history = _history(cli_run, sqlite_url)
+
+        code, _, err = cli_run("apply", str(saved), "--db", sqlite_url, "--no-validate", "--ignore-gates")
+        assert code == 1, err
+        assert "assignment 'classifier-classify': this plan changes its configuration" in err
+        assert "its task 'classify' has one" in err and "reconciler plan ... --evaluate --out FILE" in err
+        assert _history(cli_run, sqlite_url) == history  # nothing written
+        assert stub.requests == []
+        code, out, _ = cli_run("plan", str(root), "--db", sqlite_url, "--detailed-exitcode")
+        assert code == 2 and "description" in out and "system_prompt" not in out  # the prompt change was not applied
 
 
 def test_watch_evaluates_before_applying(write_manifests, cli_run, sqlite_url: str) -> None:
