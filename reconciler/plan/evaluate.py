@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from reconciler.llm.ports import ProviderConfig
     from reconciler.manifests.loader import ManifestSet
     from reconciler.plan.model import Plan
+    from reconciler.runs.evaluate import EvalItem
     from reconciler.runs.runner import ItemOutcome
     from reconciler.state.snapshot import StateSnapshot
 
@@ -102,25 +103,65 @@ def stale_evaluation(plan: Plan, snapshot: StateSnapshot) -> str | None:
     return None
 
 
-def estimate(found: list[Target]) -> tuple[int, float]:
-    """(model calls at most, their estimated cost in USD) before anything is sent: every item of every
-    configuration (answers the cache has are not called for), prompts at 4 characters a token and
-    answers at max_tokens."""
+# The adapter's output modes (part of an answer's cache key): which one a model takes is known only
+# once its agent is made, so the look-up before calling tries each (a configuration has one).
+OUTPUT_MODES = ("native", "prompted", "text", "plain")
+
+
+def eval_items(target: Target) -> list[EvalItem]:
+    """The items both configurations of ``target`` answer: its task's labelled inputs, rendered."""
+    from reconciler.runs.service import work_items
+
+    ev = target.evaluation
+    spec = {"inputs": target.inputs, "prompt_template": ev.prompt_template, "expected": dict(ev.expected)}
+    return work_items(f"the evaluation of task {target.after.task_name!r}", spec, set())
+
+
+def cached_items(found: list[Target], cache: Engine) -> set[tuple[str, int]]:
+    """(config SHA-256, item index) of every answer the answer cache already has, looked up before
+    calling: those items are not sent, so they are neither counted nor priced."""
+    from reconciler.runs import answer_cache
+
+    keys: dict[answer_cache.CacheKey, tuple[str, int]] = {}
+    for t in found:
+        items = eval_items(t)
+        for _, c in t.configs:
+            for mode in OUTPUT_MODES:
+                settings = answer_cache.settings_sha256(answer_cache.request_settings(c.provider, c.agent, c.task, mode, c.model_file))
+                for item in items:
+                    key = answer_cache.CacheKey(settings, answer_cache.messages_sha256(c.agent, c.task, mode, item.prompt), item.repeat)
+                    keys[key] = (c.sha256, item.index)
+    return {keys[k] for k in answer_cache.lookup(cache, keys)} if keys else set()
+
+
+@dataclass(frozen=True)
+class Estimate:
+    calls: int  # model calls to make (retries aside)
+    cached: int  # answers the answer cache gives instead
+    cost_usd: float  # of the calls
+
+
+def estimate(found: list[Target], cached: set[tuple[str, int]] | frozenset[tuple[str, int]] = frozenset()) -> Estimate:
+    """The calls and their estimated cost before anything is sent: every item of every configuration
+    but those in ``cached`` (``cached_items``), prompts at 4 characters a token and answers at max_tokens."""
     from reconciler.runs import metrics
 
-    calls = 0
+    calls = reused = 0
     cost = 0.0
     for t in found:
         template = t.evaluation.prompt_template or ""
-        prompt_chars = sum(len(template) + sum(len(str(v)) for v in item.values()) for item in t.inputs)
+        items = eval_items(t)
         for _, c in t.configs:
-            n = len(t.inputs)
+            todo = [i for i in items if (c.sha256, i.index) not in cached]
+            n = len(todo)
+            prompt_chars = sum(len(template) + sum(len(str(v)) for v in i.input.values()) for i in todo)
             fixed = len(c.agent.system_prompt) + sum(len(e.input) + len(str(e.output)) for e in c.agent.examples)
             tokens_in = (prompt_chars + n * fixed) // CHARS_PER_TOKEN
             tokens_out = n * (c.agent.max_tokens or DEFAULT_OUTPUT_TOKENS)
             calls += n
+            reused += len(items) - n
             cost += metrics.estimate_cost(c.provider.type, c.agent.model_name, c.agent.prices, tokens_in, tokens_out, base_url=c.provider.base_url)
-    return calls, cost
+    return Estimate(calls, reused, cost)
 
 
 def _cache_engine(engine: Engine | None) -> Engine | None:
@@ -164,18 +205,20 @@ def evaluate_plan(
     found = targets(plan, snapshot, manifests)
     if not found:
         return ()
-    calls, cost = estimate(found)
+    cache = _cache_engine(engine)
+    cached = cached_items(found, cache) if cache is not None and options.use_cache else set()
+    est = estimate(found, cached)
     n = len(found)
     options.notice(
-        f"Evaluating {n} assignment{'s' if n != 1 else ''}: at most {calls} model call{'s' if calls != 1 else ''} "
-        f"(answers in the answer cache are reused), estimated cost ${cost:.4f}."
+        f"Evaluating {n} assignment{'s' if n != 1 else ''}: {est.calls} model call{'s' if est.calls != 1 else ''} "
+        f"({est.cached} answer{'s' if est.cached != 1 else ''} from the cache), estimated cost ${est.cost_usd:.4f}."
     )
-    if options.max_cost_usd is not None and cost > options.max_cost_usd:
+    if options.max_cost_usd is not None and est.cost_usd > options.max_cost_usd:
         raise ReconcilerError(
-            f"the evaluation would cost about ${cost:.4f} ({calls} calls), more than --max-eval-cost ${options.max_cost_usd:g}; nothing was called",
+            f"the evaluation would cost about ${est.cost_usd:.4f} ({est.calls} calls, {est.cached} answers from the cache), "
+            f"more than --max-eval-cost ${options.max_cost_usd:g}; nothing was called",
             hint="raise --max-eval-cost, evaluate on fewer labelled inputs, or on a local provider",
         )
-    cache = _cache_engine(engine)
     return tuple(_evaluate(t, plan, snapshot, engine, cache, options) for t in found)
 
 
@@ -185,13 +228,11 @@ def _evaluate(
     from reconciler.llm.ports import ExecutionSettings, LLMError
     from reconciler.runs import answer_cache
     from reconciler.runs.evaluate import Arm, EvaluationOptions, evaluate
-    from reconciler.runs.service import work_items
 
     ev = target.evaluation
     name = target.after.assignment
     expected = dict(ev.expected)
-    spec = {"inputs": target.inputs, "prompt_template": ev.prompt_template, "expected": expected}
-    items = work_items(f"the evaluation of task {target.after.task_name!r}", spec, set())
+    items = eval_items(target)
     configs = target.configs
     arms = [Arm(label, c.agent, c.task, _provider_with_key(label, c, plan, snapshot, engine), c.model_file) for label, c in configs]
     outcomes: list[list[ItemOutcome]] = [[] for _ in arms]

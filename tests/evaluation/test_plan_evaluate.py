@@ -40,13 +40,14 @@ def test_a_change_that_breaks_the_agent_is_caught_and_not_applied(write_manifest
         assert "accuracy (95% CI)     100% (61%–100%) → 33% (10%–70%)" in out
         assert "regressed (4):" in out and "#1 Message: Please add dark mode — expected feature: before feature, after bug" in out
         assert "Evaluation: 1 assignment evaluated, 1 failed its gates." in out
-        assert "Evaluating 1 assignment: at most 12 model calls" in err
+        assert "Evaluating 1 assignment: 12 model calls (0 answers from the cache), estimated cost $0.0019." in err
         assert "error: assignment 'classifier-classify': gate min_accuracy failed: accuracy 33% is 27 points below the floor 60%" in err
         assert "gate max_drop failed: accuracy 100% → 33%: fell 67 points, 57 points more than the 10 points allowed" in err
 
         # the same plan again: every answer from the answer cache, no model called
         code, out, err = cli_run("plan", str(root), "--db", db_url, "--evaluate", "--json")
         assert code == 1 and len(stub.requests) == 2 * len(ITEMS)
+        assert "Evaluating 1 assignment: 0 model calls (12 answers from the cache), estimated cost $0.0000." in err
         (evaluation,) = json.loads(out)["evaluations"]
         assert list(evaluation) == ["assignment", "task", "before", "after", "accuracy_diff", "mcnemar_p", "regressed", "improved", "gates", "passed"]
         before, after = evaluation["before"], evaluation["after"]
@@ -137,9 +138,35 @@ def test_max_eval_cost_refuses_before_any_call(write_manifests, cli_run, sqlite_
         root = write_config(write_manifests, stub.base_url, GOOD)
         code, _, err = cli_run("plan", str(root), "--db", sqlite_url, "--evaluate", "--max-eval-cost", "0.0001")
         assert code == 1 and stub.requests == []
-    assert "the evaluation would cost about $0.0009 (6 calls), more than --max-eval-cost $0.0001; nothing was called" in err
+    assert "the evaluation would cost about $0.0009 (6 calls, 0 answers from the cache), more than --max-eval-cost $0.0001; nothing was called" in err
     code, _, err = cli_run("plan", str(root), "--db", sqlite_url, "--max-eval-cost", "1")
     assert code == 2 and "--max-eval-cost is for --evaluate" in err
+
+
+def test_max_eval_cost_counts_only_the_calls_the_cache_cannot_answer(write_manifests, cli_run, sqlite_url: str) -> None:
+    """The estimate subtracts the answers the cache has (looked up before calling): a fully cached
+    evaluation costs nothing and passes a tiny --max-eval-cost that refuses the cold one."""
+    with StubServer(two_agents) as stub:
+        root = write_config(write_manifests, stub.base_url, BAD)
+        assert _apply(cli_run, root, sqlite_url)[0] == 0
+        write_config(write_manifests, stub.base_url, GOOD)
+        code, _, err = cli_run("plan", str(root), "--db", sqlite_url, "--evaluate", "--max-eval-cost", "0.0001")
+        assert code == 1 and stub.requests == []
+        assert "the evaluation would cost about $0.0019 (12 calls, 0 answers from the cache), more than --max-eval-cost" in err
+
+        code, _, err = cli_run("plan", str(root), "--db", sqlite_url, "--evaluate")  # fills the answer cache
+        assert code == 0, err
+        assert len(stub.requests) == 2 * len(ITEMS)
+
+        code, out, err = cli_run("plan", str(root), "--db", sqlite_url, "--evaluate", "--max-eval-cost", "0.0001")
+        assert code == 0, err
+        assert "Evaluating 1 assignment: 0 model calls (12 answers from the cache), estimated cost $0.0000." in err
+        assert "✓ assignment classifier-classify" in out and len(stub.requests) == 2 * len(ITEMS)
+
+        write_config(write_manifests, stub.base_url, GOOD + " Be brief.")  # a new candidate: only its answers are called for
+        code, _, err = cli_run("plan", str(root), "--db", sqlite_url, "--evaluate", "--max-eval-cost", "0.0001")
+        assert code == 1 and len(stub.requests) == 2 * len(ITEMS)
+        assert "(6 calls, 6 answers from the cache), more than --max-eval-cost" in err
 
 
 def test_a_saved_plan_keeps_its_evaluation(write_manifests, cli_run, sqlite_url: str, tmp_path: Path) -> None:
