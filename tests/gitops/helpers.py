@@ -122,6 +122,19 @@ class WatchProcess:
         for line in self.proc.stdout:
             self.events.put(json.loads(line))
 
+    def drain(self) -> list[dict]:
+        """The events read since the last look, without waiting (kept in ``seen`` too)."""
+        import queue
+
+        out = []
+        while True:
+            try:
+                event = self.events.get_nowait()
+            except queue.Empty:
+                return out
+            self.seen.append(event)
+            out.append(event)
+
     def wait_for(self, predicate, timeout: float = 60.0) -> dict:  # type: ignore[no-untyped-def]
         """The next event that satisfies ``predicate`` (a deadline only to fail instead of hanging)."""
         import queue

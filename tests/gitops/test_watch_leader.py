@@ -23,23 +23,11 @@ def _applies(db_url: str) -> list[tuple[str, int, int, int]]:
         engine.dispose()
 
 
-def _drain(w: WatchProcess) -> list[dict]:
-    import queue
-
-    out = []
-    while True:
-        try:
-            out.append(w.events.get_nowait())
-        except queue.Empty:
-            return out
-
-
 def _first_takeover(standbys: list[WatchProcess], timeout: float) -> tuple[WatchProcess, dict]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for s in standbys:
-            for e in _drain(s):
-                s.seen.append(e)
+            for e in s.drain():
                 if e["trigger"] == "takeover":
                     return s, e
         time.sleep(0.1)
@@ -75,7 +63,7 @@ def test_one_watcher_leads_and_a_standby_takes_over_when_it_is_killed(write_mani
         assert event["outcome"] == "in-sync"  # the killed leader had applied everything: nothing twice
         time.sleep(3)  # longer than a standby's poll: the other one must still be standing by
         other = next(s for s in standbys if s is not new_leader)
-        assert not any(e["trigger"] == "takeover" for e in _drain(other))
+        assert not any(e["trigger"] == "takeover" for e in other.drain())
 
         write_manifests(config({"triage": 0.4}))
         assert new_leader.wait_for(lambda e: e["trigger"] == "files")["changes"] == ["~ agent triage: temperature 0.3 → 0.4"]

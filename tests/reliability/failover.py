@@ -9,7 +9,6 @@ never two; the database ends equal to the manifests.
 
 from __future__ import annotations
 
-import queue
 import random
 import time
 from dataclasses import dataclass, field
@@ -31,17 +30,6 @@ class FailoverReport:
     applied_by_successor: int = 0  # the dead leader had not committed the change: its successor applied it
     applied_by_leader: int = 0  # the dead leader had committed it: its successor found the state in sync
     violations: list[str] = field(default_factory=list)
-
-
-def _drain(w: WatchProcess) -> list[dict]:
-    out = []
-    while True:
-        try:
-            event = w.events.get_nowait()
-        except queue.Empty:
-            return out
-        w.seen.append(event)
-        out.append(event)
 
 
 def _watch(root: Path, db_url: str, cwd: Path) -> WatchProcess:
@@ -99,7 +87,7 @@ def run_leader_failover(db_url: str, work: Path, *, trials: int, seed: int = 17)
             deadline = time.monotonic() + 3 * TAKEOVER_BOUND_SECONDS
             while successor is None and time.monotonic() < deadline:
                 for s in standbys:
-                    for e in _drain(s):
+                    for e in s.drain():
                         if e["trigger"] == "takeover" and successor is None:
                             successor, event = s, e
                         elif e["trigger"] == "takeover":
@@ -120,7 +108,7 @@ def run_leader_failover(db_url: str, work: Path, *, trials: int, seed: int = 17)
                 report.violations.append(f"trial {trial}: the takeover ended {event['outcome']}: {event.get('errors')}")
             time.sleep(0.3)  # any second takeover would have been reported by now
             for s in standbys:
-                if s is not successor and any(e["trigger"] == "takeover" for e in _drain(s)):
+                if s is not successor and any(e["trigger"] == "takeover" for e in s.drain()):
                     report.violations.append(f"trial {trial}: two standbys took over")
             standbys.remove(successor)
             leader = successor
