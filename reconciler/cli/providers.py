@@ -103,18 +103,7 @@ def report_models(engine: Engine, providers: Sequence[str] | None, *, as_json: b
     missing = [c for c in checks if c.status is ModelStatus.MISSING]
     for c in missing:
         if as_json:
-            click.echo(
-                json.dumps(
-                    {
-                        "event": "model_check",
-                        "agent": c.agent,
-                        "provider": c.provider,
-                        "model_name": c.model_name,
-                        "model_status": c.status.value,
-                        "served_models": list(c.served),
-                    }
-                )
-            )
+            click.echo(json.dumps({"event": "model_check", **c.to_dict()}))
         else:
             click.echo(f"warning: {c.message()}\n  hint: {c.hint()}", err=True)
     return [c.agent for c in missing]

@@ -104,7 +104,7 @@ class ReconcileEvent:
     retry_in: float | None = None  # seconds until the failed reconcile is retried (None: on the next change)
     runs: tuple[str, ...] = ()  # runs with trigger: on_apply this apply created or changed: they start now
     leader: str | None = None  # standby: the watcher that leads
-    missing_models: tuple[dict[str, str], ...] = ()  # active agents whose model their provider does not serve
+    missing_models: tuple[dict[str, Any], ...] = ()  # active agents whose model their provider does not serve
 
     @property
     def failed(self) -> bool:
@@ -179,15 +179,9 @@ class ReconcileEvent:
         return f"{what} failed{reason}{when}"
 
 
-def _missing_model(check: ModelCheck) -> dict[str, str]:
+def _missing_model(check: ModelCheck) -> dict[str, Any]:
     """The model check `apply` prints as a warning, as event data: watch has no terminal to warn on."""
-    return {
-        "agent": check.agent,
-        "provider": check.provider,
-        "model_name": check.model_name,
-        "message": check.message(),
-        "hint": check.hint(),
-    }
+    return {**check.to_dict(), "message": check.message(), "hint": check.hint()}
 
 
 def _inline(errors: tuple[Problem, ...]) -> bool:

@@ -41,6 +41,16 @@ class ModelCheck:
             f"it serves: {served_list(self.served)}"
         )
 
+    def to_dict(self) -> dict[str, Any]:
+        """What `providers check --json` and watch events say of the check."""
+        return {
+            "agent": self.agent,
+            "provider": self.provider,
+            "model_name": self.model_name,
+            "model_status": self.status.value,
+            "served_models": list(self.served),
+        }
+
     def hint(self) -> str:
         serve = f"`ollama pull {self.model_name}`" if self.provider_type == "ollama" else "make the provider serve it"
         return f"fix model_name in Agent {self.agent!r} and apply, or {serve} and run `reconciler providers check {self.provider}`"

@@ -210,7 +210,8 @@ def test_watch_reports_a_model_the_provider_does_not_serve(write_manifests, sqli
             assert event is not None and event.outcome == "applied"
             message = f"agent 'classifier': model 'no-such-model' is not served by provider 'remote' ({case.type}); it serves: {', '.join(case.listed)}"
             assert event.to_dict()["missing_models"] == [
-                {"agent": "classifier", "provider": "remote", "model_name": "no-such-model", "message": message,
+                {"agent": "classifier", "provider": "remote", "model_name": "no-such-model", "model_status": "missing",
+                 "served_models": list(case.listed), "message": message,
                  "hint": "fix model_name in Agent 'classifier' and apply, or make the provider serve it and run `reconciler providers check remote`"}
             ]
             assert f"    warning: {message}" in event.render_text()
