@@ -133,29 +133,21 @@ def plan(
     return 2 if detailed_exitcode and not the_plan.is_empty else 0
 
 
-def _save_plan(the_plan: Any, out: str) -> None:
-    from reconciler.errors import ReconcilerError
-    from reconciler.plan.render import render_json
+def _save_plan(the_plan: Plan, out: str) -> None:
+    from reconciler.plan.saved import write_saved_plan
+    from reconciler.providers.secrets import load_secret_box
 
-    try:
-        Path(out).write_text(render_json(the_plan), encoding="utf-8")
-    except OSError as exc:
-        raise ReconcilerError(f"cannot write plan file {out}: {exc.strerror}") from None
+    # the key of the database just planned against (created as apply would create it), so the
+    # apply job that has that key can check the file was not changed
+    write_saved_plan(the_plan, load_secret_box(create=True), out)
 
 
-def _load_saved_plan(path: str) -> Plan:
-    from reconciler.errors import Location, Problem, ReconcilerError
-    from reconciler.plan.model import Plan
+def _load_saved_plan(path: str, db: str | None) -> Plan:
+    from reconciler.plan.saved import read_saved_plan
+    from reconciler.providers.secrets import load_secret_box
+    from reconciler.state.db import database_url
 
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-        return Plan.from_dict(data)
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ReconcilerError(Problem(f"cannot read saved plan: {exc}", Location(path))) from None
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ReconcilerError(
-            Problem(f"not a saved reconciler plan: {exc}", Location(path), hint="create one with `reconciler plan PATH --out FILE`")
-        ) from None
+    return read_saved_plan(path, lambda: load_secret_box(create=False, needed_for="it checks the saved plan's signature", database=database_url(db)))
 
 
 def _is_saved_plan(paths: tuple[str, ...]) -> bool:
@@ -246,7 +238,7 @@ def apply(
                 "(a plan made with --evaluate keeps its evaluation)",
                 hint="pass them to `reconciler plan ... --out FILE` instead",
             )
-        outcome = apply_saved_plan(_load_saved_plan(paths[0]), replace(request, command="apply-plan"), show)
+        outcome = apply_saved_plan(_load_saved_plan(paths[0], db), replace(request, command="apply-plan"), show)
     else:
         from reconciler.gitops.revisions import manifest_source
 

@@ -168,8 +168,22 @@ class SecretBox:
             raise undecryptable([provider], self.source) from None
 
     def fingerprint(self, value: str) -> str:
-        mac_key = hashlib.sha256(b"reconciler-secret-fingerprint:" + self.key).digest()
-        return "hmac-sha256:" + hmac.new(mac_key, value.encode(), hashlib.sha256).hexdigest()
+        return _mac(self.key, "secret-fingerprint", value.encode())
+
+    def sign(self, payload: bytes, purpose: str) -> str:
+        """An HMAC of ``payload`` under the newest key, for ``purpose`` (a key is never used for two)."""
+        return _mac(self.key, purpose, payload)
+
+    def signed(self, payload: bytes, signature: str, purpose: str) -> bool:
+        """Whether any key of the ring made ``signature``: what was signed before a rotation still verifies."""
+        return any(hmac.compare_digest(_mac(key, purpose, payload), signature) for key in self.keys)
+
+
+def _mac(key: bytes, purpose: str, payload: bytes) -> str:
+    """HMAC-SHA256 under a key derived from ``key`` for one purpose, so a fingerprint of an API key
+    can never pass for a plan's signature."""
+    mac_key = hashlib.sha256(f"reconciler-{purpose}:".encode() + key).digest()
+    return "hmac-sha256:" + hmac.new(mac_key, payload, hashlib.sha256).hexdigest()
 
 
 def undecryptable(providers: list[str], source: str) -> ReconcilerError:

@@ -20,6 +20,17 @@ def _apply(cli_run, root: Path, db: str, *extra: str) -> tuple[int, str, str]:  
     return cli_run("apply", str(root), "--db", db, "--auto-approve", "--no-validate", *extra)
 
 
+def _signed_edit(data: dict, db: str) -> str:
+    """A plan file edited by someone holding the database's secret key: signed again, so apply's own
+    checks (not the signature) must catch the edit."""
+    from reconciler.plan.saved import SIGNATURE, signed_document_text
+    from reconciler.providers.secrets import load_secret_box
+    from reconciler.state.db import database_url
+
+    data = {k: v for k, v in data.items() if k != SIGNATURE}
+    return signed_document_text(data, load_secret_box(create=False, database=database_url(db)))
+
+
 def _history(cli_run, db: str) -> list[dict]:  # type: ignore[no-untyped-def]
     code, out, err = cli_run("history", "--db", db, "-o", "json")
     assert code == 0, err
@@ -189,6 +200,9 @@ def test_a_saved_plan_keeps_its_evaluation(write_manifests, cli_run, sqlite_url:
         change["desired"]["system_prompt"] = "Something else."
         edited.write_text(json.dumps(data))
         code, _, err = cli_run("apply", str(edited), "--db", sqlite_url, "--no-validate", "--ignore-gates")
+        assert code == 1 and "the saved plan's signature does not match" in err
+        edited.write_text(_signed_edit(data, sqlite_url))
+        code, _, err = cli_run("apply", str(edited), "--db", sqlite_url, "--no-validate", "--ignore-gates")
         assert code == 1 and "the configuration this plan evaluated" in err and "its evaluation does not hold" in err
 
         code, _, err = cli_run("apply", str(saved), "--db", sqlite_url, "--no-validate", "--ignore-gates")
@@ -218,7 +232,7 @@ def test_a_saved_plan_refuses_a_change_it_did_not_evaluate(write_manifests, cli_
         assert data["evaluations"] == [] and data["evaluation_tasks"] == ["classify"]
         assert [c["kind"] for c in data["changes"]] == ["Task"]
         data["changes"] += [c for c in json.loads(unevaluated.read_text())["changes"] if c["kind"] == "Agent"]
-        saved.write_text(json.dumps(data))
+        saved.write_text(_signed_edit(data, sqlite_url))
         history = _history(cli_run, sqlite_url)
 
         code, _, err = cli_run("apply", str(saved), "--db", sqlite_url, "--no-validate", "--ignore-gates")
