@@ -8,12 +8,13 @@ a different state is refused instead of half-applied.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import groupby
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, bindparam, delete, insert, update
 
@@ -26,6 +27,9 @@ from reconciler.state.columns import add_enum_values
 from reconciler.state.history import record_operation
 from reconciler.state.snapshot import StateSnapshot, ciphertext_digest, read_snapshot
 from reconciler.state.tables import reconciler_resources, utcnow
+
+if TYPE_CHECKING:
+    from reconciler.state.kept import KeptSnapshot
 
 CHUNK = 500
 
@@ -70,21 +74,25 @@ def plan_and_execute(
     make_plan: Callable[[StateSnapshot], Plan],
     meta: ApplyMeta,
     encrypter: Callable[[Plan], SecretResolver | None],
+    kept: KeptSnapshot | None = None,
 ) -> tuple[Plan, StateSnapshot, ApplyResult]:
     """Read the state, make the plan from it (``make_plan`` may raise to refuse) and apply it, all
     in one write transaction (on SQLite ``BEGIN IMMEDIATE``: no other writer between the read and
     the writes). ``execute_plan`` passes a plan made earlier and refuses it if the state read here
     has another fingerprint; ``watch``, which asks nobody to confirm, plans here and so reads the
     state once per change instead of twice. ``encrypter`` gives the secret encrypter the plan
-    needs; it runs before anything is written."""
+    needs; it runs before anything is written. ``kept`` (watch): the connection and the snapshot
+    kept since the last change, reused when nobody else committed since."""
     started = utcnow()
-    with engine.connect() as conn:
+    with engine.connect() if kept is None else contextlib.nullcontext(kept.connection()) as conn:
         conn = conn.execution_options(sqlite_begin="IMMEDIATE")
         with conn.begin():
-            snapshot = read_snapshot(conn)
+            snapshot = read_snapshot(conn) if kept is None else kept.read(conn, read_snapshot)
             plan = make_plan(snapshot)
             if plan.is_empty:
                 return plan, snapshot, ApplyResult(None, 0, 0, 0, ())
+            if kept is not None:
+                kept.forget()  # this connection writes now, and SQLite's marker never shows its own commits
             shortfalls = enum_shortfalls(plan.changes, snapshot.columns)
             if shortfalls:  # a saved plan, or --extend-enums not given: PostgreSQL would refuse the rows
                 raise refusal(shortfalls)

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from reconciler.providers.secrets import SecretBox
     from reconciler.providers.validation import ValidationResult
     from reconciler.runs.triggered import TriggeredRun
+    from reconciler.state.kept import KeptSnapshot
 
 
 @dataclass(frozen=True)
@@ -232,6 +233,7 @@ class ApplyRequest:
     # plan; the schema is created first; not with extend_enums, which commits before the apply, nor
     # with evaluate: no model is called while the write transaction is open)
     plan_in_transaction: bool = False
+    kept: KeptSnapshot | None = None  # watch, planning in the transaction: the snapshot it keeps between changes
     evaluate: EvaluateOptions | None = None  # evaluate the changed assignments first; a failed gate applies nothing
     ignore_gates: bool = False  # apply even when a gate failed (the history records it)
 
@@ -378,7 +380,8 @@ def _plan_and_apply_in_one_transaction(manifests: ManifestSet, request: ApplyReq
 
     doing = "reconciling" if request.command == "watch" else "applying"
     with translate_db_errors(engine.url, doing), apply_lock(engine, request.lock_timeout, command=request.command):
-        the_plan, snapshot, result = plan_and_execute(engine, make_plan, apply_meta(request.command, sources, request.git), encrypter_for)
+        meta = apply_meta(request.command, sources, request.git)
+        the_plan, snapshot, result = plan_and_execute(engine, make_plan, meta, encrypter_for, request.kept)
     if result.apply_id is None:
         return ApplyOutcome(the_plan, snapshot, engine=engine, manifests=manifests)
     return replace(_after_commit(the_plan, snapshot, engine, result, request, hooks), manifests=manifests)

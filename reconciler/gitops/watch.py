@@ -39,6 +39,8 @@ if TYPE_CHECKING:
     from reconciler.manifests.loader import ParsedFiles
     from reconciler.plan.evaluate import EvaluateOptions
     from reconciler.providers.model_check import ModelCheck
+    from reconciler.state.kept import KeptSnapshot
+    from reconciler.state.snapshot import StateSnapshot
 
 TRANSIENT = (StateError, LockTimeout, StalePlan)  # may go away by itself: every failed retry is reported
 MISSED_SCAN_SECONDS = 5.0  # at most this long between looks for changes no notification told about
@@ -278,6 +280,8 @@ class Watcher:
         self.gated_digest: str | None = None  # content of the manifests whose evaluation last failed a gate
         self.reported: tuple[str | None, tuple[Problem, ...]] | None = None  # the last refusal reported
         self.parsed: ParsedFiles | None = None  # the files read last time, kept in memory
+        self.kept: KeptSnapshot | None = None  # the state last read, and the connection it was read on
+        self._drift_of: tuple[StateSnapshot, tuple[Drift, ...]] | None = None  # the last snapshot's drift
 
     # -- pieces -------------------------------------------------------------------------------
     def _engine(self) -> Engine:
@@ -287,7 +291,23 @@ class Watcher:
             self.engine = open_for_apply(self.config.db)
         return self.engine
 
+    def _kept(self) -> KeptSnapshot:
+        if self.kept is None:
+            from reconciler.state.kept import KeptSnapshot
+
+            self.kept = KeptSnapshot(self._engine())
+        return self.kept
+
+    def _drift(self, snapshot: StateSnapshot) -> tuple[Drift, ...]:
+        """The drift of ``snapshot``, found once per snapshot (a kept one serves many changes)."""
+        if self._drift_of is None or self._drift_of[0] is not snapshot:
+            self._drift_of = (snapshot, tuple(detect_drift(snapshot)))
+        return self._drift_of[1]
+
     def _forget_engine(self) -> None:
+        if self.kept is not None:
+            self.kept.close()
+            self.kept = None
         if self.engine is not None:
             self.engine.dispose()
             self.engine = None
@@ -310,6 +330,8 @@ class Watcher:
             transient = True
         if isinstance(exc, StateError) or not isinstance(exc, ReconcilerError):
             self._forget_engine()
+        elif self.kept is not None:
+            self.kept.forget()  # read the state again at the retry
         self.failures += 1
         delay = self.config.backoff.delay(self.failures, self.rand())
         self.retry_at, self.transient = self.clock() + delay, transient
@@ -347,6 +369,7 @@ class Watcher:
         try:
             git = describe_checkout(paths)
             engine = self._engine()
+            in_transaction = self.config.evaluate is None  # no model is asked while the write transaction is open
             request = ApplyRequest(
                 paths,
                 self.config.db,
@@ -360,12 +383,13 @@ class Watcher:
                 start_runs=False,
                 engine=engine,
                 manifests=manifests,
-                # the state is read once, inside the apply transaction; not while models are asked
-                plan_in_transaction=self.config.evaluate is None,
+                # the state is read inside the apply transaction, or reused when nobody wrote since
+                plan_in_transaction=in_transaction,
+                kept=self._kept() if in_transaction else None,
                 evaluate=self.config.evaluate,
             )
             outcome = apply_manifests(request)  # its on_apply runs start in the background, after this event
-            drift = tuple(detect_drift(outcome.snapshot))
+            drift = self._drift(outcome.snapshot)
             statuses = self._provider_changes(engine)
         except GatesFailed as exc:  # evaluated again only when the manifests change: the models are not asked twice
             self._succeeded()
@@ -394,6 +418,22 @@ class Watcher:
             missing_models=tuple(_missing_model(c) for c in outcome.missing_models),
         )
 
+    def prepare(self) -> None:
+        """After an applied event is out: read the state this apply wrote, so the next change finds
+        it kept (off the change -> applied path; the next reconcile still asks the database whether
+        anyone wrote since). A failure here only means the next reconcile reads it itself."""
+        if self.config.evaluate is not None or self.engine is None:
+            return
+        from reconciler.state.db import translate_db_errors
+        from reconciler.state.snapshot import read_snapshot
+
+        kept = self._kept()
+        try:
+            with translate_db_errors(self.engine.url, "reading the state"):
+                self._drift(kept.refresh(read_snapshot))
+        except Exception:  # noqa: BLE001 - the next reconcile reads the state and reports what fails
+            kept.forget()
+
     def retry_due(self) -> bool:
         return self.retry_at is not None and self.clock() >= self.retry_at
 
@@ -403,13 +443,13 @@ class Watcher:
         if self.retry_at is not None and self.transient:
             return None
         from reconciler.state.db import translate_db_errors
-        from reconciler.state.snapshot import load_snapshot
+        from reconciler.state.snapshot import read_snapshot
 
         started = time.perf_counter()
         try:
             engine = self._engine()
             with translate_db_errors(engine.url, "checking for drift"):
-                drift = tuple(detect_drift(load_snapshot(engine)))
+                drift = self._drift(self._kept().refresh(read_snapshot))  # read again only if someone wrote
             statuses = self._provider_changes(engine)
         except Exception as exc:  # noqa: BLE001
             return self._failed("interval", started, exc, (), None)
@@ -492,6 +532,8 @@ def run_watch(config: WatchConfig, emit: Callable[[Event], None], stop: threadin
         say(event)
         if event is not None and event.runs:
             runs.start(event.runs, event.apply_id)
+        if event is not None and event.outcome == "applied":
+            watcher.prepare()  # the state for the next change, read while nothing waits for it
 
     try:
         first = "startup" if leadership is None else _lead(leadership, say, stop, "startup")
