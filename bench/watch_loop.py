@@ -43,6 +43,18 @@ def _cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _settle(pid: int, timeout: float = 30.0) -> None:
+    """Wait until the watcher is idle (its CPU time stops moving): what it does after an event (it
+    reads the state it just wrote, for the next change) is not counted against the next change."""
+    deadline, last = time.monotonic() + timeout, _cpu_seconds(pid)
+    while last is not None and time.monotonic() < deadline:
+        time.sleep(0.1)
+        now = _cpu_seconds(pid)
+        if now == last:
+            return
+        last = now
+
+
 def _peak_rss_mib(pid: int) -> float:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -95,6 +107,7 @@ def measure_watch(n: int, files: int, changes: int, env: dict[str, str], work: P
             raise RuntimeError(f"watch did not apply at start: {started}")
         for step in range(changes):
             time.sleep(0.3)  # let the notifications of the previous write drain
+            _settle(proc.pid)
             target = agent_files[step % len(agent_files)]
             cpu_before, load_before = _cpu_seconds(proc.pid), load_average()
             written = time.perf_counter()

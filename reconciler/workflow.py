@@ -18,7 +18,7 @@ from sqlalchemy import Engine
 from reconciler.apply import ApplyMeta, ApplyResult, SecretResolver, execute_plan, plan_and_execute
 from reconciler.errors import Problem, ReconcilerError, first_line
 from reconciler.manifests.loader import Manifest, ManifestSet, load_manifests
-from reconciler.plan.desired import DesiredResource, desired_state
+from reconciler.plan.desired import DesiredMemo, DesiredResource, desired_state
 from reconciler.plan.diff import diff
 from reconciler.plan.guards import GuardOptions, guard_plan
 from reconciler.plan.model import Change, Plan
@@ -108,17 +108,19 @@ def secret_encrypter() -> Callable[[Change], tuple[bytes, str]]:
     return encrypt
 
 
-def desired_from(manifests: ManifestSet, snapshot: StateSnapshot | None = None) -> dict[tuple[str, str], DesiredResource]:
+def desired_from(
+    manifests: ManifestSet, snapshot: StateSnapshot | None = None, memo: DesiredMemo | None = None
+) -> dict[tuple[str, str], DesiredResource]:
     """The desired state; provider secrets are read (references first, then the key) only if present."""
     if not _needs_secrets(manifests):
-        return desired_state(manifests, None)
+        return desired_state(manifests, None, memo)
     values = resolve_manifest_secrets(manifests)
     box = secret_box_for(manifests, snapshot)
 
     def fingerprint(ref: dict[str, str], m: Manifest) -> str:
         return box.fingerprint(values[m.name])
 
-    return desired_state(manifests, fingerprint)
+    return desired_state(manifests, fingerprint, memo)
 
 
 def compute_plan(
@@ -129,12 +131,13 @@ def compute_plan(
     sources: list[str],
     git: dict[str, Any] | None,
     guards: GuardOptions | None = None,
+    memo: DesiredMemo | None = None,
 ) -> Plan:
     """Diff, then the guard rails (--target/--exclude, prevent-destroy, mass delete), then the
     values the database's enum columns lack (shown by the plan, refused by apply)."""
     from reconciler.plan.enums import enum_shortfalls
 
-    desired = desired_from(manifests, snapshot)
+    desired = desired_from(manifests, snapshot, memo)
     the_plan = diff(desired, snapshot, prune=prune, sources=tuple(sources), git=git)
     the_plan = guard_plan(the_plan, snapshot, set(desired) | set(snapshot.resources), guards or GuardOptions())
     shortfalls = enum_shortfalls(the_plan.changes, snapshot.columns)
@@ -234,6 +237,7 @@ class ApplyRequest:
     # with evaluate: no model is called while the write transaction is open)
     plan_in_transaction: bool = False
     kept: KeptSnapshot | None = None  # watch, planning in the transaction: the snapshot it keeps between changes
+    desired_memo: DesiredMemo | None = None  # watch: the desired resources of the manifests it loaded last time
     evaluate: EvaluateOptions | None = None  # evaluate the changed assignments first; a failed gate applies nothing
     ignore_gates: bool = False  # apply even when a gate failed (the history records it)
 
@@ -320,7 +324,9 @@ def _shown_plan(
     database, None when there is none yet) and shown."""
     if request.external_refs:
         _check_external_refs(manifests, snapshot)
-    the_plan = compute_plan(manifests, snapshot, prune=request.prune, sources=sources, git=request.git, guards=request.guards)
+    the_plan = compute_plan(
+        manifests, snapshot, prune=request.prune, sources=sources, git=request.git, guards=request.guards, memo=request.desired_memo
+    )
     the_plan = hooks.relocate(the_plan)
     if request.evaluate is not None and not the_plan.is_empty:
         the_plan = evaluated(the_plan, snapshot, manifests, engine, request.evaluate)

@@ -37,6 +37,7 @@ from reconciler.plan.render import render_change
 
 if TYPE_CHECKING:
     from reconciler.manifests.loader import ParsedFiles
+    from reconciler.plan.desired import DesiredMemo
     from reconciler.plan.evaluate import EvaluateOptions
     from reconciler.providers.model_check import ModelCheck
     from reconciler.state.kept import KeptSnapshot
@@ -281,6 +282,7 @@ class Watcher:
         self.reported: tuple[str | None, tuple[Problem, ...]] | None = None  # the last refusal reported
         self.parsed: ParsedFiles | None = None  # the files read last time, kept in memory
         self.kept: KeptSnapshot | None = None  # the state last read, and the connection it was read on
+        self.desired: DesiredMemo | None = None  # the desired resources of the manifests loaded last time
         self._drift_of: tuple[StateSnapshot, tuple[Drift, ...]] | None = None  # the last snapshot's drift
 
     # -- pieces -------------------------------------------------------------------------------
@@ -351,6 +353,7 @@ class Watcher:
         """Validate, plan and apply the manifests; invalid manifests apply nothing."""
         from reconciler.gitinfo import describe_checkout
         from reconciler.manifests.loader import ParsedFiles, load_manifests
+        from reconciler.plan.desired import DesiredMemo
         from reconciler.workflow import ApplyRequest, apply_manifests
 
         started = time.perf_counter()
@@ -361,6 +364,7 @@ class Watcher:
             return None  # the same invalid or gated manifests as last time: reported already, and still so
         try:
             self.parsed = self.parsed or ParsedFiles()
+            self.desired = self.desired or DesiredMemo()
             manifests = load_manifests(paths, parsed=self.parsed)
         except ReconcilerError as exc:
             self.invalid_digest, self.retry_at = digest, None  # only a change can make them valid
@@ -386,6 +390,7 @@ class Watcher:
                 # the state is read inside the apply transaction, or reused when nobody wrote since
                 plan_in_transaction=in_transaction,
                 kept=self._kept() if in_transaction else None,
+                desired_memo=self.desired,
                 evaluate=self.config.evaluate,
             )
             outcome = apply_manifests(request)  # its on_apply runs start in the background, after this event

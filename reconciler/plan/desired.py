@@ -8,7 +8,7 @@ from typing import Any
 from reconciler.kinds import BY_NAME
 from reconciler.kinds.base import Fingerprint
 from reconciler.kinds.run import inputs_digest
-from reconciler.manifests.loader import ManifestSet
+from reconciler.manifests.loader import Manifest, ManifestSet
 
 ResourceKey = tuple[str, str]
 
@@ -25,23 +25,53 @@ class DesiredResource:
     payload: dict[str, Any] | None = None  # data apply writes but the diff does not compare (a run's inputs)
 
 
-def desired_state(manifests: ManifestSet, fingerprint_secret: Fingerprint | None = None) -> dict[ResourceKey, DesiredResource]:
+class DesiredMemo:
+    """The desired resources of the manifests of the last call, for a caller that loads the same
+    ``Manifest`` objects again (``watch``: the files that did not change, ``ParsedFiles``). A manifest
+    that is the same object with the same resolved file contents has the same desired resource; a
+    kind with a sensitive field is computed every time (its essence holds the HMAC of a secret read
+    now). The result is the same with or without it."""
+
+    def __init__(self) -> None:
+        self._kept: dict[int, tuple[Manifest, dict[str, Any], DesiredResource]] = {}
+        self.hits = 0
+
+    def reuse(self, m: Manifest) -> DesiredResource | None:
+        found = self._kept.get(id(m))
+        if found is None or found[0] is not m or found[1] != m.resolved:
+            return None
+        self.hits += 1
+        return found[2]
+
+
+def desired_state(
+    manifests: ManifestSet, fingerprint_secret: Fingerprint | None = None, memo: DesiredMemo | None = None
+) -> dict[ResourceKey, DesiredResource]:
     """Essences of every manifest. ``fingerprint_secret(ref, manifest)`` returns the HMAC of a
-    provider's resolved secret; it is only called for providers that have an api_key."""
+    provider's resolved secret; it is only called for providers that have an api_key. ``memo``:
+    the desired resources of manifests seen in the last call (kept for the next one)."""
     out: dict[ResourceKey, DesiredResource] = {}
+    kept: dict[int, tuple[Manifest, dict[str, Any], DesiredResource]] = {}
     for m in manifests.manifests:
         k = BY_NAME[m.kind]
-        out[m.key] = DesiredResource(
-            m.kind,
-            m.name,
-            k.essence(m, fingerprint_secret),
-            str(m.location),
-            m.labels,
-            m.annotations,
-            k.secret_source(m) if k.secret_source else None,
-            k.payload(m) if k.payload else None,
-        )
+        d = memo.reuse(m) if memo is not None and not k.sensitive else None
+        if d is None:
+            d = DesiredResource(
+                m.kind,
+                m.name,
+                k.essence(m, fingerprint_secret),
+                str(m.location),
+                m.labels,
+                m.annotations,
+                k.secret_source(m) if k.secret_source else None,
+                k.payload(m) if k.payload else None,
+            )
+        if memo is not None and not k.sensitive:
+            kept[id(m)] = (m, dict(m.resolved), d)
+        out[m.key] = d
+    if memo is not None:
+        memo._kept = kept
     return out
 
 
-__all__ = ["DesiredResource", "ResourceKey", "desired_state", "inputs_digest"]
+__all__ = ["DesiredMemo", "DesiredResource", "ResourceKey", "desired_state", "inputs_digest"]

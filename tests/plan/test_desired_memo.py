@@ -1,0 +1,43 @@
+"""watch reuses the desired resources of manifests it loaded before (``DesiredMemo``): the result is
+always what computing them again gives, whatever changed, the YAML or a file a manifest refers to."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from reconciler.manifests.loader import ParsedFiles, load_manifests
+from reconciler.plan.desired import DesiredMemo, desired_state
+from tests.test_parse_cache import fresh_cache, root  # noqa: F401  (root: a fixture)
+
+
+def test_the_memo_gives_what_computing_again_gives(root: Path, tmp_path: Path) -> None:  # noqa: F811
+    parsed, memo = ParsedFiles(), DesiredMemo()
+    secrets = iter(f"hmac-{i}" for i in range(100))
+
+    def fingerprint(ref: dict[str, str], m: object) -> str:  # a new value each call: a secret read now
+        return next(secrets)
+
+    def both() -> tuple[dict, dict]:  # type: ignore[type-arg]
+        manifests = load_manifests([str(root)], cache=fresh_cache(tmp_path / "c"), parsed=parsed)
+        kept = desired_state(manifests, fingerprint, memo)
+        return kept, desired_state(manifests, lambda ref, m: kept[("Provider", "openai")].essence["api_key"]["hmac"])
+
+    kept, fresh = both()
+    assert kept == fresh and memo.hits == 0
+    kept, fresh = both()
+    assert kept == fresh
+    assert memo.hits == len(kept) - 2  # all but the providers: their essence holds a secret's HMAC, read each time
+    assert kept[("Provider", "openai")].essence["api_key"]["hmac"] == "hmac-1"
+
+    agents = root / "agents.yaml"
+    agents.write_text(agents.read_text().replace("temperature: 0\n", "temperature: 0.5\n"), encoding="utf-8")
+    (root / "schemas/answer.json").write_text('{"type": "object", "required": ["x"]}', encoding="utf-8")
+    (root / "data/inputs.jsonl").write_text('{"text": "bye", "label": "b"}\n', encoding="utf-8")
+    hits = memo.hits
+    kept, fresh = both()
+    assert kept == fresh
+    assert kept[("Agent", "classifier")].essence["temperature"] == 0.5
+    assert kept[("Task", "from-file")].essence["response_schema"] == {"type": "object", "required": ["x"]}
+    # the edited file's manifests (2 agents, 1 assignment, 2 runs), the task whose schema file changed
+    # and the providers are computed again; the inline task is reused
+    assert memo.hits - hits == 1
