@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from reconciler.kinds import BY_NAME
@@ -29,19 +29,12 @@ class DesiredMemo:
     """The desired resources of the manifests of the last call, for a caller that loads the same
     ``Manifest`` objects again (``watch``: the files that did not change, ``ParsedFiles``). A manifest
     that is the same object with the same resolved file contents has the same desired resource; a
-    kind with a sensitive field is computed every time (its essence holds the HMAC of a secret read
-    now). The result is the same with or without it."""
+    kind with a sensitive field has its essence computed every time (it holds the HMAC of a secret
+    read now). The result is the same with or without it."""
 
     def __init__(self) -> None:
-        self._kept: dict[int, tuple[Manifest, dict[str, Any], DesiredResource]] = {}
+        self.kept: dict[int, tuple[Manifest, dict[str, Any], DesiredResource]] = {}
         self.hits = 0
-
-    def reuse(self, m: Manifest) -> DesiredResource | None:
-        found = self._kept.get(id(m))
-        if found is None or found[0] is not m or found[1] != m.resolved:
-            return None
-        self.hits += 1
-        return found[2]
 
 
 def desired_state(
@@ -51,27 +44,44 @@ def desired_state(
     provider's resolved secret; it is only called for providers that have an api_key. ``memo``:
     the desired resources of manifests seen in the last call (kept for the next one)."""
     out: dict[ResourceKey, DesiredResource] = {}
+    before = memo.kept if memo is not None else {}
     kept: dict[int, tuple[Manifest, dict[str, Any], DesiredResource]] = {}
     for m in manifests.manifests:
         k = BY_NAME[m.kind]
-        d = memo.reuse(m) if memo is not None and not k.sensitive else None
-        if d is None:
-            d = DesiredResource(
-                m.kind,
-                m.name,
-                k.essence(m, fingerprint_secret),
-                str(m.location),
-                m.labels,
-                m.annotations,
-                k.secret_source(m) if k.secret_source else None,
-                k.payload(m) if k.payload else None,
-            )
-        if memo is not None and not k.sensitive:
-            kept[id(m)] = (m, dict(m.resolved), d)
+        entry = before.get(id(m))
+        if entry is not None and entry[0] is m and entry[1] == m.resolved:
+            d = entry[2]
+            if k.sensitive:
+                essence = k.essence(m, fingerprint_secret)
+                if essence != d.essence:
+                    d = replace(d, essence=essence)
+                    entry = (m, entry[1], d)
+            hits = 1
+        else:
+            d = _desired(m, fingerprint_secret)
+            entry = (m, dict(m.resolved), d)
+            hits = 0
+        if memo is not None:
+            memo.hits += hits
+            kept[id(m)] = entry
         out[m.key] = d
     if memo is not None:
-        memo._kept = kept
+        memo.kept = kept
     return out
+
+
+def _desired(m: Manifest, fingerprint_secret: Fingerprint | None) -> DesiredResource:
+    k = BY_NAME[m.kind]
+    return DesiredResource(
+        m.kind,
+        m.name,
+        k.essence(m, fingerprint_secret),
+        str(m.location),
+        m.labels,
+        m.annotations,
+        k.secret_source(m) if k.secret_source else None,
+        k.payload(m) if k.payload else None,
+    )
 
 
 __all__ = ["DesiredMemo", "DesiredResource", "ResourceKey", "desired_state", "inputs_digest"]

@@ -12,6 +12,7 @@ never be referenced.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import hashlib
 import hmac
 import os
@@ -130,6 +131,19 @@ def resolve_secret(ref: dict[str, str], manifest_file: str, root: str, provider:
 # --- the key ring -----------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4096)
+def _decrypts(keys: tuple[bytes, ...], token: bytes) -> bool:
+    """Whether one of ``keys`` decrypts ``token``: a pure function, remembered, as ``watch`` asks it
+    for every stored API key on every change."""
+    from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+
+    try:
+        MultiFernet([Fernet(k) for k in keys]).decrypt(token)
+    except (InvalidToken, TypeError, ValueError):
+        return False
+    return True
+
+
 @dataclass(frozen=True)
 class SecretBox:
     """Encrypts with the newest key, decrypts with any (MultiFernet), fingerprints with the newest."""
@@ -151,13 +165,7 @@ class SecretBox:
         return self._fernet().encrypt(value.encode())
 
     def can_decrypt(self, token: bytes) -> bool:
-        from cryptography.fernet import InvalidToken
-
-        try:
-            self._fernet().decrypt(token)
-        except (InvalidToken, TypeError, ValueError):
-            return False
-        return True
+        return _decrypts(self.keys, token)
 
     def decrypt(self, token: bytes, provider: str = "") -> str:
         from cryptography.fernet import InvalidToken
