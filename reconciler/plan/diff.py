@@ -224,7 +224,9 @@ def _blocked_deletes(
     """A delete is refused when a row that stays (unmanaged, or kept) still refers to it. A kept row
     refers to what its manifest says: updates are applied before deletes, so re-pointing an agent
     away from a provider and removing the provider in one plan is fine."""
-    problems = []
+    problems: list[Problem] = []
+    if not deleted:
+        return problems  # nothing deleted, nothing referred to: the common plan, without a pass over every row
     for key, r in resources.items():
         if key in deleted or BY_NAME[r.kind].history:  # a run keeps its results when its assignment goes
             continue
