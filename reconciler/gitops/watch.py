@@ -537,7 +537,7 @@ def run_watch(config: WatchConfig, emit: Callable[[Event], None], stop: threadin
         say(event)
         if event is not None and event.runs:
             runs.start(event.runs, event.apply_id)
-        if event is not None and event.outcome == "applied":
+        if event is not None and event.outcome == "applied" and not once and not stop.is_set():
             watcher.prepare()  # the state for the next change, read while nothing waits for it
 
     try:
