@@ -114,17 +114,16 @@ def test_an_apply_from_another_process_between_two_changes_is_seen(write_manifes
 @pytest.mark.slow
 def test_watch_process_sees_a_hand_edit_and_a_started_run_between_changes(write_manifests, sqlite_url: str, tmp_path: Path) -> None:
     root = write_manifests(config({"triage": 0.2, "billing": 0.3}))
-    w = WatchProcess(str(root), "--db", sqlite_url, "--interval", "3600", "--debounce", "100", "--no-validate", cwd=tmp_path)
+    w = WatchProcess(str(root), "--db", sqlite_url, "--interval", "3600", "--debounce", "300", "--no-validate", cwd=tmp_path)
     try:
         assert w.wait_for(lambda e: e["trigger"] == "startup")["outcome"] == "applied"
         write_manifests(config({"triage": 0.4, "billing": 0.3}))
-        plain = w.wait_for(lambda e: e["trigger"] == "files")
+        plain = w.wait_for(_applied)
         assert (plain["outcome"], plain["changes"]) == ("applied", ["~ agent triage: temperature 0.2 → 0.4"])
 
         sql(sqlite_url, "UPDATE agent_configs SET system_prompt = 'edited by hand' WHERE name = 'billing'")
         write_manifests(config({"triage": 0.5, "billing": 0.3}))
-        healed = w.wait_for(lambda e: e["trigger"] == "files")
-        assert healed["outcome"] == "applied"
+        healed = w.wait_for(_applied)
         assert healed["changes"] == [
             '~ agent billing: system_prompt "edited by hand" → "be brief" (drift: changed outside reconciler since apply #1)',
             "~ agent triage: temperature 0.4 → 0.5",
@@ -133,16 +132,21 @@ def test_watch_process_sees_a_hand_edit_and_a_started_run_between_changes(write_
 
         # a run started by another process (a runner records its status): its spec is frozen now
         write_manifests({"run.yaml": _run("hi")})
-        created = w.wait_for(lambda e: e["trigger"] == "files")
+        created = w.wait_for(_applied)
         assert (created["outcome"], created["changes"]) == ("applied", ["+ run nightly"])
         mark = "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.execute(\"UPDATE analysis_runs SET status = 'running'\"); c.commit()"
         subprocess.run([sys.executable, "-c", mark, str(tmp_path / "state.db")], check=True, timeout=60)
         write_manifests({"run.yaml": _run("hello")})
-        refused = w.wait_for(lambda e: e["trigger"] == "files")
+        refused = w.wait_for(lambda e: e["trigger"] == "files" and e["outcome"] != "in-sync")
         assert refused["outcome"] == "error"
         assert [p["message"] for p in refused["errors"]] == ["run 'nightly' has already started, so its spec cannot change"]
     finally:
         assert w.terminate() == 0
+
+
+def _applied(event: dict) -> bool:  # type: ignore[type-arg]
+    """The applied event of a change (not an in-sync one for a batch of unchanged files)."""
+    return event["trigger"] == "files" and event["outcome"] == "applied"
 
 
 def _run(text: str) -> str:
