@@ -4,9 +4,10 @@ reads it on: read again only when someone else committed since.
 Whether anyone committed is asked of the database, cheaply, inside the transaction that uses the
 snapshot: SQLite's ``PRAGMA data_version`` (it changes when another connection commits, this
 connection's own commits excepted, which is why the connection is kept and why ``forget`` follows
-every write of its own), PostgreSQL's ``txid_current_snapshot()`` (equal twice only if no
-transaction was started or ended in between: every write, by anyone, changes it). Every write
-counts, reconciler's or not: a row edited with SQL, another process's apply, a run recorded.
+every write of its own), PostgreSQL's ``txid_current_snapshot()`` (equal twice only if no writing
+transaction ended in between, on any database of the server; its xmax alone would miss one that
+ends after a later one). Every write counts, reconciler's or not: a row edited with SQL, another
+process's apply, a run recorded.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ def commit_marker(conn: Connection) -> Any:
     if backend == "sqlite":
         return conn.exec_driver_sql("PRAGMA data_version").scalar()
     if backend == "postgresql":
-        # (xmin, xmax, in-progress ids): a commit removes an id from the in-progress list or moves
-        # xmin; a transaction that started since moves xmax. Equal twice: nothing committed between.
+        # xmin:xmax:ids in progress, xmax being the newest ended id + 1: a writing transaction that
+        # ends leaves the list, or moves xmin or xmax. Equal twice: no write ended in between.
         return conn.exec_driver_sql("SELECT txid_current_snapshot()::text").scalar()
     return None
 

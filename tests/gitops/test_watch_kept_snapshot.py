@@ -10,8 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, text
 
 from reconciler.gitops.watch import ReconcileEvent, WatchConfig, Watcher
+from reconciler.state.db import database_url
 from reconciler.state.snapshot import fingerprint_of, load_snapshot
 from reconciler.workflow import PlanRequest, open_for_apply, plan_from_paths
 from tests.gitops.helpers import WatchProcess, config
@@ -64,6 +66,57 @@ def test_the_kept_snapshot_is_reused_until_someone_else_writes(write_manifests, 
     finally:
         watcher.close()
     assert _in_sync(root, db_url)
+
+
+def test_a_write_in_progress_while_the_state_is_read_is_seen_once_committed(write_manifests, db_url: str) -> None:
+    """The writer began before the watcher read the state and commits after: the snapshot does not
+    hold its change, and the marker must not claim it does (PostgreSQL: its id leaves the list of
+    transactions in progress)."""
+    root = write_manifests(config({"triage": 0.2}))
+    watcher = Watcher(WatchConfig(paths=(str(root),), db=db_url, validate_providers=False))
+    other = create_engine(database_url(db_url))
+    try:
+        assert _reconcile(watcher).outcome == "applied"
+        with other.connect() as conn:
+            conn.execute(text("UPDATE agent_configs SET temperature = 1.7"))  # not committed yet
+            watcher.prepare()
+            conn.commit()
+        kept = watcher.kept
+        assert kept is not None and kept.snapshot is not None
+        assert kept.snapshot.resources[("Agent", "triage")].essence["temperature"] == 0.2
+        write_manifests(config({"triage": 0.2, "billing": 0.3}))
+        event = _reconcile(watcher)
+        assert event.outcome == "applied"
+        assert "~ agent triage: temperature 1.7 → 0.2 (drift: changed outside reconciler since apply #1)" in event.changes
+    finally:
+        watcher.close()
+        other.dispose()
+    assert _in_sync(root, db_url)
+
+
+@pytest.mark.postgres
+def test_postgresql_transactions_that_end_out_of_order_are_seen(write_manifests, pg_url: str) -> None:
+    """A later writer commits before the watcher reads, an earlier one after: the newest transaction
+    id does not move when the earlier one commits, the list of transactions in progress does."""
+    root = write_manifests(config({"triage": 0.2, "billing": 0.3}))
+    watcher = Watcher(WatchConfig(paths=(str(root),), db=pg_url, validate_providers=False))
+    other = create_engine(database_url(pg_url))
+    try:
+        assert _reconcile(watcher).outcome == "applied"
+        with other.connect() as early, other.connect() as late:
+            early.execute(text("UPDATE agent_configs SET temperature = 1.7 WHERE name = 'triage'"))
+            late.execute(text("UPDATE agent_configs SET temperature = 1.1 WHERE name = 'billing'"))
+            late.commit()
+            watcher.prepare()  # sees billing's 1.1, not triage's 1.7
+            early.commit()
+        write_manifests(config({"triage": 0.2, "billing": 0.3, "support": 0.1}))
+        event = _reconcile(watcher)
+        assert event.outcome == "applied"
+        assert {(d.name, d.fields[0].new) for d in event.drift} == {("billing", 1.1), ("triage", 1.7)}
+    finally:
+        watcher.close()
+        other.dispose()
+    assert _in_sync(root, pg_url)
 
 
 def test_the_interval_check_sees_outside_writes_on_the_kept_connection(write_manifests, db_url: str) -> None:
