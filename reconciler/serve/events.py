@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from reconciler.errors import ReconcilerError
@@ -266,8 +266,10 @@ class CommitCounter:
             finally:
                 cursor.close()
         if backend == "postgresql":
+            from reconciler.state.kept import commit_marker  # the one marker watch's kept snapshot uses too
+
             with self._engine.connect() as conn:
-                return conn.execute(text("SELECT txid_snapshot_xmax(txid_current_snapshot())")).scalar()
+                return commit_marker(conn)
         return None
 
     def close(self) -> None:

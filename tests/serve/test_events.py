@@ -241,3 +241,33 @@ def test_an_unreachable_database_is_an_event_and_a_503(sqlite_state: State) -> N
         assert response.json()["message"].startswith("the state database cannot be read: database error")
         page = httpx.get(server.url + "/", timeout=30)
         assert page.status_code == 503
+
+
+@pytest.mark.postgres
+def test_commit_counter_sees_postgresql_transactions_that_end_out_of_order(pg_url: str) -> None:
+    """An earlier writer that commits after a later one moves no transaction id bound (xmax stays),
+    only the list of transactions in progress: the counter must change all the same, or the SSE
+    events of that commit wait for the next one."""
+    from sqlalchemy import create_engine, text
+
+    from reconciler.serve.events import CommitCounter
+    from reconciler.state.db import database_url
+
+    engine = create_engine(database_url(pg_url))
+    counter = CommitCounter(engine)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("CREATE TABLE IF NOT EXISTS commit_counter_probe (x integer)"))
+        with engine.connect() as early, engine.connect() as late:
+            early.execute(text("INSERT INTO commit_counter_probe VALUES (1)"))
+            late.execute(text("INSERT INTO commit_counter_probe VALUES (2)"))
+            before = counter.read()
+            assert counter.read() == before  # nothing ended: the same value
+            late.commit()
+            after_late = counter.read()
+            early.commit()
+            after_early = counter.read()
+        assert len({before, after_late, after_early}) == 3
+    finally:
+        counter.close()
+        engine.dispose()
