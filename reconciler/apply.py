@@ -16,13 +16,14 @@ from datetime import datetime
 from itertools import groupby
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Engine, bindparam, delete, insert, update
+from sqlalchemy import Connection, Engine, bindparam, delete, update
 
 from reconciler.errors import ReconcilerError, StalePlan
 from reconciler.kinds import BY_NAME, Kind
 from reconciler.kinds.base import row_name
 from reconciler.plan.enums import enum_shortfalls, refusal
 from reconciler.plan.model import Action, Change, EnumShortfall, Plan
+from reconciler.state.bulk import insert_rows
 from reconciler.state.columns import add_enum_values
 from reconciler.state.history import record_operation
 from reconciler.state.snapshot import StateSnapshot, ciphertext_digest, read_snapshot
@@ -217,7 +218,7 @@ def _write_changes(conn: Connection, plan: Plan, snapshot: StateSnapshot, apply_
         if action is Action.CREATE:
             stamp = {"assigned_at": now} if k.stamps == "assigned" else {"created_at": now, "updated_at": now}
             payload = [{**k.create_defaults, **{col: v for col, v in r.items() if col != "_id"}, "id": r["_id"], **stamp} for r in rows]
-            conn.execute(insert(table), payload)
+            insert_rows(conn, table, payload)
         else:
             stamp = {} if k.stamps == "assigned" else {"updated_at": now}
             # one executemany per distinct column set (a provider whose key is unchanged keeps its ciphertext)
@@ -259,5 +260,4 @@ def _write_bookkeeping(conn: Connection, deletes: list[tuple[str, str]], rows: l
         names = [n for _, n in group]
         for i in range(0, len(names), CHUNK):
             conn.execute(delete(table).where(table.c.kind == kind, table.c.name.in_(names[i : i + CHUNK])))
-    if rows:
-        conn.execute(insert(table), rows)
+    insert_rows(conn, table, rows)
