@@ -238,7 +238,10 @@ def open_engine(explicit_url: str | None, *, create: bool) -> Engine | None:
                 if revision is not None:
                     _refuse_unknown_revision(url, revision)
                 return engine
-            upgrade_schema(engine)
+            from reconciler.state.schema import create_new_schema  # an empty database: no Alembic
+
+            if revision is not None or not create_new_schema(engine, HEAD_REVISION):
+                upgrade_schema(engine)
     return engine
 
 

@@ -12,8 +12,9 @@ needs a new revision that applies its files under ``procrastinate/sql/migrations
 """
 
 from alembic import op
-from sqlalchemy import Connection, inspect
+from sqlalchemy import inspect
 
+from reconciler.state.schema import install_queue_schema, run_script
 from reconciler.state.tables import run_chunks, run_results
 
 revision = "0005"
@@ -32,16 +33,7 @@ def upgrade() -> None:
         added = run_results.c.worker._copy()
         op.add_column(run_results.name, added)
     if bind.dialect.name == "postgresql" and not inspect(bind).has_table(QUEUE_TABLE):
-        from procrastinate.schema import SchemaManager  # only here: plan and apply never import it
-
-        _run_script(bind, SchemaManager.get_schema())
-
-
-def _run_script(bind: Connection, script: str) -> None:
-    """A multi-statement SQL script, in the migration's transaction: on the driver's cursor without
-    parameters, psycopg sends it as one simple query and leaves its % signs alone."""
-    with bind.connection.driver_connection.cursor() as cursor:  # type: ignore[union-attr]
-        cursor.execute(script)
+        install_queue_schema(bind)
 
 
 # procrastinate ships no uninstall script: its tables, then its functions and types, by their prefix
@@ -65,7 +57,7 @@ END $$;
 def downgrade() -> None:
     bind = op.get_bind()
     if bind.dialect.name == "postgresql":
-        _run_script(bind, _DROP_QUEUE)
+        run_script(bind, _DROP_QUEUE)
     op.drop_table(run_chunks.name)
     with op.batch_alter_table(run_results.name) as batch:
         batch.drop_column("worker")
