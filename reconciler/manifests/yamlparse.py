@@ -107,13 +107,7 @@ class _Converter:
             if not children:
                 return []
             self._count_children(node, children[0], len(children), depth + 1)
-            items = []
-            for i, child in enumerate(children):
-                child_path = (*path, i)
-                if marks is not None:
-                    marks[child_path] = _mark(child)
-                items.append(self.convert(child, child_path, depth + 1))
-            return items
+            return [self._item(child, (*path, i), depth + 1) for i, child in enumerate(children)]
         if cls is yaml.MappingNode:
             self._check_tag(node, "tag:yaml.org,2002:map")
             result: dict[str, Any] = {}
@@ -138,7 +132,34 @@ class _Converter:
                     marks[child_path] = _mark(key_node)
                 result[key] = self.convert(value_node, child_path, depth + 1)
             return result
+            self._count_children(node, children[0][1], len(children), depth + 1)
+            fast = self.fast_strings
+            scalar_node = yaml.ScalarNode
+            for key_node, value_node in children:
+                if fast and key_node.tag == _STR and key_node.__class__ is scalar_node:
+                    key = key_node.value
+                else:
+                    key = self._key(key_node)
+                if key in result:
+                    self._duplicate(cast(yaml.MappingNode, node), key_node, key, path)  # cls is MappingNode
+                    continue
+                if fast and value_node.tag == _STR and value_node.__class__ is scalar_node:
+                    result[key] = value_node.value  # the common case, a plain string, inline
+                    continue
+                child_path = (*path, key)
+                if marks is not None:
+                    marks[child_path] = _mark(key_node)
+                result[key] = self.convert(value_node, child_path, depth + 1)
+            return result
         raise _TooComplex(f"unsupported YAML node {type(node).__name__}", node)  # pragma: no cover
+
+    def _item(self, child: yaml.Node, child_path: FieldPath, depth: int) -> Any:
+        """A list item: a plain string without further calls (as a mapping's values are, inline)."""
+        if self.fast_strings and child.tag == _STR and child.__class__ is yaml.ScalarNode:
+            return child.value
+        if self.marks is not None:
+            self.marks[child_path] = _mark(child)
+        return self.convert(child, child_path, depth)
 
     def _key(self, key_node: yaml.Node) -> str:
         if key_node.tag == _STR and key_node.__class__ is yaml.ScalarNode:
@@ -171,6 +192,9 @@ class _Converter:
         tag = node.tag
         if tag == _STR or tag in _PLAIN_AS_STRING:
             return _storable_text(node)
+        known = _CONSTRUCTED.get((tag, node.value), _CONSTRUCTED)
+        if known is not _CONSTRUCTED:
+            return known
         method = _SCALARS.get(tag)
         if method is None:
             raise _TooComplex(
@@ -180,7 +204,15 @@ class _Converter:
         value = getattr(_constructor, method)(node)
         if isinstance(value, float) and not math.isfinite(value):
             raise _TooComplex(f"{node.value!r} is not a finite number (manifests are JSON-shaped: no .inf or .nan)", node)
+        if len(_CONSTRUCTED) < _CONSTRUCTED_MAX:
+            _CONSTRUCTED[(tag, node.value)] = value
         return value
+
+
+# (tag, text) -> the number, boolean or null it constructs: the same few values (0, 1, 0.2, false,
+# 1024) recur across thousands of documents, and PyYAML constructs each in Python.
+_CONSTRUCTED: dict[tuple[str, str], Any] = {}
+_CONSTRUCTED_MAX = 65_536
 
 
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
