@@ -38,3 +38,20 @@ def test_a_string_in_a_list_is_still_checked_when_the_file_has_risky_escapes() -
     docs, problems = parse_text('a: ["ok", "nul \\0 here"]\n', "x.yaml")
     assert docs == [] and [str(p.location) for p in problems] == ["x.yaml:1:11"]
     assert "NUL" in problems[0].message
+
+
+def test_document_markers_are_where_the_regular_expression_finds_them() -> None:
+    """may_nest_deeply splits a text at its document markers with str.find; the regular
+    expression it replaced is the reference."""
+    import random
+    import re
+
+    from reconciler.manifests.yamlfile import _document_markers
+
+    reference = re.compile(r"^(?:---|\.\.\.)(?=[ \t\r\n]|$)", re.MULTILINE)
+    rng = random.Random(18)
+    pieces = ["---", "...", "-", ".", "\n", "\r", " ", "\t", "a", "\x85", "\u2028", "----", "--- x"]
+    texts = ["", "---", "...", "---\n", "a\n---", "\n...", "----\n", "\r---\n", "x---\n"]
+    texts += ["".join(rng.choices(pieces, k=rng.randint(0, 120))) for _ in range(3000)]
+    for text in texts:
+        assert _document_markers(text) == [m.start() for m in reference.finditer(text)], repr(text)
