@@ -132,25 +132,6 @@ class _Converter:
                     marks[child_path] = _mark(key_node)
                 result[key] = self.convert(value_node, child_path, depth + 1)
             return result
-            self._count_children(node, children[0][1], len(children), depth + 1)
-            fast = self.fast_strings
-            scalar_node = yaml.ScalarNode
-            for key_node, value_node in children:
-                if fast and key_node.tag == _STR and key_node.__class__ is scalar_node:
-                    key = key_node.value
-                else:
-                    key = self._key(key_node)
-                if key in result:
-                    self._duplicate(cast(yaml.MappingNode, node), key_node, key, path)  # cls is MappingNode
-                    continue
-                if fast and value_node.tag == _STR and value_node.__class__ is scalar_node:
-                    result[key] = value_node.value  # the common case, a plain string, inline
-                    continue
-                child_path = (*path, key)
-                if marks is not None:
-                    marks[child_path] = _mark(key_node)
-                result[key] = self.convert(value_node, child_path, depth + 1)
-            return result
         raise _TooComplex(f"unsupported YAML node {type(node).__name__}", node)  # pragma: no cover
 
     def _item(self, child: yaml.Node, child_path: FieldPath, depth: int) -> Any:
