@@ -38,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     split = argv.index("--")
     args, command = p.parse_args(argv[:split]), argv[split + 1 :]
     results: dict[Path, list[tuple[float, float, float]]] = {tree: [] for tree in args.trees}
+    for tree in args.trees:  # bytecode compiled first, as pip does on install (a `git archive` tree has none)
+        subprocess.run([sys.executable, "-m", "compileall", "-q", str(tree)], stdout=subprocess.DEVNULL, check=True)
     for rep in range(args.repeat):
         for tree in args.trees if rep % 2 == 0 else args.trees[::-1]:
             work = Path(tempfile.mkdtemp(prefix="reconciler-compare-"))
