@@ -16,20 +16,19 @@ from datetime import datetime
 from itertools import groupby
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Engine, bindparam, delete, update
-
 from reconciler.errors import ReconcilerError, StalePlan
 from reconciler.kinds import BY_NAME, Kind
-from reconciler.kinds.base import row_name
+from reconciler.kinds.base import row_name, utcnow
 from reconciler.plan.enums import enum_shortfalls, refusal
 from reconciler.plan.model import Action, Change, EnumShortfall, Plan
 from reconciler.state.bulk import insert_rows
 from reconciler.state.columns import add_enum_values
 from reconciler.state.history import record_operation
 from reconciler.state.snapshot import StateSnapshot, ciphertext_digest, read_snapshot
-from reconciler.state.tables import reconciler_resources, utcnow
 
 if TYPE_CHECKING:
+    from sqlalchemy import Connection, Engine
+
     from reconciler.state.kept import KeptSnapshot
 
 CHUNK = 500
@@ -173,6 +172,8 @@ class _RowIds(dict[tuple[str, str], uuid.UUID]):
 
 
 def _write_changes(conn: Connection, plan: Plan, snapshot: StateSnapshot, apply_id: int, encrypt_secret: SecretResolver | None) -> None:
+    from sqlalchemy import bindparam, delete, update
+
     now = utcnow()
     ids = _RowIds(snapshot)
     book_rows: list[dict[str, Any]] = []
@@ -255,7 +256,10 @@ def _secret_columns(k: Kind, c: Change, snapshot: StateSnapshot, encrypt_secret:
 
 
 def _write_bookkeeping(conn: Connection, deletes: list[tuple[str, str]], rows: list[dict[str, Any]]) -> None:
-    table = reconciler_resources
+    from sqlalchemy import delete
+
+    from reconciler.state.tables import reconciler_resources as table
+
     for kind, group in groupby(sorted(deletes), key=lambda k: k[0]):
         names = [n for _, n in group]
         for i in range(0, len(names), CHUNK):

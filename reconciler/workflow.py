@@ -13,8 +13,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine
-
 from reconciler.apply import ApplyMeta, ApplyResult, SecretResolver, execute_plan, plan_and_execute
 from reconciler.errors import Problem, ReconcilerError, first_line
 from reconciler.manifests.loader import Manifest, ManifestSet, load_manifests
@@ -24,9 +22,11 @@ from reconciler.plan.guards import GuardOptions, guard_plan
 from reconciler.plan.model import Change, Plan
 from reconciler.state.db import database_url, open_engine, translate_db_errors
 from reconciler.state.lock import DEFAULT_LOCK_TIMEOUT, apply_lock, holder_identity
-from reconciler.state.snapshot import StateSnapshot, load_snapshot
+from reconciler.state.snapshot import StateSnapshot, load_snapshot, load_state
 
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
     from reconciler.plan.evaluate import EvaluateOptions
     from reconciler.providers.model_check import ModelCheck
     from reconciler.providers.secrets import SecretBox
@@ -53,6 +53,7 @@ def resolve_manifest_secrets(manifests: ManifestSet) -> dict[str, str]:
     """Provider name -> plain API key, for every provider with an api_key. Every unreadable or
     disallowed reference is reported at once, located at its manifest field."""
     from reconciler.errors import Problem, ReconcilerError
+    from reconciler.kinds.base import plain_dump
     from reconciler.providers.secrets import SecretRefError, read_reference
 
     values: dict[str, str] = {}
@@ -60,7 +61,7 @@ def resolve_manifest_secrets(manifests: ManifestSet) -> dict[str, str]:
     for m in manifests.of_kind("Provider"):
         if m.spec.api_key is None:
             continue
-        ref = m.spec.api_key.model_dump(exclude_none=True)
+        ref = plain_dump(m.spec.api_key, exclude_none=True)
         try:
             values[m.name] = read_reference(ref, Path(m.raw.file), m.root)
         except SecretRefError as err:
@@ -145,11 +146,15 @@ def compute_plan(
 
 
 def plan_from_paths(request: PlanRequest) -> tuple[Plan, ManifestSet]:
-    """Read-only: validate manifests and diff them against the database (creates nothing)."""
+    """Read-only: validate manifests and diff them against the database (creates nothing). Without
+    --evaluate a SQLite state is read without SQLAlchemy (``load_state``)."""
     manifests = load_manifests(request.paths)
-    engine = open_engine(request.db, create=False)
-    with translate_db_errors(database_url(request.db), "reading the current state"):
-        snapshot = load_snapshot(engine)
+    if request.evaluate is None:
+        snapshot = load_state(request.db)
+    else:  # the answer cache is in the database: an engine
+        engine = open_engine(request.db, create=False)
+        with translate_db_errors(database_url(request.db), "reading the current state"):
+            snapshot = load_snapshot(engine)
     the_plan = compute_plan(manifests, snapshot, prune=request.prune, sources=request.paths, git=request.git, guards=request.guards)
     if request.evaluate is not None:
         the_plan = evaluated(the_plan, snapshot, manifests, engine, request.evaluate)

@@ -35,6 +35,7 @@ def _isolated_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     import reconciler.state.db
 
     monkeypatch.setattr(reconciler.state.db, "_opened", None)  # the key file follows the database a test opened
+    monkeypatch.setattr(reconciler.state.db, "_opened_file", None)
     monkeypatch.setenv("RECONCILER_CACHE_DIR", str(tmp_path / "parse-cache"))
     return work
 
@@ -81,6 +82,24 @@ def write_manifests(tmp_path: Path) -> Writer:
         return root
 
     return write
+
+
+@pytest.fixture
+def quick_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the quick-start manifests (every kind) and a provider with a secret (from
+    $OPENAI_API_KEY, set here) and a row name of its own."""
+    import shutil
+
+    root = tmp_path / "manifests"
+    shutil.copytree(REPO / "manifests", root)
+    (root / "hosted.yaml").write_text(
+        "apiVersion: reconciler/v1\nkind: Provider\n"
+        'metadata:\n  name: hosted\n  annotations: {reconciler/row-name: "Hosted (OpenAI)"}\n'
+        "spec:\n  type: openai\n  api_key: {from_env: OPENAI_API_KEY}\n",
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-used")
+    return root
 
 
 @pytest.fixture

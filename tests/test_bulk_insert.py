@@ -175,8 +175,7 @@ def test_odd_values_are_stored_as_sqlalchemy_stores_them(db_url: str) -> None:
 
 
 def test_a_left_out_column_gets_its_scalar_default_and_a_computed_one_is_refused(sqlite_url: str) -> None:
-    from reconciler.kinds.agent import agent_configs
-    from reconciler.kinds.provider import llm_providers
+    from reconciler.state.tables import agent_configs, llm_providers  # the kinds build their tables on first use
 
     engine = open_engine(sqlite_url, create=True)
     assert engine is not None

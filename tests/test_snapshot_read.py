@@ -1,14 +1,16 @@
-"""The state read without SQLAlchemy's per-value processing gives what SQLAlchemy's types give.
+"""The state read is plain SQL text through a row source, and gives what SQLAlchemy's types give.
 
-``state.snapshot`` reads the bookkeeping's JSON columns as text on SQLite and decodes them itself,
-and the kinds' column readers take row values by position: each is checked here against a plain
-SQLAlchemy read of the same rows (its JSON type, its mappings by column name), on every kind the
-quick-start manifests hold (providers, tasks, agents, assignments, runs, experiments)."""
+``state.snapshot`` reads the bookkeeping's JSON columns as the driver returns them (text on
+SQLite, decoded here), and the kinds' column readers take row values by position: each is
+checked against a plain SQLAlchemy read of the same rows (its JSON type, its mappings by column
+name), on every kind the quick-start manifests hold (providers with a secret, tasks, agents,
+assignments, runs, experiments) and on a database the seed service made (no bookkeeping). The
+two row sources, a standard-library ``sqlite3`` connection (plan on SQLite) and an SQLAlchemy
+connection (PostgreSQL, apply's transactions), must give the same snapshot."""
 
 from __future__ import annotations
 
-import os
-import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +18,13 @@ import pytest
 from sqlalchemy import select, text
 
 from reconciler.kinds import KINDS
-from reconciler.kinds.base import id_text
-from reconciler.state.db import open_engine
-from reconciler.state.snapshot import _bookkeeping, read_snapshot
+from reconciler.kinds.base import RowSource, id_text
+from reconciler.state.db import open_engine, open_sqlite_state, plain_sqlite_url
+from reconciler.state.rows import ConnectionRows, SqliteRows
+from reconciler.state.snapshot import BOOKKEEPING_TABLE, StateSnapshot, _bookkeeping, load_state, read_snapshot
 from reconciler.state.tables import reconciler_resources
 from reconciler.workflow import ApplyRequest, apply_manifests
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.seed.helpers import fill_like_the_service
 
 # JSON texts another writer (or an older release) may have left in the bookkeeping
 ODD_JSON = [
@@ -36,13 +38,33 @@ ODD_JSON = [
 
 
 @pytest.fixture
-def applied_db(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    root = tmp_path / "manifests"
-    shutil.copytree(REPO / "manifests", root)
-    monkeypatch.setenv("OPENAI_API_KEY", os.environ.get("OPENAI_API_KEY", "sk-test-not-used"))
-    outcome = apply_manifests(ApplyRequest([str(root)], db_url, validate_providers=False, start_runs=False))
+def applied_db(db_url: str, quick_start: Path) -> str:
+    outcome = apply_manifests(ApplyRequest([str(quick_start)], db_url, validate_providers=False, start_runs=False))
     assert outcome.applied and {c.kind for c in outcome.plan.changes} == {str(k.name) for k in KINDS}
     return db_url
+
+
+@pytest.fixture(params=["applied", "seed"])
+def any_db(request: pytest.FixtureRequest, db_url: str) -> str:
+    """A database reconciler applied the quick-start manifests and a provider with a secret and a
+    row name of its own to (with odd JSON in its bookkeeping, NULLs, a row renamed outside
+    reconciler, and on PostgreSQL a NUMERIC temperature), or one the seed service made."""
+    if request.param == "seed":
+        fill_like_the_service(db_url)
+        return db_url
+    url: str = request.getfixturevalue("applied_db")
+    _odd_bookkeeping(url)
+    engine = open_engine(url, create=False)
+    assert engine is not None
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE agent_configs SET description = NULL, temperature = NULL, max_tokens = NULL"))
+        conn.execute(text("UPDATE task_configs SET description = NULL"))
+        conn.execute(text("UPDATE llm_providers SET name = 'Renamed outside' WHERE name = 'local'"))
+        if engine.dialect.name == "postgresql":  # psycopg reads it as a Decimal, SQLAlchemy's Float type as a float
+            conn.execute(text("ALTER TABLE agent_configs ALTER COLUMN temperature TYPE numeric(4, 2)"))
+            conn.execute(text("UPDATE agent_configs SET temperature = 0.25 WHERE name = 'zero-shot-classifier'"))
+    engine.dispose()
+    return url
 
 
 def _odd_bookkeeping(db_url: str) -> None:
@@ -53,32 +75,50 @@ def _odd_bookkeeping(db_url: str) -> None:
         for (column, value), (kind, name) in zip(ODD_JSON, keys, strict=False):
             value_sql = ":v" if value is None or engine.dialect.name == "sqlite" else "CAST(:v AS json)"
             conn.execute(text(f"UPDATE reconciler_resources SET {column} = {value_sql} WHERE kind = :k AND name = :n"), {"v": value, "k": kind, "n": name})
+    engine.dispose()
+
+
+def _sources(url: str) -> Iterator[tuple[str, Any, RowSource]]:
+    """(name, SQLAlchemy connection, row source): the SQLAlchemy connection's own, and on SQLite
+    the standard-library connection plan reads through (in the same state)."""
+    engine = open_engine(url, create=False)
+    assert engine is not None
+    try:
+        with engine.connect() as conn:
+            yield "sqlalchemy", conn, ConnectionRows(conn)
+            plain = plain_sqlite_url(url)
+            if plain is not None:
+                stdlib = open_sqlite_state(*plain)
+                assert stdlib is not None
+                try:
+                    yield "sqlite3", conn, SqliteRows(stdlib)
+                finally:
+                    stdlib.close()
+    finally:
+        engine.dispose()
 
 
 def test_bookkeeping_read_as_sqlalchemy_reads_it(applied_db: str) -> None:
     _odd_bookkeeping(applied_db)
-    engine = open_engine(applied_db, create=False)
-    assert engine is not None
-    with engine.connect() as conn:
-        ours = sorted(((b.kind, b.name), (b.row_id, b.applied, b.labels, b.annotations, b.secret_digest, b.apply_id)) for b in _bookkeeping(conn))
+    for name, conn, source in _sources(applied_db):
+        ours = sorted(((b.kind, b.name), (b.row_id, b.applied, b.labels, b.annotations, b.secret_digest, b.apply_id)) for b in _bookkeeping(source))
         theirs = sorted(
             ((r.kind, r.name), (str(r.row_id), r.applied, r.labels, r.annotations, r.secret_digest, r.apply_id))
             for r in conn.execute(select(reconciler_resources))
         )
-        assert ours == theirs
+        assert ours == theirs, name
         assert any(v[2] is None for _, v in ours) and any(v[1].get("big") == 123456789012345678901234567890 for _, v in ours)
 
 
 @pytest.mark.parametrize("kind", [k for k in KINDS if not k.history], ids=lambda k: str(k.name))
-def test_column_readers_read_what_the_columns_hold(applied_db: str, kind: Any) -> None:
-    engine = open_engine(applied_db, create=False)
-    assert engine is not None
-    with engine.connect() as conn:
+def test_column_readers_read_what_the_columns_hold(any_db: str, kind: Any) -> None:
+    for source_name, conn, source in _sources(any_db):
         names: dict[str, dict[Any, str]] = {}  # as read_snapshot builds them: kind -> raw id -> name
         for k in KINDS:
-            names[str(k.name)] = {r.raw_id: r.name for r in k.read(conn, names)}
+            if not k.history:
+                names[str(k.name)] = {r.raw_id: r.name for r in k.read(source, names)}
         by_text = {kind_name: {id_text(raw): name for raw, name in of_kind.items()} for kind_name, of_kind in names.items()}
-        rows = {id_text(r.raw_id): r for r in kind.read(conn, names)}
+        rows = {id_text(r.raw_id): r for r in kind.read(source, names)}
         expected = conn.execute(select(kind.table)).mappings().all()
         assert len(rows) == len(expected) > 0
         for row in expected:
@@ -87,9 +127,37 @@ def test_column_readers_read_what_the_columns_hold(applied_db: str, kind: Any) -
             for field_name, value in got.essence.items():
                 ref = kind.references.get(field_name)
                 if ref is not None:
-                    assert value == by_text[str(ref.kind)][str(row[ref.column])], field_name
+                    assert value == by_text[str(ref.kind)][str(row[ref.column])], (source_name, field_name)
                     checked += 1
                 elif field_name in kind.table.c:
-                    assert (value, type(value)) == (row[field_name], type(row[field_name])), field_name
+                    assert (value, type(value)) == (row[field_name], type(row[field_name])), (source_name, field_name)
                     checked += 1
             assert checked >= len(kind.references) + 1  # every reference, and at least one column
+
+
+def _snapshots(url: str) -> dict[str, StateSnapshot]:
+    found = {name: read_snapshot(source) for name, _conn, source in _sources(url)}
+    found["load_state"] = load_state(url)  # what plan reads: sqlite3 on SQLite, an engine on PostgreSQL
+    return found
+
+
+def test_both_row_sources_give_the_same_snapshot(any_db: str) -> None:
+    snapshots = _snapshots(any_db)
+    assert len(snapshots) == (3 if any_db.startswith("sqlite") else 2)
+    reference = snapshots.pop("sqlalchemy")
+    assert reference.resources and {r.kind for r in reference.resources.values()} >= {"Provider", "Task", "Agent", "Assignment"}
+    for name, snapshot in snapshots.items():
+        assert snapshot.fingerprint == reference.fingerprint, name
+        assert snapshot.resources == reference.resources and snapshot.vanished == reference.vanished, name
+        assert snapshot.columns == reference.columns, name
+        ciphertexts = {k: r.secret_ciphertext for k, r in snapshot.resources.items()}
+        assert ciphertexts == {k: r.secret_ciphertext for k, r in reference.resources.items()} and any(ciphertexts.values()), name
+    if ("Provider", "hosted") in reference.resources:  # the applied database
+        rows = reference.resources.values()
+        assert {r.row_name for r in rows if r.managed and r.kind == "Provider"} == {"Renamed outside", "Hosted (OpenAI)"}
+        assert any(r.managed and r.labels for r in rows) and {"Run", "Experiment"} <= {r.kind for r in rows}
+
+
+def test_the_bookkeeping_table_name_is_the_tables_one() -> None:
+    assert BOOKKEEPING_TABLE == reconciler_resources.name
+    assert all(k.table.name == k.table_name for k in KINDS)

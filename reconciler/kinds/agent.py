@@ -11,26 +11,30 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
-from sqlalchemy import Boolean, Column, Float, ForeignKey, Integer, String, Text, Uuid, select
 
-from reconciler.kinds.base import NAME_PATTERN, Fingerprint, Kind, KindName, Reference, Strict, column_rows, listing, named_table, plain_export
+from reconciler.kinds.base import NAME_PATTERN, Kind, KindName, Reference, Strict, column_rows, listing, named_table, plain_dump, plain_export
 from reconciler.llm.ports import AgentConfig
 
 if TYPE_CHECKING:
-    from sqlalchemy import Connection
+    from sqlalchemy import Connection, Table
 
+    from reconciler.kinds.base import Fingerprint
     from reconciler.manifests.loader import Manifest
 
-agent_configs = named_table(
-    "agent_configs",
-    Column("description", Text),
-    Column("provider_id", Uuid, ForeignKey("llm_providers.id", ondelete="RESTRICT"), nullable=False, index=True),
-    Column("model_name", String(255), nullable=False),
-    Column("system_prompt", Text, nullable=False, default=""),
-    Column("temperature", Float),
-    Column("max_tokens", Integer),
-    Column("is_active", Boolean, nullable=False, default=True),
-)
+
+def _table(name: str) -> Table:
+    from sqlalchemy import Boolean, Column, Float, ForeignKey, Integer, String, Text, Uuid
+
+    return named_table(
+        name,
+        Column("description", Text),
+        Column("provider_id", Uuid, ForeignKey("llm_providers.id", ondelete="RESTRICT"), nullable=False, index=True),
+        Column("model_name", String(255), nullable=False),
+        Column("system_prompt", Text, nullable=False, default=""),
+        Column("temperature", Float),
+        Column("max_tokens", Integer),
+        Column("is_active", Boolean, nullable=False, default=True),
+    )
 
 
 class Prices(Strict):
@@ -76,15 +80,17 @@ def _essence(m: Manifest, fingerprint: Fingerprint | None) -> dict[str, Any]:
         "temperature": s.temperature,
         "max_tokens": s.max_tokens,
         "is_active": s.is_active,
-        "prices": s.prices.model_dump() if s.prices is not None else None,
-        "examples": [e.model_dump() for e in s.examples] or None,
+        "prices": plain_dump(s.prices) if s.prices is not None else None,
+        "examples": [plain_dump(e) for e in s.examples] or None,
     }
 
 
 def _list_rows(conn: Connection, managed: Mapping[str, str]) -> list[dict[str, Any]]:
-    from reconciler.kinds.provider import llm_providers
+    from sqlalchemy import select
 
-    a, p = agent_configs, llm_providers
+    from reconciler.kinds.provider import PROVIDER
+
+    a, p = AGENT.table, PROVIDER.table
     fields = ("name", "provider", "model_name", "temperature", "max_tokens", "is_active", "description", "system_prompt")
     query = select(a, p.c.name.label("provider")).join(p, p.c.id == a.c.provider_id).order_by(a.c.name)
     return [listing(r, fields, managed) for r in conn.execute(query)]
@@ -108,7 +114,7 @@ AGENT = Kind(
     name=KindName.AGENT,
     spec_model=AgentSpec,
     essence=_essence,
-    **column_rows(agent_configs, _COLUMNS, _REFERENCES),
+    **column_rows("agent_configs", _table, _COLUMNS, _REFERENCES, types={"temperature": "float"}),
     export=plain_export(
         ("description", "provider", "model_name", "system_prompt", "temperature", "max_tokens", "prices", "examples"),
         _REFERENCES,

@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
-from sqlalchemy import Boolean, Column, DateTime, ForeignKey, Table, UniqueConstraint, Uuid, select
 
 from reconciler.kinds.base import (
     NAME_PATTERN,
@@ -19,26 +18,30 @@ from reconciler.kinds.base import (
     column_rows,
     id_column,
     listing,
-    metadata,
     plain_export,
+    table_metadata,
     utcnow,
 )
 
 if TYPE_CHECKING:
-    from sqlalchemy import Connection, Select
+    from sqlalchemy import Connection, Select, Table
 
     from reconciler.manifests.loader import Manifest
 
-agent_task_assignments = Table(
-    "agent_task_assignments",
-    metadata,
-    id_column(),
-    Column("agent_id", Uuid, ForeignKey("agent_configs.id", ondelete="CASCADE"), nullable=False, index=True),
-    Column("task_id", Uuid, ForeignKey("task_configs.id", ondelete="CASCADE"), nullable=False, index=True),
-    Column("is_active", Boolean, nullable=False, default=True),
-    Column("assigned_at", DateTime(timezone=True), nullable=False, default=utcnow),
-    UniqueConstraint("agent_id", "task_id", name="uq_agent_task"),
-)
+
+def _table(name: str) -> Table:
+    from sqlalchemy import Boolean, Column, DateTime, ForeignKey, Table, UniqueConstraint, Uuid
+
+    return Table(
+        name,
+        table_metadata(),
+        id_column(),
+        Column("agent_id", Uuid, ForeignKey("agent_configs.id", ondelete="CASCADE"), nullable=False, index=True),
+        Column("task_id", Uuid, ForeignKey("task_configs.id", ondelete="CASCADE"), nullable=False, index=True),
+        Column("is_active", Boolean, nullable=False, default=True),
+        Column("assigned_at", DateTime(timezone=True), nullable=False, default=utcnow),
+        UniqueConstraint("agent_id", "task_id", name="uq_agent_task"),
+    )
 
 
 class AssignmentSpec(Strict):
@@ -63,11 +66,13 @@ def _essence(m: Manifest, fingerprint: Fingerprint | None) -> dict[str, Any]:
 def assignment_details() -> Select[Any]:
     """Each assignment with its agent, task and provider names and the provider's type, as the
     seed's ``list_with_details`` (``get`` and the API list them so)."""
-    from reconciler.kinds.agent import agent_configs
-    from reconciler.kinds.provider import llm_providers
-    from reconciler.kinds.task import task_configs
+    from sqlalchemy import select
 
-    s, a, t, p = agent_task_assignments, agent_configs, task_configs, llm_providers
+    from reconciler.kinds.agent import AGENT
+    from reconciler.kinds.provider import PROVIDER
+    from reconciler.kinds.task import TASK
+
+    s, a, t, p = ASSIGNMENT.table, AGENT.table, TASK.table, PROVIDER.table
     return (
         select(
             s.c.id,
@@ -85,10 +90,10 @@ def assignment_details() -> Select[Any]:
 
 
 def _list_rows(conn: Connection, managed: Mapping[str, str]) -> list[dict[str, Any]]:
-    from reconciler.kinds.agent import agent_configs
-    from reconciler.kinds.task import task_configs
+    from reconciler.kinds.agent import AGENT
+    from reconciler.kinds.task import TASK
 
-    query = assignment_details().order_by(agent_configs.c.name, task_configs.c.name)
+    query = assignment_details().order_by(AGENT.table.c.name, TASK.table.c.name)
     fields = ("agent_name", "task_name", "provider_name", "provider_type", "is_active", "assigned_at")
     return [{"name": managed.get(str(r.id), f"{r.agent_name}+{r.task_name}"), **listing(r, fields, managed)} for r in conn.execute(query)]
 
@@ -97,7 +102,7 @@ ASSIGNMENT = Kind(
     name=KindName.ASSIGNMENT,
     spec_model=AssignmentSpec,
     essence=_essence,
-    **column_rows(agent_task_assignments, _COLUMNS, _REFERENCES, name_of=pair_name),
+    **column_rows("agent_task_assignments", _table, _COLUMNS, _REFERENCES, name_of=pair_name),
     export=plain_export(("agent", "task"), _REFERENCES),
     named_rows=False,
     natural_name=pair_name,

@@ -7,13 +7,20 @@ into an essence, an essence into row values, a row into an essence and an essenc
 manifest. The pipeline (desired state, diff, apply, snapshot, guards, the loader's reference
 checks, export, adopt, ``get``) loops over ``reconciler.kinds.KINDS`` instead of naming kinds.
 
+A kind's SQLAlchemy ``Table`` is built on first use (``Kind.table``), and its rows are read
+through a ``RowSource``, plain SQL text: a plan on SQLite reads the state with the standard
+library's ``sqlite3`` and never imports SQLAlchemy (0.17 s of a 0.5 s plan).
+
 This is the lowest layer above the LLM ports: it imports no other part of reconciler except
 ``errors`` and ``llm.ports`` (the manifest type is only named for type checkers).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import abc
+import functools
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -21,12 +28,11 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
-from sqlalchemy import Column, DateTime, MetaData, Table, Uuid
 
 if TYPE_CHECKING:
     import uuid
 
-    from sqlalchemy import Connection
+    from sqlalchemy import Column, Connection, MetaData, Table
 
     from reconciler.manifests.loader import Manifest
 
@@ -36,8 +42,6 @@ NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 # by name by the service): export writes it, adopt and apply keep it in the name column.
 ROW_NAME = "reconciler/row-name"
 ROW_NAME_MAX = 255  # the name columns are VARCHAR(255)
-
-metadata = MetaData()
 
 
 class KindName(StrEnum):
@@ -56,13 +60,43 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+# -- tables: SQLAlchemy's, built on first use --------------------------------------------------
+
+
+@functools.cache
+def table_metadata() -> MetaData:
+    """The one ``MetaData`` every table of reconciler's is in (``reconciler.state.tables``)."""
+    from sqlalchemy import MetaData
+
+    return MetaData()
+
+
+_building = threading.Lock()
+
+
+def kind_table(name: str, make: Callable[[str], Table]) -> Table:
+    """The table ``name`` in ``table_metadata()``, made by ``make`` the first time it is asked for."""
+    tables = table_metadata().tables
+    table = tables.get(name)
+    if table is None:
+        with _building:  # two threads must not both define it
+            table = tables.get(name)
+            if table is None:
+                table = make(name)
+    return table
+
+
 def id_column() -> Column[Any]:
     import uuid
+
+    from sqlalchemy import Column, Uuid
 
     return Column("id", Uuid, primary_key=True, default=uuid.uuid4)
 
 
 def timestamp_columns() -> tuple[Column[datetime], Column[datetime]]:
+    from sqlalchemy import Column, DateTime
+
     return (
         Column("created_at", DateTime(timezone=True), nullable=False, default=utcnow),
         Column("updated_at", DateTime(timezone=True), nullable=False, default=utcnow),
@@ -72,9 +106,11 @@ def timestamp_columns() -> tuple[Column[datetime], Column[datetime]]:
 def named_table(name: str, *columns: Any) -> Table:
     """A configuration table as the seed's models make them: id, a unique name, the kind's own
     columns, then created_at and updated_at."""
-    from sqlalchemy import String
+    from sqlalchemy import Column, String, Table
 
-    return Table(name, metadata, id_column(), Column("name", String(255), nullable=False, unique=True, index=True), *columns, *timestamp_columns())
+    return Table(
+        name, table_metadata(), id_column(), Column("name", String(255), nullable=False, unique=True, index=True), *columns, *timestamp_columns()
+    )
 
 
 def row_name(name: str, annotations: Mapping[str, str]) -> str:
@@ -93,6 +129,33 @@ def listing(row: Any, fields: tuple[str, ...], managed: Mapping[str, str], **ext
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, defer_build=True)
+
+
+def plain_dump(model: BaseModel, *, exclude_none: bool = False) -> dict[str, Any]:
+    """``model.model_dump(exclude_none=...)`` without pydantic's serializer. A spec read from the
+    parse cache is rebuilt without validation (``manifests/modelcodec``), and the first
+    ``model_dump`` of a deferred model builds its schema (20 ms and pydantic's plugin lookup) on a
+    plan that validates nothing. Fields in declaration order, nested models dumped alike, lists,
+    tuples and dicts copied (``exclude_none`` applies to model fields only, as pydantic's does)."""
+    out: dict[str, Any] = {}
+    for name in type(model).__pydantic_fields__:
+        value = getattr(model, name)
+        if value is None and exclude_none:
+            continue
+        out[name] = _plain(value, exclude_none)
+    return out
+
+
+def _plain(value: Any, exclude_none: bool) -> Any:
+    if isinstance(value, BaseModel):
+        return plain_dump(value, exclude_none=exclude_none)
+    if isinstance(value, dict):
+        return {k: _plain(v, exclude_none) for k, v in value.items()}
+    if value.__class__ is list:
+        return [_plain(v, exclude_none) for v in value]
+    if value.__class__ is tuple:
+        return tuple(_plain(v, exclude_none) for v in value)
+    return value
 
 
 class FileRef(Strict):
@@ -177,19 +240,53 @@ class ExportSource:
     exported_name: Callable[[str, str], str]  # (kind, name in the database) -> name in the manifests
 
 
+ColumnType = Literal["json", "float"]  # a column a reader decodes (``RowSource.decoder``)
+
+
+class RowSource(abc.ABC):
+    """Plain SQL text in, the driver's values out: what the kinds' readers and the snapshot read
+    through. ``reconciler.state.rows`` has one on a standard-library ``sqlite3`` connection (plan
+    on SQLite) and one on an SQLAlchemy connection (PostgreSQL, and apply's and watch's write
+    transactions), so each kind has one reader for both. Values are as the driver returns them: a
+    UUID is 32 hex digits on SQLite and a ``uuid.UUID`` on PostgreSQL (``id_text``), a boolean
+    0 or 1 on SQLite, and a JSON or float column is decoded by ``decoder``."""
+
+    dialect: str  # "sqlite" or "postgresql"
+
+    @abc.abstractmethod
+    def rows(self, sql: str) -> Sequence[Sequence[Any]]:
+        """Every row ``sql`` (no parameters) selects."""
+
+    @abc.abstractmethod
+    def table_names(self) -> set[str]:
+        """The tables and views a query finds by their bare name."""
+
+    @abc.abstractmethod
+    def decoder(self, column_type: ColumnType) -> Callable[[Any], Any] | None:
+        """What turns a value of a ``column_type`` column as read into what SQLAlchemy's column
+        type gives (None: the value as read is that)."""
+
+
+def select_sql(table: str, columns: Iterable[str], where: str = "") -> str:
+    """A SELECT of plain columns, identifiers quoted as SQLite and PostgreSQL both read them."""
+    listed = ", ".join(f'"{c}"' for c in columns)
+    return f'SELECT {listed} FROM "{table}"' + (f" WHERE {where}" if where else "")
+
+
 @dataclass(frozen=True)
 class Kind:
     """Everything about one resource kind (see the module docstring)."""
 
     name: KindName
-    table: Table
+    table_name: str
+    make_table: Callable[[str], Table] = field(compare=False, repr=False)  # SQLAlchemy's table, given its name (see ``table``)
     spec_model: type[BaseModel]
     # manifest (and the provider secret fingerprint function, or None) -> comparable essence
     essence: Essence
     # essence (plus "_"-prefixed payload) and the ids of every (kind, name) -> column values
     row_values: Callable[[dict[str, Any], Ids], dict[str, Any]]
     # the rows of this kind in the database, references already turned into names
-    read: Callable[[Connection, Names], list[RowRead]]
+    read: Callable[[RowSource, Names], list[RowRead]]
     # a row as read from the database -> the manifest spec export writes
     export: Callable[[ExportSource], ExportedSpec]
     references: Mapping[str, Reference] = field(default_factory=dict)
@@ -210,6 +307,11 @@ class Kind:
     status_values: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     get_columns: tuple[str, ...] = ()  # `reconciler get PLURAL` table columns
     list_rows: Callable[[Connection, Mapping[str, str]], list[dict[str, Any]]] | None = None  # for `get`
+
+    @property
+    def table(self) -> Table:
+        """Its SQLAlchemy table (for writes and queries), built the first time it is asked for."""
+        return kind_table(self.table_name, self.make_table)
 
     @property
     def plural(self) -> str:
@@ -252,16 +354,8 @@ def inactive_flag(essence: dict[str, Any], spec: dict[str, Any]) -> dict[str, An
 # -- reading and writing rows, shared by the kinds that map fields to columns one to one --------
 
 
-def raw_id(column: Any) -> Any:
-    """Select a UUID column as the driver returns it: SQLAlchemy's conversion to ``uuid.UUID``
-    and back to text cost a fifth of reading 10,000 rows. See ``id_text``."""
-    from sqlalchemy import String, type_coerce
-
-    return type_coerce(column, String).label(column.name)
-
-
 def id_text(raw: Any) -> str:
-    """The canonical text of a UUID as ``raw_id`` reads it: 32 hex digits (SQLite), a
+    """The canonical text of a UUID as the driver reads it: 32 hex digits (SQLite), a
     ``uuid.UUID`` (PostgreSQL), or already dashed text (a seed database's own choice)."""
     if raw.__class__ is str:
         if len(raw) == 32:
@@ -273,29 +367,30 @@ def id_text(raw: Any) -> str:
 
 
 def column_reader(
-    table: Table,
+    table_name: str,
     columns: tuple[str, ...],
     references: Mapping[str, Reference] = {},
     name_of: Callable[[dict[str, Any]], str] | None = None,
-) -> Callable[[Connection, Names], list[RowRead]]:
+    types: Mapping[str, ColumnType] = {},
+) -> Callable[[RowSource, Names], list[RowRead]]:
     """A ``Kind.read`` for a table whose essence fields are its columns (``name_of`` names rows
-    of a table without a name column, from their essence)."""
-    from sqlalchemy import select
-
+    of a table without a name column, from their essence; ``types``: the columns to decode)."""
     first = 1 if name_of else 2  # the essence columns' place in a row: after the id (and the name)
     end = first + len(columns)
+    sql = select_sql(table_name, ("id", *([] if name_of else ["name"]), *columns, *(ref.column for ref in references.values())))
     active = "is_active" in columns
 
-    def read(conn: Connection, names: Names) -> list[RowRead]:
-        c = table.c
-        selected = [raw_id(c.id), *([] if name_of else [c.name]), *(c[col] for col in columns)]
-        selected += [raw_id(c[ref.column]) for ref in references.values()]
+    def read(source: RowSource, names: Names) -> list[RowRead]:
         targets = [(field_name, names.get(ref.kind, {})) for field_name, ref in references.items()]
+        decoders = [(c, d) for c, t in types.items() if (d := source.decoder(t)) is not None]
         out = []
-        for row in conn.execute(select(*selected)).all():
+        for row in source.rows(sql):
             essence = dict(zip(columns, row[first:end], strict=True))
             if active:
                 essence["is_active"] = bool(essence["is_active"])  # a real bool, whatever the driver returns
+            for column, decode in decoders:
+                if essence[column] is not None:
+                    essence[column] = decode(essence[column])
             for (field_name, of_kind), target in zip(targets, row[end:], strict=True):
                 essence[field_name] = of_kind.get(target)
             out.append(RowRead(name_of(essence) if name_of else row[1], row[0], essence))
@@ -320,23 +415,28 @@ class Rows(TypedDict):
     """How a kind's rows are stored, as ``Kind(**rows, ...)`` takes it: the table, how an essence
     is written into it and read back, and which fields refer to other kinds."""
 
-    table: Table
+    table_name: str
+    make_table: Callable[[str], Table]
     row_values: Callable[[dict[str, Any], Ids], dict[str, Any]]
-    read: Callable[[Connection, Names], list[RowRead]]
+    read: Callable[[RowSource, Names], list[RowRead]]
     references: Mapping[str, Reference]
 
 
 def column_rows(
-    table: Table,
+    table_name: str,
+    make_table: Callable[[str], Table],
     columns: tuple[str, ...],
     references: Mapping[str, Reference] = {},
     name_of: Callable[[dict[str, Any]], str] | None = None,
+    types: Mapping[str, ColumnType] = {},
 ) -> Rows:
-    """The ``Rows`` of a table whose essence fields are its ``columns`` plus ``references``."""
+    """The ``Rows`` of a table whose essence fields are its ``columns`` plus ``references``
+    (``types``: the essence columns a reader decodes, checked against the table by a test)."""
     return Rows(
-        table=table,
+        table_name=table_name,
+        make_table=make_table,
         row_values=column_writer(columns, references),
-        read=column_reader(table, columns, references, name_of),
+        read=column_reader(table_name, columns, references, name_of, types),
         references=references,
     )
 

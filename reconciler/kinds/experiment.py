@@ -12,9 +12,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
-from sqlalchemy import JSON, Column, DateTime, Float, ForeignKey, Integer, String, Table, Text, Uuid
 
-from reconciler.kinds.base import NAME_PATTERN, Fingerprint, KindName, Reference, Strict, id_column, metadata, timestamp_columns
+from reconciler.kinds.base import NAME_PATTERN, Fingerprint, KindName, Reference, Strict, id_column, table_metadata, timestamp_columns
 from reconciler.kinds.run import (
     ExpectedAt,
     InputsFile,
@@ -29,25 +28,32 @@ from reconciler.kinds.run import (
 )
 
 if TYPE_CHECKING:
+    from sqlalchemy import Table
+
     from reconciler.manifests.loader import Manifest
 
-experiments = Table(
-    "experiments",
-    metadata,
-    id_column(),
-    Column("name", String(255), nullable=False, unique=True, index=True),
-    Column("task_id", Uuid, ForeignKey("task_configs.id", ondelete="SET NULL"), index=True),
-    Column("spec", JSON, nullable=False),
-    Column("status", String(16), nullable=False, default="pending"),
-    Column("error", Text),
-    Column("started_at", DateTime(timezone=True)),
-    Column("completed_at", DateTime(timezone=True)),
-    Column("items_total", Integer, nullable=False, default=0),  # inputs (each asked `repeats` times per arm)
-    Column("elapsed_seconds", Float),
-    Column("runner", String(255)),  # host:pid executing it, so two never run at once
-    Column("heartbeat_at", DateTime(timezone=True)),
-    *timestamp_columns(),
-)
+
+def _table(name: str) -> Table:
+    from sqlalchemy import JSON, Column, DateTime, Float, ForeignKey, Integer, String, Table, Text, Uuid
+
+    return Table(
+        name,
+        table_metadata(),
+        id_column(),
+        Column("name", String(255), nullable=False, unique=True, index=True),
+        Column("task_id", Uuid, ForeignKey("task_configs.id", ondelete="SET NULL"), index=True),
+        Column("spec", JSON, nullable=False),
+        Column("status", String(16), nullable=False, default="pending"),
+        Column("error", Text),
+        Column("started_at", DateTime(timezone=True)),
+        Column("completed_at", DateTime(timezone=True)),
+        Column("items_total", Integer, nullable=False, default=0),  # inputs (each asked `repeats` times per arm)
+        Column("elapsed_seconds", Float),
+        Column("runner", String(255)),  # host:pid executing it, so two never run at once
+        Column("heartbeat_at", DateTime(timezone=True)),
+        *timestamp_columns(),
+    )
+
 
 AgentName = Annotated[str, Field(pattern=NAME_PATTERN)]
 
@@ -90,4 +96,4 @@ def _essence(m: Manifest, fingerprint: Fingerprint | None) -> dict[str, Any]:
     return {"task": s.task, "agents": list(s.agents), "baseline": s.baseline or s.agents[0], **batch_essence(m, _FIELDS)}
 
 
-EXPERIMENT = batch_kind(KindName.EXPERIMENT, ExperimentSpec, _essence, experiments, "task", Reference("task_id", KindName.TASK))
+EXPERIMENT = batch_kind(KindName.EXPERIMENT, ExperimentSpec, _essence, ("experiments", _table), "task", Reference("task_id", KindName.TASK))

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
-from sqlalchemy import Boolean, Column, DateTime, LargeBinary, String, Text, select
 
 from reconciler.kinds.base import (
     ExportedSpec,
@@ -19,6 +18,7 @@ from reconciler.kinds.base import (
     KindName,
     Names,
     RowRead,
+    RowSource,
     SecretRef,
     Strict,
     column_writer,
@@ -26,13 +26,14 @@ from reconciler.kinds.base import (
     iso,
     listing,
     named_table,
-    raw_id,
+    plain_dump,
+    select_sql,
 )
 from reconciler.llm.ports import ProviderConfig
 from reconciler.llm.ports import RateLimit as RateLimitConfig
 
 if TYPE_CHECKING:
-    from sqlalchemy import Connection
+    from sqlalchemy import Connection, Table
 
     from reconciler.manifests.loader import Manifest
 
@@ -40,16 +41,20 @@ if TYPE_CHECKING:
 ProviderType = Literal["ollama", "openai", "openai-compatible", "anthropic", "google", "llamacpp"]
 ValidationStatus = Literal["pending", "validating", "connected", "error"]  # the seed's statuses, in order
 
-llm_providers = named_table(
-    "llm_providers",
-    Column("type", String(32), nullable=False),
-    Column("base_url", String(2048)),
-    Column("api_key_encrypted", LargeBinary),
-    Column("is_active", Boolean, nullable=False, default=True),
-    Column("validation_status", String(16), nullable=False, default="pending"),
-    Column("validation_error", Text),
-    Column("validated_at", DateTime(timezone=True)),
-)
+
+def _table(name: str) -> Table:
+    from sqlalchemy import Boolean, Column, DateTime, LargeBinary, String, Text
+
+    return named_table(
+        name,
+        Column("type", String(32), nullable=False),
+        Column("base_url", String(2048)),
+        Column("api_key_encrypted", LargeBinary),
+        Column("is_active", Boolean, nullable=False, default=True),
+        Column("validation_status", String(16), nullable=False, default="pending"),
+        Column("validation_error", Text),
+        Column("validated_at", DateTime(timezone=True)),
+    )
 
 
 class RateLimit(Strict):
@@ -105,7 +110,7 @@ def secret_source(m: Manifest) -> dict[str, Any] | None:
     """How apply re-resolves a provider's secret (never the value itself)."""
     if m.spec.api_key is None:
         return None
-    return {"ref": m.spec.api_key.model_dump(exclude_none=True), "manifest": str(Path(m.raw.file).resolve()), "root": str(m.root)}
+    return {"ref": plain_dump(m.spec.api_key, exclude_none=True), "manifest": str(Path(m.raw.file).resolve()), "root": str(m.root)}
 
 
 def _essence(m: Manifest, fingerprint: Fingerprint | None) -> dict[str, Any]:
@@ -113,8 +118,8 @@ def _essence(m: Manifest, fingerprint: Fingerprint | None) -> dict[str, Any]:
     api_key = None
     if s.api_key is not None:
         assert fingerprint is not None, "a provider with an api_key needs the secret fingerprint function"
-        api_key = {"ref": s.api_key.describe(), "hmac": fingerprint(s.api_key.model_dump(exclude_none=True), m)}
-    rate_limit = s.rate_limit.model_dump(exclude_none=True) if s.rate_limit is not None else None
+        api_key = {"ref": s.api_key.describe(), "hmac": fingerprint(plain_dump(s.api_key, exclude_none=True), m)}
+    rate_limit = plain_dump(s.rate_limit, exclude_none=True) if s.rate_limit is not None else None
     return {
         "type": s.type,
         "base_url": s.base_url,
@@ -125,18 +130,22 @@ def _essence(m: Manifest, fingerprint: Fingerprint | None) -> dict[str, Any]:
     }
 
 
-def _read(conn: Connection, names: Names) -> list[RowRead]:
-    p = llm_providers.c
+_READ = select_sql("llm_providers", ("id", "name", "type", "base_url", "api_key_encrypted", "is_active"))
+
+
+def _read(source: RowSource, names: Names) -> list[RowRead]:
     out = []
-    for row in conn.execute(select(raw_id(p.id), p.name, p.type, p.base_url, p.api_key_encrypted, p.is_active)).all():
-        digest = ciphertext_digest(row.api_key_encrypted)
+    for row_id, name, type_, base_url, ciphertext, is_active in source.rows(_READ):
+        if ciphertext is not None and ciphertext.__class__ is not bytes:
+            ciphertext = bytes(ciphertext)  # a memoryview, from some drivers
+        digest = ciphertext_digest(ciphertext)
         essence = {
-            "type": row.type,
-            "base_url": row.base_url,
-            "is_active": bool(row.is_active),
+            "type": type_,
+            "base_url": base_url,
+            "is_active": bool(is_active),
             "api_key": None if digest is None else {"hmac": None, "digest": digest},
         }
-        out.append(RowRead(row.name, row.id, essence, row.api_key_encrypted))
+        out.append(RowRead(name, row_id, essence, ciphertext))
     return out
 
 
@@ -190,17 +199,21 @@ def _export(source: ExportSource) -> ExportedSpec:
 
 
 def _list_rows(conn: Connection, managed: Mapping[str, str]) -> list[dict[str, Any]]:
+    from sqlalchemy import select
+
+    providers = PROVIDER.table
     fields = ("name", "type", "base_url")
     status = ("is_active", "validation_status", "validation_error", "validated_at")
     return [
         listing(r, fields, managed, api_key="(set, encrypted)" if r.api_key_encrypted else None, **{f: iso(getattr(r, f)) for f in status})
-        for r in conn.execute(select(llm_providers).order_by(llm_providers.c.name))
+        for r in conn.execute(select(providers).order_by(providers.c.name))
     ]
 
 
 PROVIDER = Kind(
     name=KindName.PROVIDER,
-    table=llm_providers,
+    table_name="llm_providers",
+    make_table=_table,
     spec_model=ProviderSpec,
     essence=_essence,
     row_values=column_writer(("type", "base_url", "is_active")),

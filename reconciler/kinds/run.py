@@ -3,11 +3,11 @@ configuration snapshot it used. A run is history once it starts: never pruned, n
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import ConfigDict, Discriminator, Field, Tag, model_validator
 from pydantic_core import PydanticCustomError
-from sqlalchemy import JSON, Column, DateTime, Float, ForeignKey, Integer, String, Table, Text, Uuid, select
 from typing_extensions import TypedDict
 
 from reconciler.hashing import sha256_hex
@@ -21,50 +21,56 @@ from reconciler.kinds.base import (
     Names,
     Reference,
     RowRead,
+    RowSource,
     Strict,
     id_column,
-    metadata,
     not_exported,
-    raw_id,
+    select_sql,
+    table_metadata,
     timestamp_columns,
 )
 
 if TYPE_CHECKING:
-    from sqlalchemy import Connection
+    from sqlalchemy import Table
 
     from reconciler.manifests.loader import Manifest
 
-analysis_runs = Table(
-    "analysis_runs",
-    metadata,
-    id_column(),
-    Column("name", String(255), unique=True, index=True),
-    Column("agent_assignment_id", Uuid, ForeignKey("agent_task_assignments.id", ondelete="SET NULL"), index=True),
-    Column("spec", JSON),
-    Column("config_snapshot", JSON),
-    Column("config_sha256", String(64), index=True),
-    Column("time_window_start", DateTime(timezone=True)),
-    Column("time_window_end", DateTime(timezone=True)),
-    Column("status", String(16), nullable=False, default="pending"),
-    Column("error", Text),
-    Column("started_at", DateTime(timezone=True)),
-    Column("completed_at", DateTime(timezone=True)),
-    Column("items_total", Integer, nullable=False, default=0),
-    Column("items_succeeded", Integer, nullable=False, default=0),
-    Column("items_failed", Integer, nullable=False, default=0),
-    Column("input_tokens", Integer, nullable=False, default=0),
-    Column("output_tokens", Integer, nullable=False, default=0),
-    Column("accuracy", Float),
-    Column("elapsed_seconds", Float),
-    Column("proposals_total", Integer, nullable=False, default=0),
-    Column("proposals_approved", Integer, nullable=False, default=0),
-    Column("proposals_rejected", Integer, nullable=False, default=0),
-    Column("llm_tokens_used", Integer, nullable=False, default=0),
-    Column("cost_estimate", Float, nullable=False, default=0.0),
-    Column("runner", String(255)),  # host:pid executing it, so two never run at once
-    Column("heartbeat_at", DateTime(timezone=True)),
-    *timestamp_columns(),
-)
+
+def _table(name: str) -> Table:
+    from sqlalchemy import JSON, Column, DateTime, Float, ForeignKey, Integer, String, Table, Text, Uuid
+
+    return Table(
+        name,
+        table_metadata(),
+        id_column(),
+        Column("name", String(255), unique=True, index=True),
+        Column("agent_assignment_id", Uuid, ForeignKey("agent_task_assignments.id", ondelete="SET NULL"), index=True),
+        Column("spec", JSON),
+        Column("config_snapshot", JSON),
+        Column("config_sha256", String(64), index=True),
+        Column("time_window_start", DateTime(timezone=True)),
+        Column("time_window_end", DateTime(timezone=True)),
+        Column("status", String(16), nullable=False, default="pending"),
+        Column("error", Text),
+        Column("started_at", DateTime(timezone=True)),
+        Column("completed_at", DateTime(timezone=True)),
+        Column("items_total", Integer, nullable=False, default=0),
+        Column("items_succeeded", Integer, nullable=False, default=0),
+        Column("items_failed", Integer, nullable=False, default=0),
+        Column("input_tokens", Integer, nullable=False, default=0),
+        Column("output_tokens", Integer, nullable=False, default=0),
+        Column("accuracy", Float),
+        Column("elapsed_seconds", Float),
+        Column("proposals_total", Integer, nullable=False, default=0),
+        Column("proposals_approved", Integer, nullable=False, default=0),
+        Column("proposals_rejected", Integer, nullable=False, default=0),
+        Column("llm_tokens_used", Integer, nullable=False, default=0),
+        Column("cost_estimate", Float, nullable=False, default=0.0),
+        Column("runner", String(255)),  # host:pid executing it, so two never run at once
+        Column("heartbeat_at", DateTime(timezone=True)),
+        *timestamp_columns(),
+    )
+
 
 RunInput = str | dict[str, Any]
 
@@ -147,7 +153,9 @@ def inputs_payload(m: Manifest) -> dict[str, Any]:
     return {"inputs": m.resolved.get("inputs") or []}
 
 
-def batch_kind(name: KindName, spec_model: type[Strict], essence: Essence, table: Table, field: str, reference: Reference) -> Kind:
+def batch_kind(
+    name: KindName, spec_model: type[Strict], essence: Essence, table: tuple[str, Callable[[str], Table]], field: str, reference: Reference
+) -> Kind:
     """A Run or an Experiment (see ``batch_essence``): its row holds the applied essence and the
     inputs in ``spec`` and the one reference (``field``); read back, it tells only whether it
     started (then it is immutable). History: never exported."""
@@ -157,16 +165,18 @@ def batch_kind(name: KindName, spec_model: type[Strict], essence: Essence, table
         spec["inputs"] = d.get("_inputs") or []
         return {reference.column: ids[(reference.kind, d[field])], "spec": spec, "items_total": d["items"], "status": "pending"}
 
-    def read(conn: Connection, names: Names) -> list[RowRead]:
-        # named rows only (an unnamed run is no manifest's); the essence is what was applied
-        # (from the bookkeeping), not the status itself: progress must not stale saved plans
-        c = table.c
-        query = select(raw_id(c.id), c.name, c.status).where(c.name.is_not(None))
-        return [RowRead(row.name, row.id, {"started": row.status != "pending"}) for row in conn.execute(query).all()]
+    table_name, make_table = table
+    # named rows only (an unnamed run is no manifest's); the essence is what was applied
+    # (from the bookkeeping), not the status itself: progress must not stale saved plans
+    query = select_sql(table_name, ("id", "name", "status"), where='"name" IS NOT NULL')
+
+    def read(source: RowSource, names: Names) -> list[RowRead]:
+        return [RowRead(row_name, row_id, {"started": status != "pending"}) for row_id, row_name, status in source.rows(query)]
 
     return Kind(
         name=name,
-        table=table,
+        table_name=table_name,
+        make_table=make_table,
         spec_model=spec_model,
         essence=essence,
         row_values=row_values,
@@ -185,4 +195,4 @@ def _essence(m: Manifest, fingerprint: Fingerprint | None) -> dict[str, Any]:
     return batch_essence(m, _FIELDS)
 
 
-RUN = batch_kind(KindName.RUN, RunSpec, _essence, analysis_runs, "assignment", Reference("agent_assignment_id", KindName.ASSIGNMENT))
+RUN = batch_kind(KindName.RUN, RunSpec, _essence, ("analysis_runs", _table), "assignment", Reference("agent_assignment_id", KindName.ASSIGNMENT))

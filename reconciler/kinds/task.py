@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
-from sqlalchemy import JSON, Boolean, Column, Text, select
 
 from reconciler.kinds.base import (
     ExportedSpec,
@@ -26,16 +25,20 @@ from reconciler.kinds.base import (
 from reconciler.kinds.run import ExpectedFields, RunInput
 
 if TYPE_CHECKING:
-    from sqlalchemy import Connection
+    from sqlalchemy import Connection, Table
 
     from reconciler.manifests.loader import Manifest
 
-task_configs = named_table(
-    "task_configs",
-    Column("description", Text),
-    Column("response_schema", JSON, nullable=False),
-    Column("is_active", Boolean, nullable=False, default=True),
-)
+
+def _table(name: str) -> Table:
+    from sqlalchemy import JSON, Boolean, Column, Text
+
+    return named_table(
+        name,
+        Column("description", Text),
+        Column("response_schema", JSON, nullable=False),
+        Column("is_active", Boolean, nullable=False, default=True),
+    )
 
 
 class EvaluationGate(Strict):
@@ -106,7 +109,9 @@ def _export(source: ExportSource) -> ExportedSpec:
 
 
 def _list_rows(conn: Connection, managed: Mapping[str, str]) -> list[dict[str, Any]]:
-    t = task_configs
+    from sqlalchemy import select
+
+    t = TASK.table
     return [listing(r, ("name", "description", "is_active", "response_schema"), managed) for r in conn.execute(select(t).order_by(t.c.name))]
 
 
@@ -114,7 +119,7 @@ TASK = Kind(
     name=KindName.TASK,
     spec_model=TaskSpec,
     essence=_essence,
-    **column_rows(task_configs, _COLUMNS),
+    **column_rows("task_configs", _table, _COLUMNS, types={"response_schema": "json"}),
     export=_export,
     get_columns=("name", "description", "is_active", "managed"),
     list_rows=_list_rows,

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from reconciler.errors import Location, Problem, ProblemList, ReconcilerError
 from reconciler.kinds import BY_NAME
+from reconciler.kinds.base import plain_dump
 from reconciler.kinds.expected import expected_fields, expected_problem
 from reconciler.manifests import files, modelcodec
 from reconciler.manifests.models import API_VERSION, KIND_NAMES, MANIFEST_MODELS, FileRef
@@ -422,7 +423,7 @@ def _check_secret_ref(m: Manifest, path: Path, problems: ProblemList) -> None:
     """An api_key reference must be allowed; its value is not read here (validate needs no secrets)."""
     from reconciler.providers.secrets import SecretRefError, check_reference
 
-    ref = m.spec.api_key.model_dump(exclude_none=True)
+    ref = plain_dump(m.spec.api_key, exclude_none=True)
     try:
         check_reference(ref, path, m.root)
     except SecretRefError as err:

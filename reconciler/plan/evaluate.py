@@ -15,6 +15,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from reconciler.errors import ReconcilerError
+from reconciler.kinds.base import plain_dump
 from reconciler.plan.behaviour import BehaviourDiff, LiveConfig, behaviour_diff, changed_configs, configs_of, state_after, state_now
 
 if TYPE_CHECKING:
@@ -263,7 +264,7 @@ def _evaluate(
             hint="an unfinished evaluation gates nothing: make the provider reachable and evaluate again "
             "(the answers given so far are kept in the answer cache)",
         )
-    return behaviour_diff(name, target.after.task_name, ev.gate.model_dump(exclude_none=True), _report(target, configs, outcomes, expected))
+    return behaviour_diff(name, target.after.task_name, plain_dump(ev.gate, exclude_none=True), _report(target, configs, outcomes, expected))
 
 
 def _report(target: Target, configs: list[tuple[str, LiveConfig]], outcomes: list[list[ItemOutcome]], expected: dict[str, str]) -> Any:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from reconciler.plan.behaviour import BehaviourDiff
+if TYPE_CHECKING:
+    from reconciler.plan.behaviour import BehaviourDiff  # --evaluate only: imported when a saved plan has evaluations
 
 PLAN_FORMAT_VERSION = 1
 
@@ -166,6 +167,8 @@ class Plan:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Plan:
+        from reconciler.plan.behaviour import BehaviourDiff
+
         if data.get("format_version") != PLAN_FORMAT_VERSION:
             raise ValueError(f"unsupported plan format_version {data.get('format_version')!r}")
         changes = tuple(

@@ -218,9 +218,9 @@ def key_file_path(database: URL | None = None) -> Path:
     configured = os.environ.get(SECRET_KEY_FILE_ENV)
     if configured:
         return Path(configured)
-    from reconciler.state.db import opened_database, sqlite_path
+    from reconciler.state.db import opened_sqlite_file, sqlite_path
 
-    db_file = sqlite_path(database if database is not None else opened_database())
+    db_file = sqlite_path(database) if database is not None else opened_sqlite_file()
     if db_file is None:
         return DEFAULT_KEY_FILE
     return db_file.expanduser().parent / KEY_FILE_NAME

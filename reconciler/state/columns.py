@@ -14,15 +14,17 @@ service's Python code), so nothing is reflected on SQLite.
 
 from __future__ import annotations
 
+import functools
 import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
-
-from sqlalchemy import Column, Connection, Engine, MetaData, String, Table, cast, inspect
-from sqlalchemy.types import TypeDecorator
+from typing import TYPE_CHECKING, Any
 
 from reconciler.kinds import KINDS
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection, Engine, Table
+    from sqlalchemy.types import TypeEngine
 
 ColumnKey = tuple[str, str]  # (table, column)
 
@@ -42,23 +44,34 @@ class DbEnum:
         return f"{self.schema}.{self.type_name}" if self.schema else self.type_name
 
 
-class EnumCast(TypeDecorator[str]):
+def enum_cast(type_name: str, schema: str | None = None) -> TypeEngine[str]:
     """Text on the Python side, bound as ``CAST(:value AS the_enum)`` in SQL, so an INSERT, an
     UPDATE and a WHERE comparison all work on an enum column. Results are left as the driver reads
     them (psycopg reads an enum as text), so a value outside the enum can still be read."""
+    return _enum_cast_type()(type_name, schema)
 
-    impl = String
-    cache_ok = True
 
-    def __init__(self, type_name: str, schema: str | None = None) -> None:
-        super().__init__()
-        self.type_name = type_name
-        self.schema = schema
+@functools.cache
+def _enum_cast_type() -> Any:
+    """The ``TypeDecorator`` class behind ``enum_cast``, defined on first use (SQLAlchemy is
+    imported only by what writes)."""
+    from sqlalchemy import String, cast
+    from sqlalchemy.dialects.postgresql import ENUM
+    from sqlalchemy.types import TypeDecorator
 
-    def bind_expression(self, bindvalue: Any) -> Any:
-        from sqlalchemy.dialects.postgresql import ENUM
+    class EnumCast(TypeDecorator[str]):
+        impl = String
+        cache_ok = True
 
-        return cast(bindvalue, ENUM(name=self.type_name, schema=self.schema, create_type=False))
+        def __init__(self, type_name: str, schema: str | None = None) -> None:
+            super().__init__()
+            self.type_name = type_name
+            self.schema = schema
+
+        def bind_expression(self, bindvalue: Any) -> Any:
+            return cast(bindvalue, ENUM(name=self.type_name, schema=self.schema, create_type=False))
+
+    return EnumCast
 
 
 @dataclass(frozen=True)
@@ -86,10 +99,12 @@ NO_ENUMS = DbColumns()
 
 
 def _with_enum_casts(table: Table, enums: Mapping[ColumnKey, DbEnum]) -> Table:
+    from sqlalchemy import Column, MetaData, Table
+
     columns = []
     for c in table.columns:
         e = enums.get((table.name, c.name))
-        type_ = EnumCast(e.type_name, e.schema) if e is not None else c.type
+        type_ = enum_cast(e.type_name, e.schema) if e is not None else c.type
         # no foreign keys: the copy lives in a metadata of its own and is only written through
         columns.append(Column(c.name, type_, primary_key=c.primary_key, nullable=c.nullable, default=c.default))
     return Table(table.name, MetaData(), *columns)
@@ -99,9 +114,10 @@ def reflect_columns(conn: Connection) -> DbColumns:
     """The enum-typed columns of the kinds' tables, read from the database now (PostgreSQL only)."""
     if conn.dialect.name != "postgresql":
         return NO_ENUMS
+    from sqlalchemy import inspect
     from sqlalchemy.dialects.postgresql import ENUM
 
-    names = [k.table.name for k in KINDS]
+    names = [k.table_name for k in KINDS]
     enums: dict[ColumnKey, DbEnum] = {}
     for (_schema, table), columns in inspect(conn).get_multi_columns(filter_names=names).items():
         for c in columns:
@@ -135,6 +151,7 @@ def add_enum_values(conn: Connection, enum: DbEnum, values: Iterable[str]) -> No
     """``ALTER TYPE ... ADD VALUE IF NOT EXISTS`` for each value, inside the caller's transaction.
     PostgreSQL lets no transaction use a value before the one that added it commits, so the
     caller commits this before writing any row that uses the values."""
+    from sqlalchemy import String
     from sqlalchemy.dialects.postgresql import ENUM
 
     preparer: Any = conn.dialect.identifier_preparer  # PostgreSQL's: it quotes a (schema-qualified) type name
@@ -146,4 +163,4 @@ def add_enum_values(conn: Connection, enum: DbEnum, values: Iterable[str]) -> No
     _by_engine.pop(conn.engine, None)
 
 
-__all__ = ["NO_ENUMS", "DbColumns", "DbEnum", "EnumCast", "add_enum_values", "columns_for", "reflect_columns", "writable"]
+__all__ = ["NO_ENUMS", "DbColumns", "DbEnum", "add_enum_values", "columns_for", "enum_cast", "reflect_columns", "writable"]

@@ -1,24 +1,28 @@
-"""Opening the state database: URL resolution, engine settings, schema migrations, error translation."""
+"""Opening the state database: URL resolution, engine settings, schema migrations, error translation.
+
+SQLAlchemy is imported only where an engine is made or a URL needs its parser: a plan on a
+SQLite file (``sqlite:///PATH`` or a bare path) reads it with the standard library's ``sqlite3``
+(``open_sqlite_state``), set up as the engine sets up its connections (``configure_sqlite``)."""
 
 from __future__ import annotations
 
 import atexit
 import contextlib
 import os
+import sys
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
+from typing import TYPE_CHECKING, Any
 
 from reconciler.errors import StateError
 from reconciler.state import jsoncodec
 
 if TYPE_CHECKING:
     import sqlite3
+
+    from sqlalchemy import Connection, Engine
+    from sqlalchemy.engine import URL
 
 DATABASE_URL_ENV = "RECONCILER_DATABASE_URL"
 DEFAULT_SQLITE_PATH = Path(".reconciler") / "state.db"
@@ -27,9 +31,10 @@ HEAD_REVISION = "0006"  # keep equal to the newest migration; a test checks it
 
 def database_url(explicit: str | None = None) -> URL:
     """The state database: ``--db``, then $RECONCILER_DATABASE_URL, then .reconciler/state.db."""
-    raw = explicit or os.environ.get(DATABASE_URL_ENV) or f"sqlite:///{DEFAULT_SQLITE_PATH}"
-    if "://" not in raw:  # a bare path means a SQLite file
-        raw = f"sqlite:///{raw}"
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    raw = _raw_url(explicit)
     try:
         url = make_url(raw)
     except ArgumentError:
@@ -44,8 +49,26 @@ def database_url(explicit: str | None = None) -> URL:
     return url
 
 
-def display_url(url: URL) -> str:
-    return url.render_as_string(hide_password=True)
+def _raw_url(explicit: str | None) -> str:
+    raw = explicit or os.environ.get(DATABASE_URL_ENV) or f"sqlite:///{DEFAULT_SQLITE_PATH}"
+    return raw if "://" in raw else f"sqlite:///{raw}"  # a bare path means a SQLite file
+
+
+def plain_sqlite_url(explicit: str | None) -> tuple[str, Path] | None:
+    """(URL, file) when the database is a SQLite file named in the plain form ``sqlite:///PATH``
+    (or a bare path), which needs no URL parser: what ``database_url`` would make of it, as
+    ``display_url`` shows it. None for any other database or form (options, escapes, memory)."""
+    raw = _raw_url(explicit)
+    for prefix in ("sqlite:///", "sqlite+pysqlite:///"):
+        database = raw[len(prefix) :] if raw.startswith(prefix) else ""
+        if database and database != ":memory:" and not any(c in database for c in "?#%@"):
+            return raw, Path(database)
+    return None
+
+
+def display_url(url: URL | str) -> str:
+    """The URL as messages show it (without a password); a plain SQLite URL is shown as it is."""
+    return url if isinstance(url, str) else url.render_as_string(hide_password=True)
 
 
 def sqlite_path(url: URL) -> Path | None:
@@ -81,17 +104,27 @@ def make_engine(url: URL) -> Engine:
     return engine
 
 
+SQLITE_TIMEOUT = 30  # seconds a statement waits for another process's lock
+
+
+def configure_sqlite(dbapi_connection: sqlite3.Connection) -> None:
+    """Every SQLite connection of ours, the engine's and ``open_sqlite_state``'s alike."""
+    dbapi_connection.isolation_level = None  # we issue BEGIN ourselves (SQLAlchemy's pysqlite recipe)
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_TIMEOUT * 1000}")
+    cursor.close()
+
+
 def _make_engine(url: URL) -> Engine:
+    from sqlalchemy import create_engine, event
+
     if url.get_backend_name() == "sqlite":
-        engine = create_engine(url, connect_args={"timeout": 30}, json_deserializer=jsoncodec.loads, json_serializer=jsoncodec.dumps)
+        engine = create_engine(url, connect_args={"timeout": SQLITE_TIMEOUT}, json_deserializer=jsoncodec.loads, json_serializer=jsoncodec.dumps)
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_connection: sqlite3.Connection, _record: object) -> None:
-            dbapi_connection.isolation_level = None  # we issue BEGIN ourselves (SQLAlchemy's pysqlite recipe)
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA busy_timeout=30000")
-            cursor.close()
+            configure_sqlite(dbapi_connection)
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Connection) -> None:
@@ -109,19 +142,38 @@ def _make_engine(url: URL) -> Engine:
 
 
 @contextlib.contextmanager
-def translate_db_errors(url: URL, doing: str) -> Iterator[None]:
+def translate_db_errors(url: URL | str, doing: str) -> Iterator[None]:
     """Turn driver exceptions into a clear StateError (no traceback for an unreachable or read-only DB)."""
     try:
         yield
     except StateError:
         raise
-    except DBAPIError as exc:
-        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-        raise StateError(f"database error while {doing} ({display_url(url)}): {reason}", hint=error_hint(exc, reason)) from None
-    except SQLAlchemyError as exc:
-        raise StateError(f"database error while {doing} ({display_url(url)}): {exc}") from None
     except OSError as exc:
         raise StateError(f"cannot use database {display_url(url)} while {doing}: {exc.strerror or exc}") from None
+    except Exception as exc:
+        translated = _translated(exc, f"database error while {doing} ({display_url(url)})")
+        if translated is None:
+            raise
+        raise translated from None
+
+
+def _translated(exc: Exception, what: str) -> StateError | None:
+    """SQLAlchemy's errors, and the ``sqlite3`` module's raised outside it; None for anything else
+    (neither module is imported here: an error of a module nobody imported cannot occur)."""
+    sa_errors: Any = sys.modules.get("sqlalchemy.exc")
+    if sa_errors is not None and isinstance(exc, sa_errors.DBAPIError):
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        return StateError(f"{what}: {reason}", hint=error_hint(exc, reason))
+    if sa_errors is not None and isinstance(exc, sa_errors.SQLAlchemyError):
+        return StateError(f"{what}: {exc}")
+    sqlite: Any = sys.modules.get("sqlite3")
+    if sqlite is not None and isinstance(exc, sqlite.Error):
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return StateError(
+            f"{what}: {reason}",
+            hint=driver_hint(exc, reason, integrity=isinstance(exc, sqlite.IntegrityError), operational=isinstance(exc, sqlite.OperationalError)),
+        )
+    return None
 
 
 CONNECTION_HINT = "check --db / $RECONCILER_DATABASE_URL and that the server is running"
@@ -138,11 +190,17 @@ _CONNECTION_FAILURES = (
 )
 
 
-def error_hint(exc: DBAPIError, reason: str) -> str:
-    """A hint that fits the error: the server and --db for a connection failure, what the column
-    expects for a type or constraint error, and so on. PostgreSQL errors are told apart by their
-    SQLSTATE (and name the column in their diagnostics), SQLite's by their message."""
-    orig = exc.orig
+def error_hint(exc: Any, reason: str) -> str:
+    """The hint for SQLAlchemy's ``DBAPIError`` ``exc`` (see ``driver_hint``)."""
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    return driver_hint(exc.orig, reason, integrity=isinstance(exc, IntegrityError), operational=isinstance(exc, OperationalError))
+
+
+def driver_hint(orig: Any, reason: str, *, integrity: bool, operational: bool) -> str:
+    """A hint that fits the driver's error ``orig``: the server and --db for a connection failure,
+    what the column expects for a type or constraint error, and so on. PostgreSQL errors are told
+    apart by their SQLSTATE (and name the column in their diagnostics), SQLite's by their message."""
     state = str(getattr(orig, "sqlstate", "") or "")
     diag = getattr(orig, "diag", None)
     column = getattr(diag, "column_name", None)
@@ -169,7 +227,7 @@ def error_hint(exc: DBAPIError, reason: str) -> str:
         return f"the value breaks the table's CHECK constraint{f' {name}' if name else ''}: see what the database allows there, and use such a value"
     if state == "23503" or "foreign key constraint failed" in low:
         return "a row it refers to is missing, or a row reconciler does not manage still refers to it; run plan again"
-    if isinstance(exc, IntegrityError) or state.startswith("23"):
+    if integrity or state.startswith("23"):
         return "the database was changed while reconciler worked, or holds rows it cannot reconcile (two rows with one name?); run plan again"
     if state in {"42P01", "42703"} or "no such table" in low or "no such column" in low:
         return "the database's tables are not the ones reconciler expects (a table or column is missing): was --db meant for another service?"
@@ -183,11 +241,13 @@ def error_hint(exc: DBAPIError, reason: str) -> str:
         return "--db points at a file that is not a SQLite database"
     if state.startswith("57P") or "server closed the connection" in low or "terminating connection" in low:
         return "the server ended the connection (restarted or shut down?): " + CONNECTION_HINT
-    return CONNECTION_HINT if isinstance(exc, OperationalError) and not state else ""
+    return CONNECTION_HINT if operational and not state else ""
 
 
 def schema_revision(engine: Engine) -> str | None:
     """The applied migration revision, or None for a database reconciler has not initialised."""
+    from sqlalchemy import inspect, text
+
     with engine.connect() as conn:
         if not inspect(conn).has_table("alembic_version"):
             return None
@@ -207,12 +267,21 @@ def upgrade_schema(engine: Engine) -> None:
 
 
 _opened: URL | None = None
+_opened_file: Path | None = None  # opened by open_sqlite_state (which sets _opened to None)
 
 
 def opened_database() -> URL:
     """The database this process opened last (``open_engine``), else the default one. The secret
     key file lives beside it (``reconciler.providers.secrets``), for code that is not handed an engine."""
     return _opened if _opened is not None else database_url(None)
+
+
+def opened_sqlite_file() -> Path | None:
+    """The SQLite file of the database this process opened last (``open_engine`` or
+    ``open_sqlite_state``), else of the default one; None when that is no SQLite file."""
+    if _opened is None and _opened_file is not None:
+        return _opened_file
+    return sqlite_path(opened_database())
 
 
 def open_engine(explicit_url: str | None, *, create: bool) -> Engine | None:
@@ -245,12 +314,46 @@ def open_engine(explicit_url: str | None, *, create: bool) -> Engine | None:
     return engine
 
 
+def open_sqlite_state(url: str, path: Path) -> sqlite3.Connection | None:
+    """``open_engine(create=False)`` for a plain SQLite URL (``plain_sqlite_url``) on a standard-
+    library connection, in an open read transaction for the caller to read the state in (and close):
+    None for a missing or empty database (an empty state); a schema revision this release does not
+    know is refused, an older one is read as it is; nothing is written."""
+    global _opened, _opened_file
+    _opened, _opened_file = None, path
+    if not path.exists():
+        return None
+    import sqlite3
+
+    with translate_db_errors(url, "opening the database"):
+        conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=rw", uri=True, timeout=SQLITE_TIMEOUT)  # never creates it
+        try:
+            configure_sqlite(conn)
+            conn.execute("PRAGMA query_only=ON")
+            conn.execute("BEGIN")  # one read transaction for the revision and every table
+            tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")}
+            row = conn.execute("SELECT version_num FROM alembic_version").fetchone() if "alembic_version" in tables else None
+            revision = None if row is None else row[0]
+            if revision != HEAD_REVISION:
+                if revision is None and "llm_providers" not in tables:
+                    conn.close()
+                    return None
+                if revision is not None:
+                    _refuse_unknown_revision(url, revision)
+        except BaseException:
+            conn.close()
+            raise
+    return conn
+
+
 def _is_empty(engine: Engine) -> bool:
+    from sqlalchemy import inspect
+
     with engine.connect() as conn:
         return not inspect(conn).has_table("llm_providers")
 
 
-def _refuse_unknown_revision(url: URL, revision: str) -> None:
+def _refuse_unknown_revision(url: URL | str, revision: str) -> None:
     """A schema newer (or other) than this release knows: reading it could misreport the state."""
     from alembic.config import Config
     from alembic.script import ScriptDirectory

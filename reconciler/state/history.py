@@ -5,11 +5,12 @@ One row per operation in ``reconciler_applies``; ``reconciler history`` lists th
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Engine, insert, inspect, select
+from reconciler.kinds.base import utcnow
 
-from reconciler.state.tables import reconciler_applies, utcnow
+if TYPE_CHECKING:
+    from sqlalchemy import Connection, Engine
 
 
 def record_operation(
@@ -28,8 +29,11 @@ def record_operation(
     """Insert one history row inside the caller's transaction; returns its id. ``details`` is
     what changed (an apply's plan, the adopted resources, the re-encrypted providers); it must
     never hold a secret."""
+    from sqlalchemy import insert
+
+    from reconciler.state.tables import reconciler_applies as table
+
     git = git or {}
-    table = reconciler_applies
     result = conn.execute(
         insert(table).returning(table.c.id),
         {
@@ -60,7 +64,10 @@ def last_evaluations(engine: Engine, wanted: set[tuple[str, str]]) -> dict[tuple
     ``after`` figures, ``passed``, ``apply_id``, ``measured_at``), for those of ``wanted`` found in the
     last ``EVALUATIONS_SCANNED`` operations. Reads the applied plans newest first and stops once every
     wanted configuration is found."""
-    t = reconciler_applies
+    from sqlalchemy import inspect, select
+
+    from reconciler.state.tables import reconciler_applies as t
+
     found: dict[tuple[str, str], dict[str, Any]] = {}
     with engine.connect() as conn:
         if not wanted or not inspect(conn).has_table(t.name):

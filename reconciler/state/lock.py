@@ -15,16 +15,24 @@ import socket
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any
-
-from sqlalchemy import Engine, text
+from typing import TYPE_CHECKING, Any
 
 from reconciler.errors import LockTimeout
 from reconciler.state.db import sqlite_path
 
+if TYPE_CHECKING:
+    from sqlalchemy import Engine, TextClause
+
 DEFAULT_LOCK_TIMEOUT = float(os.environ.get("RECONCILER_LOCK_TIMEOUT", "60"))
 _PG_LOCK_KEY = 0x5265636F  # "Reco"
 _POLL_SECONDS = 0.05
+
+
+def text(sql: str) -> TextClause:
+    """SQLAlchemy's ``text``, imported by the PostgreSQL locks only (this module is imported by `plan`)."""
+    from sqlalchemy import text as sql_text
+
+    return sql_text(sql)
 
 
 def holder_identity() -> str:

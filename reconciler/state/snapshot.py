@@ -1,24 +1,29 @@
 """Read the database into plain, comparable snapshots ("essences"): no ids, no timestamps, and
-references by name, the same shape as the desired state built from manifests."""
+references by name, the same shape as the desired state built from manifests.
+
+The read is plain SQL text through a ``RowSource`` (``state.rows``): a plan on SQLite reads the
+file with the standard library's ``sqlite3`` (``load_state``) and imports no SQLAlchemy; an
+SQLAlchemy connection (PostgreSQL, apply's and watch's transactions) gives the same snapshot."""
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
-
-from sqlalchemy import Connection, Engine, String, inspect, select, type_coerce
+from typing import TYPE_CHECKING, Any
 
 from reconciler.kinds import KINDS, Kind
-from reconciler.kinds.base import ROW_NAME, id_text, raw_id
+from reconciler.kinds.base import ROW_NAME, RowSource, id_text, select_sql
 from reconciler.kinds.provider import ciphertext_digest
 from reconciler.state.columns import NO_ENUMS, DbColumns, reflect_columns
-from reconciler.state.jsoncodec import canonical_bytes, loads
-from reconciler.state.tables import reconciler_resources
+from reconciler.state.jsoncodec import canonical_bytes
+from reconciler.state.rows import ConnectionRows, SqliteRows
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection, Engine
 
 ResourceKey = tuple[str, str]
-__all__ = ["ActualResource", "StateSnapshot", "ciphertext_digest", "load_snapshot", "read_snapshot"]
+__all__ = ["ActualResource", "StateSnapshot", "ciphertext_digest", "load_snapshot", "load_state", "read_snapshot"]
 
 # Fields that have no column in the seed's tables; they live only in the bookkeeping's applied essence.
 EXTRA_FIELDS: dict[str, tuple[str, ...]] = {k.name: k.extra_fields for k in KINDS if k.extra_fields}
@@ -88,11 +93,33 @@ def load_snapshot(engine: Engine | None) -> StateSnapshot:
         return read_snapshot(conn)
 
 
-def _existing_tables(conn: Connection) -> set[str] | None:
+def load_state(db: str | None) -> StateSnapshot:
+    """The state a read-only command compares with, as ``open_engine(db, create=False)`` and
+    ``load_snapshot`` read it (an absent or empty database is an empty state, an unknown schema
+    revision is refused): a plain SQLite URL through ``sqlite3``, any other through an engine."""
+    from reconciler.state.db import open_sqlite_state, plain_sqlite_url, translate_db_errors
+
+    plain = plain_sqlite_url(db)
+    if plain is None:
+        from reconciler.state.db import database_url, open_engine
+
+        engine = open_engine(db, create=False)
+        with translate_db_errors(database_url(db), "reading the current state"):
+            return load_snapshot(engine)
+    conn = open_sqlite_state(*plain)
+    if conn is None:
+        return StateSnapshot.empty()
+    try:
+        with translate_db_errors(plain[0], "reading the current state"):
+            return read_snapshot(SqliteRows(conn))
+    finally:
+        conn.close()
+
+
+def _existing_tables(source: RowSource) -> set[str] | None:
     """None when reconciler's schema is in place; else the tables that exist (a seed database)."""
-    if inspect(conn).has_table(reconciler_resources.name):
-        return None
-    return set(inspect(conn).get_table_names())
+    tables = source.table_names()
+    return None if BOOKKEEPING_TABLE in tables else tables
 
 
 class _Book:
@@ -106,46 +133,39 @@ class _Book:
         self.applied, self.labels, self.annotations = decode(applied), decode(labels), decode(annotations)
 
 
-def _json_text(value: Any) -> Any:
-    """A JSON column read as text on SQLite, decoded as SQLAlchemy's JSON type would (with the
-    engine's deserializer), without its per-value result processors; ``{}`` (most labels and
-    annotations) without a parser call."""
-    if value.__class__ is str:
-        return {} if value == "{}" else loads(value)
-    return value  # NULL, or a number SQLite's NUMERIC affinity made of a JSON number
-
-
 def _same(value: Any) -> Any:
     return value
 
 
-def _bookkeeping(conn: Connection) -> list[_Book]:
-    c = reconciler_resources.c
-    as_text = conn.dialect.name == "sqlite"  # PostgreSQL's drivers decode JSON themselves
-    json_columns = [type_coerce(col, String) if as_text else col for col in (c.applied, c.labels, c.annotations)]
-    rows = conn.execute(select(c.kind, c.name, raw_id(c.row_id), *json_columns, c.secret_digest, c.apply_id)).all()
-    decode = _json_text if as_text else _same
-    return [_Book(row, decode) for row in rows]
+BOOKKEEPING_TABLE = "reconciler_resources"  # state.tables.reconciler_resources (a test keeps them equal)
+_BOOKKEEPING = select_sql(BOOKKEEPING_TABLE, ("kind", "name", "row_id", "applied", "labels", "annotations", "secret_digest", "apply_id"))
 
 
-def read_snapshot(conn: Connection) -> StateSnapshot:
+def _bookkeeping(source: RowSource) -> list[_Book]:
+    decode = source.decoder("json") or _same  # PostgreSQL's driver decodes JSON itself
+    return [_Book(row, decode) for row in source.rows(_BOOKKEEPING)]
+
+
+def read_snapshot(conn: Connection | RowSource) -> StateSnapshot:
     """Every kind's rows, in dependency order so references can be named, merged with the
-    bookkeeping: a managed row is known by the name reconciler manages it by."""
-    tables = _existing_tables(conn)
+    bookkeeping: a managed row is known by the name reconciler manages it by. ``conn``: an
+    SQLAlchemy connection (read through ``ConnectionRows``) or any ``RowSource``."""
+    source = conn if isinstance(conn, RowSource) else ConnectionRows(conn)
+    tables = _existing_tables(source)
     managed: dict[tuple[str, str], _Book] = {}
     by_row: dict[tuple[str, str], _Book] = {}
-    for m in _bookkeeping(conn) if tables is None else []:
+    for m in _bookkeeping(source) if tables is None else []:
         managed[(m.kind, m.name)] = m
         by_row[(m.kind, m.row_id)] = m
 
     resources: dict[ResourceKey, ActualResource] = {}
     names: dict[str, dict[Any, str]] = {}
     for k in KINDS:
-        if tables is not None and (k.history or k.table.name not in tables):
+        if tables is not None and (k.history or k.table_name not in tables):
             continue  # a seed database has analysis_runs without our columns: runs are not managed there
         names[k.name] = of_kind = {}
         kind = str(k.name)
-        for row in k.read(conn, names):
+        for row in k.read(source, names):
             row_id = id_text(row.raw_id)
             book = managed.get((kind, row.name)) if k.history else by_row.get((kind, row_id))
             if k.history and book is not None and book.row_id != row_id:
@@ -155,7 +175,14 @@ def read_snapshot(conn: Connection) -> StateSnapshot:
             of_kind[row.raw_id] = resource.name
     seen = {(r.kind, r.row_id) for r in resources.values() if r.managed}
     vanished = {key: m.apply_id for key, m in managed.items() if (m.kind, m.row_id) not in seen}
-    return StateSnapshot(resources, fingerprint_of(resources), vanished, reflect_columns(conn))
+    return StateSnapshot(resources, fingerprint_of(resources), vanished, _db_columns(source))
+
+
+def _db_columns(source: RowSource) -> DbColumns:
+    """The database's enum columns (PostgreSQL only: its reflection is SQLAlchemy's)."""
+    if not isinstance(source, ConnectionRows) or source.dialect != "postgresql":
+        return NO_ENUMS
+    return reflect_columns(source.connection)
 
 
 def _resource(k: Kind, kind: str, name: str, row_id: str, essence: dict[str, Any], book: _Book | None, ciphertext: bytes | None) -> ActualResource:

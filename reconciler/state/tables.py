@@ -1,8 +1,10 @@
 """Database tables, as SQLAlchemy Core tables. The tables of the resource kinds follow the seed
 service's models so its database can be brought under GitOps in place; each is defined by its kind
-(``reconciler/kinds/``) and re-exported here. ``run_results`` and the ``reconciler_*`` tables are
-the reconciler's own. Core, not the ORM: nothing here needs identity maps or sessions, and
-importing ``sqlalchemy.orm`` and building declarative classes cost every command 70 ms at start-up."""
+(``reconciler/kinds/``, built on first use) and re-exported here. ``run_results`` and the
+``reconciler_*`` tables are the reconciler's own. Core, not the ORM: nothing here needs identity
+maps or sessions, and importing ``sqlalchemy.orm`` and building declarative classes cost every
+command 70 ms at start-up. Importing this module imports SQLAlchemy: the state read of a plan
+(``state.snapshot``) names tables by their names instead."""
 
 from __future__ import annotations
 
@@ -23,13 +25,22 @@ from sqlalchemy import (
 )
 
 from reconciler.kinds import KINDS
-from reconciler.kinds.agent import agent_configs
-from reconciler.kinds.assignment import agent_task_assignments
-from reconciler.kinds.base import id_column, metadata, utcnow
-from reconciler.kinds.experiment import experiments
-from reconciler.kinds.provider import llm_providers
-from reconciler.kinds.run import analysis_runs
-from reconciler.kinds.task import task_configs
+from reconciler.kinds.agent import AGENT
+from reconciler.kinds.assignment import ASSIGNMENT
+from reconciler.kinds.base import id_column, table_metadata, utcnow
+from reconciler.kinds.experiment import EXPERIMENT
+from reconciler.kinds.provider import PROVIDER
+from reconciler.kinds.run import RUN
+from reconciler.kinds.task import TASK
+
+metadata = table_metadata()
+KIND_TABLES = {k.name: k.table for k in KINDS}  # every kind's table, in dependency order
+llm_providers = PROVIDER.table
+task_configs = TASK.table
+agent_configs = AGENT.table
+agent_task_assignments = ASSIGNMENT.table
+analysis_runs = RUN.table
+experiments = EXPERIMENT.table
 
 # One processed input of a run; (run_id, item_index) is unique so a resume never duplicates.
 run_results = Table(
@@ -149,8 +160,6 @@ reconciler_applies = Table(
     Column("deleted", Integer, nullable=False, default=0),
     Column("plan", JSON, nullable=False),
 )
-
-KIND_TABLES = {k.name: k.table for k in KINDS}
 
 __all__ = [
     "KIND_TABLES",
