@@ -10,7 +10,7 @@ import difflib
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
@@ -32,6 +32,9 @@ from reconciler.manifests.yamlfile import (
     read_text,
     source_stamps,
 )
+
+if TYPE_CHECKING:
+    from reconciler.manifests.parseahead import Ahead
 
 ResourceKey = tuple[str, str]  # (kind, name)
 
@@ -121,8 +124,15 @@ def load_manifests(
     roots = _roots_for(paths)
     manifests: list[Manifest] = []
     declared: set[ResourceKey] = set()  # invalid documents still define their name: no cascade of errors
-    for path, display in found:
-        _load_file(path, display, _root_of(path, roots), cache, parsed, problems=problems, manifests=manifests, declared=declared)
+    ahead = _parse_ahead(found, roots, cache) if cache is not None and parsed is None else None
+    try:
+        for i, (path, display) in enumerate(found):
+            if ahead is not None and i == ahead.first:
+                ahead.wait()  # its files are in the cache now, or parsed here below
+            _load_file(path, display, _root_of(path, roots), cache, parsed, problems=problems, manifests=manifests, declared=declared)
+    finally:
+        if ahead is not None:
+            ahead.wait()
     if parsed is not None:
         parsed.finish()
     if not found and not path_problems:
@@ -131,6 +141,16 @@ def load_manifests(
     if problems.errors:
         raise ReconcilerError(sorted(problems.items, key=_problem_order))
     return ManifestSet(tuple(manifests), tuple(problems.warnings), tuple(d for _, d in found))
+
+
+def _parse_ahead(found: list[tuple[Path, str]], roots: list[Path], cache: ParseCache) -> Ahead | None:
+    """A child parsing the last files the cache misses into it, on the other core (``parseahead``)."""
+    from reconciler.manifests.parseahead import parse_ahead
+
+    def parse(path: Path, display: str) -> None:  # in the child: what it finds is stored or dropped
+        _load_file(path, display, _root_of(path, roots), cache, None, problems=ProblemList(), manifests=[], declared=set())
+
+    return parse_ahead(found, cache, parse)
 
 
 def cache_salt() -> bytes:

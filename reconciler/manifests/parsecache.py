@@ -106,6 +106,10 @@ class ParseCache:
         h.update(content)
         return h.hexdigest()
 
+    def has(self, key: str) -> bool:
+        """Whether an entry is stored under ``key`` (not whether it is intact: ``load`` checks that)."""
+        return self._path(key).is_file()
+
     def _path(self, key: str) -> Path:
         return self.directory / f"{key}.json"
 

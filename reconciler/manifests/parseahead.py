@@ -1,0 +1,91 @@
+"""Parse the files the parse cache does not hold on the second core, while this process parses the others.
+
+A first apply of 10,000 resources spends about half its time composing YAML and validating it,
+one file after another, on one core of two. When the cache misses at least ``MIN_BYTES`` of files
+and the other core is idle, a forked child parses and validates the last files (about half the
+bytes) and stores them in the parse cache, exactly as this process would; this process parses
+the first ones meanwhile, waits for the child, then reads the child's files from the cache
+(reading an entry is several times faster than parsing). So the result, problems and their
+order are those of a serial read: a file the child could not store (it has a problem, the child
+died) is a miss, and this process parses it itself and reports what it finds.
+
+Written here with ``os.fork`` rather than ``concurrent.futures``: a pool would start a fresh
+interpreter (imports cost more than the parse saved at 1,000 resources) or pickle the parsed
+manifests back (unpickling 5,000 of them took as long as parsing them); the cache already is the
+way parsed files travel between processes.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from reconciler.manifests.parsecache import ParseCache
+
+ENV = "RECONCILER_PARSE_PROCESSES"  # "1": never fork; "2": fork whenever two files miss; unset: when a core is idle
+MIN_BYTES = 1 << 20  # below this the fork and reading the entries back cost more than they save
+
+
+@dataclass
+class Ahead:
+    """A child parsing ``found[first:]`` into the cache."""
+
+    pid: int
+    first: int
+    done: bool = False
+
+    def wait(self) -> None:
+        """Until the child has ended (whatever became of it: a file it did not store is parsed here)."""
+        if not self.done:
+            self.done = True
+            os.waitpid(self.pid, 0)
+
+
+def _wanted(miss_bytes: int, misses: int) -> bool:
+    setting = os.environ.get(ENV, "").strip()
+    if setting == "1" or misses < 2:
+        return False
+    if setting == "2":
+        return True
+    cores = os.cpu_count() or 1
+    # an idle core now (the 1-minute load below cores - 1): on a busy machine the child only
+    # competes with this process for the same core
+    return miss_bytes >= MIN_BYTES and cores >= 2 and os.getloadavg()[0] < cores - 1
+
+
+def parse_ahead(found: list[tuple[Path, str]], cache: ParseCache, parse: Callable[[Path, str], None]) -> Ahead | None:
+    """Fork a child that runs ``parse`` (which stores a file's manifests in ``cache``) on the last
+    of the files of ``found`` that ``cache`` misses, about half their bytes; None when not worth it."""
+    if not hasattr(os, "fork") or threading.active_count() > 1:  # forking a process with threads is unsafe
+        return None
+    misses: list[tuple[int, int]] = []  # (index in found, size)
+    for i, (path, _) in enumerate(found):
+        try:
+            content = path.read_bytes()
+        except OSError:
+            continue  # reported when the file is read for real
+        if not cache.has(cache.key(content)):
+            misses.append((i, len(content)))
+    total = sum(size for _, size in misses)
+    if not _wanted(total, len(misses)):
+        return None
+    child_bytes, first = 0, len(found)
+    for i, size in reversed(misses[1:]):  # this process keeps at least the first miss
+        if child_bytes + size > total / 2 and child_bytes:
+            break
+        child_bytes, first = child_bytes + size, i
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child (its work is checked through the cache it fills)
+        code = 1
+        try:
+            for path, display in found[first:]:
+                parse(path, display)
+            code = 0
+        finally:
+            os._exit(code)  # no exit handlers, no flushing of the parent's buffered output
+    return Ahead(pid, first)
