@@ -3,7 +3,7 @@
 A first apply of 10,000 resources spends about half its time composing YAML and validating it,
 one file after another, on one core of two. When the cache misses at least ``MIN_BYTES`` of files
 and the other core is idle, a forked child parses and validates the last files (about half the
-bytes) and stores them in the parse cache, exactly as this process would; this process parses
+lines) and stores them in the parse cache, exactly as this process would; this process parses
 the first ones meanwhile, waits for the child, then reads the child's files from the cache
 (reading an entry is several times faster than parsing). So the result, problems and their
 order are those of a serial read: a file the child could not store (it has a problem, the child
@@ -60,25 +60,27 @@ def _wanted(miss_bytes: int, misses: int) -> bool:
 
 def parse_ahead(found: list[tuple[Path, str]], cache: ParseCache, parse: Callable[[Path, str], None]) -> Ahead | None:
     """Fork a child that runs ``parse`` (which stores a file's manifests in ``cache``) on the last
-    of the files of ``found`` that ``cache`` misses, about half their bytes; None when not worth it."""
+    of the files of ``found`` that ``cache`` misses, about half their lines; None when not worth it."""
     if not hasattr(os, "fork") or threading.active_count() > 1:  # forking a process with threads is unsafe
         return None
-    misses: list[tuple[int, int]] = []  # (index in found, size)
+    misses: list[tuple[int, int, int]] = []  # (index in found, size, lines)
     for i, (path, _) in enumerate(found):
         try:
             content = path.read_bytes()
         except OSError:
             continue  # reported when the file is read for real
         if not cache.has(cache.key(content)):
-            misses.append((i, len(content)))
-    total = sum(size for _, size in misses)
-    if not _wanted(total, len(misses)):
+            misses.append((i, len(content), content.count(b"\n") + 1))
+    if not _wanted(sum(size for _, size, _ in misses), len(misses)):
         return None
-    child_bytes, first = 0, len(found)
-    for i, size in reversed(misses[1:]):  # this process keeps at least the first miss
-        if child_bytes + size > total / 2 and child_bytes:
+    # the work is about proportional to the lines (a YAML node each, roughly): 3-5 us a line for
+    # every kind, where per byte a file of assignments costs four times a file of agents
+    half = sum(lines for _, _, lines in misses) / 2
+    child_lines, first = 0, len(found)
+    for i, _, lines in reversed(misses[1:]):  # this process keeps at least the first miss
+        if child_lines + lines / 2 > half:
             break
-        child_bytes, first = child_bytes + size, i
+        child_lines, first = child_lines + lines, i
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child (its work is checked through the cache it fills)
         code = 1
