@@ -109,18 +109,30 @@ def test_a_child_that_dies_leaves_the_files_to_this_process(tmp_path: Path) -> N
 
 
 @pytest.mark.parametrize(
-    ("setting", "load", "miss_bytes", "misses", "wanted"),
+    ("setting", "runnable", "load", "miss_bytes", "misses", "wanted"),
     [
-        ("1", 0.0, 10 << 20, 12, False),  # turned off
-        ("2", 5.0, 10, 2, True),  # forced, whatever the load and size
-        ("", 0.3, 10 << 20, 12, True),  # an idle core and enough to parse
-        ("", 1.5, 10 << 20, 12, False),  # both cores busy: the child would only compete
-        ("", 0.3, parseahead.MIN_BYTES - 1, 12, False),  # too little to be worth a fork
-        ("2", 0.0, 10 << 20, 1, False),  # one file: nothing to split
+        ("1", 1, 0.0, 10 << 20, 12, False),  # turned off
+        ("2", 5, 5.0, 10, 2, True),  # forced, whatever the load and size
+        ("", 1, 1.9, 10 << 20, 12, True),  # only this process runs now (the minute before was busy)
+        ("", 2, 0.0, 10 << 20, 12, False),  # another task runs on the other core: the child would only compete
+        ("", None, 0.3, 10 << 20, 12, True),  # no /proc: the 1-minute load says a core is idle
+        ("", None, 1.5, 10 << 20, 12, False),
+        ("", 1, 0.0, parseahead.MIN_BYTES - 1, 12, False),  # too little to be worth a fork
+        ("2", 1, 0.0, 10 << 20, 1, False),  # one file: nothing to split
     ],
 )
-def test_when_it_forks(monkeypatch: pytest.MonkeyPatch, setting: str, load: float, miss_bytes: int, misses: int, wanted: bool) -> None:
+def test_when_it_forks(
+    monkeypatch: pytest.MonkeyPatch, setting: str, runnable: int | None, load: float, miss_bytes: int, misses: int, wanted: bool
+) -> None:
     monkeypatch.setenv(parseahead.ENV, setting)
+    monkeypatch.setattr(parseahead, "_runnable", lambda: runnable)
     monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     assert parseahead._wanted(miss_bytes, misses) is wanted
+
+
+def test_the_runnable_count_is_read_from_proc() -> None:
+    if not os.path.exists("/proc/loadavg"):
+        pytest.skip("no /proc/loadavg here")
+    runnable = parseahead._runnable()
+    assert runnable is not None and runnable >= 1  # this process at least

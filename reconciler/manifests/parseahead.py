@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from reconciler.manifests.parsecache import ParseCache
 
-ENV = "RECONCILER_PARSE_PROCESSES"  # "1": never fork; "2": fork whenever two files miss; unset: when a core is idle
+ENV = "RECONCILER_PARSE_PROCESSES"  # "1": never fork; "2": fork whenever two files miss; unset: when a core is idle now
 MIN_BYTES = 1 << 20  # below this the fork and reading the entries back cost more than they save
 
 
@@ -52,10 +52,27 @@ def _wanted(miss_bytes: int, misses: int) -> bool:
         return False
     if setting == "2":
         return True
+    return miss_bytes >= MIN_BYTES and _core_free()
+
+
+def _core_free() -> bool:
+    """Whether a core is idle now (on a busy machine the child only competes with this process for
+    the same core): Linux's count of tasks running or ready to run (``/proc/loadavg``'s fourth field,
+    this process included) below the cores; elsewhere the 1-minute load below cores - 1. That
+    average lags: for a minute after a busy one it calls an idle machine busy."""
     cores = os.cpu_count() or 1
-    # an idle core now (the 1-minute load below cores - 1): on a busy machine the child only
-    # competes with this process for the same core
-    return miss_bytes >= MIN_BYTES and cores >= 2 and os.getloadavg()[0] < cores - 1
+    if cores < 2:
+        return False
+    runnable = _runnable()
+    return runnable < cores if runnable is not None else os.getloadavg()[0] < cores - 1
+
+
+def _runnable() -> int | None:
+    try:
+        with open("/proc/loadavg", encoding="ascii") as fh:
+            return int(fh.read().split()[3].partition("/")[0])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def parse_ahead(found: list[tuple[Path, str]], cache: ParseCache, parse: Callable[[Path, str], None]) -> Ahead | None:
