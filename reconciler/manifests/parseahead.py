@@ -80,6 +80,13 @@ def parse_ahead(found: list[tuple[Path, str]], cache: ParseCache, parse: Callabl
     of the files of ``found`` that ``cache`` misses, about half their lines; None when not worth it."""
     if not hasattr(os, "fork") or threading.active_count() > 1:  # forking a process with threads is unsafe
         return None
+    # every file a miss is the most there can be: when even that is not worth a fork (turned off, a
+    # busy machine, a small set), no file is read and hashed here on top of the read that follows
+    try:
+        if not _wanted(sum(path.stat().st_size for path, _ in found), len(found)):
+            return None
+    except OSError:
+        pass  # reported when the file is read for real
     misses: list[tuple[int, int, int]] = []  # (index in found, size, lines)
     for i, (path, _) in enumerate(found):
         try:
