@@ -151,7 +151,7 @@ def _run_interleaved(tools: list[Tool], n: int, rep: int, base: Path) -> list[Sa
             sample = Sample(tool.name, measure, n, rep, *step())
             _log(
                 f"N={n:,} rep {rep + 1} {tool.name:22s} {measure:34s} {sample.seconds:8.2f} s  cpu {sample.cpu_seconds:7.2f} s  "
-                f"{sample.max_rss_mib:6.0f} MiB  load {sample.load or 0:4.1f}"
+                f"{sample.max_rss_mib:6.0f} MiB  load {sample.load or 0:4.1f}  probe {sample.probe_ms or 0:5.1f} ms"
             )
             out.append(sample)
     return out

@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.measure import speed_probe
+
 
 def _argv(args: list[str], db: str) -> list[str]:
     return [sys.executable, "-m", "reconciler", *(a.replace("{db}", db) for a in args)]
@@ -37,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("give the reconciler command after --")
     split = argv.index("--")
     args, command = p.parse_args(argv[:split]), argv[split + 1 :]
-    results: dict[Path, list[tuple[float, float, float]]] = {tree: [] for tree in args.trees}
+    results: dict[Path, list[tuple[float, float, float, float]]] = {tree: [] for tree in args.trees}
     for tree in args.trees:  # bytecode compiled first, as pip does on install (a `git archive` tree has none)
         subprocess.run([sys.executable, "-m", "compileall", "-q", str(tree)], stdout=subprocess.DEVNULL, check=True)
     for rep in range(args.repeat):
@@ -48,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
                 env = {**os.environ, "PYTHONPATH": str(tree.resolve()), "RECONCILER_CACHE_DIR": str(work / "cache")}
                 if args.setup:
                     subprocess.run(_argv(args.setup.split(), db), env=env, cwd=work, stdout=subprocess.DEVNULL, check=True)
-                load = os.getloadavg()[0]
+                probe, load = speed_probe(), os.getloadavg()[0]
                 started = time.perf_counter()
                 proc = subprocess.Popen(_argv(command, db), env=env, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
                 _, status, usage = os.wait4(proc.pid, 0)
@@ -58,12 +60,23 @@ def main(argv: list[str] | None = None) -> int:
                     assert proc.stderr is not None
                     print(f"{tree}: exit {code}: {proc.stderr.read().decode(errors='replace')[-500:]}", file=sys.stderr)
                     return 1
-                results[tree].append((wall, usage.ru_utime + usage.ru_stime, load))
+                results[tree].append((wall, usage.ru_utime + usage.ru_stime, load, probe))
             finally:
                 shutil.rmtree(work, ignore_errors=True)
     for tree, runs in results.items():
         wall, cpu = statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
-        print(f"{tree}: wall {wall:.3f} s, CPU {cpu:.3f} s (medians of {len(runs)}), load {statistics.fmean(r[2] for r in runs):.1f}")
+        print(
+            f"{tree}: wall {wall:.3f} s, CPU {cpu:.3f} s (medians of {len(runs)}), load {statistics.fmean(r[2] for r in runs):.1f}, "
+            f"probe {statistics.median(r[3] for r in runs):.1f} ms"
+        )
+    first, second = (results[tree] for tree in args.trees)
+    # each repetition's two runs were taken moments apart: their ratio cancels a host whose speed drifts
+    ratios = [(b[0] / a[0], b[1] / a[1]) for a, b in zip(first, second, strict=True) if a[0] > 0 and a[1] > 0]
+    if ratios:
+        print(
+            f"second / first, median of the {len(ratios)} side-by-side pairs: wall {statistics.median(r[0] for r in ratios):.3f}, "
+            f"CPU {statistics.median(r[1] for r in ratios):.3f}"
+        )
     return 0
 
 

@@ -125,7 +125,7 @@ def child(kind: str, db: str) -> None:
 def _timed_child(kind: str, db: str, work: Path) -> tuple[float, float]:
     out = work / f"{kind}.json"
     argv = [sys.executable, str(Path(__file__).resolve()), "--child", kind, "--db", db]
-    _, _, rss = run_timed(argv, cwd=work, env=_env(), log=out)
+    rss = run_timed(argv, cwd=work, env=_env(), log=out)[2]
     return json.loads(out.read_text().strip().splitlines()[-1])["seconds"], rss
 
 

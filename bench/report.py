@@ -39,6 +39,8 @@ class Median:
     runs: int
     load_low: float | None = None  # the lowest and highest 1-minute load average during the runs
     load_high: float | None = None
+    probe_low: float | None = None  # the fastest and slowest speed probe (ms) before the runs
+    probe_high: float | None = None
 
 
 def medians(samples: Iterable[Sample]) -> dict[tuple[str, str, int], Median]:
@@ -49,6 +51,7 @@ def medians(samples: Iterable[Sample]) -> dict[tuple[str, str, int], Median]:
     out = {}
     for key, group in groups.items():
         loads = [s.load for s in group if s.load is not None]
+        probes = [s.probe_ms for s in group if s.probe_ms is not None]
         out[key] = Median(
             statistics.median(s.seconds for s in group),
             statistics.median(s.cpu_seconds for s in group),
@@ -56,6 +59,8 @@ def medians(samples: Iterable[Sample]) -> dict[tuple[str, str, int], Median]:
             len(group),
             min(loads) if loads else None,
             max(loads) if loads else None,
+            min(probes) if probes else None,
+            max(probes) if probes else None,
         )
     return out
 
@@ -120,6 +125,12 @@ def _load(low: float | None, high: float | None) -> str:
     return f"{low:.1f}" if f"{low:.1f}" == f"{high:.1f}" else f"{low:.1f}–{high:.1f}"
 
 
+def _probe(m: Median) -> str:
+    if m.probe_low is None or m.probe_high is None:
+        return "–"
+    return f"{m.probe_low:.1f}" if f"{m.probe_low:.1f}" == f"{m.probe_high:.1f}" else f"{m.probe_low:.1f}–{m.probe_high:.1f}"
+
+
 def sizes_of(table: dict[tuple[str, str, int], Median]) -> list[int]:
     return sorted({n for (_, measure, n) in table if measure in PLAN_MEASURES})
 
@@ -154,7 +165,11 @@ def core_section(samples: list[Sample], machine: dict[str, str], command: str, v
         "Measured with " + " and ".join(f"`{c}`" for c in command.split(" && ")) + ". Wall-clock medians (CPU time",
         "user+system in brackets); peak RSS is the largest over the repetitions; load is the machine's 1-minute load",
         "average around each run (lowest–highest). On this 2-core machine a load above about 2 means other jobs competed",
-        "for the CPU: wall times grow with it, CPU times much less. PostgreSQL is a throwaway local server (fsync off).",
+        "for the CPU: wall times grow with it, CPU times much less. The probe is how many milliseconds a fixed piece of",
+        "pure-Python work took just before each run (`bench.measure.speed_probe`, lowest–highest): the load does not show",
+        "a slow host (on this shared virtual machine the same work has taken twice as long at a load of 0.6), the probe",
+        "does; figures taken at a higher probe were measured on a slower CPU. PostgreSQL is a throwaway local server",
+        "(fsync off).",
         "",
         _machine_lines(machine),
         "",
@@ -163,8 +178,8 @@ def core_section(samples: list[Sample], machine: dict[str, str], command: str, v
         "as every later command on an unchanged checkout does; the same plan with the cache turned off shows what it",
         "saves; the changed files (10% of resources changed, spread over every file) miss again; the apply after them hits.",
         "",
-        "| N | measure | SQLite | PostgreSQL | peak RSS (SQLite / PostgreSQL) | load | runs |",
-        "| ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+        "| N | measure | SQLite | PostgreSQL | peak RSS (SQLite / PostgreSQL) | load | probe ms | runs |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for n in sizes_of(table):
         for measure in PLAN_MEASURES:
@@ -173,12 +188,14 @@ def core_section(samples: list[Sample], machine: dict[str, str], command: str, v
             if some is None:
                 continue
             rss = f"{_mib(sq.max_rss_mib if sq else None)} / {_mib(pg.max_rss_mib if pg else None)}"
-            lines.append(f"| {n:,} | {measure} | {_cell(sq)} | {_cell(pg)} | {rss} | {_load(some.load_low, some.load_high)} | {some.runs} |")
-    lines += ["", "| command | wall (CPU) | peak RSS | load | runs |", "| --- | ---: | ---: | ---: | ---: |"]
+            lines.append(
+                f"| {n:,} | {measure} | {_cell(sq)} | {_cell(pg)} | {rss} | {_load(some.load_low, some.load_high)} | {_probe(some)} | {some.runs} |"
+            )
+    lines += ["", "| command | wall (CPU) | peak RSS | load | probe ms | runs |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
     for (_, measure, n), m in sorted(table.items()):
         if measure in (VALIDATE, HELP):
             label = f"`reconciler {measure}`" + (f" of {n:,} resources (parse cache off)" if measure == VALIDATE else "")
-            lines.append(f"| {label} | {_cell(m)} | {_mib(m.max_rss_mib)} | {_load(m.load_low, m.load_high)} | {m.runs} |")
+            lines.append(f"| {label} | {_cell(m)} | {_mib(m.max_rss_mib)} | {_load(m.load_low, m.load_high)} | {_probe(m)} | {m.runs} |")
     watch = [((t, ms, n), table[(t, ms, n)]) for (t, _, n) in sorted(table) for ms in WATCH_MEASURES if (t, ms, n) in table]
     watch = list(dict(watch).items())
     if watch:
@@ -190,11 +207,11 @@ def core_section(samples: list[Sample], machine: dict[str, str], command: str, v
             "own for that change. The end-to-end figure adds the `--debounce` wait (50 ms here; 1,600 ms by default, so that",
             "a `git pull` lands as one change) and the file-system notification.",
             "",
-            "| N | measure | wall (CPU) | peak RSS | load | changes |",
-            "| ---: | --- | ---: | ---: | ---: | ---: |",
+            "| N | measure | wall (CPU) | peak RSS | load | probe ms | changes |",
+            "| ---: | --- | ---: | ---: | ---: | ---: | ---: |",
         ]
         for (_, measure, n), m in watch:
-            lines.append(f"| {n:,} | {measure} | {_cell(m)} | {_mib(m.max_rss_mib)} | {_load(m.load_low, m.load_high)} | {m.runs} |")
+            lines.append(f"| {n:,} | {measure} | {_cell(m)} | {_mib(m.max_rss_mib)} | {_load(m.load_low, m.load_high)} | {_probe(m)} | {m.runs} |")
     lines += ["", "Targets, checked on the SQLite medians above (ratios: on the pairs measured side by side, see below):", ""]
     lines += [f"- {t}" for t in check_targets(samples, versus)]
     return "\n".join(lines) + "\n"
@@ -236,7 +253,9 @@ def check_targets(samples: list[Sample], versus: list[Sample] | None = None) -> 
             else "MISSED"
         )
         extra = f", {_mib(m.max_rss_mib)}" if rss_limit else ""
-        out.append(f"{label}: {_s(m.seconds)} (CPU {m.cpu_seconds:.2f} s){extra}, load {_load(m.load_low, m.load_high)}: **{verdict}**")
+        out.append(
+            f"{label}: {_s(m.seconds)} (CPU {m.cpu_seconds:.2f} s){extra}, load {_load(m.load_low, m.load_high)}, probe {_probe(m)} ms: **{verdict}**"
+        )
     for tool, what in ((TERRAFORM, "Terraform (references)"), (TERRAFORM_COUNT, "Terraform (one count block)")):
         ratios = paired_ratios(samples if versus is None else versus, tool)
         for (measure, n), r in sorted(ratios.items(), key=lambda kv: (kv[0][1], VERSUS_MEASURES.index(kv[0][0]))):

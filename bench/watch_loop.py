@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from bench import report
-from bench.measure import Sample, load_average
+from bench.measure import Sample, load_average, speed_probe
 from bench.tools import reconciler_argv
 from bench.workload import generate, write_manifests
 
@@ -109,6 +109,7 @@ def measure_watch(n: int, files: int, changes: int, env: dict[str, str], work: P
             time.sleep(0.3)  # let the notifications of the previous write drain
             _settle(proc.pid)
             target = agent_files[step % len(agent_files)]
+            probe = speed_probe()
             cpu_before, load_before = _cpu_seconds(proc.pid), load_average()
             written = time.perf_counter()
             _change_one(target, step)
@@ -119,8 +120,10 @@ def measure_watch(n: int, files: int, changes: int, env: dict[str, str], work: P
                 raise RuntimeError(f"expected one update, got {event}")
             cpu = (cpu_after - cpu_before) if cpu_before is not None and cpu_after is not None else 0.0
             rss, load_after = _peak_rss_mib(proc.pid), load_average()
-            samples.append(Sample(report.SQLITE, report.WATCH_RECONCILE, n, step, event["duration_ms"] / 1000, cpu, rss, load_before, load_after))
-            samples.append(Sample(report.SQLITE, report.WATCH_END_TO_END, n, step, end_to_end, cpu, rss, load_before, load_after))
+            samples.append(
+                Sample(report.SQLITE, report.WATCH_RECONCILE, n, step, event["duration_ms"] / 1000, cpu, rss, load_before, load_after, probe_ms=probe)
+            )
+            samples.append(Sample(report.SQLITE, report.WATCH_END_TO_END, n, step, end_to_end, cpu, rss, load_before, load_after, probe_ms=probe))
     finally:
         proc.terminate()
         try:

@@ -39,6 +39,8 @@ def test_smoke_run_writes_table_plot_and_results(tmp_path: Path) -> None:
         ("reconciler-sqlite", "watch: file written until the applied event (--debounce 50)"),
     } <= measured
     assert all(s["load_before"] is not None for s in samples)  # every figure says how busy the machine was
+    assert all(s["probe_ms"] > 0 for s in samples)  # ... and how fast its CPU was
+    assert "| probe ms |" in text
     assert "| 200 | watch: one file changed, reconcile until applied |" in text
 
 
