@@ -58,3 +58,50 @@ def test_dumps_refuses_what_json_dumps_refuses() -> None:
 
     with pytest.raises(TypeError):
         dumps({"when": datetime(2024, 1, 1, tzinfo=UTC)})
+
+
+class _LocalDict(dict):  # type: ignore[type-arg]
+    """A dict subclass pickle cannot find by name once hidden below (orjson writes it as a dict)."""
+
+
+@pytest.mark.parametrize(
+    ("value", "quick"),
+    [
+        ({"a": None, "b": [1.5, {"c": float("nan")}]}, False),
+        ({"a": None, "deep": [[[[-float("inf")]]]]}, False),
+        ([None, float("inf")], False),
+        ({"a": None, "b": 2.5, "text": "G\x7f\U000f0000 looks like a non-finite float to the pickle check"}, False),
+        ({"a": None, "b": 0.1, "c": -0.0, "d": 1e308, "e": 5e-324}, True),
+        ({"a": None, "nan-bits in text": "\x7f\xf8"}, True),
+    ],
+    ids=["nan", "minus-infinity", "infinity-in-list", "false-alarm", "finite-floats", "bits-in-text"],
+)
+def test_dumps_with_nulls_keeps_non_finite_floats_and_nothing_else(value: Any, quick: bool) -> None:
+    """Text with a null: the quick pickle check lets finite values keep orjson's text, and whatever
+    may hold a NaN or an infinity is read back and compared (NaN is written as the standard library does)."""
+    from reconciler.state.jsoncodec import _all_floats_finite, dumps
+
+    text = dumps(value)
+    assert json.dumps(json.loads(text), sort_keys=True) == json.dumps(value, sort_keys=True)
+    finite = all(math.isfinite(x) for x in _floats(value))
+    assert _all_floats_finite(value) is quick
+    assert ("NaN" in text or "Infinity" in text) is (not finite)
+
+
+def test_dumps_of_what_pickle_cannot_write_takes_the_exact_check() -> None:
+    from reconciler.state.jsoncodec import _all_floats_finite, dumps
+
+    _LocalDict.__qualname__ = "nowhere.to.be.found"
+    value = _LocalDict(a=None, b=float("nan"))
+    assert _all_floats_finite(value) is False
+    assert json.loads(dumps(value), parse_constant=str) == {"a": None, "b": "NaN"}
+
+
+def _floats(value: Any) -> list[float]:
+    if isinstance(value, float):
+        return [value]
+    if isinstance(value, dict):
+        return [f for v in value.values() for f in _floats(v)]
+    if isinstance(value, list):
+        return [f for v in value for f in _floats(v)]
+    return []
