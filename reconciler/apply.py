@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Connection, Engine
 
     from reconciler.state.columns import DbColumns
-    from reconciler.state.kept import KeptSnapshot
+    from reconciler.state.kept import KeptSnapshot, KeptSqliteState
 
 
 @dataclass(frozen=True)
@@ -62,15 +62,18 @@ class ApplyResult:
 SecretResolver = Callable[[Change], tuple[bytes, str]]  # change -> (ciphertext, hmac)
 
 
-def execute_plan(engine: Engine | SqliteFile, plan: Plan, meta: ApplyMeta, encrypt_secret: SecretResolver | None) -> ApplyResult:
-    """Apply ``plan`` in a single transaction; refuse if the database no longer matches it."""
+def execute_plan(
+    engine: Engine | SqliteFile, plan: Plan, meta: ApplyMeta, encrypt_secret: SecretResolver | None, kept: KeptSqliteState | None = None
+) -> ApplyResult:
+    """Apply ``plan`` in a single transaction; refuse if the database no longer matches it
+    (``kept``: the SQLite connection and state it was planned with, see ``plan_and_execute``)."""
 
     def checked(snapshot: StateSnapshot) -> Plan:
         if snapshot.fingerprint != plan.state_fingerprint:
             raise _stale()
         return plan
 
-    return plan_and_execute(engine, checked, meta, lambda _plan: encrypt_secret)[2]
+    return plan_and_execute(engine, checked, meta, lambda _plan: encrypt_secret, kept)[2]
 
 
 def plan_and_execute(
@@ -78,7 +81,7 @@ def plan_and_execute(
     make_plan: Callable[[StateSnapshot], Plan],
     meta: ApplyMeta,
     encrypter: Callable[[Plan], SecretResolver | None],
-    kept: KeptSnapshot | None = None,
+    kept: KeptSnapshot | KeptSqliteState | None = None,
 ) -> tuple[Plan, StateSnapshot, ApplyResult]:
     """Read the state, make the plan from it (``make_plan`` may raise to refuse) and apply it, all
     in one write transaction (on SQLite ``BEGIN IMMEDIATE``: no other writer between the read and
@@ -87,7 +90,8 @@ def plan_and_execute(
     state once per change instead of twice. ``encrypter`` gives the secret encrypter the plan
     needs; it runs before anything is written. ``kept`` (watch): the connection and the snapshot
     kept since the last change, reused when nobody else committed since. ``target``: an engine, or
-    a SQLite file written through ``sqlite3`` (`apply` without SQLAlchemy)."""
+    a SQLite file written through ``sqlite3`` (`apply` without SQLAlchemy; ``kept``: the connection
+    and snapshot it planned with)."""
     started = utcnow()
     with _write_transaction(target, kept) as transaction:
         snapshot = transaction.read()
@@ -124,11 +128,11 @@ class _Transaction(abc.ABC):
 
 
 class _SqliteTransaction(_Transaction):
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
+    def __init__(self, conn: sqlite3.Connection, kept: KeptSqliteState | None) -> None:
+        self.conn, self.kept = conn, kept
 
     def read(self) -> StateSnapshot:
-        return read_snapshot(SqliteRows(self.conn))
+        return read_snapshot(SqliteRows(self.conn)) if self.kept is None else self.kept.read(self.conn)
 
     def writer(self, columns: DbColumns) -> RowWriter:
         return SqliteWriter(self.conn)
@@ -146,11 +150,15 @@ class _EngineTransaction(_Transaction):
 
 
 @contextlib.contextmanager
-def _write_transaction(target: Engine | SqliteFile, kept: KeptSnapshot | None) -> Iterator[_Transaction]:
+def _write_transaction(target: Engine | SqliteFile, kept: KeptSnapshot | KeptSqliteState | None) -> Iterator[_Transaction]:
+    from reconciler.state.kept import KeptSnapshot, KeptSqliteState
+
     if isinstance(target, SqliteFile):
-        with sqlite_write_transaction(target) as sqlite_conn:
-            yield _SqliteTransaction(sqlite_conn)
+        assert kept is None or isinstance(kept, KeptSqliteState)
+        with sqlite_write_transaction(target, kept.connection() if kept is not None else None) as sqlite_conn:
+            yield _SqliteTransaction(sqlite_conn, kept)
         return
+    assert kept is None or isinstance(kept, KeptSnapshot)
     with target.connect() if kept is None else contextlib.nullcontext(kept.connection()) as conn:
         conn = conn.execution_options(sqlite_begin="IMMEDIATE")
         with conn.begin():

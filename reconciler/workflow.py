@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from reconciler.providers.secrets import SecretBox
     from reconciler.providers.validation import ValidationResult
     from reconciler.runs.triggered import TriggeredRun
-    from reconciler.state.kept import KeptSnapshot
+    from reconciler.state.kept import KeptSnapshot, KeptSqliteState
 
     Target = Engine | SqliteFile  # where an apply writes: an engine, or a SQLite file without SQLAlchemy
 
@@ -203,7 +203,7 @@ def encrypter_for(plan: Plan) -> SecretResolver | None:
     return secret_encrypter() if needs else None
 
 
-def run_apply(engine: Target, plan: Plan, meta: ApplyMeta, *, extend_enums: bool = False) -> ApplyResult:
+def run_apply(engine: Target, plan: Plan, meta: ApplyMeta, *, extend_enums: bool = False, kept: KeptSqliteState | None = None) -> ApplyResult:
     """Execute a plan (the caller holds the lock); secrets are encrypted only if the plan needs it.
     With ``extend_enums`` (an engine only), the values the database's enums lack are added first, in
     a transaction of their own that commits before the apply's (PostgreSQL cannot use a value in the
@@ -213,7 +213,7 @@ def run_apply(engine: Target, plan: Plan, meta: ApplyMeta, *, extend_enums: bool
     encrypt = encrypter_for(plan)  # before anything is written: a missing key changes nothing
     with translate_db_errors(engine.url, "applying the plan"):
         extended = add_enum_values(engine, plan, meta) if extend_enums and not isinstance(engine, SqliteFile) else ()
-        result = execute_plan(engine, plan, meta, encrypt)
+        result = execute_plan(engine, plan, meta, encrypt, kept)
     return replace(result, extended=extended) if extended else result
 
 
@@ -236,8 +236,11 @@ def _open_target(request: ApplyRequest, file: SqliteFile | None) -> Target:
     return file
 
 
-def _current_state(existing: Target | None, db: str | None) -> StateSnapshot:
-    """The state now (an empty one for a database not there yet)."""
+def _current_state(existing: Target | None, db: str | None, kept: KeptSqliteState | None = None) -> StateSnapshot:
+    """The state now (an empty one for a database not there yet; ``kept``: read on its connection)."""
+    if kept is not None:
+        with translate_db_errors(kept.file.url, "reading the current state"):
+            return kept.load()
     if isinstance(existing, SqliteFile):
         return load_state(db)  # through sqlite3
     with translate_db_errors(database_url(db) if existing is None else existing.url, "reading the current state"):
@@ -394,7 +397,9 @@ def apply_manifests(request: ApplyRequest, hooks: ApplyHooks = ApplyHooks()) -> 
         if existing is not None:
             held.enter_context(translate_db_errors(existing.url, "reconciling" if request.command == "watch" else "applying"))
             held.enter_context(apply_lock(existing, request.lock_timeout, command=request.command))
-        snapshot = _current_state(existing, request.db) if file is None else load_state(request.db)  # sqlite3: a new file too
+        kept = _kept_sqlite(existing, held)
+        new_file = file is not None and file.new  # an empty state, and the key file's place beside the file
+        snapshot = load_state(request.db) if new_file else _current_state(existing, request.db, kept)
         engine_now = existing if not isinstance(existing, SqliteFile) else None
         the_plan = _shown_plan(manifests, snapshot, request, hooks, sources, engine_now)
         if the_plan.is_empty:
@@ -408,8 +413,18 @@ def apply_manifests(request: ApplyRequest, hooks: ApplyHooks = ApplyHooks()) -> 
         engine = _open_target(request, file)
         if existing is None:
             held.enter_context(apply_lock(engine, request.lock_timeout, command=request.command))
-        result = run_apply(engine, the_plan, apply_meta(request.command, sources, request.git), extend_enums=request.extend_enums)
+        result = run_apply(engine, the_plan, apply_meta(request.command, sources, request.git), extend_enums=request.extend_enums, kept=kept)
     return replace(_after_commit(the_plan, snapshot, engine, result, request, hooks), manifests=manifests)
+
+
+def _kept_sqlite(existing: Target | None, held: contextlib.ExitStack) -> KeptSqliteState | None:
+    """For a SQLite file apply writes without SQLAlchemy: the connection it plans and writes on
+    (closed with ``held``)."""
+    if not isinstance(existing, SqliteFile):
+        return None
+    from reconciler.state.kept import KeptSqliteState
+
+    return held.enter_context(contextlib.closing(KeptSqliteState(existing)))
 
 
 def _plan_and_apply_in_one_transaction(manifests: ManifestSet, request: ApplyRequest, hooks: ApplyHooks, sources: list[str]) -> ApplyOutcome:

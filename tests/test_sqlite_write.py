@@ -341,3 +341,51 @@ def test_a_locked_or_corrupt_database_is_reported_as_the_engine_reports_it(
     engine, ours = _both_ways_fail(cli_run, quick_start, path, lambda: None)
     assert engine == ours and ours[0] == 1, ours
     assert "malformed" in ours[1] and "Traceback" not in ours[1]
+
+
+def test_the_write_reuses_the_state_it_planned_with_unless_someone_committed(
+    quick_start: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plan's connection keeps its snapshot for the write transaction (``KeptSqliteState``):
+    read once when nobody wrote in between; read again after anyone's commit, and a plan the
+    database no longer matches is refused, nothing written."""
+    import reconciler.state.snapshot as snapshot_module
+    from reconciler.errors import StalePlan
+    from reconciler.workflow import ApplyHooks, ApplyRequest, apply_manifests
+
+    path = tmp_path / "state.db"
+    request = ApplyRequest([str(quick_start)], f"sqlite:///{path}", validate_providers=False, start_runs=False)
+    assert apply_manifests(request).applied
+    reads = []
+    real = snapshot_module.read_snapshot
+    monkeypatch.setattr(snapshot_module, "read_snapshot", lambda source: reads.append(source) or real(source))
+    agents = quick_start / "agents.yaml"
+
+    def temperature(old: str, new: str) -> None:
+        agents.write_text(agents.read_text(encoding="utf-8").replace(f"temperature: {old}", f"temperature: {new}", 1), encoding="utf-8")
+
+    def sql(statement: str) -> list[Any]:
+        with sqlite3.connect(path) as conn:
+            rows = conn.execute(statement).fetchall()
+        conn.close()
+        return rows
+
+    def meanwhile(statement: str) -> ApplyHooks:  # someone else commits while the plan is confirmed
+        def confirm(plan: Any) -> None:
+            sql(statement)
+
+        return ApplyHooks(confirm=confirm)
+
+    temperature("0.0", "0.4")
+    assert apply_manifests(request).applied and len(reads) == 1  # planned and written on one read
+
+    temperature("0.4", "0.6")
+    cached = "INSERT INTO answer_cache VALUES ('c', 'm', 0, 'null', 0, 0, NULL, '2026-01-01 00:00:00.000000')"
+    assert apply_manifests(request, meanwhile(cached)).applied and len(reads) == 3  # a write the state does not show: read again, applied
+
+    temperature("0.6", "0.8")
+    history = sql("SELECT count(*) FROM reconciler_applies")
+    with pytest.raises(StalePlan, match="the database changed after this plan was made"):
+        apply_manifests(request, meanwhile("UPDATE agent_configs SET temperature = 1.5 WHERE name = 'message-classifier'"))
+    assert len(reads) == 5 and sql("SELECT count(*) FROM reconciler_applies") == history
+    assert sql("SELECT temperature FROM agent_configs WHERE name = 'message-classifier'") == [(1.5,)]

@@ -399,7 +399,7 @@ def writable_sqlite_file(explicit: str | None) -> SqliteFile | None:
     return SqliteFile(url, path, new=revision == _NO_TABLES)
 
 
-def _connect_sqlite(file: SqliteFile) -> sqlite3.Connection:
+def connect_sqlite(file: SqliteFile) -> sqlite3.Connection:
     """A connection to ``file`` (created if missing), set up as the engine sets up its connections;
     the key file is looked for beside it (``opened_sqlite_file``)."""
     global _opened, _opened_file
@@ -427,7 +427,7 @@ def prepare_sqlite_file(file: SqliteFile) -> None:
             file.path.parent.mkdir(parents=True, exist_ok=True)
     from reconciler.state.sqlite_schema import DDL
 
-    with translate_db_errors(file.url, "opening the database"), contextlib.closing(_connect_sqlite(file)) as conn, _immediate(conn):
+    with translate_db_errors(file.url, "opening the database"), contextlib.closing(connect_sqlite(file)) as conn, _immediate(conn):
         if _sqlite_revision(conn) == _NO_TABLES:
             for statement in DDL:
                 conn.execute(statement)
@@ -448,11 +448,12 @@ def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def sqlite_write_transaction(file: SqliteFile) -> Iterator[sqlite3.Connection]:
+def sqlite_write_transaction(file: SqliteFile, kept: sqlite3.Connection | None = None) -> Iterator[sqlite3.Connection]:
     """A connection to ``file`` in a ``BEGIN IMMEDIATE`` transaction (no other writer until it
-    ends), committed at the end of the block, rolled back on any error; closed after. The schema
-    must be at HEAD (``prepare_sqlite_file`` made it, or ``writable_sqlite_file`` found it)."""
-    with contextlib.closing(_connect_sqlite(file)) as conn, _immediate(conn):
+    ends), committed at the end of the block, rolled back on any error; closed after (``kept``:
+    the caller's connection, left open). The schema must be at HEAD (``prepare_sqlite_file`` made
+    it, or ``writable_sqlite_file`` found it)."""
+    with contextlib.closing(connect_sqlite(file)) if kept is None else contextlib.nullcontext(kept) as conn, _immediate(conn):
         revision = _sqlite_revision(conn)
         if revision != HEAD_REVISION:  # changed since writable_sqlite_file looked: nothing is written
             raise StateError(
