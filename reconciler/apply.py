@@ -8,9 +8,10 @@ a different state is refused instead of half-applied.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import groupby
@@ -21,17 +22,20 @@ from reconciler.kinds import BY_NAME, Kind
 from reconciler.kinds.base import row_name, utcnow
 from reconciler.plan.enums import enum_shortfalls, refusal
 from reconciler.plan.model import Action, Change, EnumShortfall, Plan
-from reconciler.state.bulk import insert_rows
 from reconciler.state.columns import add_enum_values
+from reconciler.state.db import SqliteFile, sqlite_write_transaction
 from reconciler.state.history import record_operation
-from reconciler.state.snapshot import StateSnapshot, ciphertext_digest, read_snapshot
+from reconciler.state.rows import SqliteRows
+from reconciler.state.snapshot import BOOKKEEPING_TABLE, StateSnapshot, ciphertext_digest, read_snapshot
+from reconciler.state.write import RowWriter, SqlalchemyWriter, SqliteWriter
 
 if TYPE_CHECKING:
+    import sqlite3
+
     from sqlalchemy import Connection, Engine
 
-    from reconciler.state.kept import KeptSnapshot
-
-CHUNK = 500
+    from reconciler.state.columns import DbColumns
+    from reconciler.state.kept import KeptSnapshot, KeptSqliteState
 
 
 @dataclass(frozen=True)
@@ -58,23 +62,26 @@ class ApplyResult:
 SecretResolver = Callable[[Change], tuple[bytes, str]]  # change -> (ciphertext, hmac)
 
 
-def execute_plan(engine: Engine, plan: Plan, meta: ApplyMeta, encrypt_secret: SecretResolver | None) -> ApplyResult:
-    """Apply ``plan`` in a single transaction; refuse if the database no longer matches it."""
+def execute_plan(
+    engine: Engine | SqliteFile, plan: Plan, meta: ApplyMeta, encrypt_secret: SecretResolver | None, kept: KeptSqliteState | None = None
+) -> ApplyResult:
+    """Apply ``plan`` in a single transaction; refuse if the database no longer matches it
+    (``kept``: the SQLite connection and state it was planned with, see ``plan_and_execute``)."""
 
     def checked(snapshot: StateSnapshot) -> Plan:
         if snapshot.fingerprint != plan.state_fingerprint:
             raise _stale()
         return plan
 
-    return plan_and_execute(engine, checked, meta, lambda _plan: encrypt_secret)[2]
+    return plan_and_execute(engine, checked, meta, lambda _plan: encrypt_secret, kept)[2]
 
 
 def plan_and_execute(
-    engine: Engine,
+    target: Engine | SqliteFile,
     make_plan: Callable[[StateSnapshot], Plan],
     meta: ApplyMeta,
     encrypter: Callable[[Plan], SecretResolver | None],
-    kept: KeptSnapshot | None = None,
+    kept: KeptSnapshot | KeptSqliteState | None = None,
 ) -> tuple[Plan, StateSnapshot, ApplyResult]:
     """Read the state, make the plan from it (``make_plan`` may raise to refuse) and apply it, all
     in one write transaction (on SQLite ``BEGIN IMMEDIATE``: no other writer between the read and
@@ -82,23 +89,24 @@ def plan_and_execute(
     has another fingerprint; ``watch``, which asks nobody to confirm, plans here and so reads the
     state once per change instead of twice. ``encrypter`` gives the secret encrypter the plan
     needs; it runs before anything is written. ``kept`` (watch): the connection and the snapshot
-    kept since the last change, reused when nobody else committed since."""
+    kept since the last change, reused when nobody else committed since. ``target``: an engine, or
+    a SQLite file written through ``sqlite3`` (`apply` without SQLAlchemy; ``kept``: the connection
+    and snapshot it planned with)."""
     started = utcnow()
-    with engine.connect() if kept is None else contextlib.nullcontext(kept.connection()) as conn:
-        conn = conn.execution_options(sqlite_begin="IMMEDIATE")
-        with conn.begin():
-            snapshot = read_snapshot(conn) if kept is None else kept.read(conn, read_snapshot)
-            plan = make_plan(snapshot)
-            if plan.is_empty:
-                return plan, snapshot, ApplyResult(None, 0, 0, 0, ())
-            if kept is not None:
-                kept.forget()  # this connection writes now, and SQLite's marker never shows its own commits
-            shortfalls = enum_shortfalls(plan.changes, snapshot.columns)
-            if shortfalls:  # a saved plan, or --extend-enums not given: PostgreSQL would refuse the rows
-                raise refusal(shortfalls)
-            encrypt_secret = encrypter(plan)
-            apply_id = _record_history(conn, plan, meta, started)
-            _write_changes(conn, plan, snapshot, apply_id, encrypt_secret)
+    with _write_transaction(target, kept) as transaction:
+        snapshot = transaction.read()
+        plan = make_plan(snapshot)
+        if plan.is_empty:
+            return plan, snapshot, ApplyResult(None, 0, 0, 0, ())
+        if kept is not None:
+            kept.forget()  # this connection writes now, and SQLite's marker never shows its own commits
+        shortfalls = enum_shortfalls(plan.changes, snapshot.columns)
+        if shortfalls:  # a saved plan, or --extend-enums not given: PostgreSQL would refuse the rows
+            raise refusal(shortfalls)
+        encrypt_secret = encrypter(plan)
+        writer = transaction.writer(snapshot.columns)
+        apply_id = _record_history(writer, plan, meta, started)
+        _write_changes(writer, plan, snapshot, apply_id, encrypt_secret)
     s = plan.summary()
     providers = tuple(c.name for c in plan.changes if BY_NAME[c.kind].validation_fields and c.action is not Action.DELETE)
     runs = tuple(  # experiments as experiment/NAME: a run and an experiment may share a name
@@ -107,6 +115,54 @@ def plan_and_execute(
         if BY_NAME[c.kind].history and c.action is not Action.DELETE and (c.desired or {}).get("trigger") == "on_apply"
     )
     return plan, snapshot, ApplyResult(apply_id, s["create"], s["update"], s["delete"], providers, runs)
+
+
+class _Transaction(abc.ABC):
+    """A write transaction: the state read in it, and the writer of its rows."""
+
+    @abc.abstractmethod
+    def read(self) -> StateSnapshot: ...
+
+    @abc.abstractmethod
+    def writer(self, columns: DbColumns) -> RowWriter: ...
+
+
+class _SqliteTransaction(_Transaction):
+    def __init__(self, conn: sqlite3.Connection, kept: KeptSqliteState | None) -> None:
+        self.conn, self.kept = conn, kept
+
+    def read(self) -> StateSnapshot:
+        return read_snapshot(SqliteRows(self.conn)) if self.kept is None else self.kept.read(self.conn)
+
+    def writer(self, columns: DbColumns) -> RowWriter:
+        return SqliteWriter(self.conn)
+
+
+class _EngineTransaction(_Transaction):
+    def __init__(self, conn: Connection, kept: KeptSnapshot | None) -> None:
+        self.conn, self.kept = conn, kept
+
+    def read(self) -> StateSnapshot:
+        return read_snapshot(self.conn) if self.kept is None else self.kept.read(self.conn, read_snapshot)
+
+    def writer(self, columns: DbColumns) -> RowWriter:
+        return SqlalchemyWriter(self.conn, columns)
+
+
+@contextlib.contextmanager
+def _write_transaction(target: Engine | SqliteFile, kept: KeptSnapshot | KeptSqliteState | None) -> Iterator[_Transaction]:
+    from reconciler.state.kept import KeptSnapshot, KeptSqliteState
+
+    if isinstance(target, SqliteFile):
+        assert kept is None or isinstance(kept, KeptSqliteState)
+        with sqlite_write_transaction(target, kept.connection() if kept is not None else None) as sqlite_conn:
+            yield _SqliteTransaction(sqlite_conn, kept)
+        return
+    assert kept is None or isinstance(kept, KeptSnapshot)
+    with target.connect() if kept is None else contextlib.nullcontext(kept.connection()) as conn:
+        conn = conn.execution_options(sqlite_begin="IMMEDIATE")
+        with conn.begin():
+            yield _EngineTransaction(conn, kept)
 
 
 def _stale() -> StalePlan:
@@ -138,10 +194,10 @@ def extend_enums(engine: Engine, plan: Plan, meta: ApplyMeta) -> tuple[EnumShort
     return needed
 
 
-def _record_history(conn: Connection, plan: Plan, meta: ApplyMeta, started: datetime) -> int:
+def _record_history(writer: RowWriter, plan: Plan, meta: ApplyMeta, started: datetime) -> int:
     s = plan.summary()
     return record_operation(
-        conn,
+        writer,
         command=meta.command,
         user=meta.user,
         details=plan.to_dict(),
@@ -171,9 +227,7 @@ class _RowIds(dict[tuple[str, str], uuid.UUID]):
         return row_id
 
 
-def _write_changes(conn: Connection, plan: Plan, snapshot: StateSnapshot, apply_id: int, encrypt_secret: SecretResolver | None) -> None:
-    from sqlalchemy import bindparam, delete, update
-
+def _write_changes(writer: RowWriter, plan: Plan, snapshot: StateSnapshot, apply_id: int, encrypt_secret: SecretResolver | None) -> None:
     now = utcnow()
     ids = _RowIds(snapshot)
     book_rows: list[dict[str, Any]] = []
@@ -181,11 +235,8 @@ def _write_changes(conn: Connection, plan: Plan, snapshot: StateSnapshot, apply_
     for (action, kind), group in groupby(plan.changes, key=lambda c: (c.action, c.kind)):
         changes = list(group)
         k = BY_NAME[kind]
-        table = snapshot.columns.writable(k.table)  # enum columns cast to the database's enum types
         if action is Action.DELETE:
-            row_ids = [uuid.UUID(c.row_id) for c in changes if c.row_id]
-            for i in range(0, len(row_ids), CHUNK):
-                conn.execute(delete(table).where(table.c.id.in_(row_ids[i : i + CHUNK])))
+            writer.delete(k.table_name, "id", [uuid.UUID(c.row_id) for c in changes if c.row_id])
             book_delete += [c.key for c in changes]
             continue
         rows = []
@@ -219,15 +270,13 @@ def _write_changes(conn: Connection, plan: Plan, snapshot: StateSnapshot, apply_
         if action is Action.CREATE:
             stamp = {"assigned_at": now} if k.stamps == "assigned" else {"created_at": now, "updated_at": now}
             payload = [{**k.create_defaults, **{col: v for col, v in r.items() if col != "_id"}, "id": r["_id"], **stamp} for r in rows]
-            insert_rows(conn, table, payload)
+            writer.insert(k.table_name, payload)
         else:
             stamp = {} if k.stamps == "assigned" else {"updated_at": now}
             # one executemany per distinct column set (a provider whose key is unchanged keeps its ciphertext)
-            for columns, same in groupby(sorted(rows, key=lambda r: tuple(sorted(r))), key=lambda r: tuple(sorted(r))):
-                cols = [c for c in columns if c != "_id"]
-                stmt = update(table).where(table.c.id == bindparam("_id")).values(**{c: bindparam(c) for c in cols}, **stamp)
-                conn.execute(stmt, list(same))
-    _write_bookkeeping(conn, book_delete, book_rows)
+            for _columns, same in groupby(sorted(rows, key=lambda r: tuple(sorted(r))), key=lambda r: tuple(sorted(r))):
+                writer.update(k.table_name, list(same), stamp)
+    _write_bookkeeping(writer, book_delete, book_rows)
 
 
 def _secret_columns(k: Kind, c: Change, snapshot: StateSnapshot, encrypt_secret: SecretResolver | None) -> tuple[str | None, dict[str, Any]]:
@@ -255,13 +304,7 @@ def _secret_columns(k: Kind, c: Change, snapshot: StateSnapshot, encrypt_secret:
     return ciphertext_digest(token), {column: token, **status}
 
 
-def _write_bookkeeping(conn: Connection, deletes: list[tuple[str, str]], rows: list[dict[str, Any]]) -> None:
-    from sqlalchemy import delete
-
-    from reconciler.state.tables import reconciler_resources as table
-
+def _write_bookkeeping(writer: RowWriter, deletes: list[tuple[str, str]], rows: list[dict[str, Any]]) -> None:
     for kind, group in groupby(sorted(deletes), key=lambda k: k[0]):
-        names = [n for _, n in group]
-        for i in range(0, len(names), CHUNK):
-            conn.execute(delete(table).where(table.c.kind == kind, table.c.name.in_(names[i : i + CHUNK])))
-    insert_rows(conn, table, rows)
+        writer.delete(BOOKKEEPING_TABLE, "name", [n for _, n in group], where={"kind": kind})
+    writer.insert(BOOKKEEPING_TABLE, rows)

@@ -20,7 +20,7 @@ from reconciler.plan.desired import DesiredMemo, DesiredResource, desired_state
 from reconciler.plan.diff import diff
 from reconciler.plan.guards import GuardOptions, guard_plan
 from reconciler.plan.model import Change, Plan
-from reconciler.state.db import database_url, open_engine, translate_db_errors
+from reconciler.state.db import SqliteFile, database_url, open_engine, prepare_sqlite_file, translate_db_errors, writable_sqlite_file
 from reconciler.state.lock import DEFAULT_LOCK_TIMEOUT, apply_lock, holder_identity
 from reconciler.state.snapshot import StateSnapshot, load_snapshot, load_state
 
@@ -32,7 +32,9 @@ if TYPE_CHECKING:
     from reconciler.providers.secrets import SecretBox
     from reconciler.providers.validation import ValidationResult
     from reconciler.runs.triggered import TriggeredRun
-    from reconciler.state.kept import KeptSnapshot
+    from reconciler.state.kept import KeptSnapshot, KeptSqliteState
+
+    Target = Engine | SqliteFile  # where an apply writes: an engine, or a SQLite file without SQLAlchemy
 
 
 @dataclass(frozen=True)
@@ -201,18 +203,48 @@ def encrypter_for(plan: Plan) -> SecretResolver | None:
     return secret_encrypter() if needs else None
 
 
-def run_apply(engine: Engine, plan: Plan, meta: ApplyMeta, *, extend_enums: bool = False) -> ApplyResult:
+def run_apply(engine: Target, plan: Plan, meta: ApplyMeta, *, extend_enums: bool = False, kept: KeptSqliteState | None = None) -> ApplyResult:
     """Execute a plan (the caller holds the lock); secrets are encrypted only if the plan needs it.
-    With ``extend_enums``, the values the database's enums lack are added first, in a transaction
-    of their own that commits before the apply's (PostgreSQL cannot use a value in the transaction
-    that added it); without it, the executor refuses a plan that needs them."""
+    With ``extend_enums`` (an engine only), the values the database's enums lack are added first, in
+    a transaction of their own that commits before the apply's (PostgreSQL cannot use a value in the
+    transaction that added it); without it, the executor refuses a plan that needs them."""
     from reconciler.apply import extend_enums as add_enum_values
 
     encrypt = encrypter_for(plan)  # before anything is written: a missing key changes nothing
     with translate_db_errors(engine.url, "applying the plan"):
-        extended = add_enum_values(engine, plan, meta) if extend_enums else ()
-        result = execute_plan(engine, plan, meta, encrypt)
+        extended = add_enum_values(engine, plan, meta) if extend_enums and not isinstance(engine, SqliteFile) else ()
+        result = execute_plan(engine, plan, meta, encrypt, kept)
     return replace(result, extended=extended) if extended else result
+
+
+def _sqlite_file(request: ApplyRequest) -> SqliteFile | None:
+    """Where the request applies without SQLAlchemy: a plain SQLite file that needs no migration,
+    for an apply with nothing unusual (no engine the caller keeps, no evaluation, no enums to
+    extend, no planning inside the transaction). None: the engine's way."""
+    if request.engine is not None or request.evaluate is not None or request.extend_enums or request.plan_in_transaction:
+        return None
+    return writable_sqlite_file(request.db)
+
+
+def _open_target(request: ApplyRequest, file: SqliteFile | None) -> Target:
+    """``open_for_apply``: the schema created or migrated (``file``: created if new)."""
+    if request.engine is not None:
+        return request.engine
+    if file is None:
+        return open_for_apply(request.db)
+    prepare_sqlite_file(file)
+    return file
+
+
+def _current_state(existing: Target | None, db: str | None, kept: KeptSqliteState | None = None) -> StateSnapshot:
+    """The state now (an empty one for a database not there yet; ``kept``: read on its connection)."""
+    if kept is not None:
+        with translate_db_errors(kept.file.url, "reading the current state"):
+            return kept.load()
+    if isinstance(existing, SqliteFile):
+        return load_state(db)  # through sqlite3
+    with translate_db_errors(database_url(db) if existing is None else existing.url, "reading the current state"):
+        return load_snapshot(existing)
 
 
 @dataclass(frozen=True)
@@ -355,27 +387,44 @@ def apply_manifests(request: ApplyRequest, hooks: ApplyHooks = ApplyHooks()) -> 
     sources = request.sources or request.paths
     if request.plan_in_transaction:
         return _plan_and_apply_in_one_transaction(manifests, request, hooks, sources)
+    file = _sqlite_file(request)
     with contextlib.ExitStack() as held:
-        existing = request.engine or open_engine(request.db, create=False)
+        existing: Target | None
+        if file is not None:
+            existing = None if file.new else file
+        else:
+            existing = request.engine or open_engine(request.db, create=False)
         if existing is not None:
             held.enter_context(translate_db_errors(existing.url, "reconciling" if request.command == "watch" else "applying"))
             held.enter_context(apply_lock(existing, request.lock_timeout, command=request.command))
-        with translate_db_errors(database_url(request.db), "reading the current state"):
-            snapshot = load_snapshot(existing)
-        the_plan = _shown_plan(manifests, snapshot, request, hooks, sources, existing)
+        kept = _kept_sqlite(existing, held)
+        new_file = file is not None and file.new  # an empty state, and the key file's place beside the file
+        snapshot = load_state(request.db) if new_file else _current_state(existing, request.db, kept)
+        engine_now = existing if not isinstance(existing, SqliteFile) else None
+        the_plan = _shown_plan(manifests, snapshot, request, hooks, sources, engine_now)
         if the_plan.is_empty:
-            return ApplyOutcome(the_plan, snapshot, engine=existing, manifests=manifests)
+            return ApplyOutcome(the_plan, snapshot, engine=engine_now, manifests=manifests)
         check_gates(the_plan, request.ignore_gates)  # after showing the behaviour diff, before asking
         if the_plan.enum_shortfalls and not request.extend_enums:
             from reconciler.plan.enums import refusal
 
             raise refusal(the_plan.enum_shortfalls)  # before asking, and before the schema is migrated
         hooks.confirm(the_plan)
-        engine = request.engine if request.engine is not None else open_for_apply(request.db)
+        engine = _open_target(request, file)
         if existing is None:
             held.enter_context(apply_lock(engine, request.lock_timeout, command=request.command))
-        result = run_apply(engine, the_plan, apply_meta(request.command, sources, request.git), extend_enums=request.extend_enums)
+        result = run_apply(engine, the_plan, apply_meta(request.command, sources, request.git), extend_enums=request.extend_enums, kept=kept)
     return replace(_after_commit(the_plan, snapshot, engine, result, request, hooks), manifests=manifests)
+
+
+def _kept_sqlite(existing: Target | None, held: contextlib.ExitStack) -> KeptSqliteState | None:
+    """For a SQLite file apply writes without SQLAlchemy: the connection it plans and writes on
+    (closed with ``held``)."""
+    if not isinstance(existing, SqliteFile):
+        return None
+    from reconciler.state.kept import KeptSqliteState
+
+    return held.enter_context(contextlib.closing(KeptSqliteState(existing)))
 
 
 def _plan_and_apply_in_one_transaction(manifests: ManifestSet, request: ApplyRequest, hooks: ApplyHooks, sources: list[str]) -> ApplyOutcome:
@@ -401,10 +450,10 @@ def _plan_and_apply_in_one_transaction(manifests: ManifestSet, request: ApplyReq
 def apply_saved_plan(saved: Plan, request: ApplyRequest, hooks: ApplyHooks = ApplyHooks()) -> ApplyOutcome:
     """`apply FILE`: exactly the saved plan, refused if the database changed since it was made;
     then the same after-commit steps as ``apply_manifests``."""
-    engine = request.engine or open_for_apply(request.db)
+    engine = _open_target(request, _sqlite_file(request))
     with translate_db_errors(engine.url, "applying"), apply_lock(engine, request.lock_timeout, command=request.command):
         if saved.evaluations is not None:
-            _check_evaluated(saved, load_snapshot(engine))
+            _check_evaluated(saved, _current_state(engine, request.db))
             saved = check_gates(saved, request.ignore_gates)
         hooks.show_plan(saved)
         result = run_apply(engine, saved, apply_meta(request.command, list(saved.sources), saved.git), extend_enums=request.extend_enums)
@@ -422,25 +471,44 @@ def _check_evaluated(saved: Plan, snapshot: StateSnapshot) -> None:
         raise StalePlan(problem, hint="make and evaluate a new plan (reconciler plan ... --evaluate --out FILE) and apply that")
 
 
-def _after_commit(plan: Plan, snapshot: StateSnapshot, engine: Engine, result: ApplyResult, request: ApplyRequest, hooks: ApplyHooks) -> ApplyOutcome:
+class _EngineOf:
+    """The engine of an apply's target, opened only when a step after the commit needs one (a
+    SQLite file is written without: validating providers and starting runs import SQLAlchemy)."""
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.opened: Engine | None = None if isinstance(target, SqliteFile) else target
+
+    def __call__(self) -> Engine:
+        if self.opened is None:
+            assert isinstance(self.target, SqliteFile)
+            self.opened = open_engine(self.target.url, create=False)
+            assert self.opened is not None, "the apply has just written the file"
+        return self.opened
+
+
+def _after_commit(plan: Plan, snapshot: StateSnapshot, target: Target, result: ApplyResult, request: ApplyRequest, hooks: ApplyHooks) -> ApplyOutcome:
+    engine = _EngineOf(target)
     validations, problems = _validate_after(engine, result, request)
-    missing = _missing_models(engine) if request.validate_providers and not problems else ()
+    missing = _missing_models(target) if request.validate_providers and not problems else ()
     runs: tuple[TriggeredRun, ...] = ()
     if request.start_runs and result.runs_to_start:  # after the lock is released: a run may take hours
-        runs = (hooks.start_runs or start_runs_now)(engine, result.runs_to_start)
-    return ApplyOutcome(plan, snapshot, result, engine, validations, problems, runs, missing_models=missing)
+        runs = (hooks.start_runs or start_runs_now)(engine(), result.runs_to_start)
+    return ApplyOutcome(plan, snapshot, result, engine.opened, validations, problems, runs, missing_models=missing)
 
 
-def _missing_models(engine: Engine) -> tuple[ModelCheck, ...]:
+def _missing_models(target: Target) -> tuple[ModelCheck, ...]:
     """Every active agent's model against its provider's last model list (whatever the apply changed)."""
     from reconciler.providers.model_check import ModelStatus, model_checks
 
-    with translate_db_errors(engine.url, "checking the agents' models"):
-        checks = model_checks(engine, active_only=True)
+    with translate_db_errors(target.url, "checking the agents' models"):
+        checks = model_checks(target, active_only=True)
     return tuple(c for c in checks.values() if c.status is ModelStatus.MISSING)
 
 
-def _validate_after(engine: Engine, result: ApplyResult, request: ApplyRequest) -> tuple[tuple[ValidationResult, ...], tuple[Problem, ...]]:
+def _validate_after(
+    engine: Callable[[], Engine], result: ApplyResult, request: ApplyRequest
+) -> tuple[tuple[ValidationResult, ...], tuple[Problem, ...]]:
     """Probe the providers an apply created or changed, after the commit: a failed probe never
     undoes the apply; a probe that cannot run at all is a warning."""
     if not result.changed_providers or not request.validate_providers:
@@ -448,8 +516,8 @@ def _validate_after(engine: Engine, result: ApplyResult, request: ApplyRequest) 
     from reconciler.providers.status import check_providers
 
     try:
-        with translate_db_errors(engine.url, "validating providers"):
-            return tuple(check_providers(engine, list(result.changed_providers), timeout=request.validation_timeout, skip_inactive=True)), ()
+        with translate_db_errors(engine().url, "validating providers"):
+            return tuple(check_providers(engine(), list(result.changed_providers), timeout=request.validation_timeout, skip_inactive=True)), ()
     except Exception as exc:  # the apply has committed: validation is advisory unless waited for
         if request.wait_validation:
             raise

@@ -1,5 +1,6 @@
 """state.bulk.insert_rows writes the rows SQLAlchemy's ``conn.execute(insert(table), rows)`` writes,
-byte for byte, on SQLite and PostgreSQL: the same apply made both ways gives identical tables."""
+byte for byte, on SQLite and PostgreSQL: the same apply made both ways gives identical tables; and
+so does `apply` on a plain SQLite file, which writes through ``sqlite3`` (``state.write.SqliteWriter``)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from sqlalchemy import Connection, Table, create_engine, insert, text
 
 import reconciler.apply as apply_module
 import reconciler.plan.diff as diff_module
+import reconciler.state.bulk as bulk_module
 import reconciler.state.history as history_module
 from reconciler.providers.secrets import SecretBox
 from reconciler.state.bulk import insert_rows
@@ -64,13 +66,21 @@ class _Frozen(datetime):
         return cls(2026, 1, 2, 3, 4, 5, tzinfo=tz)
 
 
+def engine_url(url: str) -> str:
+    """A SQLite URL `apply` writes through SQLAlchemy (one with an option), for the same file."""
+    return f"{url}?timeout=30" if url.startswith("sqlite") else url
+
+
 def _apply(cli_run, monkeypatch: pytest.MonkeyPatch, url: str, writer: Any, manifests: Path) -> dict[str, list[tuple[Any, ...]]]:
     """A first apply of the repository's manifests and ``manifests`` with ``writer`` doing the
-    inserts, with row ids, timestamps and ciphertexts made deterministic."""
+    inserts (None: a plain SQLite URL, written through sqlite3), with row ids, timestamps and
+    ciphertexts made deterministic."""
     ids = (uuid.UUID(int=i) for i in itertools.count(1))
     moment = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
     with monkeypatch.context() as m:
-        m.setattr(apply_module, "insert_rows", writer)
+        if writer is not None:
+            m.setattr(bulk_module, "insert_rows", writer)
+            url = engine_url(url)
         m.setattr(apply_module.uuid, "uuid4", lambda: next(ids))
         m.setattr(apply_module, "utcnow", lambda: moment)
         m.setattr(history_module, "utcnow", lambda: moment)
@@ -108,24 +118,29 @@ def test_enum_typed_columns_too(cli_run, write_manifests, monkeypatch, pg_url: s
 
 def _both_ways(cli_run, write_manifests, monkeypatch, db_url: str, request, *, enums: bool) -> None:
     manifests = write_manifests({"keyed.yaml": KEYED_PROVIDERS})
-    second = db_url.replace("state.db", "other.db")
+    writers: list[Any] = [sqlalchemy_insert, insert_rows]
+    urls = [db_url, db_url.replace("state.db", "other.db")]
     if db_url.startswith("postgresql"):
         server, name = request.getfixturevalue("pg_server"), f"bulk_{uuid.uuid4().hex[:12]}"
-        second = server.create_database(name)
+        urls[1] = server.create_database(name)
         request.addfinalizer(lambda: server.drop_database(name))
-    assert second != db_url
+    else:  # and the plain SQLite URL's way, without SQLAlchemy
+        writers.append(None)
+        urls.append(db_url.replace("state.db", "third.db"))
+    assert len(set(urls)) == len(urls)
     tables = {}
-    for url, writer in ((db_url, sqlalchemy_insert), (second, insert_rows)):
+    for url, writer in zip(urls, writers, strict=True):
         engine = open_engine(url, create=True)
         assert engine is not None
         engine.dispose()
         if enums:
             _enum_columns(url)
         tables[writer] = _apply(cli_run, monkeypatch, url, writer, manifests)
-    ours, theirs = tables[insert_rows], tables[sqlalchemy_insert]
-    for name in theirs:
-        assert ours[name] == theirs[name], name
-    assert len(ours["llm_providers"]) == 3 and len(ours["reconciler_resources"]) >= 10 and ours["experiments"] and ours["analysis_runs"]
+    theirs = tables[sqlalchemy_insert]
+    for writer, ours in tables.items():
+        for name in theirs:
+            assert ours[name] == theirs[name], (writer, name)
+        assert len(ours["llm_providers"]) == 3 and len(ours["reconciler_resources"]) >= 10 and ours["experiments"] and ours["analysis_runs"]
 
 
 ODD_JSON = [

@@ -86,7 +86,7 @@ def test_a_plan_with_changes_saved_without_sqlalchemy_applies(applied: tuple[Pat
     assert as_json["code"] == 0 and as_json["heavy"] == []
     planned = json.loads(as_json["stdout"])
     assert planned["state_fingerprint"] == json.loads(saved.read_text())["state_fingerprint"] and planned["summary"]["update"] == 1
-    code, out, err = cli_run("apply", str(saved), "--db", url, "--no-validate")  # SQLAlchemy reads the state apply checks the plan against
+    code, out, err = cli_run("apply", str(saved), "--db", f"{url}?timeout=30", "--no-validate")  # SQLAlchemy reads the state it is checked against
     assert code == 0, out + err
     code, out, _ = cli_run("plan", str(root), "--db", url, "--detailed-exitcode")
     assert code == 0 and "No changes." in out

@@ -145,9 +145,14 @@ def _save_plan(the_plan: Plan, out: str) -> None:
 def _load_saved_plan(path: str, db: str | None) -> Plan:
     from reconciler.plan.saved import read_saved_plan
     from reconciler.providers.secrets import load_secret_box
-    from reconciler.state.db import database_url
+    from reconciler.state.db import database_url, plain_sqlite_url
 
-    return read_saved_plan(path, lambda: load_secret_box(create=False, needed_for="it checks the saved plan's signature", database=database_url(db)))
+    def box() -> Any:
+        plain = plain_sqlite_url(db)  # the file itself: no URL parser (SQLAlchemy's) for a plain SQLite URL
+        database = plain[1] if plain is not None else database_url(db)
+        return load_secret_box(create=False, needed_for="it checks the saved plan's signature", database=database)
+
+    return read_saved_plan(path, box)
 
 
 def _is_saved_plan(paths: tuple[str, ...]) -> bool:

@@ -8,13 +8,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
-
-from sqlalchemy import Engine, inspect, literal, select
+from typing import TYPE_CHECKING, Any
 
 from reconciler.errors import ReconcilerError
+from reconciler.kinds.base import RowSource, id_text
 from reconciler.llm.provider_types import provider_type
-from reconciler.state.tables import agent_configs, llm_providers, provider_models
+from reconciler.state.db import SqliteFile
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 SHOWN_MODELS = 20  # a message lists this many served models, then says how many more
 
@@ -77,27 +79,47 @@ def model_status(type_name: str, validation_status: str | None, listed: Sequence
     return ModelStatus.SERVED if kind.serves(listed, model_name) else ModelStatus.MISSING
 
 
-def model_checks(engine: Engine, agents: Sequence[str] | None = None, *, active_only: bool = False) -> dict[str, ModelCheck]:
+def model_checks(database: Engine | SqliteFile, agents: Sequence[str] | None = None, *, active_only: bool = False) -> dict[str, ModelCheck]:
     """agent name -> its ModelCheck, for the named agents (default: all; ``active_only``: agents and
-    providers both active)."""
-    a, p, m = agent_configs, llm_providers, provider_models
-    with engine.connect() as conn:
-        has_lists = inspect(conn).has_table(m.name)  # not in a database reconciler never wrote
-        models = m.c.models if has_lists else literal(None).label("models")
-        query = select(a.c.id, a.c.name, a.c.model_name, p.c.name.label("provider"), p.c.type, p.c.validation_status, models)
-        query = query.join(p, p.c.id == a.c.provider_id)
-        if has_lists:
-            query = query.outerjoin(m, m.c.provider_id == p.c.id)
-        if agents is not None:
-            query = query.where(a.c.name.in_(list(agents)))
-        if active_only:
-            query = query.where(a.c.is_active.is_(True), p.c.is_active.is_(True))
-        rows = conn.execute(query.order_by(a.c.name)).all()
+    providers both active). ``database``: an engine, or a SQLite file read through ``sqlite3``
+    (after an apply that wrote it so)."""
+    if isinstance(database, SqliteFile):
+        from reconciler.state.db import open_sqlite_state
+        from reconciler.state.rows import SqliteRows
+
+        sqlite_conn = open_sqlite_state(database.url, database.path)
+        if sqlite_conn is None:
+            return {}
+        try:
+            return _checks(SqliteRows(sqlite_conn), agents, active_only)
+        finally:
+            sqlite_conn.close()
+    from reconciler.state.rows import ConnectionRows
+
+    with database.connect() as conn:
+        return _checks(ConnectionRows(conn), agents, active_only)
+
+
+def _checks(source: RowSource, agents: Sequence[str] | None, active_only: bool) -> dict[str, ModelCheck]:
+    has_lists = "provider_models" in source.table_names()  # not in a database reconciler never wrote
+    sql = (
+        'SELECT a."id", a."name", a."model_name", p."name", p."type", p."validation_status", '
+        + ('m."models"' if has_lists else "NULL")
+        + ', a."is_active", p."is_active" FROM "agent_configs" AS a JOIN "llm_providers" AS p ON p."id" = a."provider_id"'
+        + (' LEFT OUTER JOIN "provider_models" AS m ON m."provider_id" = p."id"' if has_lists else "")
+        + ' ORDER BY a."name"'
+    )
+    decode = source.decoder("json")
+    wanted = None if agents is None else set(agents)
     out = {}
-    for r in rows:
-        listed = tuple(r.models) if isinstance(r.models, list) else None
-        status = model_status(str(r.type), r.validation_status, listed, r.model_name)
-        out[r.name] = ModelCheck(r.name, r.provider, str(r.type), r.model_name, status, listed or (), str(r.id))
+    for row_id, name, model_name, provider, type_, validation_status, models, agent_active, provider_active in source.rows(sql):
+        if (wanted is not None and name not in wanted) or (active_only and not (agent_active and provider_active)):
+            continue
+        if decode is not None and models is not None:
+            models = decode(models)
+        listed = tuple(models) if isinstance(models, list) else None
+        status = model_status(str(type_), validation_status, listed, model_name)
+        out[name] = ModelCheck(name, provider, str(type_), model_name, status, listed or (), id_text(row_id))
     return out
 
 

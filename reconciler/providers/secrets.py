@@ -211,16 +211,16 @@ def generate_key() -> str:
     return Fernet.generate_key().decode()
 
 
-def key_file_path(database: URL | None = None) -> Path:
+def key_file_path(database: URL | Path | None = None) -> Path:
     """Where the key file is: $RECONCILER_SECRET_KEY_FILE; else ``secret.key`` beside a SQLite
-    database (``database``, default the one this process opened), so a command finds the key of
-    its database from any directory; else (PostgreSQL) ``.reconciler/secret.key`` here."""
+    database (``database``: its URL or the file itself; default the one this process opened), so a
+    command finds the key of its database from any directory; else (PostgreSQL) ``.reconciler/secret.key`` here."""
     configured = os.environ.get(SECRET_KEY_FILE_ENV)
     if configured:
         return Path(configured)
     from reconciler.state.db import opened_sqlite_file, sqlite_path
 
-    db_file = sqlite_path(database) if database is not None else opened_sqlite_file()
+    db_file = database if isinstance(database, Path) else sqlite_path(database) if database is not None else opened_sqlite_file()
     if db_file is None:
         return DEFAULT_KEY_FILE
     return db_file.expanduser().parent / KEY_FILE_NAME
@@ -290,7 +290,7 @@ def _read_key_file(path: Path) -> str:
         raise ReconcilerError(f"cannot read secret key file {path}: {getattr(exc, 'strerror', None) or exc}") from None
 
 
-def load_secret_box(create: bool = True, needed_for: str = "", database: URL | None = None) -> SecretBox:
+def load_secret_box(create: bool = True, needed_for: str = "", database: URL | Path | None = None) -> SecretBox:
     """The keys from $RECONCILER_SECRET_KEY (comma-separated, newest first), else the key file of
     ``database`` (see ``key_file_path``; one key a line, newest first; created 0600 on first use
     when ``create``)."""

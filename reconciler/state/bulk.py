@@ -11,14 +11,14 @@ SQLite and PostgreSQL), and errors and events still go through the connection.""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection, Table
 
 
-def insert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+def insert_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
     """Insert ``rows`` (all with the same keys, each a column of ``table``). A column left out gets
     its scalar default, as SQLAlchemy would give it; one whose default is computed must be given."""
     if not rows:
@@ -39,7 +39,7 @@ def insert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) 
         columns[key] = [row[key] for row in rows]
     names = list(compiled.positiontup) if compiled.positional else list(compiled.bind_names.values())
     processors: dict[str, Callable[[Any], Any]] = compiled._bind_processors
-    values = [_processed(processors.get(name), columns[name]) for name in names]
+    values = [processed(processors.get(name), columns[name]) for name in names]
     params: list[Any] = list(zip(*values, strict=True))
     if not compiled.positional:
         escaped = [compiled.escaped_bind_names.get(name, name) for name in names]
@@ -47,7 +47,7 @@ def insert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) 
     conn.exec_driver_sql(compiled.string, params)
 
 
-def _processed(processor: Callable[[Any], Any] | None, values: list[Any]) -> list[Any]:
+def processed(processor: Callable[[Any], Any] | None, values: list[Any]) -> list[Any]:
     """``values`` through a column's bind processor; a value shared by every row (an apply's
     timestamp) is processed once."""
     if processor is None:

@@ -12,6 +12,7 @@ import os
 import sys
 import weakref
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -344,6 +345,122 @@ def open_sqlite_state(url: str, path: Path) -> sqlite3.Connection | None:
             conn.close()
             raise
     return conn
+
+
+@dataclass(frozen=True)
+class SqliteFile:
+    """A SQLite state file named in the plain form (``plain_sqlite_url``) that `apply` writes with the
+    standard library's ``sqlite3``, without SQLAlchemy or Alembic: one at ``HEAD_REVISION``, or a
+    missing file or one without tables (``new``: the schema is created first, ``prepare_sqlite_file``)."""
+
+    url: str
+    path: Path
+    new: bool
+
+
+VERSION_TABLE = "alembic_version"  # Alembic's
+_NO_TABLES = "no tables"  # _sqlite_revision of a database without any table
+
+
+def _sqlite_revision(conn: sqlite3.Connection) -> str | None:
+    """The schema revision Alembic recorded; ``_NO_TABLES`` for a database with no table at all
+    (as SQLAlchemy's inspector lists them), None for one with tables but no revision (a seed's)."""
+    tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite~_%' ESCAPE '~'")}
+    if VERSION_TABLE not in tables:
+        return _NO_TABLES if not tables else None
+    row = conn.execute(f"SELECT version_num FROM {VERSION_TABLE}").fetchone()
+    return None if row is None else str(row[0])
+
+
+def writable_sqlite_file(explicit: str | None) -> SqliteFile | None:
+    """The plain SQLite file ``explicit`` names (``plain_sqlite_url``) when `apply` can write it
+    without SQLAlchemy; None for any other database, and for a file that needs Alembic (an older
+    revision, a seed's tables) or cannot be read: ``open_engine`` then migrates it or reports it
+    as before. Reads the file only (``mode=ro``), and creates nothing."""
+    plain = plain_sqlite_url(explicit)
+    if plain is None:
+        return None
+    url, path = plain
+    if not path.exists():
+        return SqliteFile(url, path, new=True)
+    import sqlite3
+
+    try:
+        conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, timeout=SQLITE_TIMEOUT)
+        try:
+            configure_sqlite(conn)
+            revision = _sqlite_revision(conn)
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return None
+    if revision not in (HEAD_REVISION, _NO_TABLES):
+        return None
+    return SqliteFile(url, path, new=revision == _NO_TABLES)
+
+
+def connect_sqlite(file: SqliteFile) -> sqlite3.Connection:
+    """A connection to ``file`` (created if missing), set up as the engine sets up its connections;
+    the key file is looked for beside it (``opened_sqlite_file``)."""
+    global _opened, _opened_file
+    import sqlite3
+
+    _opened, _opened_file = None, file.path
+    conn = sqlite3.connect(file.path, timeout=SQLITE_TIMEOUT)
+    try:
+        configure_sqlite(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def prepare_sqlite_file(file: SqliteFile) -> None:
+    """``open_engine(create=True)`` for a ``SqliteFile``: a new one gets its directory, the file and
+    the schema at HEAD in one ``BEGIN IMMEDIATE`` transaction (the statements SQLAlchemy's
+    ``create_new_schema`` runs, kept in ``state.sqlite_schema``); a second process creating the same
+    database waits, then finds the tables there."""
+    if not file.new:
+        return
+    if not file.path.exists():
+        with translate_db_errors(file.url, "creating the database directory"):
+            file.path.parent.mkdir(parents=True, exist_ok=True)
+    from reconciler.state.sqlite_schema import DDL
+
+    with translate_db_errors(file.url, "opening the database"), contextlib.closing(connect_sqlite(file)) as conn, _immediate(conn):
+        if _sqlite_revision(conn) == _NO_TABLES:
+            for statement in DDL:
+                conn.execute(statement)
+            conn.execute(f"INSERT INTO {VERSION_TABLE} (version_num) VALUES (?)", (HEAD_REVISION,))
+
+
+@contextlib.contextmanager
+def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``, or ``ROLLBACK`` on any error."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        if conn.in_transaction:
+            conn.rollback()
+        raise
+    conn.execute("COMMIT")
+
+
+@contextlib.contextmanager
+def sqlite_write_transaction(file: SqliteFile, kept: sqlite3.Connection | None = None) -> Iterator[sqlite3.Connection]:
+    """A connection to ``file`` in a ``BEGIN IMMEDIATE`` transaction (no other writer until it
+    ends), committed at the end of the block, rolled back on any error; closed after (``kept``:
+    the caller's connection, left open). The schema must be at HEAD (``prepare_sqlite_file`` made
+    it, or ``writable_sqlite_file`` found it)."""
+    with contextlib.closing(connect_sqlite(file)) if kept is None else contextlib.nullcontext(kept) as conn, _immediate(conn):
+        revision = _sqlite_revision(conn)
+        if revision != HEAD_REVISION:  # changed since writable_sqlite_file looked: nothing is written
+            raise StateError(
+                f"database {file.url} changed while reconciler worked: its schema revision is {revision!r}, not {HEAD_REVISION!r}",
+                hint="run the command again",
+            )
+        yield conn
 
 
 def _is_empty(engine: Engine) -> bool:

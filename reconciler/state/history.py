@@ -12,9 +12,11 @@ from reconciler.kinds.base import utcnow
 if TYPE_CHECKING:
     from sqlalchemy import Connection, Engine
 
+    from reconciler.state.write import RowWriter
+
 
 def record_operation(
-    conn: Connection,
+    conn: Connection | RowWriter,
     *,
     command: str,
     user: str,
@@ -28,14 +30,12 @@ def record_operation(
 ) -> int:
     """Insert one history row inside the caller's transaction; returns its id. ``details`` is
     what changed (an apply's plan, the adopted resources, the re-encrypted providers); it must
-    never hold a secret."""
-    from sqlalchemy import insert
-
-    from reconciler.state.tables import reconciler_applies as table
+    never hold a secret. ``conn``: an SQLAlchemy connection, or apply's writer."""
+    from reconciler.state.write import writer_for
 
     git = git or {}
-    result = conn.execute(
-        insert(table).returning(table.c.id),
+    return writer_for(conn).insert_returning_id(
+        "reconciler_applies",
         {
             "started_at": started or utcnow(),
             "finished_at": utcnow(),
@@ -53,7 +53,6 @@ def record_operation(
             "plan": details,
         },
     )
-    return int(result.scalar_one())
 
 
 EVALUATIONS_SCANNED = 1000  # how far back `get assignments` looks for a configuration's last evaluation

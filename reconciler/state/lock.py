@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from reconciler.errors import LockTimeout
-from reconciler.state.db import sqlite_path
+from reconciler.state.db import SqliteFile, sqlite_path
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine, TextClause
@@ -62,16 +62,17 @@ def _timeout_error(timeout: float, who: str) -> LockTimeout:
 
 
 @contextlib.contextmanager
-def apply_lock(engine: Engine, timeout: float = DEFAULT_LOCK_TIMEOUT, command: str = "apply") -> Iterator[None]:
-    """Hold the database's apply lock for the duration of the block."""
+def apply_lock(engine: Engine | SqliteFile, timeout: float = DEFAULT_LOCK_TIMEOUT, command: str = "apply") -> Iterator[None]:
+    """Hold the database's apply lock for the duration of the block (``engine``: an engine, or the
+    SQLite file `apply` writes without one)."""
     info = {
         "holder": holder_identity(),
         "pid": os.getpid(),
         "since": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": command,
     }
-    if engine.url.get_backend_name() == "sqlite":
-        path = sqlite_path(engine.url)
+    if isinstance(engine, SqliteFile) or engine.url.get_backend_name() == "sqlite":
+        path = engine.path if isinstance(engine, SqliteFile) else sqlite_path(engine.url)
         if path is None:
             yield
             return
