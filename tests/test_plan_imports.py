@@ -202,3 +202,15 @@ spec:
                     assert json.dumps(plain_dump(b, exclude_none=exclude_none)) == json.dumps(expected)
                 checked += 1
     assert checked > 40
+
+
+def test_drift_on_sqlite_reads_the_state_without_sqlalchemy(applied: tuple[Path, str], tmp_path: Path) -> None:
+    """`drift` (run by cron and CI) reads the state as plan does; drift made outside is still found."""
+    root, url = applied
+    result = _probe(tmp_path, "drift", str(root), "--db", url, "--detailed-exitcode")
+    assert result["code"] == 0 and result["heavy"] == [], result["stderr"]
+    with sqlite3.connect(tmp_path / "state.db") as conn:
+        assert conn.execute("UPDATE agent_configs SET temperature = temperature + 0.5").rowcount > 0
+    result = _probe(tmp_path, "drift", "--db", url, "--json", "--detailed-exitcode")
+    assert result["code"] == 2 and result["heavy"] == [], result["stderr"]
+    assert "temperature" in result["stdout"]

@@ -24,20 +24,14 @@ def drift(paths: tuple[str, ...], db: str | None, as_json: bool, detailed_exitco
         render_drift_json,
         render_drift_text,
     )
-    from reconciler.state.db import open_engine, translate_db_errors
-    from reconciler.state.snapshot import StateSnapshot, load_snapshot
+    from reconciler.state.snapshot import load_state
 
     only = None
     if paths:
         from reconciler.manifests.loader import load_manifests
 
         only = {m.key for m in load_manifests(list(paths)).manifests}
-    engine = open_engine(db, create=False)
-    snapshot = StateSnapshot.empty()
-    if engine is not None:
-        with translate_db_errors(engine.url, "reading the current state"):
-            snapshot = load_snapshot(engine)
-    found = detect_drift(snapshot, only)
+    found = detect_drift(load_state(db), only)  # a SQLite file through sqlite3, as plan reads it
     click.echo((render_drift_json if as_json else render_drift_text)(found), nl=False)
     return 2 if detailed_exitcode and found else 0
 
