@@ -270,3 +270,23 @@ def test_read_only_sqlite_database_changes_nothing(cli_run, write_manifests, tmp
     assert "attempt to write a readonly database" in err
     assert "hint: the database is read-only" in err
     assert sql(f"sqlite:///{path}", "SELECT temperature FROM agent_configs")[0][0] == 0.7
+
+
+def test_history_table_reads_no_plans_and_json_shows_them(cli_run, write_manifests, db_url: str) -> None:
+    """The table view shows the counts only, so the plans (6 MB for an apply of 10,000 resources)
+    are not read for it; everything else is the same as with them."""
+    from reconciler.state.db import open_engine
+    from reconciler.state.queries import list_history
+
+    root = write_manifests(VALID)
+    assert apply(cli_run, root, db_url)[0] == 0
+    engine = open_engine(db_url, create=False)
+    assert engine is not None
+    try:
+        (full,), (light,) = list_history(engine), list_history(engine, plans=False)
+    finally:
+        engine.dispose()
+    assert full["plan"]["changes"] and "plan" not in light
+    assert light == {k: v for k, v in full.items() if k != "plan"}
+    code, out, _ = cli_run("history", "--db", db_url, "-o", "json")
+    assert code == 0 and json.loads(out)[0]["plan"] == full["plan"]

@@ -362,7 +362,7 @@ def history(db: str | None, limit: int, fmt: str) -> int:
     rows = []
     if engine is not None:
         with translate_db_errors(engine.url, "reading history"):
-            rows = list_history(engine, limit)
+            rows = list_history(engine, limit, plans=fmt != "table")
     if fmt == "table":
         for r in rows:
             commit = (r["git_commit"] or "")[:10] + ("+dirty" if r["git_dirty"] else "") if r["git_commit"] else None

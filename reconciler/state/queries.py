@@ -43,14 +43,17 @@ def list_resources(engine: Engine | None, what: str, name: str | None = None) ->
     return rows
 
 
-def list_history(engine: Engine | None, limit: int = 50) -> list[dict[str, Any]]:
+def list_history(engine: Engine | None, limit: int = 50, *, plans: bool = True) -> list[dict[str, Any]]:
+    """The newest ``limit`` operations; ``plans=False`` leaves out what each one changed (the table
+    view shows only the counts, and the plan of a 10,000-resource apply is 6 MB of JSON)."""
     if engine is None:
         return []
     h = reconciler_applies
     with engine.connect() as conn:
         if not _has_table(conn, h.name):
             return []  # a database reconciler never wrote has no history
-        rows = conn.execute(select(h).order_by(h.c.id.desc()).limit(limit)).mappings().all()
+        columns = list(h.c) if plans else [c for c in h.c if c.name != "plan"]
+        rows = conn.execute(select(*columns).order_by(h.c.id.desc()).limit(limit)).mappings().all()
     return [
         {
             "id": r["id"],
@@ -65,7 +68,7 @@ def list_history(engine: Engine | None, limit: int = 50) -> list[dict[str, Any]]
             "updated": r["updated"],
             "deleted": r["deleted"],
             "source": r["source"],
-            "plan": r["plan"],
+            **({"plan": r["plan"]} if plans else {}),
         }
         for r in rows
     ]
