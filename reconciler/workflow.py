@@ -92,7 +92,7 @@ def secret_box_for(manifests: ManifestSet, snapshot: StateSnapshot | None) -> Se
         create=not stored,
         needed_for=f"the database holds API keys encrypted for providers {name_list(set(stored))}",
     )
-    bad = sorted(name for name, token in stored.items() if name in wanted and not box.can_decrypt(token))
+    bad = sorted(name for name, token in stored.items() if name in wanted and not box.sealed(token))
     if bad:
         raise undecryptable(bad, box.source)
     return box

@@ -43,7 +43,8 @@ ours = [c for c in subclasses(pydantic.BaseModel) if c.__module__.startswith("re
 built = sorted({c.__name__ for c in ours if c.__dict__.get("__pydantic_complete__")})
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in sys.argv[1].split(","))
 with open(__import__("os").environ["PROBE_OUT"], "w") as fh:
-    json.dump({"code": code, "heavy": heavy, "built": built, "behaviour": "reconciler.plan.behaviour" in sys.modules}, fh)
+    json.dump({"code": code, "heavy": heavy, "built": built, "behaviour": "reconciler.plan.behaviour" in sys.modules,
+               "ports": "reconciler.llm.ports" in sys.modules, "cryptography": "cryptography" in sys.modules}, fh)
 """
 
 
@@ -70,6 +71,8 @@ def test_a_no_change_plan_on_sqlite_imports_no_sqlalchemy_and_builds_no_validato
     result = _probe(tmp_path, "plan", str(root), "--db", url, "--detailed-exitcode")
     assert result["code"] == 0 and "No changes." in result["stdout"], result["stderr"]
     assert result["heavy"] == [] and result["built"] == [] and not result["behaviour"]
+    assert not result["ports"]  # the LLM ports' dataclasses (5 ms to build) only where a run or an evaluation needs them
+    assert not result["cryptography"]  # 13 ms: the stored API key's signature is checked with the standard library
     result = _probe(tmp_path, "validate", str(root))
     assert result["code"] == 0 and result["heavy"] == [] and result["built"] == [], result["stderr"]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from dataclasses import replace
@@ -105,6 +106,7 @@ def plan(
     max_eval_cost: float | None,
 ) -> int:
     """Show what apply would change in the database (--evaluate: and in the agents' behaviour)."""
+    from reconciler.gcpolicy import no_collection
     from reconciler.gitops.revisions import manifest_source
     from reconciler.plan.render import RENDERERS
     from reconciler.workflow import PlanRequest, plan_from_paths
@@ -112,7 +114,9 @@ def plan(
     with manifest_source(list(paths), git_ref, repo) as src:
         guards = guard_options(targets, excludes, allow_mass_delete)
         request = PlanRequest(src.paths, db, prune=not no_prune, git=src.git, guards=guards, evaluate=evaluate_request(evaluate, max_eval_cost))
-        the_plan, manifests = plan_from_paths(request)
+        # a batch that builds no garbage cycles, kept until the command ends (--evaluate calls models: collected as usual)
+        with contextlib.nullcontext() if evaluate else no_collection():
+            the_plan, manifests = plan_from_paths(request)
         the_plan = src.relocate_plan(the_plan)
         for w in manifests.warnings:
             click.echo(src.relocate_problem(w).render(), err=True)

@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field
 
 from reconciler.kinds.base import NAME_PATTERN, Kind, KindName, Reference, Strict, column_rows, listing, named_table, plain_dump, plain_export
-from reconciler.llm.ports import AgentConfig
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection, Table
 
     from reconciler.kinds.base import Fingerprint
+    from reconciler.llm.ports import AgentConfig
     from reconciler.manifests.loader import Manifest
 
 
@@ -99,6 +99,8 @@ def _list_rows(conn: Connection, managed: Mapping[str, str]) -> list[dict[str, A
 def agent_config(name: str, row: Mapping[str, Any], applied: Mapping[str, Any]) -> AgentConfig:
     """The LLM port's view of an agent: its columns (``row``) and the fields kept in the
     bookkeeping (``applied``). Everything the model sees must pass through here."""
+    from reconciler.llm.ports import AgentConfig  # the ports' dataclasses: not built for plan, which needs none
+
     return AgentConfig(
         name=name,
         model_name=row["model_name"],

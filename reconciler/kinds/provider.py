@@ -29,12 +29,11 @@ from reconciler.kinds.base import (
     plain_dump,
     select_sql,
 )
-from reconciler.llm.ports import ProviderConfig
-from reconciler.llm.ports import RateLimit as RateLimitConfig
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection, Table
 
+    from reconciler.llm.ports import ProviderConfig
     from reconciler.manifests.loader import Manifest
 
 # keep equal to reconciler.llm.provider_types.PROVIDER_TYPE_NAMES (a test checks it)
@@ -152,6 +151,9 @@ def _read(source: RowSource, names: Names) -> list[RowRead]:
 def provider_config(name: str, row: Mapping[str, Any], applied: Mapping[str, Any]) -> ProviderConfig:
     """The LLM port's view of a provider, without its key (``row["api_key_encrypted"]`` holds it):
     its columns (``row``: type, base_url) and the fields kept in the bookkeeping (``applied``)."""
+    from reconciler.llm.ports import ProviderConfig  # the ports' dataclasses: not built for plan, which needs none
+    from reconciler.llm.ports import RateLimit as RateLimitConfig
+
     return ProviderConfig(
         name=name,
         type=row["type"],

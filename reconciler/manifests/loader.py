@@ -7,7 +7,9 @@ Every problem is collected so ``validate`` can report all of them at once; the r
 from __future__ import annotations
 
 import difflib
+import operator
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ValidationError
 
 from reconciler.errors import Location, Problem, ProblemList, ReconcilerError
-from reconciler.kinds import BY_NAME
+from reconciler.kinds import BY_NAME, Kind
 from reconciler.kinds.base import plain_dump
 from reconciler.kinds.expected import expected_fields, expected_problem
 from reconciler.manifests import files, modelcodec
@@ -518,8 +520,12 @@ def _declared_key(data: Any) -> ResourceKey:
 def _check_together(manifests: list[Manifest], declared: set[ResourceKey], problems: ProblemList, external_refs: bool = False) -> None:
     """Checks across documents: duplicate names, dangling references, duplicate assignment pairs."""
     first: dict[tuple[str, str], Manifest] = {}
+    firsts: list[Manifest] = []  # each manifest its key was first defined by, in order (checked below)
     for m in manifests:
-        other = first.get(m.key)
+        key = (m.kind, m.name)
+        other = first.get(key)
+        if other is m:
+            firsts.append(m)  # the same object twice: it is still the first
         if other is not None:
             problems.add(
                 Problem(
@@ -531,7 +537,8 @@ def _check_together(manifests: list[Manifest], declared: set[ResourceKey], probl
                 )
             )
         else:
-            first[m.key] = m
+            first[key] = m
+            firsts.append(m)
     names: dict[str, set[str]] = defaultdict(set)
     for kind, name in [*first, *declared]:
         names[kind].add(name)
@@ -550,15 +557,79 @@ def _check_together(manifests: list[Manifest], declared: set[ResourceKey], probl
                 )
             )
 
-    pairs: dict[tuple[str, str], Manifest] = {}  # (agent, task) -> its assignment
-    for m in manifests:
-        if first.get(m.key) is not m:
+    checks = {kind: _reference_checks(k, names) for kind, k in BY_NAME.items()}
+    pairs = _pairs_if_no_problem(firsts, checks, external_refs)  # (agent, task) -> its assignment
+    if pairs is None:  # some reference or pair is wrong: each manifest in turn reports it
+        pairs = _pairs_reporting_problems(firsts, checks, ref, problems, external_refs)
+    _check_examples(first, pairs, problems)
+    _check_row_names(first, problems)
+    _check_experiment_agents(first, names, pairs, problems, external_refs)
+    _check_expected(first, problems)
+
+
+# a kind's references as (field, target kind, the names of that kind), what reads their values
+# from a spec (a tuple), and whether its rows are unnamed
+_ReferenceChecks = tuple[list[tuple[str, str, set[str]]], Callable[[Any], tuple[Any, ...]], bool]
+
+
+def _reference_checks(k: Kind, names: dict[str, set[str]]) -> _ReferenceChecks:
+    """What ``_check_together`` checks of a kind's references: (field, target kind, its names), a
+    function giving the spec's values of those fields as a tuple, and whether the kind's rows are unnamed."""
+    references = [(f, str(r.kind), names[r.kind]) for f, r in k.references.items()]
+    fields = [f for f, _, _ in references]
+    values_of = operator.attrgetter(*fields) if len(fields) > 1 else lambda spec: tuple(getattr(spec, f) for f in fields)
+    return references, values_of, k.natural_name is not None
+
+
+def _pairs_if_no_problem(
+    firsts: list[Manifest],
+    checks: dict[str, _ReferenceChecks],
+    external_refs: bool,
+) -> dict[tuple[Any, ...], Manifest] | None:
+    """The unnamed rows by their references (``pairs``) when every reference names a defined
+    resource (or may name one only the database has) and no two unnamed rows have the same ones;
+    else None. The common, valid case checked a kind at a time with set operations instead of a
+    manifest at a time."""
+    by_kind: dict[str, list[Manifest]] = defaultdict(list)
+    for m in firsts:
+        by_kind[m.kind].append(m)
+    pairs: dict[tuple[Any, ...], Manifest] = {}
+    for kind, group in by_kind.items():
+        references, values_of, unnamed = checks[kind]
+        if not references and not unnamed:
             continue
-        k = BY_NAME[m.kind]
-        for field_name, reference in k.references.items():
-            ref(m, field_name, reference.kind)
-        if k.natural_name is not None:  # an unnamed row: one per combination of its references
-            combo = tuple(getattr(m.spec, f) for f in k.references)
+        specs = [m.spec for m in group]
+        for field_name, _, targets in references if not external_refs else ():
+            if not targets.issuperset(map(operator.attrgetter(field_name), specs)):
+                return None
+        if unnamed:
+            before = len(pairs)
+            pairs.update(zip(map(values_of, specs), group, strict=True))
+            if len(pairs) != before + len(group):  # two unnamed rows with the same references
+                return None
+    return pairs
+
+
+def _pairs_reporting_problems(
+    firsts: list[Manifest],
+    checks: dict[str, _ReferenceChecks],
+    ref: Callable[[Manifest, str, str], None],
+    problems: ProblemList,
+    external_refs: bool,
+) -> dict[tuple[Any, ...], Manifest]:
+    """``pairs`` as ``_pairs_if_no_problem`` gives them, a manifest at a time: each dangling
+    reference (``ref``) and each unnamed row whose references another one has already is reported."""
+    pairs: dict[tuple[Any, ...], Manifest] = {}
+    for m in firsts:
+        references, values_of, unnamed = checks[m.kind]
+        if not references and not unnamed:
+            continue
+        combo = values_of(m.spec)
+        for (field_name, target_kind, targets), value in zip(references, combo, strict=True):
+            if value not in targets and not external_refs:
+                ref(m, field_name, target_kind)
+        if unnamed:  # an unnamed row: one per combination of its references
+            k = BY_NAME[m.kind]
             if combo in pairs:
                 other = pairs[combo]
                 what = " and ".join(f"{BY_NAME[r.kind].name.lower()} {v!r}" for r, v in zip(k.references.values(), combo, strict=True))
@@ -573,10 +644,7 @@ def _check_together(manifests: list[Manifest], declared: set[ResourceKey], probl
                 )
             else:
                 pairs[combo] = m
-    _check_examples(first, pairs, problems)
-    _check_row_names(first, problems)
-    _check_experiment_agents(first, names, pairs, problems, external_refs)
-    _check_expected(first, problems)
+    return pairs
 
 
 def _check_experiment_agents(

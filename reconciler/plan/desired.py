@@ -43,6 +43,8 @@ def desired_state(
     """Essences of every manifest. ``fingerprint_secret(ref, manifest)`` returns the HMAC of a
     provider's resolved secret; it is only called for providers that have an api_key. ``memo``:
     the desired resources of manifests seen in the last call (kept for the next one)."""
+    if memo is None:
+        return {(m.kind, m.name): _desired(m, fingerprint_secret) for m in manifests.manifests}
     out: dict[ResourceKey, DesiredResource] = {}
     before = memo.kept if memo is not None else {}
     kept: dict[int, tuple[Manifest, dict[str, Any], DesiredResource]] = {}

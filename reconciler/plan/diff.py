@@ -105,6 +105,25 @@ def _started_run(d: DesiredResource, a: ActualResource) -> Problem:
     )
 
 
+def _maybe_changed(desired: dict[ResourceKey, DesiredResource], resources: dict[ResourceKey, ActualResource], kept_names: bool) -> list[ResourceKey]:
+    """The desired resources ``diff`` must look at: all but those whose managed row is known
+    unchanged at a glance (essence, labels and annotations equal, no secret to compare, no row
+    name of its own in play), for which it would find no change and no problem. The no-change plan
+    of 10,000 resources sorted and walked each of them."""
+    # kind -> (may keep a row name, has sensitive fields): either means the full comparison
+    kinds = {str(k.name): (k.keeps_row_names, bool(k.sensitive)) for k in KINDS}
+    out = []
+    for key, d in desired.items():
+        a = resources.get(key)
+        if a is not None and a.managed:
+            keeps_row_names, sensitive = kinds[d.kind]
+            named_as_manifest = not keeps_row_names or (not kept_names and a.row_name is None and ROW_NAME not in d.annotations)
+            if named_as_manifest and not sensitive and d.essence == a.essence and d.labels == a.labels and d.annotations == a.annotations:
+                continue
+        out.append(key)
+    return out
+
+
 def diff(
     desired: dict[ResourceKey, DesiredResource],
     actual: StateSnapshot,
@@ -120,11 +139,12 @@ def diff(
     resources = actual.resources
 
     # the natural names (AGENT+TASK) of managed unnamed rows: an unmanaged twin of one is not listed
-    managed_natural = {(r.kind, natural(r.essence)) for r in resources.values() if r.managed and (natural := BY_NAME[r.kind].natural_name)}
+    naturals = {str(k.name): k.natural_name for k in KINDS if k.natural_name is not None}
+    managed_natural = {(r.kind, naturals[r.kind](r.essence)) for r in resources.values() if r.managed and r.kind in naturals}
     # rows named otherwise than their manifests (reconciler/row-name): a name one row keeps may be another's
     kept_names = any(r.row_name is not None for r in resources.values()) or any(ROW_NAME in d.annotations for d in desired.values())
     by_row_name = {(r.kind, r.db_name): r for r in resources.values() if BY_NAME[r.kind].keeps_row_names} if kept_names else {}
-    for key in sorted(desired):
+    for key in sorted(_maybe_changed(desired, resources, kept_names)):
         d = desired[key]
         a = resources.get(key)
         natural = BY_NAME[d.kind].natural_name
@@ -168,7 +188,8 @@ def diff(
 
     deleted: set[ResourceKey] = set()
     unmanaged: list[UnmanagedResource] = []
-    for key in sorted(resources):
+    # only rows nobody manages and managed rows the manifests dropped are listed or deleted below
+    for key in sorted(key for key, a in resources.items() if not a.managed or key not in desired):
         a = resources[key]
         if BY_NAME[a.kind].history:
             continue  # runs are history: never pruned, never listed as unmanaged

@@ -152,11 +152,10 @@ def read_snapshot(conn: Connection | RowSource) -> StateSnapshot:
     SQLAlchemy connection (read through ``ConnectionRows``) or any ``RowSource``."""
     source = conn if isinstance(conn, RowSource) else ConnectionRows(conn)
     tables = _existing_tables(source)
-    managed: dict[tuple[str, str], _Book] = {}
-    by_row: dict[tuple[str, str], _Book] = {}
-    for m in _bookkeeping(source) if tables is None else []:
-        managed[(m.kind, m.name)] = m
-        by_row[(m.kind, m.row_id)] = m
+    books = _bookkeeping(source) if tables is None else []  # one per (kind, name): the table's primary key
+    history = {str(k.name) for k in KINDS if k.history}  # found by name, not by row id
+    by_name = {(m.kind, m.name): m for m in books if m.kind in history}
+    by_row = {(m.kind, m.row_id): m for m in books}
 
     resources: dict[ResourceKey, ActualResource] = {}
     names: dict[str, dict[Any, str]] = {}
@@ -167,14 +166,17 @@ def read_snapshot(conn: Connection | RowSource) -> StateSnapshot:
         kind = str(k.name)
         for row in k.read(source, names):
             row_id = id_text(row.raw_id)
-            book = managed.get((kind, row.name)) if k.history else by_row.get((kind, row_id))
-            if k.history and book is not None and book.row_id != row_id:
-                book = None
+            if k.history:
+                book = by_name.get((kind, row.name))
+                if book is not None and book.row_id != row_id:
+                    book = None
+            else:
+                book = by_row.get((kind, row_id))
             resource = _resource(k, kind, row.name, row_id, row.essence, book, row.secret_ciphertext)
             resources[(kind, resource.name)] = resource
             of_kind[row.raw_id] = resource.name
     seen = {(r.kind, r.row_id) for r in resources.values() if r.managed}
-    vanished = {key: m.apply_id for key, m in managed.items() if (m.kind, m.row_id) not in seen}
+    vanished = {(m.kind, m.name): m.apply_id for m in books if (m.kind, m.row_id) not in seen}
     return StateSnapshot(resources, fingerprint_of(resources), vanished, _db_columns(source))
 
 

@@ -288,3 +288,36 @@ def test_a_kept_row_name_may_move_to_another_resource_in_one_plan() -> None:
     )
     assert [(c.action, c.name) for c in plan.changes] == [(Action.UPDATE, "sorter"), (Action.CREATE, "triage")]
     assert plan.changes[0].fields[0] == FieldChange("name", "Message Classifier", "sorter")
+
+
+def _outcome(wanted: list[Any], rows: list[Any], vanished: dict[Any, Any]) -> Any:
+    try:
+        plan = diff(desired_state(*wanted), snapshot(*rows, vanished=vanished))
+    except ReconcilerError as exc:
+        return exc.problems
+    return plan.changes, plan.unmanaged
+
+
+SKIP_CASES = [pytest.param(*case.values[:3], id=case.id) for case in CASES] + [
+    pytest.param(
+        [desired("Agent", "triage", AGENT, annotations=KEPT), desired("Agent", "sorter", AGENT, annotations=KEPT)],
+        [actual("Agent", "sorter", AGENT, annotations=KEPT, row_name="Message Classifier")], {},
+        id="an-unchanged-row-keeps-the-name-another-wants",
+    ),
+    pytest.param(
+        [desired("Provider", "openai", {**PROVIDER, "api_key": KEY_1})], [actual("Provider", "openai", {**PROVIDER, "api_key": KEY_1})], {},
+        id="an-unchanged-secret",
+    ),
+]
+
+
+@pytest.mark.parametrize(("wanted", "rows", "vanished"), SKIP_CASES)
+def test_the_rows_skipped_at_a_glance_are_those_the_full_comparison_finds_unchanged(
+    wanted: list[Any], rows: list[Any], vanished: dict[Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``_maybe_changed`` leaves out unchanged managed rows; looking at every desired resource
+    (as before it) gives the same plan or the same problems, with an unchanged row beside each case."""
+    wanted, rows = [*wanted, desired("Task", "unchanged", TASK)], [*rows, actual("Task", "unchanged", TASK)]
+    at_a_glance = _outcome(wanted, rows, vanished)
+    monkeypatch.setattr("reconciler.plan.diff._maybe_changed", lambda desired, resources, kept_names: list(desired))
+    assert _outcome(wanted, rows, vanished) == at_a_glance

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.fernet import Fernet
@@ -14,6 +16,7 @@ from reconciler.providers.secrets import (
     SECRET_KEY_FILE_ENV,
     SecretBox,
     SecretRefError,
+    _fernet_key,
     check_env_name,
     check_reference,
     load_secret_box,
@@ -242,3 +245,55 @@ def test_a_key_in_the_old_place_is_used_with_a_note_until_it_is_moved(
         (tmp_path / "work" / old).rename(elsewhere / "secret.key")  # moved as the note said
         code, out, err = _served(cli_run, db)
         assert code == 0 and "warning" not in err, err
+
+
+# --- what a plan asks of stored keys, without cryptography ------------------------------------------
+
+
+def _tokens() -> tuple[tuple[bytes, ...], dict[str, bytes | str]]:
+    old, new, other = Fernet.generate_key(), Fernet.generate_key(), Fernet.generate_key()
+    token = Fernet(new).encrypt(b"sk-test")
+    raw = base64.urlsafe_b64decode(token)
+    flipped = raw[:-1] + bytes([raw[-1] ^ 1])
+    return (new, old), {
+        "newest-key": token,
+        "older-key": Fernet(old).encrypt(b"sk-test"),
+        "as-text": token.decode(),
+        "another-key": Fernet(other).encrypt(b"sk-test"),
+        "signature-flipped": base64.urlsafe_b64encode(flipped),
+        "body-flipped": base64.urlsafe_b64encode(raw[:30] + bytes([raw[30] ^ 1]) + raw[31:]),
+        "version-byte": base64.urlsafe_b64encode(b"\x81" + raw[1:]),
+        "truncated": base64.urlsafe_b64encode(raw[:40]),
+        "short": base64.urlsafe_b64encode(raw[:8]),
+        "empty": b"",
+        "not-base64": b"not a token!",
+        "non-ascii": "jeton-\u00e9",
+    }
+
+
+def test_sealed_answers_what_decrypting_answers_for_every_token() -> None:
+    """``sealed`` checks a token's signature with the standard library; Fernet also decrypts. For
+    every token reconciler or anyone without the key can make, the two agree."""
+    keys, tokens = _tokens()
+    box = SecretBox(keys)
+    found = {name: (box.sealed(token), box.can_decrypt(token)) for name, token in tokens.items()}  # type: ignore[arg-type]  # str too
+    assert all(sealed == decrypts for sealed, decrypts in found.values()), found
+    assert {name for name, (sealed, _) in found.items() if sealed} == {"newest-key", "older-key", "as-text"}
+    assert not SecretBox((keys[0], b"not-a-key")).sealed(tokens["newest-key"])  # type: ignore[arg-type]  # as MultiFernet refuses a bad key
+
+
+@pytest.mark.parametrize(
+    "key",
+    [Fernet.generate_key(), Fernet.generate_key().decode(), b"short", base64.urlsafe_b64encode(b"x" * 31), base64.urlsafe_b64encode(b"x" * 33),
+     b"%%%%", "\u00e9" * 44, base64.urlsafe_b64encode(b"y" * 32).rstrip(b"=")],
+    ids=["bytes", "text", "short", "31-bytes", "33-bytes", "not-base64", "non-ascii", "unpadded"],
+)
+def test_keys_are_checked_as_fernet_checks_them(key: bytes | str) -> None:
+    def accepted(check: Any) -> bool:
+        try:
+            check(key)
+        except (ValueError, TypeError):
+            return False
+        return True
+
+    assert accepted(_fernet_key) == accepted(Fernet)
