@@ -3,18 +3,24 @@ means the same to it as to libyaml, ``yamlparse`` (the reference) for every othe
 
 yaml_rs builds the Python data in Rust, four times faster than libyaml's composer and our
 converter. It resolves plain scalars by YAML 1.2 (``yes`` is text, ``010`` is ten, ``1e5`` a
-number) and reports no positions, so it is used only for a file whose every line passes a cheap
-check (``_lines_ok``): printable text, block style only (no flow collections, anchors, aliases,
-tags, directives, complex keys, double-quoted escapes), shallow indentation, every document a
-mapping after a ``---`` line, and every word that could be a plain scalar or a key (the last
-word of a line, the key before ``:``) read alike by both (``_agree``, asked of yaml_rs itself and
-of PyYAML's resolver). Anything else, and anything yaml_rs refuses, returns None: the caller then
-parses the file with libyaml, which gives every message and every position as before.
+number) and reports no positions, so it is used only for a file whose every line outside block
+scalars (``_outside_block_scalars``: their lines are text to both) passes a cheap check
+(``_lines_ok``): printable text, block style only (no flow collections, anchors, aliases, tags,
+directives, complex keys, double-quoted escapes), shallow indentation, every document a mapping
+after a ``---`` line, and every word that could be a plain scalar or a key (the last word of a
+line, the key before ``:``) read alike by both (``_agree``, asked of yaml_rs itself and of
+PyYAML's resolver). Anything else, and anything yaml_rs refuses, returns None: the caller then
+parses the file with libyaml, which gives every message and every position as before. Where the
+two were found to differ (an empty block scalar or one without a final line break at the end of
+the text, lines of spaces in a block) the file goes to libyaml too; tests/test_yamlfast.py
+compares the two on generated documents.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import Any
 
 import yaml
@@ -222,6 +228,73 @@ def _roots(text: str) -> list[tuple[int, int]] | None:
     return roots
 
 
+_HEADER_ENDS = tuple(f" {indicator}\n" for indicator in sorted(_BLOCK_INDICATORS))
+
+
+@lru_cache(maxsize=256)
+def _dedent_below(columns: int) -> re.Pattern[str]:
+    """A line break followed by a line holding more than spaces, indented by at most ``columns``."""
+    return re.compile(rf"\n {{0,{columns}}}(?=[^ \n])")
+
+
+@lru_cache(maxsize=256)
+def _spaces_beyond(columns: int) -> re.Pattern[str]:
+    """A line of nothing but more than ``columns`` spaces (where the 1.1 and 1.2 rules differ)."""
+    return re.compile(rf"\n {{{columns + 1},}}(?=\n)")
+
+
+def _outside_block_scalars(text: str) -> list[str] | None:
+    """The text without the contents of its block scalars (``key: |`` and the lines indented
+    below it), which both parsers read as text: only printable characters are asked of them. None
+    when a block's lines are indented less than its first line, or a line of spaces is longer
+    (libyaml and yaml_rs differ there)."""
+    headers = sorted(i for end in _HEADER_ENDS for i in _find_all(text, end))
+    pieces: list[str] = []
+    done = 0  # text before this is in pieces or in a block
+    for at in headers:
+        if at < done:
+            continue  # a header-like line inside a block
+        start = text.rfind("\n", 0, at) + 1
+        line = text[start : text.index("\n", at)]
+        if "#" in line or "'" in line or '"' in line:
+            continue  # not a header we read (its lines stay structure, checked as such)
+        content = line.lstrip(" ")
+        if " " not in content:
+            continue  # a lone indicator: its lines stay structure
+        before = content[: content.rindex(" ")].rstrip(" ")  # what precedes the indicator
+        column = len(line) - len(content)  # of the collection the block scalar is in
+        if before != "-":
+            key = before[1:].lstrip(" ") if before.startswith("- ") else before
+            if not key.endswith(":") or " " in key or key.startswith("-"):
+                continue
+            column += len(before) - len(key)
+        body = text.index("\n", at) + 1
+        end = _dedent_below(column).search(text, body - 1)
+        stop = len(text) if end is None else end.start() + 1
+        block = text[body:stop]
+        if not block.strip(" \n"):
+            continue  # empty: its blank lines are harmless as structure
+        first = len(block) - len(block.lstrip(" \n"))
+        indent = first - (block.rfind("\n", 0, first) + 1)
+        if _dedent_below(indent - 1).search(text, body - 1, stop) or _spaces_beyond(indent).search("\n" + block):
+            return None
+        if not block.replace("\n", "").isprintable():
+            return None
+        pieces.append(text[done:body])
+        done = stop
+    pieces.append(text[done:])
+    return pieces
+
+
+def _find_all(text: str, part: str) -> list[int]:
+    found = []
+    i = text.find(part)
+    while i != -1:
+        found.append(i)
+        i = text.find(part, i + 1)
+    return found
+
+
 def parse_plain(text: str, display: str) -> list[tuple[Any, Location]] | None:
     """Each document's data and root location, exactly as ``yamlparse._parse`` gives them for a
     file it finds no problem in; None when the file must go to libyaml."""
@@ -233,7 +306,10 @@ def parse_plain(text: str, display: str) -> list[tuple[Any, Location]] | None:
     tail = tail[tail.rfind("\n") + 1 :].partition(" #")[0].rstrip(" ")
     if tail[-2:].lstrip(" :-") in _BLOCK_INDICATORS or tail[-1:] in _BLOCK_INDICATORS:
         return None  # an empty block scalar last: libyaml reads '', yaml_rs a line break
-    lines = set(text.split("\n"))
+    pieces = _outside_block_scalars(text)
+    if pieces is None:
+        return None
+    lines = set("\n".join(pieces).split("\n"))
     values: set[str] = set()
     keys: set[str] = set()
     if not _lines_ok(lines, values, keys):
