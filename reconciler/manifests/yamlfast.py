@@ -43,6 +43,7 @@ _BLOCK_INDICATORS = frozenset({"|", "|-", "|+", ">", ">-", ">+"})
 _QUOTES = frozenset("'\"")
 # a word starting with another ASCII letter, or longer than "Infinity", is text in both schemas
 _MAYBE_NOT_TEXT = frozenset("nNyYtTfFoOiI")
+_TEXT_START = frozenset(c for c in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ" if c not in _MAYBE_NOT_TEXT)
 # the deepest content column: two levels per column at most (a sequence may sit at its key's
 # column), so the nesting stays below MAX_DEPTH and far below what yaml_rs recurses through
 _MAX_COLUMN = yamlfile.MAX_DEPTH // 2 - 3
@@ -50,9 +51,10 @@ _MAX_COLUMN = yamlfile.MAX_DEPTH // 2 - 3
 # every node but a collection takes a character, and every collection but the root a key or '-'
 _MAX_DOCUMENT_CHARS = yamlfile.MAX_NODES_PER_DOCUMENT // 2
 
-# word -> whether both parsers read it alike as a plain value / as a plain key (memo per process)
-_AGREE_VALUE: dict[str, bool] = {}
-_AGREE_KEY: dict[str, bool] = {}
+# the words asked about, and those the two parsers read apart as a plain value / key (per process)
+_ASKED: set[str] = set()
+_UNLIKE_VALUE: set[str] = set()
+_UNLIKE_KEY: set[str] = set()
 
 
 def _needs_asking(word: str) -> bool:
@@ -172,16 +174,20 @@ def _ask_yaml_rs(words: list[str]) -> list[tuple[bool, Any]]:
 def _agree(values: set[str], keys: set[str]) -> bool:
     """Whether every word reads alike in both parsers: as a value the same type and value, as a
     key the same text (yamlparse turns a non-text key into text; yaml_rs keeps it a number)."""
-    new_values = [w for w in values if w not in _AGREE_VALUE and _value_needs_asking(w)]
-    new_keys = [w for w in keys if w not in _AGREE_KEY and _needs_asking(w)]
+    text_start = _TEXT_START
+    new_values = [w for w in values - _ASKED if w[0] not in text_start and _value_needs_asking(w)]
+    new_keys = [w for w in keys - _ASKED if _needs_asking(w)]
     if new_values or new_keys:
         asked = list(dict.fromkeys(new_values + new_keys))
         for word, (rs_ok, rs) in zip(asked, _ask_yaml_rs(asked), strict=True):
             py_ok, py = _pyyaml_value(word)
-            alike = rs_ok and py_ok and _same(py, rs)
-            _AGREE_VALUE[word] = alike
-            _AGREE_KEY[word] = alike and py == word
-    return all(_AGREE_VALUE.get(w, True) for w in values) and all(_AGREE_KEY.get(w, True) for w in keys)
+            if not (rs_ok and py_ok and _same(py, rs)):
+                _UNLIKE_VALUE.add(word)
+                _UNLIKE_KEY.add(word)
+            elif py != word:
+                _UNLIKE_KEY.add(word)
+        _ASKED.update(asked)
+    return values.isdisjoint(_UNLIKE_VALUE) and keys.isdisjoint(_UNLIKE_KEY)
 
 
 def _roots(text: str) -> list[tuple[int, int]] | None:
@@ -228,9 +234,6 @@ def _roots(text: str) -> list[tuple[int, int]] | None:
     return roots
 
 
-_HEADER_ENDS = tuple(f" {indicator}\n" for indicator in sorted(_BLOCK_INDICATORS))
-
-
 @lru_cache(maxsize=256)
 def _dedent_below(columns: int) -> re.Pattern[str]:
     """A line break followed by a line holding more than spaces, indented by at most ``columns``."""
@@ -248,7 +251,7 @@ def _outside_block_scalars(text: str) -> list[str] | None:
     below it), which both parsers read as text: only printable characters are asked of them. None
     when a block's lines are indented less than its first line, or a line of spaces is longer
     (libyaml and yaml_rs differ there)."""
-    headers = sorted(i for end in _HEADER_ENDS for i in _find_all(text, end))
+    headers = _header_ends(text)
     pieces: list[str] = []
     done = 0  # text before this is in pieces or in a block
     for at in headers:
@@ -286,13 +289,17 @@ def _outside_block_scalars(text: str) -> list[str] | None:
     return pieces
 
 
-def _find_all(text: str, part: str) -> list[int]:
+def _header_ends(text: str) -> list[int]:
+    """Where ' |', ' >' (with '-' or '+') end a line: the two characters are rare, found by memchr."""
     found = []
-    i = text.find(part)
-    while i != -1:
-        found.append(i)
-        i = text.find(part, i + 1)
-    return found
+    for indicator in "|>":
+        i = text.find(indicator)
+        while i != -1:
+            after = text[i + 1 : i + 3]
+            if text[i - 1 : i] == " " and (after[:1] == "\n" or after in ("-\n", "+\n")):
+                found.append(i - 1)
+            i = text.find(indicator, i + 1)
+    return sorted(found)
 
 
 def parse_plain(text: str, display: str) -> list[tuple[Any, Location]] | None:
