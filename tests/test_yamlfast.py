@@ -352,3 +352,9 @@ def test_only_a_file_that_has_to_be_parsed_imports_yaml_rs(tmp_path: Path, monke
     assert cold["code"] == 0 and {"yaml", "yaml_rs"} <= set(cold["heavy"]), cold["stderr"]
     warm = test_plan_imports._probe(tmp_path, "validate", str(root))
     assert warm["code"] == 0 and warm["heavy"] == [], warm["stderr"]
+
+
+def test_the_parse_cache_key_covers_the_fast_path_and_yaml_rs() -> None:
+    """An edit of yamlfast.py or another yaml_rs misses the parse cache, as an edit of yamlparse.py does."""
+    salt = "\n".join(yamlfile.parser_salt())
+    assert "manifests/yamlfast.py:" in salt and "yaml_rs/__init__.py:" in salt, salt
