@@ -52,6 +52,7 @@ SCALARS = [
     "-98765432109876543210",
     "18446744073709551616",
     "1" * 400,
+    "1" * 4301,  # more digits than Python reads: a problem for libyaml's path
     *"2001-12-14 2001-12-14t21:59:43.10-05:00 2026-01-02 2026-1-2 2001-12-14T21:59:43Z".split(),
     "2001-12-14 21:59:43.10 -5",
     *"plain x:y a#b http://h:1/p $schema ^[a-z]+$ C:\\dir \\d+ e é 日本 🙂 a'b it's x' o'clock".split(),
@@ -295,6 +296,9 @@ def test_every_yaml_file_in_the_repository_reads_alike_or_goes_to_libyaml() -> N
         ("a:\tb\n", False),
         ("a: b\r\n", False),
         ("a: .inf\n", False),
+        ("a: " + "1" * 4301 + "\n", False),
+        ('a: |\n  "\\d+" in JSON\n', True),  # escapes only matter outside block scalars
+        ('a: "\\d+"\n', False),
     ],
 )
 def test_which_files_take_the_fast_path(text: str, taken: bool) -> None:

@@ -64,8 +64,8 @@ def _needs_asking(word: str) -> bool:
 
 def _value_needs_asking(word: str) -> bool:
     """As _needs_asking, but a decimal integer without a leading zero is that integer in both."""
-    if word.isdigit() and word.isascii() and (word[0] != "0" or len(word) == 1):
-        return False
+    if len(word) <= 18 and word.isdigit() and word.isascii() and (word[0] != "0" or len(word) == 1):
+        return False  # (a longer one is asked: Python refuses to read more than 4,300 digits)
     return _needs_asking(word)
 
 
@@ -305,7 +305,7 @@ def _header_ends(text: str) -> list[int]:
 def parse_plain(text: str, display: str) -> list[tuple[Any, Location]] | None:
     """Each document's data and root location, exactly as ``yamlparse._parse`` gives them for a
     file it finds no problem in; None when the file must go to libyaml."""
-    if yaml_rs is None or ('"' in text and "\\" in text):  # double-quoted escapes: NUL, surrogates, \N...
+    if yaml_rs is None:
         return None
     if not text.endswith("\n") and ("|" in text or ">" in text):
         return None  # yaml_rs ends a block scalar at the end of the text with a line break
@@ -316,7 +316,10 @@ def parse_plain(text: str, display: str) -> list[tuple[Any, Location]] | None:
     pieces = _outside_block_scalars(text)
     if pieces is None:
         return None
-    lines = set("\n".join(pieces).split("\n"))
+    structure = "\n".join(pieces)
+    if '"' in structure and "\\" in structure:
+        return None  # double-quoted escapes: NUL, surrogates, \N...
+    lines = set(structure.split("\n"))
     values: set[str] = set()
     keys: set[str] = set()
     if not _lines_ok(lines, values, keys):
