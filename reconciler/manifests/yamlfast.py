@@ -5,8 +5,9 @@ yaml_rs builds the Python data in Rust, four times faster than libyaml's compose
 converter. It resolves plain scalars by YAML 1.2 (``yes`` is text, ``010`` is ten, ``1e5`` a
 number) and reports no positions, so it is used only for a file whose every line outside block
 scalars (``_outside_block_scalars``: their lines are text to both) passes a cheap check
-(``_lines_ok``): printable text, block style only (no flow collections, anchors, aliases, tags,
-directives, complex keys, double-quoted escapes), shallow indentation, every document a mapping
+(``_lines_ok``): printable text, block style or one-line flow collections of words (``_flow_ok``),
+no anchors, aliases, tags, directives, complex keys or double-quoted escapes, shallow indentation,
+every document a mapping
 after a ``---`` line, and every word that could be a plain scalar or a key (the last word of a
 line, the key before ``:``) read alike by both (``_agree``, asked of yaml_rs itself and of
 PyYAML's resolver). Anything else, and anything yaml_rs refuses, returns None: the caller then
@@ -19,7 +20,7 @@ compares the two on generated documents.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import lru_cache
 from typing import Any
 
@@ -102,7 +103,7 @@ def _lines_ok(lines: Iterable[str], values: set[str], keys: set[str]) -> bool:
         if column > max_column:
             return False
         if first in bad_start:
-            if s not in blocks:
+            if s not in blocks and not (first in "[{" and _flow_ok(s, add_value, add_key)):
                 return False
             continue
         head, sep, value = s.partition(": ")
@@ -114,7 +115,7 @@ def _lines_ok(lines: Iterable[str], values: set[str], keys: set[str]) -> bool:
                 continue
             first = value[0]
             if first in bad_start:
-                if value not in blocks:
+                if value not in blocks and not (first in "[{" and _flow_ok(value, add_value, add_key)):
                     return False
                 continue
             if first == "-" and (value == "-" or value[1] == " "):
@@ -129,6 +130,59 @@ def _lines_ok(lines: Iterable[str], values: set[str], keys: set[str]) -> bool:
         if last[0] not in bad_start and last[0] not in quotes:  # else inside a longer or quoted text
             add_value(last)
     return True
+
+
+# a flow collection's pieces: an indicator, a quoted text without escapes, or a plain word (no
+# ':' in it: libyaml ends a plain scalar at any ':' in a flow, YAML 1.2 only at ': '), then ': '
+# after a key
+_FLOW_TOKEN = re.compile(r""" *(?:([\[\]{},])|'([^'\n]*)'|"([^"\\\n]*)"|([^\s,\[\]{}:#'"&*!|>%@`?-][^\s,\[\]{}:#'"]*))(: )?""")
+_MAX_FLOW_DEPTH = 3  # with the block levels (see _MAX_COLUMN), still within MAX_DEPTH
+
+
+def _flow_ok(text: str, add_value: Callable[[str], None], add_key: Callable[[str], None]) -> bool:
+    """Whether ``text`` is one whole flow collection of the simplest kind (on one line; items and
+    values plain words, quoted texts or such collections; keys words or quoted texts followed by
+    ': '; no empty entries): what both parsers read alike once its words are (collected)."""
+    stack: list[str] = []
+    expect = "value"  # what may come next: value, item, key, sep(arator or end)
+    pos = 0
+    while pos < len(text):
+        m = _FLOW_TOKEN.match(text, pos)
+        if m is None or m.end() == pos:
+            return False
+        pos = m.end()
+        mark, _, _, word, colon = m.groups()
+        if mark is not None:
+            if colon:
+                return False  # a collection as a key
+            if mark in "[{":
+                if expect not in ("value", "item", "first"):
+                    return False
+                stack.append(mark)
+                if len(stack) > _MAX_FLOW_DEPTH:
+                    return False
+                expect = "first" if mark == "[" else "first key"
+            elif mark == ",":
+                if expect != "sep":
+                    return False
+                expect = "item" if stack[-1] == "[" else "key"
+            else:
+                if not stack or "[{"["]}".index(mark)] != stack.pop() or expect not in ("sep", "first", "first key"):
+                    return False
+                expect = "sep" if stack else "end"
+        elif expect in ("key", "first key"):
+            if not colon:
+                return False
+            if word is not None:
+                add_key(word)
+            expect = "value"
+        elif expect in ("value", "item", "first") and not colon and stack:
+            if word is not None:
+                add_value(word)
+            expect = "sep"
+        else:
+            return False
+    return expect == "end"
 
 
 def _pyyaml_value(word: str) -> tuple[bool, Any]:
