@@ -7,10 +7,9 @@ number) and reports no positions, so it is used only for a file whose every line
 scalars (``_outside_block_scalars``: their lines are text to both) passes a cheap check
 (``_lines_ok``): printable text, block style or one-line flow collections of words (``_flow_ok``),
 no anchors, aliases, tags, directives, complex keys or double-quoted escapes, shallow indentation,
-every document a mapping
-after a ``---`` line, and every word that could be a plain scalar or a key (the last word of a
-line, the key before ``:``) read alike by both (``_agree``, asked of yaml_rs itself and of
-PyYAML's resolver). Anything else, and anything yaml_rs refuses, returns None: the caller then
+every document a mapping after a ``---`` line, and every word that could be a plain scalar or a
+key (the last word of a line, the key before ``:``, a flow's words) read alike by both
+(``_agree``, asked of yaml_rs itself and of PyYAML's resolver). Anything else, and anything yaml_rs refuses, returns None: the caller then
 parses the file with libyaml, which gives every message and every position as before. Where the
 two were found to differ (an empty block scalar or one without a final line break at the end of
 the text, lines of spaces in a block) the file goes to libyaml too; tests/test_yamlfast.py
