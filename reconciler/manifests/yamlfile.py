@@ -24,6 +24,8 @@ MAX_NODES_PER_DOCUMENT = 200_000  # counts aliases each time they are expanded
 # deeper than this (a tenth of it, for smaller thread stacks) are first scanned event by event
 # (libyaml's parser itself is iterative).
 SAFE_COMPOSE_DEPTH = 2_000
+# plain files are read by yaml_rs (see yamlfast), exactly as libyaml reads them; 0 reads all with libyaml
+FAST_YAML = os.environ.get("RECONCILER_FAST_YAML", "1") != "0"
 
 FieldPath = tuple[str | int, ...]
 
@@ -154,6 +156,12 @@ def may_nest_deeply(text: str) -> bool:
 
 def parse_text(text: str, display: str) -> tuple[list[RawDocument], list[Problem]]:
     """Every document in a file's text; empty documents are skipped with a warning."""
+    if FAST_YAML:
+        from reconciler.manifests.yamlfast import parse_plain
+
+        plain = parse_plain(text, display)
+        if plain is not None:
+            return [RawDocument(display, index, data, location, text) for index, (data, location) in enumerate(plain)], []
     from reconciler.manifests.yamlparse import _parse, _too_deep
 
     problems: list[Problem] = []
@@ -202,10 +210,10 @@ def installed_package_files(*packages: str) -> list[Path]:
 
 def parser_salt() -> list[str]:
     """Everything besides a file's bytes that decides what parsing it gives, for the parse cache's
-    key: the parser's code (this module and ``yamlparse``: an edited checkout keeps its version
-    number), PyYAML's installation and the limits a parse is checked against."""
+    key: the parser's code (this module, ``yamlparse`` and ``yamlfast``: an edited checkout keeps its
+    version number), PyYAML's and yaml_rs's installations and the limits a parse is checked against."""
     here = Path(__file__).resolve()
-    stamps = [here, here.with_name("yamlparse.py"), *installed_package_files("yaml")]
+    stamps = [here, here.with_name("yamlparse.py"), here.with_name("yamlfast.py"), *installed_package_files("yaml", "yaml_rs")]
     limits = f"documents={MAX_DOCUMENTS_PER_FILE} depth={MAX_DEPTH} nodes={MAX_NODES_PER_DOCUMENT} compose={SAFE_COMPOSE_DEPTH}"
     return [limits, *source_stamps(stamps)]
 
