@@ -52,13 +52,14 @@ def main(argv: list[str] | None = None) -> int:
                     subprocess.run(_argv(args.setup.split(), db), env=env, cwd=work, stdout=subprocess.DEVNULL, check=True)
                 probe, load = speed_probe(), os.getloadavg()[0]
                 started = time.perf_counter()
-                proc = subprocess.Popen(_argv(command, db), env=env, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-                _, status, usage = os.wait4(proc.pid, 0)
+                # stderr to a file, not a pipe: a command writing more than a pipe holds would wait forever
+                with open(work / "stderr.txt", "wb") as err:
+                    proc = subprocess.Popen(_argv(command, db), env=env, cwd=work, stdout=subprocess.DEVNULL, stderr=err)
+                    _, status, usage = os.wait4(proc.pid, 0)
                 wall = time.perf_counter() - started
                 code = os.waitstatus_to_exitcode(status)
                 if code not in (0, 2):
-                    assert proc.stderr is not None
-                    print(f"{tree}: exit {code}: {proc.stderr.read().decode(errors='replace')[-500:]}", file=sys.stderr)
+                    print(f"{tree}: exit {code}: {(work / 'stderr.txt').read_text(errors='replace')[-500:]}", file=sys.stderr)
                     return 1
                 results[tree].append((wall, usage.ru_utime + usage.ru_stime, load, probe))
             finally:
