@@ -54,9 +54,10 @@ def speed_probe() -> float:
 
     The load average does not show everything: on this shared virtual machine the same command's
     CPU time has doubled within minutes at a load of 0.6 (the host's other tenants, its clock). The
-    probe is taken before each timed run, so every figure says how fast the CPU was at the time: at
-    this machine's fastest it is about 6 ms, and a figure taken at twice that was measured on a CPU
-    running at half speed."""
+    probe is taken before each timed run, so every figure says how fast the CPU was just before it:
+    at this machine's fastest it is about 6 ms, and twice that means a host running at half speed.
+    It samples one moment: the host's speed has changed within seconds, so a low probe does not
+    prove the run after it was fast."""
     best = math.inf
     for _ in range(3):
         started = time.perf_counter()
