@@ -25,9 +25,7 @@ def insert_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]
         return
     from sqlalchemy import insert
 
-    keys = list(rows[0])
-    if any(len(row) != len(keys) for row in rows):
-        raise ValueError(f"insert_rows: the rows for {table.name} do not all have the same columns")
+    keys = same_keys(table.name, rows)
     compiled: Any = insert(table).compile(dialect=conn.dialect, column_keys=keys)
     columns: dict[str, list[Any]] = {}
     for column in compiled.insert_prefetch:  # left out, with a default SQLAlchemy fills in
@@ -45,6 +43,14 @@ def insert_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]
         escaped = [compiled.escaped_bind_names.get(name, name) for name in names]
         params = [dict(zip(escaped, row, strict=True)) for row in params]
     conn.exec_driver_sql(compiled.string, params)
+
+
+def same_keys(table: str, rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The columns of ``rows``, which must all have the same ones (else ValueError)."""
+    keys = list(rows[0])
+    if any(len(row) != len(keys) for row in rows):
+        raise ValueError(f"insert_rows: the rows for {table} do not all have the same columns")
+    return keys
 
 
 def processed(processor: Callable[[Any], Any] | None, values: list[Any]) -> list[Any]:

@@ -333,8 +333,7 @@ def open_sqlite_state(url: str, path: Path) -> sqlite3.Connection | None:
             conn.execute("PRAGMA query_only=ON")
             conn.execute("BEGIN")  # one read transaction for the revision and every table
             tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")}
-            row = conn.execute("SELECT version_num FROM alembic_version").fetchone() if "alembic_version" in tables else None
-            revision = None if row is None else row[0]
+            revision = _recorded_revision(conn, tables)
             if revision != HEAD_REVISION:
                 if revision is None and "llm_providers" not in tables:
                     conn.close()
@@ -368,7 +367,12 @@ def _sqlite_revision(conn: sqlite3.Connection) -> str | None:
     tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite~_%' ESCAPE '~'")}
     if VERSION_TABLE not in tables:
         return _NO_TABLES if not tables else None
-    row = conn.execute(f"SELECT version_num FROM {VERSION_TABLE}").fetchone()
+    return _recorded_revision(conn, tables)
+
+
+def _recorded_revision(conn: sqlite3.Connection, tables: set[str]) -> str | None:
+    """The revision in Alembic's version table, if ``tables`` (of ``conn``'s database) has it."""
+    row = conn.execute(f"SELECT version_num FROM {VERSION_TABLE}").fetchone() if VERSION_TABLE in tables else None
     return None if row is None else str(row[0])
 
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from reconciler.state import jsoncodec
 from reconciler.state.bulk import processed as _converted  # a shared value converted once
+from reconciler.state.bulk import same_keys as _same_keys
 from reconciler.state.sqlite_schema import COLUMNS
 
 if TYPE_CHECKING:
@@ -54,13 +55,6 @@ class RowWriter(abc.ABC):
 
     @abc.abstractmethod
     def _delete(self, table: str, column: str, values: Sequence[Any], where: Row) -> None: ...
-
-
-def _same_keys(table: str, rows: Sequence[Row]) -> list[str]:
-    keys = list(rows[0])
-    if any(len(row) != len(keys) for row in rows):
-        raise ValueError(f"insert_rows: the rows for {table} do not all have the same columns")
-    return keys
 
 
 # -- SQLite through the standard library --------------------------------------------------------
