@@ -44,7 +44,8 @@ built = sorted({c.__name__ for c in ours if c.__dict__.get("__pydantic_complete_
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in sys.argv[1].split(","))
 with open(__import__("os").environ["PROBE_OUT"], "w") as fh:
     json.dump({"code": code, "heavy": heavy, "built": built, "behaviour": "reconciler.plan.behaviour" in sys.modules,
-               "ports": "reconciler.llm.ports" in sys.modules, "cryptography": "cryptography" in sys.modules}, fh)
+               "ports": "reconciler.llm.ports" in sys.modules, "cryptography": "cryptography" in sys.modules,
+               "commands": sorted(m.rsplit(".", 1)[1] for m in sys.modules if m.startswith("reconciler.cli."))}, fh)
 """
 
 
@@ -73,6 +74,7 @@ def test_a_no_change_plan_on_sqlite_imports_no_sqlalchemy_and_builds_no_validato
     assert result["heavy"] == [] and result["built"] == [] and not result["behaviour"]
     assert not result["ports"]  # the LLM ports' dataclasses (5 ms to build) only where a run or an evaluation needs them
     assert not result["cryptography"]  # 13 ms: the stored API key's signature is checked with the standard library
+    assert result["commands"] == ["core", "options"]  # the other commands' modules (about 5 ms) stay unimported
     result = _probe(tmp_path, "validate", str(root))
     assert result["code"] == 0 and result["heavy"] == [] and result["built"] == [], result["stderr"]
 
@@ -217,3 +219,16 @@ def test_drift_on_sqlite_reads_the_state_without_sqlalchemy(applied: tuple[Path,
     result = _probe(tmp_path, "drift", "--db", url, "--json", "--detailed-exitcode")
     assert result["code"] == 2 and result["heavy"] == [], result["stderr"]
     assert "temperature" in result["stdout"]
+
+
+def test_every_command_is_found_in_the_module_the_lazy_group_names() -> None:
+    """``cli.COMMAND_MODULES`` is what the command modules register: a command missing from it
+    would vanish from every command line but ``--help``'s, one named wrongly would not be found."""
+    import click
+
+    from reconciler import cli
+
+    listed = cli.cli.list_commands(click.Context(cli.cli))  # imports every command module
+    assert listed == sorted(cli.COMMAND_MODULES)
+    for name, command in cli.cli.commands.items():
+        assert command.callback is not None and command.callback.__module__ == f"reconciler.cli.{cli.COMMAND_MODULES[name]}", name

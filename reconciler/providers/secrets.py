@@ -21,7 +21,6 @@ import os
 import re
 import stat
 import sys
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -357,6 +356,8 @@ def load_secret_box(create: bool = True, needed_for: str = "", database: URL | P
 
 def write_key_file(path: Path, keys: tuple[bytes, ...]) -> None:
     """Replace the key file atomically with ``keys`` (newest first), mode 0600."""
+    import tempfile  # 5 ms that every plan with a provider key (which imports this module) would pay
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     try:

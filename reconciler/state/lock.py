@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import getpass
 import json
 import os
-import socket
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -36,6 +34,9 @@ def text(sql: str) -> TextClause:
 
 
 def holder_identity() -> str:
+    import getpass  # with socket, 3 ms that `plan` (which imports this module, never locks) does not need
+    import socket
+
     try:
         user = getpass.getuser()
     except Exception:  # noqa: BLE001 - no passwd entry in some containers
