@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +50,15 @@ def describe_checkout(paths: list[str]) -> dict[str, Any] | None:
     head = git_output(cwd, "rev-parse", "HEAD")
     if head is None:
         return None
-    status = git_output(cwd, "status", "--porcelain", "--", *[str(Path(p).resolve()) for p in paths]) or ""
-    log = (git_output(cwd, "log", "-1", "--format=%an <%ae>%x00%s") or "\x00").rstrip("\n").split("\x00", 1)
-    branch = (git_output(cwd, "rev-parse", "--abbrev-ref", "HEAD") or "").strip() or None
+    status_out, log_out, branch_out = _git_outputs(
+        cwd,
+        ("status", "--porcelain", "--", *[str(Path(p).resolve()) for p in paths]),
+        ("log", "-1", "--format=%an <%ae>%x00%s"),
+        ("rev-parse", "--abbrev-ref", "HEAD"),
+    )
+    status = status_out or ""
+    log = (log_out or "\x00").rstrip("\n").split("\x00", 1)
+    branch = (branch_out or "").strip() or None
     return {
         "commit": head.strip(),
         "dirty": bool(status.strip()),
@@ -59,3 +66,19 @@ def describe_checkout(paths: list[str]) -> dict[str, Any] | None:
         "author": log[0][:255] or None,
         "subject": log[1] if len(log) > 1 else None,
     }
+
+
+def _git_outputs(cwd: Path, *commands: tuple[str, ...]) -> list[str | None]:
+    """``git_output`` of each command, all at once: each thread only waits on its own git process,
+    so every plan in a checkout waits for one git start-up instead of three in a row (about 4 ms)."""
+    results: list[str | None] = [None] * len(commands)
+
+    def run(index: int, args: tuple[str, ...]) -> None:
+        results[index] = git_output(cwd, *args)
+
+    threads = [threading.Thread(target=run, args=(i, args), daemon=True) for i, args in enumerate(commands)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
