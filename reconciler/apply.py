@@ -239,19 +239,31 @@ def _write_changes(writer: RowWriter, plan: Plan, snapshot: StateSnapshot, apply
             writer.delete(k.table_name, "id", [uuid.UUID(c.row_id) for c in changes if c.row_id])
             book_delete += [c.key for c in changes]
             continue
+        create = action is Action.CREATE
+        if create:  # a created row gets its id, the stamps and the kind's defaults (its values win over those)
+            stamp = {"assigned_at": now} if k.stamps == "assigned" else {"created_at": now, "updated_at": now}
+            defaults = k.create_defaults.items()
+        else:
+            stamp = {} if k.stamps == "assigned" else {"updated_at": now}
         rows = []
         for c in changes:
             assert c.desired is not None
             row_id = uuid.UUID(c.row_id) if c.row_id else uuid.uuid4()
             ids[c.key] = row_id
             values = k.row_values(c.desired, ids)
-            values["_id"] = row_id
             if k.named_rows:  # a row may keep the name its service knows it by (reconciler/row-name)
                 values["name"] = row_name(c.name, c.annotations) if k.keeps_row_names else c.name
             digest = None
             if k.secret_column is not None:
                 digest, secret_values = _secret_columns(k, c, snapshot, encrypt_secret)
                 values.update(secret_values)
+            if create:
+                for column, default in defaults:
+                    values.setdefault(column, default)
+                values["id"] = row_id
+                values.update(stamp)
+            else:
+                values["_id"] = row_id
             rows.append(values)
             book_rows.append(
                 {
@@ -267,12 +279,9 @@ def _write_changes(writer: RowWriter, plan: Plan, snapshot: StateSnapshot, apply
                 }
             )
             book_delete.append(c.key)  # a create may replace bookkeeping whose row was deleted out of band
-        if action is Action.CREATE:
-            stamp = {"assigned_at": now} if k.stamps == "assigned" else {"created_at": now, "updated_at": now}
-            payload = [{**k.create_defaults, **{col: v for col, v in r.items() if col != "_id"}, "id": r["_id"], **stamp} for r in rows]
-            writer.insert(k.table_name, payload)
+        if create:
+            writer.insert(k.table_name, rows)
         else:
-            stamp = {} if k.stamps == "assigned" else {"updated_at": now}
             # one executemany per distinct column set (a provider whose key is unchanged keeps its ciphertext)
             for _columns, same in groupby(sorted(rows, key=lambda r: tuple(sorted(r))), key=lambda r: tuple(sorted(r))):
                 writer.update(k.table_name, list(same), stamp)

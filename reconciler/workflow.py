@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from reconciler.state.kept import KeptSnapshot, KeptSqliteState
 
     Target = Engine | SqliteFile  # where an apply writes: an engine, or a SQLite file without SQLAlchemy
+    _Committed = tuple[Plan, StateSnapshot, Target, ApplyResult, ManifestSet]  # an apply's, for _after_commit, and what it read
 
 
 @dataclass(frozen=True)
@@ -293,6 +294,9 @@ class ApplyHooks:
     confirm: Callable[[Plan], None] = _no_confirm  # raises to refuse; called only for a non-empty plan
     # (engine, run names) -> how each went; None: start them one after another here
     start_runs: Callable[[Engine, tuple[str, ...]], tuple[TriggeredRun, ...]] | None = None
+    # what reading, planning and writing run inside, up to the commit (not the steps after it, which
+    # may call providers and models): the `apply` command's ``gcpolicy.no_collection``
+    batch: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext
 
 
 @dataclass(frozen=True)
@@ -381,6 +385,16 @@ def apply_manifests(request: ApplyRequest, hooks: ApplyHooks = ApplyHooks()) -> 
     Bad input stops before the database is touched; the schema is created or migrated only once
     the plan is confirmed (the fingerprint check inside the apply transaction catches anyone who
     changed the database meanwhile)."""
+    with hooks.batch():
+        applied = _apply_until_commit(request, hooks)
+    if isinstance(applied, ApplyOutcome):
+        return applied
+    the_plan, snapshot, target, result, manifests = applied
+    return replace(_after_commit(the_plan, snapshot, target, result, request, hooks), manifests=manifests)
+
+
+def _apply_until_commit(request: ApplyRequest, hooks: ApplyHooks) -> ApplyOutcome | _Committed:
+    """``apply_manifests`` up to the commit: an outcome when nothing was applied."""
     manifests = request.manifests or load_manifests(request.paths, external_refs=request.external_refs)
     _check_only_kind(manifests, request)
     hooks.warnings(manifests.warnings)
@@ -414,7 +428,7 @@ def apply_manifests(request: ApplyRequest, hooks: ApplyHooks = ApplyHooks()) -> 
         if existing is None:
             held.enter_context(apply_lock(engine, request.lock_timeout, command=request.command))
         result = run_apply(engine, the_plan, apply_meta(request.command, sources, request.git), extend_enums=request.extend_enums, kept=kept)
-    return replace(_after_commit(the_plan, snapshot, engine, result, request, hooks), manifests=manifests)
+    return the_plan, snapshot, engine, result, manifests
 
 
 def _kept_sqlite(existing: Target | None, held: contextlib.ExitStack) -> KeptSqliteState | None:
@@ -427,7 +441,9 @@ def _kept_sqlite(existing: Target | None, held: contextlib.ExitStack) -> KeptSql
     return held.enter_context(contextlib.closing(KeptSqliteState(existing)))
 
 
-def _plan_and_apply_in_one_transaction(manifests: ManifestSet, request: ApplyRequest, hooks: ApplyHooks, sources: list[str]) -> ApplyOutcome:
+def _plan_and_apply_in_one_transaction(
+    manifests: ManifestSet, request: ApplyRequest, hooks: ApplyHooks, sources: list[str]
+) -> ApplyOutcome | _Committed:
     """``apply_manifests`` for a caller that confirms nothing: the state is read, planned against
     and written in one write transaction (``apply.plan_and_execute``), under the apply lock."""
     assert not request.extend_enums, "enum values are added in a transaction of their own, before the plan is applied"
@@ -444,14 +460,14 @@ def _plan_and_apply_in_one_transaction(manifests: ManifestSet, request: ApplyReq
         the_plan, snapshot, result = plan_and_execute(engine, make_plan, meta, encrypter_for, request.kept)
     if result.apply_id is None:
         return ApplyOutcome(the_plan, snapshot, engine=engine, manifests=manifests)
-    return replace(_after_commit(the_plan, snapshot, engine, result, request, hooks), manifests=manifests)
+    return the_plan, snapshot, engine, result, manifests
 
 
 def apply_saved_plan(saved: Plan, request: ApplyRequest, hooks: ApplyHooks = ApplyHooks()) -> ApplyOutcome:
     """`apply FILE`: exactly the saved plan, refused if the database changed since it was made;
     then the same after-commit steps as ``apply_manifests``."""
     engine = _open_target(request, _sqlite_file(request))
-    with translate_db_errors(engine.url, "applying"), apply_lock(engine, request.lock_timeout, command=request.command):
+    with hooks.batch(), translate_db_errors(engine.url, "applying"), apply_lock(engine, request.lock_timeout, command=request.command):
         if saved.evaluations is not None:
             _check_evaluated(saved, _current_state(engine, request.db))
             saved = check_gates(saved, request.ignore_gates)

@@ -105,3 +105,19 @@ def _floats(value: Any) -> list[float]:
     if isinstance(value, list):
         return [f for v in value for f in _floats(v)]
     return []
+
+
+def test_dumps_many_writes_each_value_as_dumps_does() -> None:
+    """A column at a time: the same texts as one ``dumps`` per value, whichever values hold nulls,
+    non-finite floats, what orjson refuses (then every value its own way) or nothing special."""
+    from datetime import UTC, datetime
+
+    from reconciler.state.jsoncodec import dumps, dumps_many
+
+    finite = [{"a": None, "b": 1.5}, {}, [None], "null", {"c": 2}]
+    non_finite = [*finite, {"x": float("nan")}, {"y": [None, -float("inf")]}, {"t": "G\x7f\xf0"}]
+    refused = [*non_finite, {"big": 2**70}, {1: "int key"}, "\ud800"]
+    for values in (finite, non_finite, refused, [], [None]):
+        assert dumps_many(values) == [dumps(v) for v in values], values
+    with pytest.raises(TypeError):
+        dumps_many([{"a": 1}, {"when": datetime(2024, 1, 1, tzinfo=UTC)}])

@@ -174,6 +174,49 @@ def test_every_column_apply_writes_is_stored_as_sqlalchemy_stores_it(tmp_path: P
     raw.close()
 
 
+def _outcome(convert: Callable[[Any], Any], values: list[Any]) -> Any:
+    """What converting ``values`` one at a time gives: the values, or the error raised first."""
+    try:
+        return [convert(v) for v in values]
+    except Exception as exc:  # noqa: BLE001 - compared with the column's own error
+        return (type(exc), str(exc))
+
+
+SHARED = {"a": [1.5, None]}
+ONE_MOMENT = datetime(2026, 3, 4, 5, 6, 7, 8, tzinfo=UTC)
+COLUMN_CASES: dict[str, list[list[Any]]] = {  # every way _column takes, and the values that leave it
+    "uuid": [[uuid.UUID(int=1), uuid.UUID(int=2)], [uuid.UUID(int=1), None], [None, None], [uuid.UUID(int=3), "not a uuid"]],
+    "datetime": [[ONE_MOMENT] * 3, [ONE_MOMENT, date(2024, 2, 29), None], [ONE_MOMENT, "noon"]],
+    "json": [
+        [SHARED] * 3,
+        [{}, {}, {"a": None}],
+        [*ODD_JSON, {"nan": float("nan")}, [None, float("inf")]],
+        [{"a": None}, {"b": None, "t": "G\x7f\xf0 bits in text"}],
+        [{"a": 1}, {"when": ONE_MOMENT}],
+    ],
+    "bool": [[True, False, None], [True, True], [True, 1, 0.0], [True, "yes"], [False, 2]],
+    "float": [[0.5, -0.0, 1e300], [0.5, 2], [0.5, 1, None], [1.5, "x"]],
+    "binary": [[b"\x00a", None, b"b"]],
+    "plain": [[1, "a", None]],
+}
+
+
+@pytest.mark.parametrize("column_type", list(COLUMN_CASES))
+def test_a_column_is_converted_as_each_of_its_values_would_be(column_type: str) -> None:
+    """``write._column`` converts a column at a time (a value every row shares once, the common types
+    in one pass): the same values, of the same types, or the same error as one value at a time."""
+    from reconciler.state.write import CONVERTERS, _column
+
+    convert = CONVERTERS[column_type] or (lambda v: v)
+    for values in COLUMN_CASES[column_type]:
+        expected = _outcome(convert, values)
+        got = _outcome(lambda column: _column(column_type, column), [values])
+        got = got[0] if isinstance(got, list) else got
+        assert got == expected, values
+        if isinstance(expected, list):
+            assert [type(v) for v in got] == [type(v) for v in expected], values
+
+
 def _key(table: Table, i: int) -> dict[str, Any]:
     """Primary and unique key values of row ``i`` (rows of the two batches must not collide)."""
     out = {}

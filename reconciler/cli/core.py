@@ -217,6 +217,7 @@ def apply(
     ignore_gates: bool,
 ) -> int:
     """Make the database match the manifests (PATH...) or apply a saved plan (FILE)."""
+    from reconciler.gcpolicy import no_collection
     from reconciler.plan.render import render_text
     from reconciler.state.lock import DEFAULT_LOCK_TIMEOUT
     from reconciler.workflow import ApplyHooks, ApplyRequest, apply_manifests, apply_saved_plan
@@ -237,7 +238,10 @@ def apply(
         evaluate=evaluate_request(evaluate, max_eval_cost),
         ignore_gates=ignore_gates,
     )
-    show = ApplyHooks(show_plan=lambda p: echo_plan(render_text(p)), start_runs=_start_runs)
+    # a batch that builds no garbage cycles up to the commit, kept until the command ends (--evaluate
+    # calls models: collected as usual); 19 young collections took 0.07 s of a first apply of 10,000
+    batch = contextlib.nullcontext if evaluate else no_collection
+    show = ApplyHooks(show_plan=lambda p: echo_plan(render_text(p)), start_runs=_start_runs, batch=batch)
     if _is_saved_plan(paths) and git_ref is None:
         if repo or targets or excludes or allow_mass_delete or evaluate:
             from reconciler.errors import ReconcilerError

@@ -13,7 +13,7 @@ import orjson  # a dependency (reconciler.hashing needs it too), not an optional
 
 from reconciler.hashing import canonical_json as canonical_bytes
 
-__all__ = ["canonical_bytes", "dumps", "loads"]  # canonical_bytes: kept for state.snapshot's fingerprint
+__all__ = ["canonical_bytes", "dumps", "dumps_many", "loads"]  # canonical_bytes: kept for state.snapshot's fingerprint
 
 
 # orjson reads integers beyond 64 bits as floats, silently; such a number has at least 19 digits.
@@ -53,6 +53,22 @@ def dumps(value: Any) -> str:
             if b"null" not in text or _all_floats_finite(value) or orjson.loads(text) == value:
                 return text.decode()
     return json.dumps(value)
+
+
+def dumps_many(values: list[Any]) -> list[str]:
+    """``[dumps(v) for v in values]``, a column at a time: one orjson pass, and one exact check for
+    NaN and infinities over every text that has a null (instead of one per value: the bookkeeping of
+    10,000 resources had 4,000 such values, the check's set-up cost more than the pickling)."""
+    dump, options = orjson.dumps, _DUMPS_OPTIONS
+    try:
+        texts = [dump(v, option=options).decode() for v in values]
+    except TypeError:  # a value orjson refuses: each value its own way
+        return [dumps(v) for v in values]
+    nulls = [i for i, text in enumerate(texts) if "null" in text]
+    if nulls and not _all_floats_finite([values[i] for i in nulls]):
+        for i in nulls:
+            texts[i] = dumps(values[i])
+    return texts
 
 
 # A non-finite double has all eleven exponent bits set: its big-endian bytes start 7f or ff, then f0-ff.

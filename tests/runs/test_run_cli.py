@@ -145,6 +145,31 @@ def test_on_apply_trigger_starts_the_run(write_manifests, cli_run, fake_model, s
     assert "Run sample: completed" in out
 
 
+def test_apply_collects_no_garbage_until_its_commit_and_collects_for_its_runs(
+    write_manifests, cli_run, fake_model, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`apply` reads, plans and writes with the collector off (``gcpolicy.no_collection``); the
+    on_apply runs it starts after the commit call models with it on again."""
+    import gc
+
+    import reconciler.cli.core as core
+
+    seen: list[tuple[str, bool]] = []
+    shown = core.echo_plan
+    monkeypatch.setattr(core, "echo_plan", lambda text: seen.append(("plan", gc.isenabled())) or shown(text))
+
+    def answer(prompt: str) -> dict[str, object]:
+        seen.append(("run", gc.isenabled()))
+        return keyword_classifier(prompt)
+
+    fake_model(answer)
+    root = write_manifests({"config.yaml": CONFIG, "run.yaml": RUN + "  trigger: on_apply\n"})
+    code, out, err = cli_run("apply", str(root), "--db", sqlite_url, "--auto-approve")
+    assert code == 0 and "Run sample: completed" in out, err
+    assert seen[0] == ("plan", False) and seen[1:] == [("run", True)] * 4
+    assert gc.isenabled()
+
+
 def test_on_apply_run_that_cannot_start_is_reported_after_the_apply(write_manifests, cli_run, fake_model, sqlite_url: str) -> None:
     fake_model(keyword_classifier)
     inactive = CONFIG.replace("metadata: {name: classifier}\nspec: {", "metadata: {name: classifier}\nspec: {is_active: false, ")
