@@ -13,7 +13,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from reconciler.apply import ApplyMeta, ApplyResult, SecretResolver, execute_plan, plan_and_execute
 from reconciler.errors import Problem, ReconcilerError, first_line
 from reconciler.manifests.loader import Manifest, ManifestSet, load_manifests
 from reconciler.plan.desired import DesiredMemo, DesiredResource, desired_state
@@ -27,6 +26,7 @@ from reconciler.state.snapshot import StateSnapshot, load_snapshot, load_state
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
+    from reconciler.apply import ApplyMeta, ApplyResult, SecretResolver
     from reconciler.plan.evaluate import EvaluateOptions
     from reconciler.providers.model_check import ModelCheck
     from reconciler.providers.secrets import SecretBox
@@ -195,6 +195,8 @@ def open_for_apply(db: str | None) -> Engine:
 
 
 def apply_meta(command: str, sources: list[str], git: dict[str, Any] | None) -> ApplyMeta:
+    from reconciler.apply import ApplyMeta
+
     return ApplyMeta(user=holder_identity(), command=command, source=" ".join(sources), git=git)
 
 
@@ -209,6 +211,7 @@ def run_apply(engine: Target, plan: Plan, meta: ApplyMeta, *, extend_enums: bool
     With ``extend_enums`` (an engine only), the values the database's enums lack are added first, in
     a transaction of their own that commits before the apply's (PostgreSQL cannot use a value in the
     transaction that added it); without it, the executor refuses a plan that needs them."""
+    from reconciler.apply import execute_plan
     from reconciler.apply import extend_enums as add_enum_values
 
     encrypt = encrypter_for(plan)  # before anything is written: a missing key changes nothing
@@ -449,6 +452,8 @@ def _plan_and_apply_in_one_transaction(
     assert not request.extend_enums, "enum values are added in a transaction of their own, before the plan is applied"
     assert hooks.confirm is _no_confirm, "nobody may be asked while the write transaction is open"
     assert request.evaluate is None, "no model is called while the write transaction is open"
+    from reconciler.apply import plan_and_execute
+
     engine = request.engine if request.engine is not None else open_for_apply(request.db)
 
     def make_plan(snapshot: StateSnapshot) -> Plan:  # values an enum column lacks: refused by plan_and_execute

@@ -45,6 +45,7 @@ heavy = sorted(m for m in sys.modules if m.split(".")[0] in sys.argv[1].split(",
 with open(__import__("os").environ["PROBE_OUT"], "w") as fh:
     json.dump({"code": code, "heavy": heavy, "built": built, "behaviour": "reconciler.plan.behaviour" in sys.modules,
                "ports": "reconciler.llm.ports" in sys.modules, "cryptography": "cryptography" in sys.modules,
+               "writer": "reconciler.apply" in sys.modules,
                "commands": sorted(m.rsplit(".", 1)[1] for m in sys.modules if m.startswith("reconciler.cli."))}, fh)
 """
 
@@ -75,6 +76,7 @@ def test_a_no_change_plan_on_sqlite_imports_no_sqlalchemy_and_builds_no_validato
     assert not result["ports"]  # the LLM ports' dataclasses (5 ms to build) only where a run or an evaluation needs them
     assert not result["cryptography"]  # 13 ms: the stored API key's signature is checked with the standard library
     assert result["commands"] == ["core", "options"]  # the other commands' modules (about 5 ms) stay unimported
+    assert not result["writer"]  # apply's executor and the SQLite writer: only where something is written
     result = _probe(tmp_path, "validate", str(root))
     assert result["code"] == 0 and result["heavy"] == [] and result["built"] == [], result["stderr"]
 
