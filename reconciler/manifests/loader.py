@@ -12,7 +12,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -39,6 +39,18 @@ if TYPE_CHECKING:
     from reconciler.manifests.parseahead import Ahead
 
 ResourceKey = tuple[str, str]  # (kind, name)
+T = TypeVar("T")
+
+
+def frozen_from(cls: type[T], values: dict[str, Any]) -> T:
+    """An instance of the frozen dataclass ``cls`` holding ``values`` (every field, by name, in
+    order), made without its generated ``__init__``, which sets each field through
+    ``object.__setattr__``: 3 µs for a manifest, 30 ms per 10,000 objects of a kind a no-change plan
+    builds. Only for classes without ``__post_init__`` or ``__slots__`` (a test checks each one used
+    gives what ``cls(**values)`` gives)."""
+    made = object.__new__(cls)
+    made.__dict__.update(values)
+    return made
 
 
 @dataclass(frozen=True)
@@ -249,8 +261,9 @@ def _cached_manifests(entry: Any, display: str, text: str, root: Path) -> list[M
                 return None
             if not (name.__class__ is str and labels.__class__ is dict and annotations.__class__ is dict):
                 return None
-            doc = RawDocument(display, index, NOT_PARSED, Location(display, line, column), text)
-            out.append(Manifest(kind, name, labels, annotations, modelcodec.decode(spec), doc, root))
+            where = frozen_from(Location, {"file": display, "line": line, "column": column})
+            doc = frozen_from(RawDocument, {"file": display, "index": index, "parsed": NOT_PARSED, "location": where, "text": text})
+            out.append(_manifest_of(kind, name, labels, annotations, modelcodec.decode(spec), doc, root))
     except (TypeError, ValueError):
         return None
     return out
@@ -400,15 +413,14 @@ def _validate_document(doc: RawDocument, problems: ProblemList) -> BaseModel | N
 def _manifest(envelope: Any, doc: RawDocument, root: Path) -> Manifest:
     """A validated envelope as a Manifest (the files it refers to are read by ``_resolve_files``,
     for cached manifests too: the parse cache never holds what another file says)."""
-    return Manifest(
-        kind=envelope.kind,
-        name=envelope.metadata.name,
-        labels=dict(envelope.metadata.labels),
-        annotations=dict(envelope.metadata.annotations),
-        spec=envelope.spec,
-        raw=doc,
-        root=root,
-    )
+    meta = envelope.metadata
+    return _manifest_of(envelope.kind, meta.name, dict(meta.labels), dict(meta.annotations), envelope.spec, doc, root)
+
+
+def _manifest_of(kind: str, name: str, labels: dict[str, str], annotations: dict[str, str], spec: Any, raw: RawDocument, root: Path) -> Manifest:
+    """``Manifest(kind, name, labels, annotations, spec, raw, root)``, made faster (``frozen_from``)."""
+    values = {"kind": kind, "name": name, "labels": labels, "annotations": annotations, "spec": spec, "raw": raw, "root": root, "resolved": {}}
+    return frozen_from(Manifest, values)
 
 
 def _file_problem(m: Manifest, field_path: FieldPath, err: files.FileRefError) -> Problem:
