@@ -49,7 +49,7 @@ class PlanRequest:
 
 
 def _needs_secrets(manifests: ManifestSet) -> bool:
-    return any(m.kind == "Provider" and m.spec.api_key is not None for m in manifests.manifests)
+    return any(m.spec.api_key is not None for m in manifests.of_kind("Provider"))
 
 
 def resolve_manifest_secrets(manifests: ManifestSet) -> dict[str, str]:

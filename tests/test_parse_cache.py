@@ -579,3 +579,13 @@ def test_frozen_from_makes_what_the_dataclass_makes(root: Path) -> None:
             assert hash(made) == hash(expected)
         with pytest.raises(dataclasses.FrozenInstanceError):
             made.file = "b.yaml"  # type: ignore[misc,union-attr]
+
+
+def test_a_key_is_computed_once_for_the_same_bytes_of_a_file(tmp_path: Path) -> None:
+    cache = fresh_cache(tmp_path / "c")
+    path = tmp_path / "a.yaml"
+    first = cache.key(b"kind: Task\n", path)
+    assert cache.key(b"kind: Task\n", path) == first == cache.key(b"kind: Task\n") == fresh_cache(tmp_path / "c").key(b"kind: Task\n")
+    edited = cache.key(b"kind: Agent\n", path)  # the file changed since: its key is worked out again
+    assert edited != first and edited == cache.key(b"kind: Agent\n")
+    assert cache.key(b"kind: Task\n", tmp_path / "b.yaml") == first

@@ -7,6 +7,7 @@ Every problem is collected so ``validate`` can report all of them at once; the r
 from __future__ import annotations
 
 import difflib
+import functools
 import operator
 from collections import defaultdict
 from collections.abc import Callable
@@ -86,7 +87,15 @@ class ManifestSet:
     files: tuple[str, ...] = ()
 
     def of_kind(self, kind: str) -> list[Manifest]:
-        return [m for m in self.manifests if m.kind == kind]
+        return list(self._kinds.get(kind, ()))
+
+    @functools.cached_property
+    def _kinds(self) -> dict[str, list[Manifest]]:
+        """The manifests of each kind, in order, found once (a plan asks for the providers three times)."""
+        out: dict[str, list[Manifest]] = defaultdict(list)
+        for m in self.manifests:
+            out[m.kind].append(m)
+        return dict(out)
 
     def by_key(self) -> dict[ResourceKey, Manifest]:
         return {m.key: m for m in self.manifests}
@@ -203,7 +212,7 @@ def _load_file(
             problems.add(p)
         return
     content, text = read
-    key = cache.key(content) if cache is not None else ""
+    key = cache.key(content, path) if cache is not None else ""
     if cache is not None:
         memo_key = (key, display, root)
         cached = parsed.get(memo_key) if parsed is not None else None
@@ -775,9 +784,12 @@ def _check_examples(first: dict[ResourceKey, Manifest], pairs: dict[tuple[str, s
     """Each example an agent shows the model must be a valid answer of every task it is assigned to."""
     from reconciler.manifests.jsonschema_check import schema_errors
 
-    for agent_name, task_name in pairs:
+    showing = {key[1] for key, m in first.items() if key[0] == "Agent" and m.spec.examples}
+    for agent_name, task_name in pairs if showing else ():  # most agents show none: the pairs are not walked
+        if agent_name not in showing:
+            continue
         agent, task = first.get(("Agent", agent_name)), first.get(("Task", task_name))
-        if agent is None or task is None or not agent.spec.examples:
+        if agent is None or task is None:
             continue
         from reconciler.llm.output_schema import OutputSchema  # only agents with examples need it
 
