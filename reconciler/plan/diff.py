@@ -139,8 +139,8 @@ def diff(
     resources = actual.resources
 
     # the natural names (AGENT+TASK) of managed unnamed rows: an unmanaged twin of one is not listed
-    naturals = {str(k.name): k.natural_name for k in KINDS if k.natural_name is not None}
-    managed_natural = {(r.kind, naturals[r.kind](r.essence)) for r in resources.values() if r.managed and r.kind in naturals}
+    # (found at the first unmanaged row: most databases have none)
+    managed_natural: set[ResourceKey] | None = None
     # rows named otherwise than their manifests (reconciler/row-name): a name one row keeps may be another's
     kept_names = any(r.row_name is not None for r in resources.values()) or any(ROW_NAME in d.annotations for d in desired.values())
     by_row_name = {(r.kind, r.db_name): r for r in resources.values() if BY_NAME[r.kind].keeps_row_names} if kept_names else {}
@@ -194,6 +194,8 @@ def diff(
         if BY_NAME[a.kind].history:
             continue  # runs are history: never pruned, never listed as unmanaged
         if not a.managed:
+            if managed_natural is None:
+                managed_natural = _managed_natural_names(resources)
             if (a.kind, a.name) not in managed_natural:
                 unmanaged.append(UnmanagedResource(a.kind, a.name))
             continue
@@ -227,6 +229,11 @@ def diff(
         sources=sources,
         git=git,
     )
+
+
+def _managed_natural_names(resources: dict[ResourceKey, ActualResource]) -> set[ResourceKey]:
+    naturals = {str(k.name): k.natural_name for k in KINDS if k.natural_name is not None}
+    return {(r.kind, naturals[r.kind](r.essence)) for r in resources.values() if r.managed and r.kind in naturals}
 
 
 def _conflict(d: DesiredResource, message: str) -> Problem:
