@@ -581,11 +581,15 @@ def test_frozen_from_makes_what_the_dataclass_makes(root: Path) -> None:
             made.file = "b.yaml"  # type: ignore[misc,union-attr]
 
 
-def test_a_key_is_computed_once_for_the_same_bytes_of_a_file(tmp_path: Path) -> None:
+def test_a_key_is_computed_once_for_the_same_bytes_of_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cache = fresh_cache(tmp_path / "c")
     path = tmp_path / "a.yaml"
     first = cache.key(b"kind: Task\n", path)
-    assert cache.key(b"kind: Task\n", path) == first == cache.key(b"kind: Task\n") == fresh_cache(tmp_path / "c").key(b"kind: Task\n")
+    digests = []
+    blake2b = parsecache.hashlib.blake2b
+    monkeypatch.setattr(parsecache.hashlib, "blake2b", lambda *a, **k: digests.append(1) or blake2b(*a, **k))
+    assert cache.key(b"kind: Task\n", path) == first and not digests  # the same bytes again: not hashed again
+    assert cache.key(b"kind: Task\n") == first == fresh_cache(tmp_path / "c").key(b"kind: Task\n") and len(digests) == 2
     edited = cache.key(b"kind: Agent\n", path)  # the file changed since: its key is worked out again
     assert edited != first and edited == cache.key(b"kind: Agent\n")
     assert cache.key(b"kind: Task\n", tmp_path / "b.yaml") == first
