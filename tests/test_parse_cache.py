@@ -549,7 +549,7 @@ def _no_parse(*args: Any, **kwargs: Any) -> Any:
 
 
 def test_frozen_from_makes_what_the_dataclass_makes(root: Path) -> None:
-    """The classes built with ``frozen_from`` on the hit path: the same instance as their ``__init__``
+    """The classes built with ``frozen_from`` on a plan's way: the same instance as their ``__init__``
     makes (equal, same fields, same repr and hash where there is one), and nothing it would skip."""
     import dataclasses
 
@@ -557,6 +557,7 @@ def test_frozen_from_makes_what_the_dataclass_makes(root: Path) -> None:
     from reconciler.manifests.loader import Manifest, frozen_from
     from reconciler.manifests.yamlfile import RawDocument
     from reconciler.plan.desired import DesiredResource
+    from reconciler.plan.model import Action, Change
 
     m = load_manifests([str(root)], cache=None).manifests[0]
     where = Location("a.yaml", 3, 4)
@@ -570,6 +571,8 @@ def test_frozen_from_makes_what_the_dataclass_makes(root: Path) -> None:
         (DesiredResource, {"kind": "Task", "name": "t", "essence": {"x": 1}, "source": "a.yaml:3:4", "labels": {}, "annotations": {}}),
     ]
     examples[3][1].update(secret_source=None, payload=None)
+    change = {"action": Action.CREATE, "kind": "Task", "name": "t", "fields": (), "desired": {"x": 1}, "row_id": None, "source": "a.yaml:3:4"}
+    examples.append((Change, {**change, "labels": {"a": "b"}, "annotations": {}, "reason": ""}))
     for cls, values in examples:
         assert [f.name for f in dataclasses.fields(cls)] == list(values), cls  # every field, in order
         assert not hasattr(cls, "__post_init__") and "__slots__" not in vars(cls), cls

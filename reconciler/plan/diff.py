@@ -13,6 +13,7 @@ from typing import Any
 from reconciler.errors import Problem, ReconcilerError
 from reconciler.kinds import BY_NAME, KINDS
 from reconciler.kinds.base import ROW_NAME, row_name
+from reconciler.manifests.loader import frozen_from
 from reconciler.plan.desired import DesiredResource
 from reconciler.plan.model import Action, Change, FieldChange, Plan, UnmanagedResource
 from reconciler.state.snapshot import ActualResource, StateSnapshot
@@ -83,6 +84,24 @@ def _row_name_taken(
         f'{d.kind} "{d.name}"',
         hint=f"row names are unique per kind: change {ROW_NAME} of one of the two (defined at {d.source})",
     )
+
+
+def _create(d: DesiredResource) -> Change:
+    """``Change(Action.CREATE, d.kind, d.name, desired=..., source=d.source, labels=d.labels,
+    annotations=d.annotations)``, made by ``frozen_from`` (4.4 -> 1.7 us: a first apply makes one a resource)."""
+    values = {
+        "action": Action.CREATE,
+        "kind": d.kind,
+        "name": d.name,
+        "fields": (),
+        "desired": _desired_payload(d),
+        "row_id": None,
+        "source": d.source,
+        "labels": d.labels,
+        "annotations": d.annotations,
+        "reason": "",
+    }
+    return frozen_from(Change, values)
 
 
 def _desired_payload(d: DesiredResource) -> dict[str, Any]:
@@ -162,9 +181,7 @@ def diff(
             problems.append(taken)
             continue
         if a is None:
-            upserts[d.kind].append(
-                Change(Action.CREATE, d.kind, d.name, desired=_desired_payload(d), source=d.source, labels=d.labels, annotations=d.annotations)
-            )
+            upserts[d.kind].append(_create(d))
             continue
         fields = _renamed(d, a) + diff_fields(d.kind, d.essence, a) + _metadata_changes(d, a)
         if fields and BY_NAME[d.kind].history and a.essence.get("started"):
