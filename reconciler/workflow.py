@@ -49,7 +49,7 @@ class PlanRequest:
 
 
 def _needs_secrets(manifests: ManifestSet) -> bool:
-    return any(m.kind == "Provider" and m.spec.api_key is not None for m in manifests.manifests)
+    return any(m.spec.api_key is not None for m in manifests.of_kind("Provider"))
 
 
 def resolve_manifest_secrets(manifests: ManifestSet) -> dict[str, str]:
@@ -143,7 +143,9 @@ def compute_plan(
 
     desired = desired_from(manifests, snapshot, memo)
     the_plan = diff(desired, snapshot, prune=prune, sources=tuple(sources), git=git)
-    the_plan = guard_plan(the_plan, snapshot, set(desired) | set(snapshot.resources), guards or GuardOptions())
+    guards = guards or GuardOptions()
+    known = set(desired) | set(snapshot.resources) if guards.narrows else set()  # only --target/--exclude look at it
+    the_plan = guard_plan(the_plan, snapshot, known, guards)
     shortfalls = enum_shortfalls(the_plan.changes, snapshot.columns)
     return replace(the_plan, enum_shortfalls=shortfalls) if shortfalls else the_plan
 

@@ -465,3 +465,134 @@ def test_files_kept_in_memory_are_told_apart_by_path(root: Path, tmp_path: Path)
         assert signature(ours) == signature(load_manifests([str(root)], cache=None))
         assert signature(theirs) == signature(load_manifests([str(other)], cache=None))
     assert parsed.hits == 0  # each call kept only its own files
+
+
+MORE = """\
+apiVersion: reconciler/v1
+kind: Agent
+metadata:
+  name: second
+  labels: {team: b}
+  annotations: {reconciler/row-name: "Second Agent", note: "kept"}
+spec: {provider: local, model_name: llama3.1:8b, description: the other arm, is_active: false}
+---
+apiVersion: reconciler/v1
+kind: Assignment
+metadata: {name: second-inline}
+spec: {agent: second, task: inline}
+---
+apiVersion: reconciler/v1
+kind: Task
+metadata: {name: graded, labels: {gate: "yes"}}
+spec:
+  response_schema: {type: object, properties: {label: {type: string}}}
+  evaluation:
+    inputs_file: data/inputs.jsonl
+    prompt_template: "{text}"
+    expected: {input: label, output: label}
+    gate: {min_accuracy: 0.5}
+---
+apiVersion: reconciler/v1
+kind: Experiment
+metadata: {name: ab, annotations: {why: compare}}
+spec:
+  task: inline
+  agents: [classifier, second]
+  baseline: second
+  inputs_file: data/inputs.jsonl
+  prompt_template: "Message: {text}"
+  expected: {input: label, output: label}
+  repeats: 2
+---
+apiVersion: reconciler/v1
+kind: Experiment
+metadata: {name: inline-ab}
+spec: {task: inline, agents: [second, classifier], inputs: [{text: x}], trigger: manual}
+"""
+
+
+def test_a_plan_from_cache_hits_is_the_plan_made_without_the_cache(root: Path, tmp_path: Path, cli_run: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every kind, labels, annotations, a row name, a secret, runs and experiments, schema and inputs
+    files: `plan` from the parse cache's entries (no file parsed) is the plan made without the cache,
+    against an empty database and against an applied one whose referenced files changed since."""
+    (root / "more.yaml").write_text(MORE, encoding="utf-8")
+    db = f"sqlite:///{tmp_path / 'state.db'}"
+    env = {"RECONCILER_SECRET_KEY": "uQz0j8m0Yb3yoWq5V7Ok3J4JgG8mKZp2G7mX8q6yR9c="}
+
+    def plans() -> list[dict[str, Any]]:
+        """The plan without the cache, then with it twice (stores, then hits only), timestamps left out."""
+        out = []
+        for extra in ({parsecache.NO_CACHE_ENV: "1"}, {}, {}):
+            with monkeypatch.context() as patch:
+                if len(out) == 2:  # every entry is stored: nothing may be parsed now
+                    patch.setattr("reconciler.manifests.loader.parse_text", _no_parse)
+                code, text, err = cli_run("plan", str(root), "--db", db, "--json", env={**env, **extra})
+            assert code == 0, err
+            document = json.loads(text)
+            document.pop("created_at")
+            out.append(document)
+        return out
+
+    created = plans()
+    assert created[0]["summary"]["create"] == 14 and created[1] == created[0] and created[2] == created[0]
+    code, _, err = cli_run("apply", str(root), "--db", db, "--auto-approve", "--no-validate", env=env)
+    assert code == 0, err
+    (root / "secrets/openai.key").write_text("sk-test-two\n", encoding="utf-8")
+    (root / "schemas/answer.json").write_text(json.dumps({"type": "object", "properties": {"label": {"type": "integer"}}}), encoding="utf-8")
+    (root / "data/inputs.jsonl").write_text('{"text": "hi", "label": "a"}\n{"text": "yo", "label": "b"}\n', encoding="utf-8")
+    changed = plans()
+    assert changed[0]["summary"]["update"] >= 3 and changed[1] == changed[0] and changed[2] == changed[0]
+
+
+def _no_parse(*args: Any, **kwargs: Any) -> Any:
+    raise AssertionError("a file was parsed although the parse cache holds it")
+
+
+def test_frozen_from_makes_what_the_dataclass_makes(root: Path) -> None:
+    """The classes built with ``frozen_from`` on a plan's way: the same instance as their ``__init__``
+    makes (equal, same fields, same repr and hash where there is one), and nothing it would skip."""
+    import dataclasses
+
+    from reconciler.errors import Location
+    from reconciler.manifests.loader import Manifest, frozen_from
+    from reconciler.manifests.yamlfile import RawDocument
+    from reconciler.plan.desired import DesiredResource
+    from reconciler.plan.model import Action, Change
+
+    m = load_manifests([str(root)], cache=None).manifests[0]
+    where = Location("a.yaml", 3, 4)
+    examples = [
+        (Location, {"file": "a.yaml", "line": 3, "column": 4}),
+        (RawDocument, {"file": "a.yaml", "index": 1, "parsed": {"kind": "Task"}, "location": where, "text": "x"}),
+        (
+            Manifest,
+            {"kind": m.kind, "name": m.name, "labels": {"a": "b"}, "annotations": {}, "spec": m.spec, "raw": m.raw, "root": m.root, "resolved": {}},
+        ),
+        (DesiredResource, {"kind": "Task", "name": "t", "essence": {"x": 1}, "source": "a.yaml:3:4", "labels": {}, "annotations": {}}),
+    ]
+    examples[3][1].update(secret_source=None, payload=None)
+    change = {"action": Action.CREATE, "kind": "Task", "name": "t", "fields": (), "desired": {"x": 1}, "row_id": None, "source": "a.yaml:3:4"}
+    examples.append((Change, {**change, "labels": {"a": "b"}, "annotations": {}, "reason": ""}))
+    for cls, values in examples:
+        assert [f.name for f in dataclasses.fields(cls)] == list(values), cls  # every field, in order
+        assert not hasattr(cls, "__post_init__") and "__slots__" not in vars(cls), cls
+        made, expected = frozen_from(cls, dict(values)), cls(**values)
+        assert made == expected and repr(made) == repr(expected) and vars(made) == vars(expected), cls
+        if cls is Location:
+            assert hash(made) == hash(expected)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            made.file = "b.yaml"  # type: ignore[misc,union-attr]
+
+
+def test_a_key_is_computed_once_for_the_same_bytes_of_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = fresh_cache(tmp_path / "c")
+    path = tmp_path / "a.yaml"
+    first = cache.key(b"kind: Task\n", path)
+    digests = []
+    blake2b = parsecache.hashlib.blake2b
+    monkeypatch.setattr(parsecache.hashlib, "blake2b", lambda *a, **k: digests.append(1) or blake2b(*a, **k))
+    assert cache.key(b"kind: Task\n", path) == first and not digests  # the same bytes again: not hashed again
+    assert cache.key(b"kind: Task\n") == first == fresh_cache(tmp_path / "c").key(b"kind: Task\n") and len(digests) == 2
+    edited = cache.key(b"kind: Agent\n", path)  # the file changed since: its key is worked out again
+    assert edited != first and edited == cache.key(b"kind: Agent\n")
+    assert cache.key(b"kind: Task\n", tmp_path / "b.yaml") == first

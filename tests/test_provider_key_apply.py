@@ -26,3 +26,22 @@ def test_provider_with_api_key_applies_then_plans_empty(cli_run, write_manifests
         "No changes. The database matches the manifests.\n",
         "",
     )
+
+
+def test_the_secret_source_names_the_manifest_file_resolved(tmp_path, monkeypatch) -> None:
+    """Apply re-reads a key relative to the manifest's real path: what ``Path.resolve`` gives it,
+    through a symbolic link and from a relative path."""
+    from pathlib import Path
+
+    from reconciler.kinds.provider import secret_source
+    from reconciler.manifests.loader import load_manifests
+
+    real = tmp_path / "real" / "deep"
+    real.mkdir(parents=True)
+    (real / "providers.yaml").write_text(PROVIDER_WITH_KEY, encoding="utf-8")
+    (tmp_path / "linked").symlink_to(tmp_path / "real")
+    monkeypatch.chdir(tmp_path)
+    for given in ("linked/deep", "linked/../real/deep", str(tmp_path / "linked" / "deep")):
+        m = load_manifests([given], cache=None).manifests[0]
+        source = secret_source(m)
+        assert source is not None and source["manifest"] == str(Path(m.raw.file).resolve()) == str(real / "providers.yaml")

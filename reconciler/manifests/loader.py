@@ -7,12 +7,13 @@ Every problem is collected so ``validate`` can report all of them at once; the r
 from __future__ import annotations
 
 import difflib
+import functools
 import operator
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -39,6 +40,18 @@ if TYPE_CHECKING:
     from reconciler.manifests.parseahead import Ahead
 
 ResourceKey = tuple[str, str]  # (kind, name)
+T = TypeVar("T")
+
+
+def frozen_from(cls: type[T], values: dict[str, Any]) -> T:
+    """An instance of the frozen dataclass ``cls`` holding ``values`` (every field, by name, in
+    order), made without its generated ``__init__``, which sets each field through
+    ``object.__setattr__``: 3 µs for a manifest, 30 ms per 10,000 objects of a kind a no-change plan
+    builds. Only for classes without ``__post_init__`` or ``__slots__`` (a test checks each one used
+    gives what ``cls(**values)`` gives)."""
+    made = object.__new__(cls)
+    made.__dict__.update(values)
+    return made
 
 
 @dataclass(frozen=True)
@@ -74,7 +87,15 @@ class ManifestSet:
     files: tuple[str, ...] = ()
 
     def of_kind(self, kind: str) -> list[Manifest]:
-        return [m for m in self.manifests if m.kind == kind]
+        return list(self._kinds.get(kind, ()))
+
+    @functools.cached_property
+    def _kinds(self) -> dict[str, list[Manifest]]:
+        """The manifests of each kind, in order, found once (a plan asks for the providers three times)."""
+        out: dict[str, list[Manifest]] = defaultdict(list)
+        for m in self.manifests:
+            out[m.kind].append(m)
+        return dict(out)
 
     def by_key(self) -> dict[ResourceKey, Manifest]:
         return {m.key: m for m in self.manifests}
@@ -191,7 +212,7 @@ def _load_file(
             problems.add(p)
         return
     content, text = read
-    key = cache.key(content) if cache is not None else ""
+    key = cache.key(content, path) if cache is not None else ""
     if cache is not None:
         memo_key = (key, display, root)
         cached = parsed.get(memo_key) if parsed is not None else None
@@ -249,8 +270,9 @@ def _cached_manifests(entry: Any, display: str, text: str, root: Path) -> list[M
                 return None
             if not (name.__class__ is str and labels.__class__ is dict and annotations.__class__ is dict):
                 return None
-            doc = RawDocument(display, index, NOT_PARSED, Location(display, line, column), text)
-            out.append(Manifest(kind, name, labels, annotations, modelcodec.decode(spec), doc, root))
+            where = frozen_from(Location, {"file": display, "line": line, "column": column})
+            doc = frozen_from(RawDocument, {"file": display, "index": index, "parsed": NOT_PARSED, "location": where, "text": text})
+            out.append(_manifest_of(kind, name, labels, annotations, modelcodec.decode(spec), doc, root))
     except (TypeError, ValueError):
         return None
     return out
@@ -400,15 +422,14 @@ def _validate_document(doc: RawDocument, problems: ProblemList) -> BaseModel | N
 def _manifest(envelope: Any, doc: RawDocument, root: Path) -> Manifest:
     """A validated envelope as a Manifest (the files it refers to are read by ``_resolve_files``,
     for cached manifests too: the parse cache never holds what another file says)."""
-    return Manifest(
-        kind=envelope.kind,
-        name=envelope.metadata.name,
-        labels=dict(envelope.metadata.labels),
-        annotations=dict(envelope.metadata.annotations),
-        spec=envelope.spec,
-        raw=doc,
-        root=root,
-    )
+    meta = envelope.metadata
+    return _manifest_of(envelope.kind, meta.name, dict(meta.labels), dict(meta.annotations), envelope.spec, doc, root)
+
+
+def _manifest_of(kind: str, name: str, labels: dict[str, str], annotations: dict[str, str], spec: Any, raw: RawDocument, root: Path) -> Manifest:
+    """``Manifest(kind, name, labels, annotations, spec, raw, root)``, made faster (``frozen_from``)."""
+    values = {"kind": kind, "name": name, "labels": labels, "annotations": annotations, "spec": spec, "raw": raw, "root": root, "resolved": {}}
+    return frozen_from(Manifest, values)
 
 
 def _file_problem(m: Manifest, field_path: FieldPath, err: files.FileRefError) -> Problem:
@@ -763,9 +784,12 @@ def _check_examples(first: dict[ResourceKey, Manifest], pairs: dict[tuple[str, s
     """Each example an agent shows the model must be a valid answer of every task it is assigned to."""
     from reconciler.manifests.jsonschema_check import schema_errors
 
-    for agent_name, task_name in pairs:
+    showing = {key[1] for key, m in first.items() if key[0] == "Agent" and m.spec.examples}
+    for agent_name, task_name in pairs if showing else ():  # most agents show none: the pairs are not walked
+        if agent_name not in showing:
+            continue
         agent, task = first.get(("Agent", agent_name)), first.get(("Task", task_name))
-        if agent is None or task is None or not agent.spec.examples:
+        if agent is None or task is None:
             continue
         from reconciler.llm.output_schema import OutputSchema  # only agents with examples need it
 

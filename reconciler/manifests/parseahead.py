@@ -93,7 +93,7 @@ def parse_ahead(found: list[tuple[Path, str]], cache: ParseCache, parse: Callabl
             content = path.read_bytes()
         except OSError:
             continue  # reported when the file is read for real
-        if not cache.has(cache.key(content)):
+        if not cache.has(cache.key(content, path)):
             misses.append((i, len(content), content.count(b"\n") + 1))
     if not _wanted(sum(size for _, size, _ in misses), len(misses)):
         return None

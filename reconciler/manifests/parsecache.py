@@ -98,13 +98,24 @@ class ParseCache:
         self.misses = 0
         self.stored = 0
         self._usable: bool | None = None
+        self._keys: dict[Path, tuple[bytes, str]] = {}  # the last bytes read from a file and their key
 
-    def key(self, content: bytes) -> str:
-        """The entry's name: a digest of everything the parse depends on and of the file's bytes."""
+    def key(self, content: bytes, path: Path | None = None) -> str:
+        """The entry's name: a digest of everything the parse depends on and of the file's bytes.
+        ``path``: the file they were read from; when the bytes read from it last time are these
+        (compared, not assumed: it may have changed), their key is not computed again (the loader
+        reads each file twice when ``parseahead`` looks for misses first: 5 ms of 10,000 resources)."""
+        if path is not None:
+            known = self._keys.get(path)
+            if known is not None and known[0] == content:
+                return known[1]
         h = hashlib.blake2b(digest_size=32)
         h.update(len(self.salt).to_bytes(4, "big") + self.salt)
         h.update(content)
-        return h.hexdigest()
+        key = h.hexdigest()
+        if path is not None:
+            self._keys[path] = (content, key)
+        return key
 
     def has(self, key: str) -> bool:
         """Whether an entry is stored under ``key`` (not whether it is intact: ``load`` checks that)."""

@@ -8,7 +8,7 @@ from typing import Any
 from reconciler.kinds import BY_NAME
 from reconciler.kinds.base import Fingerprint
 from reconciler.kinds.run import inputs_digest
-from reconciler.manifests.loader import Manifest, ManifestSet
+from reconciler.manifests.loader import Manifest, ManifestSet, frozen_from
 
 ResourceKey = tuple[str, str]
 
@@ -74,16 +74,17 @@ def desired_state(
 
 def _desired(m: Manifest, fingerprint_secret: Fingerprint | None) -> DesiredResource:
     k = BY_NAME[m.kind]
-    return DesiredResource(
-        m.kind,
-        m.name,
-        k.essence(m, fingerprint_secret),
-        str(m.location),
-        m.labels,
-        m.annotations,
-        k.secret_source(m) if k.secret_source else None,
-        k.payload(m) if k.payload else None,
-    )
+    values = {
+        "kind": m.kind,
+        "name": m.name,
+        "essence": k.essence(m, fingerprint_secret),
+        "source": str(m.location),
+        "labels": m.labels,
+        "annotations": m.annotations,
+        "secret_source": k.secret_source(m) if k.secret_source else None,
+        "payload": k.payload(m) if k.payload else None,
+    }
+    return frozen_from(DesiredResource, values)
 
 
 __all__ = ["DesiredMemo", "DesiredResource", "ResourceKey", "desired_state", "inputs_digest"]

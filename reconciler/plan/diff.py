@@ -13,6 +13,7 @@ from typing import Any
 from reconciler.errors import Problem, ReconcilerError
 from reconciler.kinds import BY_NAME, KINDS
 from reconciler.kinds.base import ROW_NAME, row_name
+from reconciler.manifests.loader import frozen_from
 from reconciler.plan.desired import DesiredResource
 from reconciler.plan.model import Action, Change, FieldChange, Plan, UnmanagedResource
 from reconciler.state.snapshot import ActualResource, StateSnapshot
@@ -85,6 +86,24 @@ def _row_name_taken(
     )
 
 
+def _create(d: DesiredResource) -> Change:
+    """``Change(Action.CREATE, d.kind, d.name, desired=..., source=d.source, labels=d.labels,
+    annotations=d.annotations)``, made by ``frozen_from`` (4.4 -> 1.7 us: a first apply makes one a resource)."""
+    values = {
+        "action": Action.CREATE,
+        "kind": d.kind,
+        "name": d.name,
+        "fields": (),
+        "desired": _desired_payload(d),
+        "row_id": None,
+        "source": d.source,
+        "labels": d.labels,
+        "annotations": d.annotations,
+        "reason": "",
+    }
+    return frozen_from(Change, values)
+
+
 def _desired_payload(d: DesiredResource) -> dict[str, Any]:
     payload = dict(d.essence)
     if d.secret_source is not None:
@@ -139,8 +158,8 @@ def diff(
     resources = actual.resources
 
     # the natural names (AGENT+TASK) of managed unnamed rows: an unmanaged twin of one is not listed
-    naturals = {str(k.name): k.natural_name for k in KINDS if k.natural_name is not None}
-    managed_natural = {(r.kind, naturals[r.kind](r.essence)) for r in resources.values() if r.managed and r.kind in naturals}
+    # (found at the first unmanaged row: most databases have none)
+    managed_natural: set[ResourceKey] | None = None
     # rows named otherwise than their manifests (reconciler/row-name): a name one row keeps may be another's
     kept_names = any(r.row_name is not None for r in resources.values()) or any(ROW_NAME in d.annotations for d in desired.values())
     by_row_name = {(r.kind, r.db_name): r for r in resources.values() if BY_NAME[r.kind].keeps_row_names} if kept_names else {}
@@ -162,9 +181,7 @@ def diff(
             problems.append(taken)
             continue
         if a is None:
-            upserts[d.kind].append(
-                Change(Action.CREATE, d.kind, d.name, desired=_desired_payload(d), source=d.source, labels=d.labels, annotations=d.annotations)
-            )
+            upserts[d.kind].append(_create(d))
             continue
         fields = _renamed(d, a) + diff_fields(d.kind, d.essence, a) + _metadata_changes(d, a)
         if fields and BY_NAME[d.kind].history and a.essence.get("started"):
@@ -194,6 +211,8 @@ def diff(
         if BY_NAME[a.kind].history:
             continue  # runs are history: never pruned, never listed as unmanaged
         if not a.managed:
+            if managed_natural is None:
+                managed_natural = _managed_natural_names(resources)
             if (a.kind, a.name) not in managed_natural:
                 unmanaged.append(UnmanagedResource(a.kind, a.name))
             continue
@@ -227,6 +246,11 @@ def diff(
         sources=sources,
         git=git,
     )
+
+
+def _managed_natural_names(resources: dict[ResourceKey, ActualResource]) -> set[ResourceKey]:
+    naturals = {str(k.name): k.natural_name for k in KINDS if k.natural_name is not None}
+    return {(r.kind, naturals[r.kind](r.essence)) for r in resources.values() if r.managed and r.kind in naturals}
 
 
 def _conflict(d: DesiredResource, message: str) -> Problem:
