@@ -554,10 +554,11 @@ def test_frozen_from_makes_what_the_dataclass_makes(root: Path) -> None:
     import dataclasses
 
     from reconciler.errors import Location
-    from reconciler.manifests.loader import Manifest, frozen_from
+    from reconciler.manifests.loader import Manifest
     from reconciler.manifests.yamlfile import RawDocument
     from reconciler.plan.desired import DesiredResource
     from reconciler.plan.model import Action, Change
+    from reconciler.records import frozen_from
 
     m = load_manifests([str(root)], cache=None).manifests[0]
     where = Location("a.yaml", 3, 4)

@@ -8,7 +8,8 @@ from typing import Any
 from reconciler.kinds import BY_NAME
 from reconciler.kinds.base import Fingerprint
 from reconciler.kinds.run import inputs_digest
-from reconciler.manifests.loader import Manifest, ManifestSet, frozen_from
+from reconciler.manifests.loader import Manifest, ManifestSet
+from reconciler.records import frozen_from
 
 ResourceKey = tuple[str, str]
 

@@ -13,9 +13,9 @@ from typing import Any
 from reconciler.errors import Problem, ReconcilerError
 from reconciler.kinds import BY_NAME, KINDS
 from reconciler.kinds.base import ROW_NAME, row_name
-from reconciler.manifests.loader import frozen_from
 from reconciler.plan.desired import DesiredResource
 from reconciler.plan.model import Action, Change, FieldChange, Plan, UnmanagedResource
+from reconciler.records import frozen_from
 from reconciler.state.snapshot import ActualResource, StateSnapshot
 
 ResourceKey = tuple[str, str]
