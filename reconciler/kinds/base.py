@@ -20,6 +20,7 @@ from __future__ import annotations
 import abc
 import functools
 import itertools
+import struct
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -366,6 +367,23 @@ def id_text(raw: Any) -> str:
 
         return str(uuid.UUID(raw))
     return str(raw)
+
+
+_HEX_UUID = struct.Struct("8s4s4s4s12s")  # 32 hex digits in the five groups of the dashed text
+
+
+def id_texts(raws: Sequence[Any]) -> list[str]:
+    """``id_text`` of each of a column's row ids: 32 hex digits each (SQLite, reconciler's rows)
+    cut into their groups by C loops over the column, not a Python call per id; ids of any
+    other form one by one."""
+    try:
+        hex_digits = "".join(raws).encode("ascii").lower()
+    except (TypeError, UnicodeEncodeError):  # not text (a uuid.UUID), or not ASCII
+        pass
+    else:
+        if set(map(len, raws)) == {32}:
+            return list(map(bytes.decode, map(b"-".join, _HEX_UUID.iter_unpack(hex_digits))))
+    return list(map(id_text, raws))
 
 
 def column_reader(

@@ -8,14 +8,14 @@ SQLAlchemy connection (PostgreSQL, apply's and watch's transactions) gives the s
 from __future__ import annotations
 
 import hashlib
-import io
+import itertools
 import pickle
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from reconciler.kinds import KINDS, Kind
-from reconciler.kinds.base import ROW_NAME, ColumnType, RowRead, RowSource, id_text, select_sql
+from reconciler.kinds.base import ROW_NAME, ColumnType, RowRead, RowSource, id_texts, select_sql
 from reconciler.kinds.provider import ciphertext_digest
 from reconciler.state.columns import NO_ENUMS, DbColumns, reflect_columns
 from reconciler.state.jsoncodec import canonical_bytes
@@ -111,12 +111,14 @@ class _HashedRows(RowSource):
         rows = self.source.rows(sql)
         if rows:
             plain = rows if rows[0].__class__ is tuple else [tuple(row) for row in rows]  # SQLAlchemy's Row pickles its keys too
-            buffer = io.BytesIO()
-            pickler = pickle.Pickler(buffer, protocol=5)  # a fixed protocol: the same bytes on every Python we support
+            pickler = pickle.Pickler(self, protocol=5)  # a fixed protocol, not the newest Python's; written into the hash
             pickler.fast = True  # no memo: the bytes depend on the values only, not on which are the same object
             pickler.dump((sql, plain))
-            self._hash.update(buffer.getbuffer())
         return rows
+
+    def write(self, data: bytes) -> None:
+        """The pickler's output (frames of 64 kB), hashed as it comes."""
+        self._hash.update(data)
 
     def table_names(self) -> set[str]:
         return self.source.table_names()
@@ -188,7 +190,7 @@ def _bookkeeping(source: RowSource) -> list[_Book]:
     kinds, names, row_ids, *json_columns, digests, apply_ids = zip(*rows, strict=True)
     decode = source.decoder("json")  # None on PostgreSQL, whose driver decodes JSON itself
     applied, labels, annotations = json_columns if decode is None else map(decode, json_columns)
-    return list(map(_Book, kinds, names, map(id_text, row_ids), applied, labels, annotations, digests, apply_ids))
+    return list(map(_Book, kinds, names, id_texts(row_ids), applied, labels, annotations, digests, apply_ids))
 
 
 def read_snapshot(conn: Connection | RowSource) -> StateSnapshot:
@@ -227,12 +229,15 @@ def _add_rows(k: Kind, rows: list[RowRead], books: dict[tuple[str, str], _Book],
     """Each row of kind ``k`` into ``resources``, under the name reconciler manages it by and with
     what it last applied (``books``: by row id, by name for a history kind), and the managed ones'
     (kind, row id) into ``seen``; returns the rows' names by raw row id, for the references of the
-    kinds after it. The kind's facts are looked up once, not for each of 10,000 rows."""
+    kinds after it. The kind's facts are looked up once, and the dicts and sets filled by C loops
+    over the kind's rows, not by Python statements for each of 10,000 rows."""
     kind = str(k.name)
     extras, sensitive, history, named_rows = k.extra_fields, k.sensitive, k.history, k.named_rows
-    of_kind: dict[Any, str] = {}
-    for name, raw_id, essence, ciphertext in rows:
-        row_id = id_text(raw_id)
+    raw_ids = [row.raw_id for row in rows]
+    made: list[ActualResource] = []
+    made_names: list[str] = []  # each resource's name (its manifest name when managed)
+    managed: list[str] = []
+    for (name, _raw, essence, ciphertext), row_id in zip(rows, id_texts(raw_ids), strict=True):
         digest = ciphertext_digest(ciphertext) if ciphertext is not None and sensitive else None
         if history:
             book = books.get((kind, name))
@@ -243,27 +248,29 @@ def _add_rows(k: Kind, rows: list[RowRead], books: dict[tuple[str, str], _Book],
         if book is None:
             for extra in extras:
                 essence[extra] = None
-            resource = _actual(kind, name, row_id, essence, False, None, {}, {}, None, digest, ciphertext, None)
+            made.append(_actual(kind, name, row_id, essence, False, None, {}, {}, None, digest, ciphertext, None))
+            made_names.append(name)
+            continue
+        row_name = None
+        applied = book.applied or {}
+        if history:
+            essence = {**applied, **essence}
         else:
-            row_name = None
-            applied = book.applied or {}
-            if history:
-                essence = {**applied, **essence}
-            else:
-                if named_rows and name != book.name:
-                    row_name = name  # kept by reconciler/row-name, or renamed outside reconciler
-                for extra in extras:
-                    essence[extra] = applied.get(extra)
-                for field_name in sensitive:
-                    # unchanged since we wrote it: the applied reference and HMAC still describe it
-                    if essence.get(field_name) is not None and digest == book.secret_digest:
-                        essence[field_name] = applied.get(field_name)
-            labels, annotations = book.labels or {}, book.annotations or {}
-            resource = _actual(kind, book.name, row_id, essence, True, book.applied, labels, annotations, book.apply_id, digest, ciphertext, row_name)
-            seen.add((kind, row_id))
-        resources[(kind, resource.name)] = resource
-        of_kind[raw_id] = resource.name
-    return of_kind
+            if named_rows and name != book.name:
+                row_name = name  # kept by reconciler/row-name, or renamed outside reconciler
+            for extra in extras:
+                essence[extra] = applied.get(extra)
+            for field_name in sensitive:
+                # unchanged since we wrote it: the applied reference and HMAC still describe it
+                if essence.get(field_name) is not None and digest == book.secret_digest:
+                    essence[field_name] = applied.get(field_name)
+        labels, annotations = book.labels or {}, book.annotations or {}
+        made.append(_actual(kind, book.name, row_id, essence, True, book.applied, labels, annotations, book.apply_id, digest, ciphertext, row_name))
+        made_names.append(book.name)
+        managed.append(row_id)
+    resources.update(zip(zip(itertools.repeat(kind), made_names), made, strict=True))
+    seen.update(zip(itertools.repeat(kind), managed))
+    return dict(zip(raw_ids, made_names, strict=True))
 
 
 _new = object.__new__
