@@ -10,7 +10,10 @@ connection (PostgreSQL, apply's transactions), must give the same snapshot."""
 
 from __future__ import annotations
 
+import json
+import uuid
 from collections.abc import Iterator
+from dataclasses import FrozenInstanceError, fields
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +21,11 @@ import pytest
 from sqlalchemy import select, text
 
 from reconciler.kinds import KINDS
-from reconciler.kinds.base import RowSource, id_text
+from reconciler.kinds.base import RowSource, id_text, id_texts
 from reconciler.state.db import open_engine, open_sqlite_state, plain_sqlite_url
-from reconciler.state.rows import ConnectionRows, SqliteRows
-from reconciler.state.snapshot import BOOKKEEPING_TABLE, StateSnapshot, _bookkeeping, load_state, read_snapshot
+from reconciler.state.jsoncodec import loads
+from reconciler.state.rows import ConnectionRows, SqliteRows, json_texts
+from reconciler.state.snapshot import BOOKKEEPING_TABLE, ActualResource, StateSnapshot, _actual, _bookkeeping, load_state, read_snapshot
 from reconciler.state.tables import reconciler_resources
 from reconciler.workflow import ApplyRequest, apply_manifests
 from tests.seed.helpers import fill_like_the_service
@@ -74,7 +78,9 @@ def _odd_bookkeeping(db_url: str) -> None:
         keys = conn.execute(select(reconciler_resources.c.kind, reconciler_resources.c.name).order_by("kind", "name")).all()
         for (column, value), (kind, name) in zip(ODD_JSON, keys, strict=False):
             value_sql = ":v" if value is None or engine.dialect.name == "sqlite" else "CAST(:v AS json)"
-            conn.execute(text(f"UPDATE reconciler_resources SET {column} = {value_sql} WHERE kind = :k AND name = :n"), {"v": value, "k": kind, "n": name})
+            conn.execute(
+                text(f"UPDATE reconciler_resources SET {column} = {value_sql} WHERE kind = :k AND name = :n"), {"v": value, "k": kind, "n": name}
+            )
     engine.dispose()
 
 
@@ -161,3 +167,59 @@ def test_both_row_sources_give_the_same_snapshot(any_db: str) -> None:
 def test_the_bookkeeping_table_name_is_the_tables_one() -> None:
     assert BOOKKEEPING_TABLE == reconciler_resources.name
     assert all(k.table.name == k.table_name for k in KINDS)
+
+
+@pytest.mark.parametrize(
+    "raws",
+    [
+        ["0b1e2c3d1e154ef29e6597b3090e0a12", "FFFFFFFF1E154EF29E6597B3090E0A12"],
+        ["0b1e2c3d1e154ef29e6597b3090e0a12", "0b1e2c3d-1e15-4ef2-9e65-97b3090e0a12"],
+        [uuid.UUID(int=5), uuid.UUID(int=6)],
+        ["é" * 32],  # 32 characters, not 32 bytes
+        [],
+    ],
+    ids=["hex-any-case", "dashed-among-them", "uuid", "not-ascii", "none"],
+)
+def test_a_column_of_row_ids_reads_as_each_one_does(raws: list[Any]) -> None:
+    try:
+        expected: list[Any] = [id_text(raw) for raw in raws]
+    except ValueError as exc:  # not a UUID: the same error either way
+        expected = [type(exc)]
+    try:
+        found: list[Any] = id_texts(raws)
+    except ValueError as exc:
+        found = [type(exc)]
+    assert found == expected
+
+
+# A column of JSON texts as SQLite returns them: the one-by-one decoding they must match, NULLs
+# and NUMERIC-affinity numbers left as they are
+JSON_COLUMNS = {
+    "plain": ["{}", '{"a": [1, 2.5, null, true]}', '"text"', "[]"],
+    "with-nulls-and-numbers": [None, "{}", 5, 2.5, '{"b": "é"}'],
+    "a-long-number": ['{"a": 1}', '{"big": 123456789012345678901234567890}'],
+    "nan": ['{"a": 1}', '{"x": NaN, "y": Infinity}'],
+    "digits-in-a-string": ['{"id": "1234567890123456789012"}'],
+}
+
+
+@pytest.mark.parametrize("values", list(JSON_COLUMNS.values()), ids=list(JSON_COLUMNS))
+def test_a_json_column_decodes_as_each_value_does(values: list[Any]) -> None:
+    expected = [loads(v) if isinstance(v, str) else v for v in values]
+    found = json_texts(values)
+    assert json.dumps(found) == json.dumps(expected)  # NaN compares unequal to itself: compared as text
+    assert [type(v) for v in found] == [type(v) for v in expected]
+
+
+def test_a_json_column_neither_parser_reads_is_an_error() -> None:
+    with pytest.raises(json.JSONDecodeError):
+        json_texts(['{"a": 1}', "{not json"])
+
+
+def test_resources_are_made_as_the_dataclass_makes_them() -> None:
+    values = ("Provider", "p", "id", {"e": 1}, True, {"a": 1}, {"l": "x"}, {"n": "y"}, 3, "sha256:d", b"token", "Row name")
+    fast, slow = _actual(*values), ActualResource(*values)
+    assert type(fast) is ActualResource and vars(fast) == vars(slow) and list(vars(fast)) == [f.name for f in fields(ActualResource)]
+    assert fast == slow and repr(fast) == repr(slow) and "token" not in repr(fast)
+    with pytest.raises(FrozenInstanceError):
+        fast.name = "other"  # type: ignore[misc]

@@ -115,8 +115,8 @@ def _checks(source: RowSource, agents: Sequence[str] | None, active_only: bool) 
     for row_id, name, model_name, provider, type_, validation_status, models, agent_active, provider_active in source.rows(sql):
         if (wanted is not None and name not in wanted) or (active_only and not (agent_active and provider_active)):
             continue
-        if decode is not None and models is not None:
-            models = decode(models)
+        if decode is not None:
+            models = decode((models,))[0]
         listed = tuple(models) if isinstance(models, list) else None
         status = model_status(str(type_), validation_status, listed, model_name)
         out[name] = ModelCheck(name, provider, str(type_), model_name, status, listed or (), id_text(row_id))

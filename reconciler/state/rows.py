@@ -3,9 +3,9 @@
 (PostgreSQL, and apply's and watch's write transactions), reading the same SQL text.
 
 Both give the driver's values. On SQLite those are the same either way: SQLAlchemy's own column
-types decode only JSON there (text, decoded here as its JSON type would, ``json_text``). On
+types decode only JSON there (text, decoded here as its JSON type would, ``json_texts``). On
 PostgreSQL psycopg decodes JSON itself (with the engine's deserializer) and SQLAlchemy's float
-type turns a NUMERIC or integer column's value into a float (``as_float``)."""
+type turns a NUMERIC or integer column's value into a float (``as_floats``)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from reconciler.kinds.base import ColumnType, RowSource
-from reconciler.state.jsoncodec import loads
+from reconciler.state.jsoncodec import loads_all
 
 if TYPE_CHECKING:
     import sqlite3
@@ -27,22 +27,25 @@ _TABLE_NAMES = {
 }
 
 
-def json_text(value: Any) -> Any:
-    """A JSON column read as text on SQLite, decoded as SQLAlchemy's JSON type would (with the
-    engine's deserializer), without its per-value result processors; ``{}`` (most labels and
-    annotations) without a parser call."""
-    if value.__class__ is str:
-        return {} if value == "{}" else loads(value)
-    return value  # NULL, or a number SQLite's NUMERIC affinity made of a JSON number
+def json_texts(values: Sequence[Any]) -> list[Any]:
+    """A JSON column's values as read on SQLite (text), decoded as SQLAlchemy's JSON type would
+    (with the engine's deserializer, ``jsoncodec.loads``) without its per-value result processors:
+    the texts parsed together (``loads_all``); NULL, or a number SQLite's NUMERIC affinity made of
+    a JSON number, as it is."""
+    texts = [v for v in values if v.__class__ is str]
+    if len(texts) == len(values):
+        return loads_all(texts)
+    decoded = iter(loads_all(texts))
+    return [next(decoded) if v.__class__ is str else v for v in values]
 
 
-def as_float(value: Any) -> Any:
-    return value if value.__class__ is float else float(value)
+def as_floats(values: Sequence[Any]) -> list[Any]:
+    return [v if v is None or v.__class__ is float else float(v) for v in values]
 
 
-_DECODERS: dict[str, dict[ColumnType, Callable[[Any], Any] | None]] = {
-    "sqlite": {"json": json_text, "float": None},
-    "postgresql": {"json": None, "float": as_float},
+_DECODERS: dict[str, dict[ColumnType, Callable[[Sequence[Any]], list[Any]] | None]] = {
+    "sqlite": {"json": json_texts, "float": None},
+    "postgresql": {"json": None, "float": as_floats},
 }
 
 
@@ -50,7 +53,7 @@ class _DialectRows(RowSource):
     def table_names(self) -> set[str]:
         return {str(name) for (name,) in self.rows(_TABLE_NAMES[self.dialect])}
 
-    def decoder(self, column_type: ColumnType) -> Callable[[Any], Any] | None:
+    def decoder(self, column_type: ColumnType) -> Callable[[Sequence[Any]], list[Any]] | None:
         return _DECODERS[self.dialect][column_type]
 
 
@@ -77,4 +80,4 @@ class ConnectionRows(_DialectRows):
         return self.connection.exec_driver_sql(sql).all()
 
 
-__all__ = ["ConnectionRows", "SqliteRows", "as_float", "json_text"]
+__all__ = ["ConnectionRows", "SqliteRows", "as_floats", "json_texts"]

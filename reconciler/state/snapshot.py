@@ -8,12 +8,14 @@ SQLAlchemy connection (PostgreSQL, apply's and watch's transactions) gives the s
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+import itertools
+import pickle
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from reconciler.kinds import KINDS, Kind
-from reconciler.kinds.base import ROW_NAME, RowSource, id_text, select_sql
+from reconciler.kinds.base import ROW_NAME, ColumnType, RowRead, RowSource, id_texts, select_sql
 from reconciler.kinds.provider import ciphertext_digest
 from reconciler.state.columns import NO_ENUMS, DbColumns, reflect_columns
 from reconciler.state.jsoncodec import canonical_bytes
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Connection, Engine
 
 ResourceKey = tuple[str, str]
+Resources = dict[ResourceKey, "ActualResource"]
 __all__ = ["ActualResource", "StateSnapshot", "ciphertext_digest", "load_snapshot", "load_state", "read_snapshot"]
 
 # Fields that have no column in the seed's tables; they live only in the bookkeeping's applied essence.
@@ -76,7 +79,9 @@ class StateSnapshot:
 
 
 def fingerprint_of(resources: dict[ResourceKey, ActualResource]) -> str:
-    """A hash of everything a plan depends on, to refuse applying a plan to a changed database."""
+    """A hash of everything a plan depends on, to refuse applying a plan to a changed database:
+    the snapshot in canonical JSON, for PostgreSQL (its driver decodes JSON, and its row order is
+    not stable) and the empty state. On SQLite the rows themselves are hashed (``_HashedRows``)."""
     h = hashlib.sha256()
     for key in sorted(resources):
         r = resources[key]
@@ -84,6 +89,45 @@ def fingerprint_of(resources: dict[ResourceKey, ActualResource]) -> str:
         state = [list(key), r.row_id, r.managed, r.essence, r.applied, r.labels, r.annotations]
         h.update(canonical_bytes(state if r.row_name is None else [*state, r.row_name]))
     return h.hexdigest()
+
+
+class _HashedRows(RowSource):
+    """A SQLite ``RowSource`` that hashes every query's text and rows as the driver returned them
+    (text, integers, floats, bytes and NULL as stored; JSON columns as their stored text), for the
+    state fingerprint. The snapshot is made of these rows only, so any change to it changes the
+    hash (and so does a change it does not show, such as a JSON column's spacing: stricter, never
+    looser). On a read of 10,000 resources that takes 11 ms, where encoding the snapshot
+    canonically (``fingerprint_of``) took 75 ms of 0.29 s. ``sqlite3`` and an SQLAlchemy
+    connection read the same values in the same order (the same SQL on the same file), so a plan
+    saved through one is checked through the other. No rows at all hash as the empty state."""
+
+    dialect = "sqlite"
+
+    def __init__(self, source: RowSource) -> None:
+        self.source = source
+        self._hash = hashlib.sha256()
+
+    def rows(self, sql: str) -> Sequence[Sequence[Any]]:
+        rows = self.source.rows(sql)
+        if rows:
+            plain = rows if rows[0].__class__ is tuple else [tuple(row) for row in rows]  # SQLAlchemy's Row pickles its keys too
+            pickler = pickle.Pickler(self, protocol=5)  # a fixed protocol, not the newest Python's; written into the hash
+            pickler.fast = True  # no memo: the bytes depend on the values only, not on which are the same object
+            pickler.dump((sql, plain))
+        return rows
+
+    def write(self, data: bytes) -> None:
+        """The pickler's output (frames of 64 kB), hashed as it comes."""
+        self._hash.update(data)
+
+    def table_names(self) -> set[str]:
+        return self.source.table_names()
+
+    def decoder(self, column_type: ColumnType) -> Callable[[Sequence[Any]], list[Any]] | None:
+        return self.source.decoder(column_type)
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
 
 
 def load_snapshot(engine: Engine | None) -> StateSnapshot:
@@ -122,19 +166,17 @@ def _existing_tables(source: RowSource) -> set[str] | None:
     return None if BOOKKEEPING_TABLE in tables else tables
 
 
-class _Book:
+class _Book(NamedTuple):
     """One bookkeeping row, its row id as canonical text."""
 
-    __slots__ = ("annotations", "applied", "apply_id", "kind", "labels", "name", "row_id", "secret_digest")
-
-    def __init__(self, row: Any, decode: Callable[[Any], Any]) -> None:
-        self.kind, self.name, raw, applied, labels, annotations, self.secret_digest, self.apply_id = row
-        self.row_id = id_text(raw)
-        self.applied, self.labels, self.annotations = decode(applied), decode(labels), decode(annotations)
-
-
-def _same(value: Any) -> Any:
-    return value
+    kind: str
+    name: str
+    row_id: str
+    applied: dict[str, Any] | None
+    labels: dict[str, str] | None
+    annotations: dict[str, str] | None
+    secret_digest: str | None
+    apply_id: int | None
 
 
 BOOKKEEPING_TABLE = "reconciler_resources"  # state.tables.reconciler_resources (a test keeps them equal)
@@ -142,8 +184,13 @@ _BOOKKEEPING = select_sql(BOOKKEEPING_TABLE, ("kind", "name", "row_id", "applied
 
 
 def _bookkeeping(source: RowSource) -> list[_Book]:
-    decode = source.decoder("json") or _same  # PostgreSQL's driver decodes JSON itself
-    return [_Book(row, decode) for row in source.rows(_BOOKKEEPING)]
+    rows = source.rows(_BOOKKEEPING)
+    if not rows:
+        return []
+    kinds, names, row_ids, *json_columns, digests, apply_ids = zip(*rows, strict=True)
+    decode = source.decoder("json")  # None on PostgreSQL, whose driver decodes JSON itself
+    applied, labels, annotations = json_columns if decode is None else map(decode, json_columns)
+    return list(map(_Book, kinds, names, id_texts(row_ids), applied, labels, annotations, digests, apply_ids))
 
 
 def read_snapshot(conn: Connection | RowSource) -> StateSnapshot:
@@ -151,33 +198,24 @@ def read_snapshot(conn: Connection | RowSource) -> StateSnapshot:
     bookkeeping: a managed row is known by the name reconciler manages it by. ``conn``: an
     SQLAlchemy connection (read through ``ConnectionRows``) or any ``RowSource``."""
     source = conn if isinstance(conn, RowSource) else ConnectionRows(conn)
-    tables = _existing_tables(source)
-    books = _bookkeeping(source) if tables is None else []  # one per (kind, name): the table's primary key
+    hashed = _HashedRows(source) if source.dialect == "sqlite" else None
+    read = hashed or source
+    tables = _existing_tables(read)
+    books = _bookkeeping(read) if tables is None else []  # one per (kind, name): the table's primary key
     history = {str(k.name) for k in KINDS if k.history}  # found by name, not by row id
     by_name = {(m.kind, m.name): m for m in books if m.kind in history}
     by_row = {(m.kind, m.row_id): m for m in books}
 
-    resources: dict[ResourceKey, ActualResource] = {}
+    resources: Resources = {}
     names: dict[str, dict[Any, str]] = {}
+    seen: set[tuple[str, str]] = set()  # (kind, row id) of the managed rows found
     for k in KINDS:
         if tables is not None and (k.history or k.table_name not in tables):
             continue  # a seed database has analysis_runs without our columns: runs are not managed there
-        names[k.name] = of_kind = {}
-        kind = str(k.name)
-        for row in k.read(source, names):
-            row_id = id_text(row.raw_id)
-            if k.history:
-                book = by_name.get((kind, row.name))
-                if book is not None and book.row_id != row_id:
-                    book = None
-            else:
-                book = by_row.get((kind, row_id))
-            resource = _resource(k, kind, row.name, row_id, row.essence, book, row.secret_ciphertext)
-            resources[(kind, resource.name)] = resource
-            of_kind[row.raw_id] = resource.name
-    seen = {(r.kind, r.row_id) for r in resources.values() if r.managed}
+        names[k.name] = _add_rows(k, k.read(read, names), by_name if k.history else by_row, resources, seen)
     vanished = {(m.kind, m.name): m.apply_id for m in books if (m.kind, m.row_id) not in seen}
-    return StateSnapshot(resources, fingerprint_of(resources), vanished, _db_columns(source))
+    fingerprint = hashed.hexdigest() if hashed is not None else fingerprint_of(resources)
+    return StateSnapshot(resources, fingerprint, vanished, _db_columns(source))
 
 
 def _db_columns(source: RowSource) -> DbColumns:
@@ -187,37 +225,89 @@ def _db_columns(source: RowSource) -> DbColumns:
     return reflect_columns(source.connection)
 
 
-def _resource(k: Kind, kind: str, name: str, row_id: str, essence: dict[str, Any], book: _Book | None, ciphertext: bytes | None) -> ActualResource:
-    """One row under the name reconciler manages it by, with what it last applied."""
-    digest = ciphertext_digest(ciphertext) if ciphertext is not None else None
-    if book is None:
-        for extra in k.extra_fields:
-            essence[extra] = None
-        return ActualResource(kind, name, row_id, essence, False, secret_digest=digest if k.sensitive else None, secret_ciphertext=ciphertext)
-    row_name = None
-    applied = book.applied or {}
-    if k.history:
-        essence = {**applied, **essence}
-    else:
-        if k.named_rows and name != book.name:
-            row_name = name  # kept by reconciler/row-name, or renamed outside reconciler
-        for extra in k.extra_fields:
-            essence[extra] = applied.get(extra)
-        for sensitive in k.sensitive:
-            # unchanged since we wrote it: the applied reference and HMAC still describe it
-            if essence.get(sensitive) is not None and digest == book.secret_digest:
-                essence[sensitive] = applied.get(sensitive)
-    return ActualResource(
-        kind,
-        book.name,
-        row_id,
-        essence,
-        True,
-        book.applied,
-        book.labels or {},
-        book.annotations or {},
-        book.apply_id,
-        digest if k.sensitive else None,
-        ciphertext,
-        row_name,
+def _add_rows(k: Kind, rows: list[RowRead], books: dict[tuple[str, str], _Book], resources: Resources, seen: set[tuple[str, str]]) -> dict[Any, str]:
+    """Each row of kind ``k`` into ``resources``, under the name reconciler manages it by and with
+    what it last applied (``books``: by row id, by name for a history kind), and the managed ones'
+    (kind, row id) into ``seen``; returns the rows' names by raw row id, for the references of the
+    kinds after it. The kind's facts are looked up once, and the dicts and sets filled by C loops
+    over the kind's rows, not by Python statements for each of 10,000 rows."""
+    kind = str(k.name)
+    extras, sensitive, history, named_rows = k.extra_fields, k.sensitive, k.history, k.named_rows
+    raw_ids = [row.raw_id for row in rows]
+    made: list[ActualResource] = []
+    made_names: list[str] = []  # each resource's name (its manifest name when managed)
+    managed: list[str] = []
+    for (name, _raw, essence, ciphertext), row_id in zip(rows, id_texts(raw_ids), strict=True):
+        digest = ciphertext_digest(ciphertext) if ciphertext is not None and sensitive else None
+        if history:
+            book = books.get((kind, name))
+            if book is not None and book.row_id != row_id:
+                book = None
+        else:
+            book = books.get((kind, row_id))
+        if book is None:
+            for extra in extras:
+                essence[extra] = None
+            made.append(_actual(kind, name, row_id, essence, False, None, {}, {}, None, digest, ciphertext, None))
+            made_names.append(name)
+            continue
+        row_name = None
+        applied = book.applied or {}
+        if history:
+            essence = {**applied, **essence}
+        else:
+            if named_rows and name != book.name:
+                row_name = name  # kept by reconciler/row-name, or renamed outside reconciler
+            for extra in extras:
+                essence[extra] = applied.get(extra)
+            for field_name in sensitive:
+                # unchanged since we wrote it: the applied reference and HMAC still describe it
+                if essence.get(field_name) is not None and digest == book.secret_digest:
+                    essence[field_name] = applied.get(field_name)
+        labels, annotations = book.labels or {}, book.annotations or {}
+        made.append(_actual(kind, book.name, row_id, essence, True, book.applied, labels, annotations, book.apply_id, digest, ciphertext, row_name))
+        made_names.append(book.name)
+        managed.append(row_id)
+    resources.update(zip(zip(itertools.repeat(kind), made_names), made, strict=True))
+    seen.update(zip(itertools.repeat(kind), managed))
+    return dict(zip(raw_ids, made_names, strict=True))
+
+
+_new = object.__new__
+
+
+def _actual(
+    kind: str,
+    name: str,
+    row_id: str,
+    essence: dict[str, Any],
+    managed: bool,
+    applied: dict[str, Any] | None,
+    labels: dict[str, str],
+    annotations: dict[str, str],
+    apply_id: int | None,
+    secret_digest: str | None,
+    secret_ciphertext: bytes | None,
+    row_name: str | None,
+) -> ActualResource:
+    """``ActualResource(...)`` with every field given, the same object made a third as fast: a
+    frozen dataclass's ``__init__`` sets each field through ``object.__setattr__`` (20 ms of a
+    10,000-row read). A test checks it sets the fields the constructor does."""
+    resource = _new(ActualResource)
+    resource.__dict__.update(
+        {
+            "kind": kind,
+            "name": name,
+            "row_id": row_id,
+            "essence": essence,
+            "managed": managed,
+            "applied": applied,
+            "labels": labels,
+            "annotations": annotations,
+            "apply_id": apply_id,
+            "secret_digest": secret_digest,
+            "secret_ciphertext": secret_ciphertext,
+            "row_name": row_name,
+        }
     )
+    return resource
