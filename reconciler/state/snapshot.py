@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from reconciler.kinds import KINDS, Kind
 from reconciler.kinds.base import ROW_NAME, ColumnType, RowRead, RowSource, id_texts, select_sql
 from reconciler.kinds.provider import ciphertext_digest
+from reconciler.records import frozen_from
 from reconciler.state.columns import NO_ENUMS, DbColumns, reflect_columns
 from reconciler.state.jsoncodec import canonical_bytes
 from reconciler.state.rows import ConnectionRows, SqliteRows
@@ -273,9 +274,6 @@ def _add_rows(k: Kind, rows: list[RowRead], books: dict[tuple[str, str], _Book],
     return dict(zip(raw_ids, made_names, strict=True))
 
 
-_new = object.__new__
-
-
 def _actual(
     kind: str,
     name: str,
@@ -290,11 +288,11 @@ def _actual(
     secret_ciphertext: bytes | None,
     row_name: str | None,
 ) -> ActualResource:
-    """``ActualResource(...)`` with every field given, the same object made a third as fast: a
-    frozen dataclass's ``__init__`` sets each field through ``object.__setattr__`` (20 ms of a
-    10,000-row read). A test checks it sets the fields the constructor does."""
-    resource = _new(ActualResource)
-    resource.__dict__.update(
+    """``ActualResource(...)`` with every field given, the same object made a third as fast
+    (``records.frozen_from``: 20 ms of a 10,000-row read). A test checks it sets the fields the
+    constructor does."""
+    return frozen_from(
+        ActualResource,
         {
             "kind": kind,
             "name": name,
@@ -308,6 +306,5 @@ def _actual(
             "secret_digest": secret_digest,
             "secret_ciphertext": secret_ciphertext,
             "row_name": row_name,
-        }
+        },
     )
-    return resource
