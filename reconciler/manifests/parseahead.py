@@ -146,4 +146,4 @@ def _prepare(shared_kinds: set[str]) -> None:
     for kind in sorted(shared_kinds):
         model = MANIFEST_MODELS.get(kind)
         if model is not None:
-            model.model_rebuild()  # what the first model_validate does (the same core schema)
+            model.model_rebuild(raise_errors=False)  # what the first model_validate does (the same core schema; a failure is left to it)
