@@ -210,8 +210,19 @@ def _record_history(writer: RowWriter, plan: Plan, meta: ApplyMeta, started: dat
     )
 
 
-def _applied(desired: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in desired.items() if not k.startswith("_")}
+class _Applied(dict[tuple[str, ...], tuple[str, ...]]):
+    """What bookkeeping keeps of a change's desired values: all but the private ``_`` keys, in their
+    order. The keys without the private ones are found once per distinct set of keys (the changes of
+    a kind share one): a test of every key of 10,000 changes took half of this."""
+
+    def __missing__(self, keys: tuple[str, ...]) -> tuple[str, ...]:
+        public = self[keys] = tuple(k for k in keys if not k.startswith("_"))
+        return public
+
+    def of(self, desired: dict[str, Any]) -> dict[str, Any]:
+        keys = tuple(desired)
+        public = self[keys]
+        return dict(desired) if len(public) == len(keys) else {k: desired[k] for k in public}
 
 
 class _RowIds(dict[tuple[str, str], uuid.UUID]):
@@ -232,6 +243,7 @@ def _write_changes(writer: RowWriter, plan: Plan, snapshot: StateSnapshot, apply
     ids = _RowIds(snapshot)
     book_rows: list[dict[str, Any]] = []
     book_delete: list[tuple[str, str]] = []
+    applied = _Applied()
     for (action, kind), group in groupby(plan.changes, key=lambda c: (c.action, c.kind)):
         changes = list(group)
         k = BY_NAME[kind]
@@ -270,7 +282,7 @@ def _write_changes(writer: RowWriter, plan: Plan, snapshot: StateSnapshot, apply
                     "kind": kind,
                     "name": c.name,
                     "row_id": row_id,
-                    "applied": _applied(c.desired),
+                    "applied": applied.of(c.desired),
                     "labels": c.labels,
                     "annotations": c.annotations,
                     "secret_digest": digest,

@@ -48,9 +48,11 @@ from reconciler.errors import ReconcilerError
 from reconciler.manifests import loader, parseahead
 made = []
 real = parseahead.parse_ahead
+built = []  # the validators that exist once the child is forked (before this process parsed anything)
 def spy(found, cache, parse):
     ahead = real(found, cache, parse)
     made.append(None if ahead is None else ahead.first)
+    built.append(sorted(k for k, m in loader.MANIFEST_MODELS.items() if m.__pydantic_complete__))
     return ahead
 parseahead.parse_ahead = spy
 cache = loader.open_cache(loader.cache_salt())
@@ -59,7 +61,7 @@ try:
     out = {{"manifests": [[m.kind, m.name, str(m.location), m.spec.model_dump()] for m in ms.manifests], "problems": []}}
 except ReconcilerError as exc:
     out = {{"manifests": [], "problems": [p.render() for p in exc.problems]}}
-out.update(first=made, hits=cache.hits, stored=cache.stored)
+out.update(first=made, hits=cache.hits, stored=cache.stored, built=built)
 print(json.dumps(out))
 """
 
@@ -81,6 +83,9 @@ def test_parsing_ahead_gives_what_a_serial_read_gives(tmp_path: Path) -> None:
     assert ahead["manifests"] == serial["manifests"]
     # the child's files came from the cache it filled; this process stored only its own
     assert ahead["hits"] == 7 - first and ahead["stored"] == first
+    # set up before the fork, once for both: the validator of the kind both sides start with (the
+    # provider's file is this process's alone: its validator is left to it)
+    assert ahead["built"] == [["Agent"]] and serial["built"] == [[]]
     again = _load(root, tmp_path / "c2", "2")  # everything cached now: nothing to parse ahead
     assert again["first"] == [None] and again["hits"] == 7 and again["manifests"] == serial["manifests"]
 
@@ -97,15 +102,55 @@ def test_a_problem_in_the_childs_files_is_reported_as_a_serial_read_reports_it(t
 def test_a_child_that_dies_leaves_the_files_to_this_process(tmp_path: Path) -> None:
     """The child is killed before it stores anything: its files are parsed here, nothing is lost."""
     root = _files(tmp_path / "m")
-    script = _child_script(root).replace(
-        "ahead = real(found, cache, parse)", "ahead = real(found, cache, lambda p, d: os._exit(9))"
-    )
+    script = _child_script(root).replace("ahead = real(found, cache, parse)", "ahead = real(found, cache, lambda p, d: os._exit(9))")
     env = {**os.environ, "PYTHONPATH": str(REPO), "RECONCILER_CACHE_DIR": str(tmp_path / "c"), parseahead.ENV: "2"}
     proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert out["first"] != [None] and out["hits"] == 0 and out["stored"] == 7
     assert out["manifests"] == _load(root, tmp_path / "c1", "1")["manifests"]
+
+
+@pytest.mark.parametrize(
+    ("content", "kind"),
+    [
+        (b"apiVersion: reconciler/v1\nkind: Agent\nmetadata: {name: a}\n---\nkind: Task\n", "Agent"),
+        (b"kind: 'Task'\r\napiVersion: reconciler/v1\n", "Task"),
+        (b"# a comment\n---\nkind:   Provider", "Provider"),
+        (b"apiVersion: reconciler/v1\nspec:\n  kind: Agent\n", ""),  # not at a line's start: not a document's kind
+        (b"{kind: Agent}\n", ""),  # flow style: left to the parse
+    ],
+)
+def test_the_first_kind_of_a_file(content: bytes, kind: str) -> None:
+    assert parseahead._first_kind(content) == kind
+
+
+def _schemas(prepare: bool) -> dict[str, str]:
+    """The manifest models' core schemas in a fresh process: built by ``_prepare`` or by a first validation."""
+    script = f"""
+import json, re
+from reconciler.manifests import parseahead
+from reconciler.manifests.models import MANIFEST_MODELS
+if {prepare!r}:
+    parseahead._prepare(set(MANIFEST_MODELS))
+else:
+    for model in MANIFEST_MODELS.values():
+        try:
+            model.model_validate({{}})
+        except Exception:
+            pass
+ids = lambda text: re.sub(r":[0-9]{{6,}}| at 0x[0-9a-f]+", "", text)  # object ids differ between processes
+print(json.dumps({{k: ids(repr(m.__pydantic_core_schema__)) for k, m in MANIFEST_MODELS.items()}}))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_validators_built_before_the_fork_are_those_a_first_validation_builds() -> None:
+    prepared, validated = _schemas(True), _schemas(False)
+    assert set(prepared) == {"Provider", "Task", "Agent", "Assignment", "Run", "Experiment"}
+    assert prepared == validated
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,9 @@ one file after another, on one core of two. When the cache misses at least ``MIN
 and the other core is idle, a forked child parses and validates the last files (about half the
 lines) and stores them in the parse cache, exactly as this process would; this process parses
 the first ones meanwhile, waits for the child, then reads the child's files from the cache
-(reading an entry is several times faster than parsing). So the result, problems and their
+(reading an entry is several times faster than parsing). What both would set up first (the
+YAML modules, the validators of the kinds both start with) is set up once, before the fork
+(``_prepare``). So the result, problems and their
 order are those of a serial read: a file the child could not store (it has a problem, the child
 died) is a miss, and this process parses it itself and reports what it finds.
 
@@ -17,6 +19,7 @@ way parsed files travel between processes.
 
 from __future__ import annotations
 
+import importlib
 import os
 import threading
 from collections.abc import Callable
@@ -88,6 +91,7 @@ def parse_ahead(found: list[tuple[Path, str]], cache: ParseCache, parse: Callabl
     except OSError:
         pass  # reported when the file is read for real
     misses: list[tuple[int, int, int]] = []  # (index in found, size, lines)
+    first_kinds: dict[int, str] = {}  # index in found -> the kind of a missed file's first document
     for i, (path, _) in enumerate(found):
         try:
             content = path.read_bytes()
@@ -95,6 +99,7 @@ def parse_ahead(found: list[tuple[Path, str]], cache: ParseCache, parse: Callabl
             continue  # reported when the file is read for real
         if not cache.has(cache.key(content, path)):
             misses.append((i, len(content), content.count(b"\n") + 1))
+            first_kinds[i] = _first_kind(content)
     if not _wanted(sum(size for _, size, _ in misses), len(misses)):
         return None
     # the work is about proportional to the lines (a YAML node each, roughly): 3-5 us a line for
@@ -105,6 +110,7 @@ def parse_ahead(found: list[tuple[Path, str]], cache: ParseCache, parse: Callabl
         if child_lines + lines / 2 > half:
             break
         child_lines, first = child_lines + lines, i
+    _prepare({k for i, k in first_kinds.items() if i < first} & {k for i, k in first_kinds.items() if i >= first})
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child (its work is checked through the cache it fills)
         code = 1
@@ -115,3 +121,29 @@ def parse_ahead(found: list[tuple[Path, str]], cache: ParseCache, parse: Callabl
         finally:
             os._exit(code)  # no exit handlers, no flushing of the parent's buffered output
     return Ahead(pid, first)
+
+
+def _first_kind(content: bytes) -> str:
+    """The ``kind:`` of the first document in a file's bytes (at the start of a line), "" if none is found."""
+    at = 0 if content.startswith(b"kind:") else content.find(b"\nkind:") + 1
+    if at == 0 and not content.startswith(b"kind:"):
+        return ""
+    end = content.find(b"\n", at)
+    return content[at + 5 : end if end >= 0 else len(content)].strip().strip(b"\"'").decode("ascii", "replace")
+
+
+def _prepare(shared_kinds: set[str]) -> None:
+    """Before the fork, what both processes would set up after it, so that it is done once: the
+    YAML reader's modules (~20 ms), and the validators of the kinds that start files of both
+    (pydantic builds a model's validator on its first use; the first one also imports
+    importlib.metadata and looks up pydantic's plugins, ~25 ms). What only one of them needs is
+    left to it: done here it would delay the child. A kind found only further down a file, or
+    named wrongly, is set up by whichever process meets it, as before."""
+    from reconciler.manifests import yamlfile
+    from reconciler.manifests.models import MANIFEST_MODELS
+
+    importlib.import_module("reconciler.manifests.yamlfast" if yamlfile.FAST_YAML else "reconciler.manifests.yamlparse")
+    for kind in sorted(shared_kinds):
+        model = MANIFEST_MODELS.get(kind)
+        if model is not None:
+            model.model_rebuild(raise_errors=False)  # what the first model_validate does (the same core schema; a failure is left to it)

@@ -6,8 +6,10 @@ plan round-trips through JSON so ``plan --out`` / ``apply FILE`` apply exactly w
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from enum import StrEnum
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -115,6 +117,9 @@ class EnumShortfall:
         return cls(d["table"], d["column"], d["enum"], tuple(d["values"]), tuple(d["missing"]), tuple(d["resources"]))
 
 
+_ACTION = attrgetter("action")
+
+
 @dataclass(frozen=True)
 class Plan:
     changes: tuple[Change, ...]
@@ -142,7 +147,8 @@ class Plan:
         return sum(1 for c in self.changes if c.action is action)
 
     def summary(self) -> dict[str, int]:
-        return {"create": self.count(Action.CREATE), "update": self.count(Action.UPDATE), "delete": self.count(Action.DELETE)}
+        counts = Counter(map(_ACTION, self.changes))  # one pass (an apply asks four times, of 10,000 changes)
+        return {"create": counts[Action.CREATE], "update": counts[Action.UPDATE], "delete": counts[Action.DELETE]}
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -187,13 +187,16 @@ class SecretBox:
     def key(self) -> bytes:
         return self.keys[0]
 
+    @functools.cached_property
     def _fernet(self) -> MultiFernet:
+        """Made once per box: an apply encrypts the keys of hundreds of providers (a Fernet per
+        key and call took a fifth of encrypting them)."""
         from cryptography.fernet import Fernet, MultiFernet
 
         return MultiFernet([Fernet(k) for k in self.keys])
 
     def encrypt(self, value: str) -> bytes:
-        return self._fernet().encrypt(value.encode())
+        return self._fernet.encrypt(value.encode())
 
     def can_decrypt(self, token: bytes) -> bool:
         return _decrypts(self.keys, token)
@@ -208,7 +211,7 @@ class SecretBox:
         from cryptography.fernet import InvalidToken
 
         try:
-            return self._fernet().decrypt(token).decode()
+            return self._fernet.decrypt(token).decode()
         except (InvalidToken, TypeError, ValueError, UnicodeDecodeError):
             raise undecryptable([provider], self.source) from None
 
