@@ -125,9 +125,12 @@ def parse_ahead(found: list[tuple[Path, str]], cache: ParseCache, parse: Callabl
 
 def _first_kind(content: bytes) -> str:
     """The ``kind:`` of the first document in a file's bytes (at the start of a line), "" if none is found."""
-    at = 0 if content.startswith(b"kind:") else content.find(b"\nkind:") + 1
-    if at == 0 and not content.startswith(b"kind:"):
-        return ""
+    if content.startswith(b"kind:"):
+        at = 0
+    else:
+        at = content.find(b"\nkind:") + 1
+        if at == 0:
+            return ""
     end = content.find(b"\n", at)
     return content[at + 5 : end if end >= 0 else len(content)].strip().strip(b"\"'").decode("ascii", "replace")
 

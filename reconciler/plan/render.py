@@ -93,11 +93,8 @@ def render_text(plan: Plan) -> str:
     if plan.is_empty:
         lines.append("No changes. The database matches the manifests.")
     else:
-        for change in plan.changes:  # a create or delete is one line (10,000 of them on a first apply)
-            if change.action is Action.UPDATE:
-                lines += ["  " + line for line in render_change(change)]
-            else:
-                lines.append("  " + _title(change))
+        for change in plan.changes:
+            lines += ["  " + line for line in render_change(change)]
         lines += ["", summary_line(plan)]
     if not plan.prune:
         lines.append("Prune is off (--no-prune): resources removed from the manifests are kept.")
