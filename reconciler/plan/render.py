@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import json
 from typing import Any
 
@@ -45,6 +44,8 @@ def _field_lines(f: FieldChange, change: Change) -> list[str]:
     if f.sensitive:
         return [f"{f.field} (sensitive value changed){note}"]
     if _is_long(f.old) or _is_long(f.new):
+        import difflib  # only for long texts; most plans have none, and every plan imports this module
+
         diff = difflib.unified_diff(_long_lines(f.old), _long_lines(f.new), "old", "new", lineterm="", n=2)
         return [f"{f.field}:{note}"] + ["    " + line for line in diff]
     return [f"{f.field} {_value(f.old)} → {_value(f.new)}{note}"]
