@@ -234,3 +234,28 @@ def test_every_command_is_found_in_the_module_the_lazy_group_names() -> None:
     assert listed == sorted(cli.COMMAND_MODULES)
     for name, command in cli.cli.commands.items():
         assert command.callback is not None and command.callback.__module__ == f"reconciler.cli.{cli.COMMAND_MODULES[name]}", name
+        summary = cli.COMMANDS[name][1]
+        assert command.get_short_help_str(limit=10_000) == summary, f"cli.COMMANDS[{name!r}] must hold the first sentence of its docstring"
+
+
+@pytest.mark.parametrize("width", [40, 80, 100, 250])
+def test_help_lists_the_commands_as_their_own_docstrings_would(width: int) -> None:
+    """``--help`` takes the summaries from ``cli.COMMANDS`` instead of importing every command
+    module; at any terminal width it prints what listing the imported commands prints."""
+    import click
+
+    from reconciler import cli
+
+    cli.cli.list_commands(click.Context(cli.cli))  # imports every command module
+    ctx = click.Context(cli.cli, terminal_width=width)
+    imported, summaries = click.HelpFormatter(width=width), click.HelpFormatter(width=width)
+    click.Group.format_commands(cli.cli, ctx, imported)
+    cli._LazyGroup("reconciler").format_commands(ctx, summaries)  # a group with no command imported
+    assert summaries.getvalue() == imported.getvalue() and "validate" in imported.getvalue()
+
+
+def test_help_imports_no_command_module(tmp_path: Path) -> None:
+    result = _probe(tmp_path, "--help")
+    assert result["code"] == 0 and result["commands"] == [], result["stderr"]
+    for name in ("validate", "plan", "apply", "run", "serve", "worker"):
+        assert f"  {name} " in result["stdout"]
