@@ -71,8 +71,8 @@ class _LazyGroup(click.Group):
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         """``--help``'s list of commands from ``COMMANDS``' summaries, formatted by click as ever:
         importing every command module for their docstrings' first sentences took about 10 ms of a
-        70 ms ``--help``. A command already imported is listed as itself."""
-        listed = {name: self.commands.get(name) or click.Command(name, help=summary) for name, (_, summary) in COMMANDS.items()}
+        70 ms ``--help``. A command already registered is listed as itself."""
+        listed = {**{name: click.Command(name, help=summary) for name, (_, summary) in COMMANDS.items()}, **self.commands}
         click.Group(self.name, commands=listed).format_commands(ctx, formatter)
 
 
