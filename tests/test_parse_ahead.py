@@ -45,20 +45,22 @@ def _child_script(root: Path) -> str:
     return f"""
 import json, os
 from reconciler.errors import ReconcilerError
+from reconciler.kinds.base import plain_dump
 from reconciler.manifests import loader, parseahead
+from reconciler.manifests.models import MANIFEST_MODELS
 made = []
 real = parseahead.parse_ahead
 built = []  # the validators that exist once the child is forked (before this process parsed anything)
 def spy(found, cache, parse):
     ahead = real(found, cache, parse)
     made.append(None if ahead is None else ahead.first)
-    built.append(sorted(k for k, m in loader.MANIFEST_MODELS.items() if m.__pydantic_complete__))
+    built.append(sorted(k for k, m in MANIFEST_MODELS.items() if m.__pydantic_complete__))
     return ahead
 parseahead.parse_ahead = spy
 cache = loader.open_cache(loader.cache_salt())
 try:
     ms = loader.load_manifests([{str(root)!r}], cache=cache)
-    out = {{"manifests": [[m.kind, m.name, str(m.location), m.spec.model_dump()] for m in ms.manifests], "problems": []}}
+    out = {{"manifests": [[m.kind, m.name, str(m.location), plain_dump(m.spec)] for m in ms.manifests], "problems": []}}
 except ReconcilerError as exc:
     out = {{"manifests": [], "problems": [p.render() for p in exc.problems]}}
 out.update(first=made, hits=cache.hits, stored=cache.stored, built=built)

@@ -1,6 +1,7 @@
 """A plan on SQLite reads the state with the standard library's ``sqlite3``: it imports neither
-SQLAlchemy nor Alembic (nor, as every plan, pydantic-ai), and with a warm parse cache it builds
-no pydantic validator or serializer. Each command runs in a fresh interpreter (``sys.modules``
+SQLAlchemy nor Alembic (nor, as every plan, pydantic-ai), and with a warm parse cache it imports
+neither pydantic nor the manifest models (a hit is read back as records), so it builds no
+validator or serializer. Each command runs in a fresh interpreter (``sys.modules``
 of this one holds everything the other tests imported); what it prints and how it exits must be
 what the SQLAlchemy read gives: a saved plan applies (its state fingerprint is the one apply
 reads), and a database that cannot be read is reported as before."""
@@ -32,6 +33,7 @@ try:
     code = 0
 except SystemExit as exc:
     code = exc.code
+validated = [m for m in ("pydantic", "pydantic_core", "reconciler.kinds.specs", "reconciler.manifests.models") if m in sys.modules]
 import pydantic
 
 def subclasses(cls):
@@ -43,16 +45,16 @@ ours = [c for c in subclasses(pydantic.BaseModel) if c.__module__.startswith("re
 built = sorted({c.__name__ for c in ours if c.__dict__.get("__pydantic_complete__")})
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in sys.argv[1].split(","))
 with open(__import__("os").environ["PROBE_OUT"], "w") as fh:
-    json.dump({"code": code, "heavy": heavy, "built": built, "behaviour": "reconciler.plan.behaviour" in sys.modules,
+    json.dump({"code": code, "heavy": heavy, "built": built, "validated": validated, "behaviour": "reconciler.plan.behaviour" in sys.modules,
                "ports": "reconciler.llm.ports" in sys.modules, "cryptography": "cryptography" in sys.modules,
                "writer": "reconciler.apply" in sys.modules,
                "commands": sorted(m.rsplit(".", 1)[1] for m in sys.modules if m.startswith("reconciler.cli."))}, fh)
 """
 
 
-def _probe(tmp_path: Path, *args: str) -> dict[str, Any]:
+def _probe(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
     out = tmp_path / "probe.json"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "PROBE_OUT": str(out)}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PROBE_OUT": str(out), **(env or {})}
     proc = subprocess.run([sys.executable, "-c", PROBE, ",".join(HEAVY), *args], env=env, capture_output=True, text=True, timeout=120)
     assert out.exists(), proc.stderr
     result: dict[str, Any] = json.loads(out.read_text())
@@ -73,12 +75,16 @@ def test_a_no_change_plan_on_sqlite_imports_no_sqlalchemy_and_builds_no_validato
     result = _probe(tmp_path, "plan", str(root), "--db", url, "--detailed-exitcode")
     assert result["code"] == 0 and "No changes." in result["stdout"], result["stderr"]
     assert result["heavy"] == [] and result["built"] == [] and not result["behaviour"]
+    assert result["validated"] == []  # every file was a hit: no pydantic, no kinds.specs, no manifests.models
     assert not result["ports"]  # the LLM ports' dataclasses (5 ms to build) only where a run or an evaluation needs them
     assert not result["cryptography"]  # 13 ms: the stored API key's signature is checked with the standard library
     assert result["commands"] == ["core", "options"]  # the other commands' modules (about 5 ms) stay unimported
     assert not result["writer"]  # apply's executor and the SQLite writer: only where something is written
     result = _probe(tmp_path, "validate", str(root))
-    assert result["code"] == 0 and result["heavy"] == [] and result["built"] == [], result["stderr"]
+    assert result["code"] == 0 and result["heavy"] == [] and result["built"] == [] and result["validated"] == [], result["stderr"]
+    result = _probe(tmp_path, "plan", str(root), "--db", url, "--detailed-exitcode", env={"RECONCILER_NO_CACHE": "1"})
+    assert result["code"] == 0 and "No changes." in result["stdout"], result["stderr"]
+    assert result["validated"] == ["pydantic", "pydantic_core", "reconciler.kinds.specs", "reconciler.manifests.models"]  # what the probe sees
 
 
 def test_a_plan_with_changes_saved_without_sqlalchemy_applies(applied: tuple[Path, str], tmp_path: Path, cli_run) -> None:
@@ -150,13 +156,15 @@ def test_databases_that_cannot_be_read_are_reported_as_the_engine_reports_them(a
 
 
 def _models(value: Any) -> Any:
-    """Every pydantic model in ``value``, nested ones included."""
+    """Every pydantic model or record in ``value``, nested ones included, in the same order for both."""
     from pydantic import BaseModel
 
-    if isinstance(value, BaseModel):
+    from reconciler.kinds.base import Record
+
+    if isinstance(value, BaseModel | Record):
         yield value
-        for name in type(value).__pydantic_fields__:
-            yield from _models(getattr(value, name))
+        for v in value.__dict__.values():
+            yield from _models(v)
     elif isinstance(value, list | tuple):
         for v in value:
             yield from _models(v)
@@ -166,10 +174,12 @@ def _models(value: Any) -> Any:
 
 
 def test_plain_dump_is_model_dump_for_every_manifest_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``plain_dump`` stands in for ``model_dump`` on the specs a plan reads (validated, and
-    rebuilt from the parse cache without validation), nested models, NULLs and odd values included."""
-    from reconciler.kinds.base import plain_dump
+    """``plain_dump`` of the records a plan reads (made after validation, and rebuilt from the
+    parse cache without validation) is ``model_dump`` of the models that validated them, nested
+    models, NULLs and odd values included; and ``plain_dump`` of a model is its ``model_dump``."""
+    from reconciler.kinds.base import Record, plain_dump
     from reconciler.manifests.loader import load_manifests
+    from reconciler.manifests.models import MANIFEST_MODELS
 
     root = tmp_path / "odd"
     root.mkdir()
@@ -202,11 +212,16 @@ spec:
         fresh = load_manifests([str(source)])
         cached = load_manifests([str(source)])
         for validated, rebuilt in zip(fresh.manifests, cached.manifests, strict=True):
-            for a, b in zip(_models(validated.spec), _models(rebuilt.spec), strict=True):
+            model = MANIFEST_MODELS[validated.kind].model_validate(validated.raw.data).spec
+            trios = zip(_models(model), _models(validated.spec), _models(rebuilt.spec), strict=True)
+            for a, made, read in trios:
+                assert isinstance(made, Record) and isinstance(read, Record) and made == read
+                assert made.model == read.model == type(a).__name__
                 for exclude_none in (False, True):
                     expected = a.model_dump(exclude_none=exclude_none)
                     assert plain_dump(a, exclude_none=exclude_none) == expected
-                    assert json.dumps(plain_dump(b, exclude_none=exclude_none)) == json.dumps(expected)
+                    assert json.dumps(plain_dump(made, exclude_none=exclude_none)) == json.dumps(expected)
+                    assert json.dumps(plain_dump(read, exclude_none=exclude_none)) == json.dumps(expected)
                 checked += 1
     assert checked > 40
 

@@ -1,6 +1,6 @@
 """Agent: a model, a prompt and its settings on a provider (the seed's ``agent_configs``).
 
-A new agent field goes here (spec model, essence; a field without a column is kept in the
+A new agent field goes into its spec model (``kinds.specs.AgentSpec``) and here (essence; a field without a column is kept in the
 bookkeeping by listing it in ``extra_fields``) and, when the model sees it, in the LLM port
 (``llm/ports.AgentConfig``) and the adapter that sends it. See docs/development.md.
 """
@@ -10,9 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from pydantic import Field
-
-from reconciler.kinds.base import NAME_PATTERN, Kind, KindName, Reference, Strict, column_rows, listing, named_table, plain_dump, plain_export
+from reconciler.kinds.base import Kind, KindName, Reference, column_rows, listing, named_table, plain_dump, plain_export
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection, Table
@@ -35,35 +33,6 @@ def _table(name: str) -> Table:
         Column("max_tokens", Integer),
         Column("is_active", Boolean, nullable=False, default=True),
     )
-
-
-class Prices(Strict):
-    """Overrides for cost estimates, in USD per million tokens."""
-
-    input_per_mtok: float = Field(ge=0)
-    output_per_mtok: float = Field(ge=0)
-
-
-class AgentExample(Strict):
-    """A worked example, sent to the model as a user message and its answer before every prompt."""
-
-    input: str = Field(min_length=1, description="the user message, written as the run's prompt_template renders a prompt")
-    output: Any = Field(description="the answer: a value that fits the response_schema of every task the agent is assigned to")
-
-
-class AgentSpec(Strict):
-    description: str | None = None
-    provider: str = Field(pattern=NAME_PATTERN)
-    model_name: str = Field(min_length=1, max_length=255)  # the column is VARCHAR(255)
-    system_prompt: str = ""
-    temperature: float = Field(default=0.7, ge=0.0, le=2.0)
-    max_tokens: int | None = Field(default=None, gt=0, le=2**31 - 1)  # a 32-bit INTEGER column
-    prices: Prices | None = None
-    examples: list[AgentExample] = Field(
-        default_factory=list,
-        description="few-shot examples sent as user/assistant message pairs before each prompt (checked against the tasks' response_schema)",
-    )
-    is_active: bool = True
 
 
 _COLUMNS = ("description", "model_name", "system_prompt", "temperature", "max_tokens", "is_active")
@@ -114,7 +83,7 @@ def agent_config(name: str, row: Mapping[str, Any], applied: Mapping[str, Any]) 
 
 AGENT = Kind(
     name=KindName.AGENT,
-    spec_model=AgentSpec,
+    spec="AgentSpec",
     essence=_essence,
     **column_rows("agent_configs", _table, _COLUMNS, _REFERENCES, types={"temperature": "float"}),
     export=plain_export(

@@ -6,15 +6,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from pydantic import Field
-
 from reconciler.kinds.base import (
-    NAME_PATTERN,
     Fingerprint,
     Kind,
     KindName,
     Reference,
-    Strict,
     column_rows,
     id_column,
     listing,
@@ -42,12 +38,6 @@ def _table(name: str) -> Table:
         Column("assigned_at", DateTime(timezone=True), nullable=False, default=utcnow),
         UniqueConstraint("agent_id", "task_id", name="uq_agent_task"),
     )
-
-
-class AssignmentSpec(Strict):
-    agent: str = Field(pattern=NAME_PATTERN)
-    task: str = Field(pattern=NAME_PATTERN)
-    is_active: bool = True
 
 
 _COLUMNS = ("is_active",)
@@ -100,7 +90,7 @@ def _list_rows(conn: Connection, managed: Mapping[str, str]) -> list[dict[str, A
 
 ASSIGNMENT = Kind(
     name=KindName.ASSIGNMENT,
-    spec_model=AssignmentSpec,
+    spec="AssignmentSpec",
     essence=_essence,
     **column_rows("agent_task_assignments", _table, _COLUMNS, _REFERENCES, name_of=pair_name),
     export=plain_export(("agent", "task"), _REFERENCES),

@@ -1,7 +1,7 @@
 """What every resource kind is made of, and the pieces the kinds share.
 
-A ``Kind`` is one frozen object that owns everything about a resource kind: its manifest spec
-model, its table, the order it is written in, which fields refer to other kinds (and through which
+A ``Kind`` is one frozen object that owns everything about a resource kind: the name of its
+manifest spec's model (the models are in ``kinds.specs``), its table, the order it is written in, which fields refer to other kinds (and through which
 column), which are sensitive or have no column of their own, and the functions that turn a manifest
 into an essence, an essence into row values, a row into an essence and an essence back into a
 manifest. The pipeline (desired state, diff, apply, snapshot, guards, the loader's reference
@@ -26,14 +26,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypedDict
-
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-from pydantic_core import PydanticCustomError
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple, TypedDict
 
 if TYPE_CHECKING:
     import uuid
 
+    from pydantic import BaseModel
     from sqlalchemy import Column, Connection, MetaData, Table
 
     from reconciler.manifests.loader import Manifest
@@ -129,73 +127,83 @@ def listing(row: Any, fields: tuple[str, ...], managed: Mapping[str, str], **ext
 # -- manifest pieces every kind uses ----------------------------------------------------------
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, defer_build=True)
+class Record:
+    """A validated spec, or a model inside one, as plain data: the model's fields as attributes,
+    in its declaration order, frozen. A ``Manifest``'s spec is one whether it was validated now or
+    read back from the parse cache (``manifests/modelcodec``): the kinds read specs by attribute
+    only, and a record serves that without pydantic, so a plan whose files are all in the cache
+    never imports it (``kinds.specs``). ``model``: the name of the model in ``kinds.specs`` that
+    validated it; each has its own record class (``record_class``)."""
+
+    model: ClassVar[str] = ""
+
+    def __init__(self, fields: dict[str, Any]) -> None:
+        object.__setattr__(self, "__dict__", fields)
+
+    if TYPE_CHECKING:  # its fields are its model's: any name, read as Any
+
+        def __getattr__(self, name: str) -> Any: ...
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"{type(self).__name__} is frozen: cannot set {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"{type(self).__name__} is frozen: cannot delete {name!r}")
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other.__dict__ == self.__dict__
+
+    __hash__ = None  # type: ignore[assignment]  # its fields may be dicts and lists
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.__dict__.items())})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_record, (self.model, self.__dict__))
 
 
-def plain_dump(model: BaseModel, *, exclude_none: bool = False) -> dict[str, Any]:
-    """``model.model_dump(exclude_none=...)`` without pydantic's serializer. A spec read from the
-    parse cache is rebuilt without validation (``manifests/modelcodec``), and the first
-    ``model_dump`` of a deferred model builds its schema (20 ms and pydantic's plugin lookup) on a
-    plan that validates nothing. Fields in declaration order, nested models dumped alike, lists,
-    tuples and dicts copied (``exclude_none`` applies to model fields only, as pydantic's does)."""
+@functools.cache
+def record_class(model: str) -> type[Record]:
+    """The record class of the model named ``model`` (``isinstance(value, record_class("FileRef"))``)."""
+    return type(model, (Record,), {"model": model, "__module__": __name__})
+
+
+def _rebuild_record(model: str, fields: dict[str, Any]) -> Record:
+    return record_class(model)(fields)
+
+
+def plain_dump(model: Any, *, exclude_none: bool = False) -> dict[str, Any]:
+    """A ``Record`` (or a pydantic model) as dicts: what ``model_dump(exclude_none=...)`` gives,
+    without pydantic's serializer. Fields in declaration order (a model's ``__dict__`` holds its
+    fields in that order too), nested models dumped alike, lists, tuples and dicts copied
+    (``exclude_none`` applies to model fields only, as pydantic's does)."""
     out: dict[str, Any] = {}
-    for name in type(model).__pydantic_fields__:
-        value = getattr(model, name)
+    for name, value in model.__dict__.items():
         if value is None and exclude_none:
             continue
         out[name] = _plain(value, exclude_none)
     return out
 
 
+def _is_model(value: Any) -> bool:
+    return isinstance(value, Record) or hasattr(type(value), "__pydantic_fields__")
+
+
 def _plain(value: Any, exclude_none: bool) -> Any:
-    if isinstance(value, BaseModel):
-        return plain_dump(value, exclude_none=exclude_none)
+    if value.__class__ in _ATOMS:
+        return value
     if isinstance(value, dict):
         return {k: _plain(v, exclude_none) for k, v in value.items()}
     if value.__class__ is list:
         return [_plain(v, exclude_none) for v in value]
     if value.__class__ is tuple:
         return tuple(_plain(v, exclude_none) for v in value)
+    if _is_model(value):
+        return plain_dump(value, exclude_none=exclude_none)
     return value
 
 
-class FileRef(Strict):
-    """Read a value from a file, relative to the manifest that names it."""
-
-    from_file: str = Field(min_length=1)
-
-
-class SecretRef(Strict):
-    """Where a secret comes from. Manifests never hold the secret itself."""
-
-    from_env: str | None = Field(default=None, min_length=1, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-    from_file: str | None = Field(default=None, min_length=1)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _reject_literal(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            raise PydanticCustomError(
-                "literal_secret",
-                "a literal API key is not allowed in a manifest (it would end up in git)",
-            )
-        return value
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> SecretRef:
-        if (self.from_env is None) == (self.from_file is None):
-            raise PydanticCustomError("secret_ref_shape", "give exactly one of from_env or from_file")
-        return self
-
-    def describe(self) -> str:
-        return f"env:{self.from_env}" if self.from_env is not None else f"file:{self.from_file}"
-
-
-class Metadata(Strict):
-    name: str = Field(pattern=NAME_PATTERN, description="lowercase letters, digits and '-', unique per kind")
-    labels: dict[str, str] = Field(default_factory=dict)
-    annotations: dict[str, str] = Field(default_factory=dict)
+_ATOMS = frozenset((str, int, float, bool, type(None)))
 
 
 # -- the kind object ----------------------------------------------------------------------------
@@ -283,7 +291,7 @@ class Kind:
     name: KindName
     table_name: str
     make_table: Callable[[str], Table] = field(compare=False, repr=False)  # SQLAlchemy's table, given its name (see ``table``)
-    spec_model: type[BaseModel]
+    spec: str  # the name of its spec's model in ``kinds.specs`` (``spec_model``)
     # manifest (and the provider secret fingerprint function, or None) -> comparable essence
     essence: Essence
     # essence (plus "_"-prefixed payload) and the ids of every (kind, name) -> column values
@@ -310,6 +318,15 @@ class Kind:
     status_values: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     get_columns: tuple[str, ...] = ()  # `reconciler get PLURAL` table columns
     list_rows: Callable[[Connection, Mapping[str, str]], list[dict[str, Any]]] | None = None  # for `get`
+
+    @property
+    def spec_model(self) -> type[BaseModel]:
+        """The pydantic model that validates this kind's spec: imports ``kinds.specs`` and pydantic,
+        which only validating a document needs."""
+        from reconciler.kinds import specs
+
+        model: type[BaseModel] = getattr(specs, self.spec)
+        return model
 
     @property
     def table(self) -> Table:

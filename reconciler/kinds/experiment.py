@@ -8,23 +8,12 @@ an experiment is history once it starts: never pruned, never changed.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import Field, model_validator
-from pydantic_core import PydanticCustomError
-
-from reconciler.kinds.base import NAME_PATTERN, Fingerprint, KindName, Reference, Strict, id_column, table_metadata, timestamp_columns
+from reconciler.kinds.base import Fingerprint, KindName, Reference, id_column, table_metadata, timestamp_columns
 from reconciler.kinds.run import (
-    ExpectedAt,
-    InputsFile,
-    PromptTemplate,
-    Retries,
-    RunInputs,
-    TimeoutSeconds,
-    Trigger,
     batch_essence,
     batch_kind,
-    one_input_source,
 )
 
 if TYPE_CHECKING:
@@ -55,38 +44,6 @@ def _table(name: str) -> Table:
     )
 
 
-AgentName = Annotated[str, Field(pattern=NAME_PATTERN)]
-
-
-class ExperimentSpec(Strict):
-    task: str = Field(pattern=NAME_PATTERN)
-    agents: list[AgentName] = Field(min_length=1, max_length=16, description="one arm per agent; each must be assigned to the task")
-    baseline: str | None = Field(default=None, pattern=NAME_PATTERN, description="the agent the others are compared with (default: the first)")
-    inputs: RunInputs = None
-    inputs_file: InputsFile = None
-    prompt_template: PromptTemplate = None
-    expected: ExpectedAt = None
-    repeats: int = Field(default=1, ge=1, le=100, description="each input is asked this many times per agent")
-    concurrency: int = Field(default=4, ge=1, le=256, description="workers shared by every arm")
-    max_retries: Retries = 2
-    timeout_seconds: TimeoutSeconds = 120.0
-    trigger: Trigger = "manual"
-
-    @model_validator(mode="after")
-    def _check(self) -> ExperimentSpec:
-        one_input_source(self, "experiment_inputs")
-        twice = sorted({a for a in self.agents if self.agents.count(a) > 1})
-        if twice:
-            raise PydanticCustomError("experiment_agents", "agents are listed once each; repeated: {twice}", {"twice": ", ".join(twice)})
-        if self.baseline is not None and self.baseline not in self.agents:
-            raise PydanticCustomError(
-                "experiment_baseline",
-                "baseline '{baseline}' is not one of the agents ({agents})",
-                {"baseline": self.baseline, "agents": ", ".join(self.agents)},
-            )
-        return self
-
-
 _FIELDS = ("inputs", "prompt_template", "expected", "repeats", "concurrency", "max_retries", "timeout_seconds", "trigger")
 
 
@@ -96,4 +53,4 @@ def _essence(m: Manifest, fingerprint: Fingerprint | None) -> dict[str, Any]:
     return {"task": s.task, "agents": list(s.agents), "baseline": s.baseline or s.agents[0], **batch_essence(m, _FIELDS)}
 
 
-EXPERIMENT = batch_kind(KindName.EXPERIMENT, ExperimentSpec, _essence, ("experiments", _table), "task", Reference("task_id", KindName.TASK))
+EXPERIMENT = batch_kind(KindName.EXPERIMENT, "ExperimentSpec", _essence, ("experiments", _table), "task", Reference("task_id", KindName.TASK))

@@ -7,9 +7,6 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
-from pydantic import Field, model_validator
-from pydantic_core import PydanticCustomError
-
 from reconciler.kinds.base import (
     ExportedSpec,
     ExportSource,
@@ -19,8 +16,6 @@ from reconciler.kinds.base import (
     Names,
     RowRead,
     RowSource,
-    SecretRef,
-    Strict,
     column_writer,
     inactive_flag,
     iso,
@@ -56,49 +51,9 @@ def _table(name: str) -> Table:
     )
 
 
-class RateLimit(Strict):
-    """Requests and tokens per minute; every run, experiment arm and test in a process shares them."""
-
-    requests_per_minute: int | None = Field(default=None, gt=0)
-    tokens_per_minute: int | None = Field(default=None, gt=0)
-
-    @model_validator(mode="after")
-    def _at_least_one(self) -> RateLimit:
-        if self.requests_per_minute is None and self.tokens_per_minute is None:
-            raise PydanticCustomError("rate_limit_empty", "give requests_per_minute, tokens_per_minute or both")
-        return self
-
-
-class ProviderSpec(Strict):
-    type: ProviderType
-    base_url: str | None = Field(
-        default=None,
-        max_length=2048,
-        pattern=r"^https?://\S+$",
-        description="required for ollama and openai-compatible; anthropic and google default to the public API (give the root, without /v1)",
-    )
-    api_key: SecretRef | None = Field(default=None, description="required for anthropic and google, and for openai without a base_url")
-    model_path: str | None = Field(default=None, description="llamacpp only: a GGUF file to serve")
-    rate_limit: RateLimit | None = None
-    is_active: bool = True
-
-    @model_validator(mode="after")
-    def _check_type_fields(self) -> ProviderSpec:
-        if self.type == "ollama" and not self.base_url:
-            raise PydanticCustomError("ollama_base_url", "an ollama provider needs base_url (e.g. http://localhost:11434)")
-        if self.type == "openai-compatible" and not self.base_url:
-            raise PydanticCustomError(
-                "compatible_base_url", "an openai-compatible provider needs base_url, the server's API root (e.g. http://localhost:8000/v1)"
-            )
-        if self.type in ("anthropic", "google") and self.api_key is None:
-            raise PydanticCustomError(
-                "provider_api_key",
-                "an {type} provider needs api_key, a reference such as from_env: {var}",
-                {"type": self.type, "var": "ANTHROPIC_API_KEY" if self.type == "anthropic" else "GEMINI_API_KEY"},
-            )
-        if self.model_path is not None and self.type != "llamacpp":
-            raise PydanticCustomError("model_path_type", "model_path is only for type: llamacpp")
-        return self
+def describe_secret(ref: Any) -> str:
+    """Where a secret reference (``kinds.specs.SecretRef``) reads from, as the plan shows it."""
+    return f"env:{ref.from_env}" if ref.from_env is not None else f"file:{ref.from_file}"
 
 
 def ciphertext_digest(token: bytes | None) -> str | None:
@@ -119,7 +74,7 @@ def _essence(m: Manifest, fingerprint: Fingerprint | None) -> dict[str, Any]:
     api_key = None
     if s.api_key is not None:
         assert fingerprint is not None, "a provider with an api_key needs the secret fingerprint function"
-        api_key = {"ref": s.api_key.describe(), "hmac": fingerprint(plain_dump(s.api_key, exclude_none=True), m)}
+        api_key = {"ref": describe_secret(s.api_key), "hmac": fingerprint(plain_dump(s.api_key, exclude_none=True), m)}
     rate_limit = plain_dump(s.rate_limit, exclude_none=True) if s.rate_limit is not None else None
     return {
         "type": s.type,
@@ -218,7 +173,7 @@ PROVIDER = Kind(
     name=KindName.PROVIDER,
     table_name="llm_providers",
     make_table=_table,
-    spec_model=ProviderSpec,
+    spec="ProviderSpec",
     essence=_essence,
     row_values=column_writer(("type", "base_url", "is_active")),
     read=_read,

@@ -4,15 +4,10 @@ configuration snapshot it used. A run is history once it starts: never pruned, n
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Any, Literal
-
-from pydantic import ConfigDict, Discriminator, Field, Tag, model_validator
-from pydantic_core import PydanticCustomError
-from typing_extensions import TypedDict
+from typing import TYPE_CHECKING, Any
 
 from reconciler.hashing import sha256_hex
 from reconciler.kinds.base import (
-    NAME_PATTERN,
     Essence,
     Fingerprint,
     Ids,
@@ -22,7 +17,6 @@ from reconciler.kinds.base import (
     Reference,
     RowRead,
     RowSource,
-    Strict,
     id_column,
     not_exported,
     select_sql,
@@ -72,65 +66,6 @@ def _table(name: str) -> Table:
     )
 
 
-RunInput = str | dict[str, Any]
-
-
-class ExpectedFields(TypedDict):
-    """Where the right answer is: a field of each input, compared with a field of the model's output.
-    A plain dict (not a model) so it is stored and compared as it was written."""
-
-    __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
-    input: Annotated[str, Field(min_length=1, description="the input field holding the right answer")]
-    output: Annotated[str, Field(min_length=1, description="the property of the task's response_schema compared with it")]
-
-
-def _expected_form(value: Any) -> str:
-    return "fields" if isinstance(value, dict) else "name"
-
-
-# a callable discriminator: a mistake in one form is reported for that form only
-Expected = Annotated[
-    Annotated[str, Field(min_length=1), Tag("name")] | Annotated[ExpectedFields, Tag("fields")],
-    Discriminator(_expected_form),
-]
-
-
-# the fields a Run and an Experiment share: their types and limits (each spec keeps its own order)
-RunInputs = Annotated[list[RunInput] | None, Field(min_length=1)]
-InputsFile = Annotated[str | None, Field(min_length=1, description="JSONL or CSV, relative to the manifest")]
-PromptTemplate = Annotated[str | None, Field(description="'{field}' placeholders filled from each input")]
-ExpectedAt = Annotated[
-    Expected | None,
-    Field(description="where the right answer is: {input: FIELD, output: PROPERTY}, or one name for both (accuracy)"),
-]
-Retries = Annotated[int, Field(ge=0, le=10)]
-TimeoutSeconds = Annotated[float, Field(gt=0, le=3600)]
-Trigger = Literal["manual", "on_apply"]
-
-
-def one_input_source(spec: Any, code: str) -> None:
-    """A batch reads exactly one of ``inputs`` or ``inputs_file``."""
-    if (spec.inputs is None) == (spec.inputs_file is None):
-        raise PydanticCustomError(code, "give exactly one of inputs or inputs_file")
-
-
-class RunSpec(Strict):
-    assignment: str = Field(pattern=NAME_PATTERN)
-    inputs: RunInputs = None
-    inputs_file: InputsFile = None
-    prompt_template: PromptTemplate = None
-    concurrency: int = Field(default=4, ge=1, le=256)
-    max_retries: Retries = 2
-    timeout_seconds: TimeoutSeconds = 120.0
-    expected: ExpectedAt = None
-    trigger: Trigger = "manual"
-
-    @model_validator(mode="after")
-    def _one_input_source(self) -> RunSpec:
-        one_input_source(self, "run_inputs")
-        return self
-
-
 def inputs_digest(inputs: list[dict[str, Any]]) -> str:
     return "sha256:" + sha256_hex(inputs)
 
@@ -153,9 +88,7 @@ def inputs_payload(m: Manifest) -> dict[str, Any]:
     return {"inputs": m.resolved.get("inputs") or []}
 
 
-def batch_kind(
-    name: KindName, spec_model: type[Strict], essence: Essence, table: tuple[str, Callable[[str], Table]], field: str, reference: Reference
-) -> Kind:
+def batch_kind(name: KindName, spec: str, essence: Essence, table: tuple[str, Callable[[str], Table]], field: str, reference: Reference) -> Kind:
     """A Run or an Experiment (see ``batch_essence``): its row holds the applied essence and the
     inputs in ``spec`` and the one reference (``field``); read back, it tells only whether it
     started (then it is immutable). History: never exported."""
@@ -177,7 +110,7 @@ def batch_kind(
         name=name,
         table_name=table_name,
         make_table=make_table,
-        spec_model=spec_model,
+        spec=spec,
         essence=essence,
         row_values=row_values,
         read=read,
@@ -195,4 +128,4 @@ def _essence(m: Manifest, fingerprint: Fingerprint | None) -> dict[str, Any]:
     return batch_essence(m, _FIELDS)
 
 
-RUN = batch_kind(KindName.RUN, RunSpec, _essence, ("analysis_runs", _table), "assignment", Reference("agent_assignment_id", KindName.ASSIGNMENT))
+RUN = batch_kind(KindName.RUN, "RunSpec", _essence, ("analysis_runs", _table), "assignment", Reference("agent_assignment_id", KindName.ASSIGNMENT))

@@ -15,14 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ValidationError
-
 from reconciler.errors import Location, Problem, ProblemList, ReconcilerError
-from reconciler.kinds import BY_NAME, Kind
-from reconciler.kinds.base import plain_dump
+from reconciler.kinds import BY_NAME, KIND_NAMES, Kind
+from reconciler.kinds.base import API_VERSION, plain_dump, record_class
 from reconciler.kinds.expected import expected_fields, expected_problem
 from reconciler.manifests import files, modelcodec
-from reconciler.manifests.models import API_VERSION, KIND_NAMES, MANIFEST_MODELS, FileRef
 from reconciler.manifests.parsecache import ParseCache, open_cache
 from reconciler.manifests.yamlfile import (
     NOT_PARSED,
@@ -38,6 +35,8 @@ from reconciler.manifests.yamlfile import (
 from reconciler.records import frozen_from
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel, ValidationError
+
     from reconciler.manifests.parseahead import Ahead
 
 ResourceKey = tuple[str, str]  # (kind, name)
@@ -51,7 +50,7 @@ class Manifest:
     name: str
     labels: dict[str, str]
     annotations: dict[str, str]
-    spec: Any  # the kind's spec model
+    spec: Any  # the kind's spec, a kinds.base.Record of its model (kinds.specs)
     raw: RawDocument = field(repr=False)
     root: Path = field(repr=False)
     resolved: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -168,17 +167,14 @@ def _parse_ahead(found: list[tuple[Path, str]], roots: list[Path], cache: ParseC
 def cache_salt() -> bytes:
     """What the parse cache's keys depend on besides a file's bytes: reconciler's version, the
     parser (``yamlfile.parser_salt``), and what validation depends on: the manifest models' code
-    (``kinds/``, ``models``, this module, ``modelcodec``, the schema check), pydantic's version and
-    the JSON Schema checkers' installations (found without importing them)."""
-    import pydantic
-    import pydantic_core
-
+    (``kinds/``, ``models``, this module, ``modelcodec``, the schema check), and pydantic's and the
+    JSON Schema checkers' installations (found without importing them: a hit needs no pydantic)."""
     import reconciler
 
     here = Path(__file__).resolve().parent
     code = [here / f for f in ("loader.py", "models.py", "modelcodec.py", "jsonschema_check.py")]
-    code += [*sorted((here.parent / "kinds").glob("*.py")), *installed_package_files("jsonschema_rs", "jsonschema")]
-    parts = [reconciler.__version__, pydantic.VERSION, pydantic_core.__version__, *parser_salt(), *source_stamps(code)]
+    code += [*sorted((here.parent / "kinds").glob("*.py")), *installed_package_files("pydantic", "pydantic_core", "jsonschema_rs", "jsonschema")]
+    parts = [reconciler.__version__, *parser_salt(), *source_stamps(code)]
     return "\0".join(parts).encode(errors="surrogateescape")
 
 
@@ -255,13 +251,16 @@ def _cached_manifests(entry: Any, display: str, text: str, root: Path) -> list[M
     out = []
     try:
         for index, line, column, kind, name, labels, annotations, spec in entry:
-            if not (index.__class__ is line.__class__ is column.__class__ is int) or kind not in MANIFEST_MODELS:
+            if not (index.__class__ is line.__class__ is column.__class__ is int) or kind not in BY_NAME:
                 return None
             if not (name.__class__ is str and labels.__class__ is dict and annotations.__class__ is dict):
                 return None
+            record = modelcodec.decode(spec)
+            if record.model != BY_NAME[kind].spec:
+                return None
             where = frozen_from(Location, {"file": display, "line": line, "column": column})
             doc = frozen_from(RawDocument, {"file": display, "index": index, "parsed": NOT_PARSED, "location": where, "text": text})
-            out.append(_manifest_of(kind, name, labels, annotations, modelcodec.decode(spec), doc, root))
+            out.append(_manifest_of(kind, name, labels, annotations, record, doc, root))
     except (TypeError, ValueError):
         return None
     return out
@@ -308,6 +307,8 @@ def _data_path(data: Any, loc: tuple[Any, ...]) -> tuple[FieldPath, str | None]:
 
 def _field_names(model: type[BaseModel], path: FieldPath) -> list[str]:
     """The fields a model allows at ``path`` (used to suggest a fix for an unknown field)."""
+    from pydantic import BaseModel
+
     current: Any = model
     for part in path[:-1]:
         if isinstance(part, int) or not (isinstance(current, type) and issubclass(current, BaseModel)):
@@ -399,6 +400,10 @@ def _validate_document(doc: RawDocument, problems: ProblemList) -> BaseModel | N
             )
         )
         return None
+    from pydantic import ValidationError  # only a file the parse cache does not hold is validated
+
+    from reconciler.manifests.models import MANIFEST_MODELS
+
     model = MANIFEST_MODELS[kind]
     try:
         return model.model_validate(data)
@@ -412,7 +417,7 @@ def _manifest(envelope: Any, doc: RawDocument, root: Path) -> Manifest:
     """A validated envelope as a Manifest (the files it refers to are read by ``_resolve_files``,
     for cached manifests too: the parse cache never holds what another file says)."""
     meta = envelope.metadata
-    return _manifest_of(envelope.kind, meta.name, dict(meta.labels), dict(meta.annotations), envelope.spec, doc, root)
+    return _manifest_of(envelope.kind, meta.name, dict(meta.labels), dict(meta.annotations), modelcodec.to_record(envelope.spec), doc, root)
 
 
 def _manifest_of(kind: str, name: str, labels: dict[str, str], annotations: dict[str, str], spec: Any, raw: RawDocument, root: Path) -> Manifest:
@@ -425,13 +430,16 @@ def _file_problem(m: Manifest, field_path: FieldPath, err: files.FileRefError) -
     return Problem(str(err), m.raw.where(field_path), m.title, ".".join(map(str, field_path)), err.hint)
 
 
+_FILE_REF = record_class("FileRef")  # kinds.specs.FileRef: {from_file: path}
+
+
 def _resolve_files(m: Manifest, path: Path, problems: ProblemList, cached: bool = False) -> None:
     """Read the files a manifest points at, so later checks and the plan see their content.
     ``cached``: the manifest comes from the parse cache, so its inline schema was checked already
     (the cache key covers the checkers' installations); what other files hold is checked again."""
     if m.kind == "Task":
         schema = m.spec.response_schema
-        if isinstance(schema, FileRef):
+        if isinstance(schema, _FILE_REF):
             try:
                 m.resolved["response_schema"] = files.read_schema_file(files.resolve_within(m.root, path, schema.from_file))
             except files.FileRefError as err:
@@ -441,7 +449,7 @@ def _resolve_files(m: Manifest, path: Path, problems: ProblemList, cached: bool 
             m.resolved["response_schema"] = schema
         if m.spec.evaluation is not None:
             _resolve_inputs(m, m.spec.evaluation, path, problems, ("spec", "evaluation"), "evaluation_inputs")
-        if cached and not isinstance(schema, FileRef):
+        if cached and not isinstance(schema, _FILE_REF):
             return
         for p in _schema_problems(m):
             problems.add(p)

@@ -1,33 +1,34 @@
-"""Validated manifest specs as JSON and back, without validating again: what the parse cache stores.
+"""Validated manifest specs as records, as JSON and back: what the parse cache stores.
 
-Validating 10,000 documents with pydantic, and building the models' validators at start-up, cost
-more than reading the cached data itself. A validated model is therefore stored as its pickle
-state (what pydantic's ``__getstate__`` holds: field values and which fields were set; manifest
-models have no extras and no private attributes) in JSON, and rebuilt the way unpickling does:
-the same values of the same types, so the same model, with no validator involved.
+A validated spec travels through the pipeline as a ``kinds.base.Record``: its model's fields, in
+declaration order, as plain values (``to_record``, right after validation). The cache stores a
+record as JSON, and ``decode`` gives the same record back with no model and no validator
+involved, so a plan whose files are all in the cache imports neither pydantic nor the models
+(``kinds.specs``): about a third of a no-change plan's start-up. Only encoding, which follows a
+validation, looks at the models.
 
-Exactness is checked on the models' field types, once per class, not on every value: a model may
-be stored only if each of its fields holds JSON's own types (str, int, float, bool, None, lists,
-dicts with text keys, TypedDicts of those, ``Any``, text literals) or other such models. ``Any`` holds what the YAML
-reader produced, which is exactly those types. Values JSON cannot hold (an integer beyond 64
-bits) make the encoder refuse the file. A class whose fields do not qualify (a tuple, an enum, a
-date...) is never stored, so a new field type can make the cache miss, never differ.
+Exactness is checked on the models' field types, once per class, not on every value: a record may
+be stored only if each of its model's fields holds JSON's own types (str, int, float, bool, None,
+lists, dicts with text keys, TypedDicts of those, ``Any``, text literals) or other such models.
+``Any`` holds what the YAML reader produced, which is exactly those types. Values JSON cannot
+hold (an integer beyond 64 bits) make the encoder refuse the file. A class whose fields do not
+qualify (a tuple, an enum, a date...) is never stored, so a new field type can make the cache
+miss, never differ.
 
-An encoded model is ``[MARK, class, fields, fields_set, nested]`` where ``nested`` names the
-fields holding models (directly or in lists). MARK starts with a NUL character, which no manifest
-text can hold (the YAML reader refuses it), so no data can be mistaken for a model. Only the model
-classes of manifests can be named.
+An encoded record is ``[MARK, model, fields, nested]`` where ``nested`` names the fields holding
+records (directly or in lists). MARK starts with a NUL character, which no manifest text can hold
+(the YAML reader refuses it), so no data can be mistaken for a record.
 """
 
 from __future__ import annotations
 
-import types
-import typing
 from functools import cache
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Any
 
-import typing_extensions
-from pydantic import BaseModel
+from reconciler.kinds.base import Record, record_class
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 MARK = "\x00model"
 _JSON_ATOMS = (str, int, float, bool, type(None))
@@ -37,37 +38,41 @@ class Uncacheable(Exception):
     """The value would not come back from JSON exactly as it is."""
 
 
-def _all_models() -> list[type[BaseModel]]:
-    from reconciler.manifests.models import MANIFEST_MODELS
-
-    return list(MANIFEST_MODELS.values())
+# -- the models' shapes (only after a validation: these import pydantic) ------------------------
 
 
 @cache
 def _classes() -> dict[str, type[BaseModel]]:
-    """Every model class a manifest can hold, by name: the envelopes and what their fields refer to."""
+    """Every model class a manifest can hold, by name: the specs and what their fields refer to."""
+    import typing
+
+    from pydantic import BaseModel
+
+    from reconciler.kinds import KINDS
+
     found: dict[str, type[BaseModel]] = {}
-    pending: list[Any] = _all_models()
+    pending: list[Any] = [k.spec_model for k in KINDS]
     while pending:
         item = pending.pop()
         if not (isinstance(item, type) and issubclass(item, BaseModel)):
             pending += typing.get_args(item)  # Optional, Union, list[...], Annotated[...]
         elif item not in found.values():
-            name = f"{item.__module__}.{item.__qualname__}"
-            if name in found:
-                raise RuntimeError(f"two manifest models are named {name}")  # pragma: no cover
-            found[name] = item
+            if item.__name__ in found:
+                raise RuntimeError(f"two manifest models are named {item.__name__}")  # pragma: no cover
+            found[item.__name__] = item
             pending += [f.annotation for f in item.__pydantic_fields__.values()]
     return found
 
 
-@cache
-def _names() -> dict[type[BaseModel], str]:
-    return {cls: name for name, cls in _classes().items()}
-
-
 def _shape(annotation: Any) -> tuple[bool, bool]:
     """(values of this type come back from JSON exactly, they can hold models)."""
+    import types
+    import typing
+    from typing import Annotated, Literal, Union
+
+    import typing_extensions
+    from pydantic import BaseModel
+
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if annotation is Any or annotation in _JSON_ATOMS:
@@ -105,39 +110,81 @@ def _layout(cls: type[BaseModel]) -> tuple[str, ...] | None:
     return tuple(nested)
 
 
-def _encode_value(value: Any) -> Any:
-    if isinstance(value, BaseModel):
-        return encode(value)
-    if value.__class__ is list:
-        return [_encode_value(v) for v in value]
-    return value
-
-
 @cache
-def _storable() -> dict[type[BaseModel], tuple[str, tuple[str, ...]]]:
-    """Model class -> (its name, the fields that can hold models), for the classes that can be stored."""
+def _storable() -> dict[str, tuple[str, ...]]:
+    """Model name -> the fields that can hold models, for the models whose records can be stored."""
     out = {}
     for name, cls in _classes().items():
         layout = _layout(cls)
         if layout is not None:
-            out[cls] = (name, layout)
+            out[name] = layout
     return out
 
 
-def encode(model: BaseModel) -> list[Any]:
-    """A validated model as JSON data; raises Uncacheable."""
-    found = _storable().get(model.__class__)
-    if found is None:
-        raise Uncacheable(f"{type(model).__name__} cannot be stored exactly")
-    name, layout = found
-    values = model.__dict__
+# -- model -> record (after validation) -------------------------------------------------------
+
+
+def to_record(model: BaseModel) -> Record:
+    """A validated model as a record: the same values, nested models as records too. Only the
+    fields whose type can hold a model are walked; the others' values are the model's own."""
+    cls = type(model)
+    fields = dict(model.__dict__)
+    for name in _nesting(cls):
+        value = fields[name]
+        if value is not None:
+            fields[name] = _to_plain(value)
+    return record_class(cls.__name__)(fields)
+
+
+@cache
+def _nesting(cls: type[BaseModel]) -> tuple[str, ...]:
+    """The fields of ``cls`` that can hold models, and those of a type ``_shape`` does not know."""
+    out = []
+    for name, info in cls.__pydantic_fields__.items():
+        ok, models = _shape(info.annotation)
+        if models or not ok:
+            out.append(name)
+    return tuple(out)
+
+
+def _to_plain(value: Any) -> Any:
+    if value.__class__ in _JSON_ATOMS:
+        return value
+    if value.__class__ is list:
+        return [_to_plain(v) for v in value]
+    if value.__class__ is dict:
+        return {k: _to_plain(v) for k, v in value.items()}
+    if value.__class__ is tuple:
+        return tuple(_to_plain(v) for v in value)
+    if hasattr(type(value), "__pydantic_fields__"):
+        return to_record(value)
+    return value
+
+
+# -- record <-> JSON data ---------------------------------------------------------------------
+
+
+def encode(record: Record) -> list[Any]:
+    """A record as JSON data; raises Uncacheable when its model's values might not come back exactly."""
+    layout = _storable().get(record.model) if isinstance(record, Record) else None
+    if layout is None:
+        raise Uncacheable(f"{type(record).__name__} cannot be stored exactly")
+    values = record.__dict__
     if not layout:
-        return [MARK, name, values, sorted(model.__pydantic_fields_set__), []]
+        return [MARK, record.model, values, []]
     fields = dict(values)
     nested = [f for f in layout if values[f] is not None]
     for f in nested:
         fields[f] = _encode_value(values[f])
-    return [MARK, name, fields, sorted(model.__pydantic_fields_set__), nested]
+    return [MARK, record.model, fields, nested]
+
+
+def _encode_value(value: Any) -> Any:
+    if isinstance(value, Record):
+        return encode(value)
+    if value.__class__ is list:
+        return [_encode_value(v) for v in value]
+    return value
 
 
 def _decode_value(value: Any) -> Any:
@@ -148,23 +195,17 @@ def _decode_value(value: Any) -> Any:
     return value
 
 
-_set = object.__setattr__
-
-
-def decode(data: Any) -> BaseModel:
-    """The model ``encode`` gave ``data`` for; raises ValueError when ``data`` is not such an encoding."""
-    if data.__class__ is not list or len(data) != 5 or data[0] != MARK:
-        raise ValueError("not an encoded manifest model")
-    _, name, fields, fields_set, nested = data
-    cls = _classes().get(name)
-    if cls is None or fields.__class__ is not dict or fields.keys() != cls.__pydantic_fields__.keys():
-        raise ValueError(f"not an encoded {name}")
+def decode(data: Any) -> Record:
+    """The record ``encode`` gave ``data`` for; raises ValueError when ``data`` is not such an
+    encoding. No model is consulted: the entry's checksum and key (which covers the models' code)
+    already say it was written by this code for these bytes."""
+    if data.__class__ is not list or len(data) != 4 or data[0] != MARK:
+        raise ValueError("not an encoded manifest record")
+    _, model, fields, nested = data
+    if model.__class__ is not str or fields.__class__ is not dict or nested.__class__ is not list:
+        raise ValueError("not an encoded manifest record")
     for field in nested:
+        if field not in fields:
+            raise ValueError(f"an encoded {model} has no field {field!r}")
         fields[field] = _decode_value(fields[field])
-    model = cls.__new__(cls)
-    # what BaseModel.__setstate__ (unpickling) does, without the call
-    _set(model, "__pydantic_fields_set__", set(fields_set))
-    _set(model, "__pydantic_extra__", None)
-    _set(model, "__pydantic_private__", None)
-    _set(model, "__dict__", fields)
-    return model
+    return record_class(model)(fields)

@@ -1,7 +1,8 @@
 """The manifest envelope of every kind: ``apiVersion``, ``kind``, ``metadata`` and the kind's spec.
 
-Each kind's spec model lives in its module under ``reconciler/kinds/`` (the single source of truth
-for its fields, types and ranges); this module wraps them. ``schemas/*.json`` are generated from
+Each kind's spec model lives in ``reconciler/kinds/specs.py`` (the single source of truth for its
+fields, types and ranges; ``Kind.spec`` names it); this module wraps them. Only validating a
+document imports it: a spec read from the parse cache needs no model (``modelcodec``). ``schemas/*.json`` are generated from
 these models (``python -m reconciler.manifests.schemas``) and a test proves the committed files agree.
 """
 
@@ -12,12 +13,22 @@ from typing import Literal
 from pydantic import BaseModel
 
 from reconciler.kinds import KINDS
-from reconciler.kinds.agent import AgentExample, AgentSpec, Prices
-from reconciler.kinds.assignment import AssignmentSpec
-from reconciler.kinds.base import API_VERSION, NAME_PATTERN, FileRef, Metadata, SecretRef, Strict
-from reconciler.kinds.provider import ProviderSpec, ProviderType
-from reconciler.kinds.run import RunInput, RunSpec
-from reconciler.kinds.task import TaskSpec
+from reconciler.kinds.base import API_VERSION, NAME_PATTERN
+from reconciler.kinds.provider import ProviderType
+from reconciler.kinds.specs import (
+    AgentExample,
+    AgentSpec,
+    AssignmentSpec,
+    FileRef,
+    Metadata,
+    Prices,
+    ProviderSpec,
+    RunInput,
+    RunSpec,
+    SecretRef,
+    Strict,
+    TaskSpec,
+)
 
 SPEC_MODELS: dict[str, type[BaseModel]] = {str(k.name): k.spec_model for k in KINDS}
 KIND_NAMES = tuple(SPEC_MODELS)

@@ -46,7 +46,7 @@ class Target:
 
     before: LiveConfig | None
     after: LiveConfig
-    evaluation: Any  # kinds.task.TaskEvaluation
+    evaluation: Any  # a Record of kinds.specs.TaskEvaluation
     inputs: list[dict[str, Any]]
 
     @property
