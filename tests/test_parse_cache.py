@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict
 
 import reconciler
 from reconciler.errors import ReconcilerError
+from reconciler.kinds.base import plain_dump, record_class
 from reconciler.manifests import modelcodec, parsecache, yamlfile
 from reconciler.manifests.loader import ManifestSet, ParsedFiles, cache_salt, load_manifests
 from reconciler.manifests.parsecache import ParseCache, default_directory, open_cache
@@ -375,6 +376,35 @@ def test_model_classes_with_types_json_changes_are_never_stored() -> None:
         modelcodec.encode(WithTuple(pair=(1, 2)))  # not a manifest model either
     for cls in modelcodec._classes().values():
         assert modelcodec._layout(cls) is not None, cls  # every manifest model can be stored today
+    # a model that cannot be stored still becomes a record, its nested models found anywhere
+    record = modelcodec.to_record(Fine(name="n", data={"k": [1]}, nested=[WithTuple(pair=(1, 2))]))
+    assert record == record_class("Fine")({"name": "n", "data": {"k": [1]}, "nested": [record_class("WithTuple")({"pair": (1, 2)})]})
+    with pytest.raises(modelcodec.Uncacheable):
+        modelcodec.encode(record)
+
+
+def test_a_record_is_frozen_plain_data_that_pickles() -> None:
+    """What a manifest's spec is (validated now or read from the cache): read by attribute, equal by
+    model and values, frozen, and kept by pickle (a process pool may carry one)."""
+    import pickle
+
+    ref = record_class("FileRef")({"from_file": "schema.json"})
+    assert ref.from_file == "schema.json" and type(ref) is record_class("FileRef") and ref.model == "FileRef"
+    assert repr(ref) == "FileRef(from_file='schema.json')"
+    assert ref == record_class("FileRef")({"from_file": "schema.json"})
+    assert ref != record_class("SecretRef")({"from_file": "schema.json"}) and ref != {"from_file": "schema.json"}
+    with pytest.raises(AttributeError, match="frozen"):
+        ref.from_file = "other.json"
+    with pytest.raises(AttributeError, match="frozen"):
+        del ref.from_file
+    with pytest.raises(AttributeError):
+        ref.missing  # noqa: B018
+    again = pickle.loads(pickle.dumps(ref))
+    assert again == ref and type(again) is type(ref)
+    assert plain_dump(record_class("Outer")({"ref": ref, "refs": [ref], "none": None}), exclude_none=True) == {
+        "ref": {"from_file": "schema.json"},
+        "refs": [{"from_file": "schema.json"}],
+    }
 
 
 def test_the_directory_must_be_private(root: Path, tmp_path: Path) -> None:

@@ -366,6 +366,17 @@ def _problems_from_validation(doc: RawDocument, model: type[BaseModel], title: s
     return out
 
 
+@functools.cache
+def _validation() -> tuple[dict[str, type[BaseModel]], type[ValidationError]]:
+    """The envelope models and pydantic's error: imported for the first document the parse cache
+    does not hold (once: ``from pydantic import`` goes through pydantic's lazy ``__getattr__``)."""
+    from pydantic import ValidationError
+
+    from reconciler.manifests.models import MANIFEST_MODELS
+
+    return dict(MANIFEST_MODELS), ValidationError
+
+
 def _validate_document(doc: RawDocument, problems: ProblemList) -> BaseModel | None:
     """The document as its kind's envelope model, or None (its problems reported)."""
     data = doc.data
@@ -400,14 +411,11 @@ def _validate_document(doc: RawDocument, problems: ProblemList) -> BaseModel | N
             )
         )
         return None
-    from pydantic import ValidationError  # only a file the parse cache does not hold is validated
-
-    from reconciler.manifests.models import MANIFEST_MODELS
-
-    model = MANIFEST_MODELS[kind]
+    models, validation_error = _validation()
+    model = models[kind]
     try:
         return model.model_validate(data)
-    except ValidationError as exc:
+    except validation_error as exc:
         for p in _problems_from_validation(doc, model, title, exc):
             problems.add(p)
         return None

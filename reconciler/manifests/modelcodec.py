@@ -125,39 +125,32 @@ def _storable() -> dict[str, tuple[str, ...]]:
 
 
 def to_record(model: BaseModel) -> Record:
-    """A validated model as a record: the same values, nested models as records too. Only the
-    fields whose type can hold a model are walked; the others' values are the model's own."""
+    """A validated model as a record: the same values, nested models as records too. In a model
+    that can be stored, models are found where ``encode`` looks for them (the fields its layout
+    names, directly or in lists); in any other, anywhere in its values."""
     cls = type(model)
+    layout = _layout(cls)
     fields = dict(model.__dict__)
-    for name in _nesting(cls):
+    for name in fields if layout is None else layout:
         value = fields[name]
         if value is not None:
-            fields[name] = _to_plain(value)
+            fields[name] = _to_plain(value, layout is None)
     return record_class(cls.__name__)(fields)
 
 
-@cache
-def _nesting(cls: type[BaseModel]) -> tuple[str, ...]:
-    """The fields of ``cls`` that can hold models, and those of a type ``_shape`` does not know."""
-    out = []
-    for name, info in cls.__pydantic_fields__.items():
-        ok, models = _shape(info.annotation)
-        if models or not ok:
-            out.append(name)
-    return tuple(out)
-
-
-def _to_plain(value: Any) -> Any:
+def _to_plain(value: Any, everywhere: bool) -> Any:
     if value.__class__ in _JSON_ATOMS:
         return value
     if value.__class__ is list:
-        return [_to_plain(v) for v in value]
-    if value.__class__ is dict:
-        return {k: _to_plain(v) for k, v in value.items()}
-    if value.__class__ is tuple:
-        return tuple(_to_plain(v) for v in value)
+        return [_to_plain(v, everywhere) for v in value]
     if hasattr(type(value), "__pydantic_fields__"):
         return to_record(value)
+    if not everywhere:
+        return value
+    if value.__class__ is dict:
+        return {k: _to_plain(v, everywhere) for k, v in value.items()}
+    if value.__class__ is tuple:
+        return tuple(_to_plain(v, everywhere) for v in value)
     return value
 
 
