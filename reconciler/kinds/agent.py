@@ -1,8 +1,9 @@
 """Agent: a model, a prompt and its settings on a provider (the seed's ``agent_configs``).
 
-A new agent field goes into its spec model (``kinds.specs.AgentSpec``) and here (essence; a field without a column is kept in the
-bookkeeping by listing it in ``extra_fields``) and, when the model sees it, in the LLM port
-(``llm/ports.AgentConfig``) and the adapter that sends it. See docs/development.md.
+A new agent field goes into its spec model (``kinds.specs.AgentSpec``) and here (essence; a field
+without a column is kept in the bookkeeping by listing it in ``extra_fields``) and, when the model
+sees it, in the LLM port (``llm/ports.AgentConfig``) and the adapter that sends it. See
+docs/development.md.
 """
 
 from __future__ import annotations

@@ -1,11 +1,12 @@
 """What every resource kind is made of, and the pieces the kinds share.
 
-A ``Kind`` is one frozen object that owns everything about a resource kind: the name of its
-manifest spec's model (the models are in ``kinds.specs``), its table, the order it is written in, which fields refer to other kinds (and through which
-column), which are sensitive or have no column of their own, and the functions that turn a manifest
-into an essence, an essence into row values, a row into an essence and an essence back into a
-manifest. The pipeline (desired state, diff, apply, snapshot, guards, the loader's reference
-checks, export, adopt, ``get``) loops over ``reconciler.kinds.KINDS`` instead of naming kinds.
+A ``Kind`` is one frozen object that owns everything about a resource kind: the name of its manifest
+spec's model (the models themselves are in ``kinds.specs``), its table, the order it is written in,
+which fields refer to other kinds (and through which column), which are sensitive or have no column
+of their own, and the functions that turn a manifest into an essence, an essence into row values, a
+row into an essence and an essence back into a manifest. The pipeline (desired state, diff, apply,
+snapshot, guards, the loader's reference checks, export, adopt, ``get``) loops over
+``reconciler.kinds.KINDS`` instead of naming kinds.
 
 A kind's SQLAlchemy ``Table`` is built on first use (``Kind.table``), and its rows are read
 through a ``RowSource``, plain SQL text: a plan on SQLite reads the state with the standard

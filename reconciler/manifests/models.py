@@ -2,8 +2,9 @@
 
 Each kind's spec model lives in ``reconciler/kinds/specs.py`` (the single source of truth for its
 fields, types and ranges; ``Kind.spec`` names it); this module wraps them. Only validating a
-document imports it: a spec read from the parse cache needs no model (``modelcodec``). ``schemas/*.json`` are generated from
-these models (``python -m reconciler.manifests.schemas``) and a test proves the committed files agree.
+document imports it: a spec read from the parse cache needs no model (``modelcodec``).
+``schemas/*.json`` are generated from these models (``python -m reconciler.manifests.schemas``) and
+a test proves the committed files agree.
 """
 
 from __future__ import annotations
