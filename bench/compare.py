@@ -29,16 +29,20 @@ def _argv(args: list[str], db: str) -> list[str]:
     return [sys.executable, "-m", "reconciler", *(a.replace("{db}", db) for a in args)]
 
 
+def parse_with_command(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    """The options before ``--`` and the reconciler command after it (which has options of its own)."""
+    if "--" not in argv:
+        parser.error("give the reconciler command after --")
+    split = argv.index("--")
+    return parser.parse_args(argv[:split]), argv[split + 1 :]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.compare", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("repeat", type=int)
     p.add_argument("trees", nargs=2, type=Path)
     p.add_argument("--setup", default="", help="an untimed reconciler command run first (use {db})")
-    argv = sys.argv[1:] if argv is None else argv
-    if "--" not in argv:
-        p.error("give the reconciler command after --")
-    split = argv.index("--")
-    args, command = p.parse_args(argv[:split]), argv[split + 1 :]
+    args, command = parse_with_command(p, sys.argv[1:] if argv is None else argv)
     results: dict[Path, list[tuple[float, float, float, float]]] = {tree: [] for tree in args.trees}
     for tree in args.trees:  # bytecode compiled first, as pip does on install (a `git archive` tree has none)
         subprocess.run([sys.executable, "-m", "compileall", "-q", str(tree)], stdout=subprocess.DEVNULL, check=True)

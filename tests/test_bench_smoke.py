@@ -163,3 +163,22 @@ def test_every_size_a_time_target_is_set_at_gets_five_repetitions() -> None:
     assert TARGET_SIZES == {1_000, 10_000}
     assert [default_repeat(n, smoke=False) for n in (200, 1_000, 5_000, 10_000, 100_000)] == [3, 5, 3, 5, 1]
     assert default_repeat(1_000, smoke=True) == 1
+
+
+def test_callgrind_count_is_read_from_its_summary_line() -> None:
+    from bench.instructions import collected
+
+    assert collected("==123== Events    : Ir\n==123== Collected : 195627407\n==123==\n") == 195_627_407
+    assert collected("no summary here\n") is None
+
+
+@pytest.mark.slow
+def test_instructions_of_a_command_repeat_and_a_failure_is_reported() -> None:
+    """The point of counting: two runs of the same command from the same tree give the same count
+    (to well under a percent), whatever else the machine is doing."""
+    from bench.instructions import count
+
+    first, second = count(REPO, ["--version"]), count(REPO, ["--version"])
+    assert first > 10_000_000 and abs(first - second) / first < 0.005, (first, second)
+    with pytest.raises(RuntimeError, match="exit 1"):
+        count(REPO, ["validate", str(REPO / "no-such-directory")])
