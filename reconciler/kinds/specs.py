@@ -207,8 +207,7 @@ class TaskEvaluation(Strict):
 
     @model_validator(mode="after")
     def _one_input_source(self) -> TaskEvaluation:
-        if (self.inputs is None) == (self.inputs_file is None):
-            raise PydanticCustomError("evaluation_inputs", "give exactly one of inputs or inputs_file")
+        one_input_source(self, "evaluation_inputs")
         return self
 
 
