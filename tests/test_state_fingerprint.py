@@ -66,8 +66,9 @@ CHANGES = {
     "only a JSON column's spacing": "UPDATE reconciler_resources SET applied = replace(applied, ',', ', ') WHERE kind = 'Task'",
     "a row deleted": "DELETE FROM agent_task_assignments",
     "an unmanaged row": (
-        "INSERT INTO task_configs SELECT '0' || substr(id, 2), 'by-hand', description, response_schema, is_active, created_at, updated_at"
-        " FROM task_configs"
+        # another id: the first hex digit changed (to '1' where it was '0', else a row would collide with itself)
+        "INSERT INTO task_configs SELECT (CASE WHEN substr(id, 1, 1) = '0' THEN '1' ELSE '0' END) || substr(id, 2),"
+        " 'by-hand', description, response_schema, is_active, created_at, updated_at FROM task_configs"
     ),
     "a row renamed": "UPDATE agent_configs SET name = 'renamed'",
 }
