@@ -196,14 +196,14 @@ class EvaluationGate(Strict):
 class TaskEvaluation(Strict):
     """The labelled inputs `plan --evaluate` measures a changed configuration of the task on (never written to the database)."""
 
-    inputs: list[RunInput] | None = Field(default=None, min_length=1)
-    inputs_file: str | None = Field(default=None, min_length=1, description="JSONL or CSV, relative to the manifest")
-    prompt_template: str | None = Field(default=None, description="'{field}' placeholders filled from each input")
+    inputs: RunInputs = None
+    inputs_file: InputsFile = None
+    prompt_template: PromptTemplate = None
     expected: ExpectedFields = Field(description="where the right answer is: {input: FIELD, output: PROPERTY}")
     gate: EvaluationGate = Field(default_factory=EvaluationGate)
     concurrency: int = Field(default=4, ge=1, le=256)
-    max_retries: int = Field(default=2, ge=0, le=10)
-    timeout_seconds: float = Field(default=120.0, gt=0, le=3600)
+    max_retries: Retries = 2
+    timeout_seconds: TimeoutSeconds = 120.0
 
     @model_validator(mode="after")
     def _one_input_source(self) -> TaskEvaluation:
