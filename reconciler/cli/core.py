@@ -62,9 +62,15 @@ def validate(paths: tuple[str, ...], fmt: str) -> int:
     counts: dict[str, int] = {}
     for m in manifests.manifests:
         counts[m.kind] = counts.get(m.kind, 0) + 1
-    detail = ", ".join(f"{n} {k.lower()}{'s' if n != 1 else ''}" for k, n in counts.items())
-    click.echo(f"Valid: {len(manifests.manifests)} resources in {len(manifests.files)} files ({detail}).")
+    detail = ", ".join(_counted(n, k.lower()) for k, n in counts.items())
+    resources = _counted(len(manifests.manifests), "resource")
+    click.echo(f"Valid: {resources} in {_counted(len(manifests.files), 'file')}{f' ({detail})' if detail else ''}.")
     return 0
+
+
+def _counted(n: int, noun: str) -> str:
+    """A count and its noun: 1 file, 2 files (every noun counted here takes an s)."""
+    return f"{n} {noun}{'s' if n != 1 else ''}"
 
 
 def _count_problem(n: int) -> Problem:

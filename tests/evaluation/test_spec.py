@@ -34,7 +34,7 @@ gate: {min_accuracy: 0.55, max_drop: 0.05, significance: 0.05, min_valid: 0.95}
 """
     root = write_manifests({"task.yaml": _task(evaluation), "data/labelled.jsonl": LABELLED})
     code, out, err = cli_run("validate", str(root))
-    assert (code, err) == (0, "") and "Valid: 1 resources" in out
+    assert (code, err) == (0, "") and "Valid: 1 resource in" in out
 
 
 @pytest.mark.parametrize(

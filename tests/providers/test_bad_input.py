@@ -150,7 +150,7 @@ def test_validate_needs_no_secret_values(cli_run: Any, write_manifests: Any) -> 
     root = write_manifests({"providers.yaml": provider_doc("p", "openai", None, "{from_env: UNSET_API_KEY}")
                             + "---\n" + provider_doc("q", "openai", None, "{from_file: secrets/not-in-git.key}")})
     code, out, err = cli_run("validate", str(root))
-    assert (code, out, err) == (0, "Valid: 2 resources in 1 files (2 providers).\n", "")
+    assert (code, out, err) == (0, "Valid: 2 resources in 1 file (2 providers).\n", "")
     assert not Path(".reconciler").exists()
 
 
