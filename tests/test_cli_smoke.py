@@ -64,3 +64,31 @@ def test_entry_point_many_lines_into_a_pipe_arrive_whole(tmp_path: Path) -> None
     assert result.returncode == 0
     assert result.stdout.rstrip().splitlines()[-1].strip()  # the last command line of the help text
     assert "validate" in result.stdout and "apply" in result.stdout
+
+
+READ_COMMANDS = [("get", "agents"), ("history",), ("runs", "list"), ("experiments", "list"), ("drift", str(REPO / "manifests")), ("export",)]
+
+
+def test_a_read_of_a_database_file_that_does_not_exist_says_so(cli_run, tmp_path: Path) -> None:
+    """A mistyped --db reads as an empty state (as a first plan must); each read command says on
+    stderr that there is no database there, exits 0 and creates nothing. An existing database that
+    holds nothing gets no note."""
+    missing = tmp_path / "typo" / "state.db"
+    for command in READ_COMMANDS:
+        code, out, err = cli_run(*command, "--db", f"sqlite:///{missing}")
+        assert code == 0, (command, err)
+        assert err == f"note: no database at {missing}: nothing has been applied there yet (check --db and the directory)\n", command
+        assert not missing.parent.exists()
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    for command in READ_COMMANDS:
+        code, out, err = cli_run(*command, "--db", f"sqlite:///{empty}")
+        assert (code, err) == (0, ""), command
+
+
+def test_the_note_names_the_default_database(cli_run, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RECONCILER_DATABASE_URL", raising=False)
+    code, out, err = cli_run("get", "agents")
+    assert (code, out) == (0, "No resources found.\n")
+    assert err.startswith("note: no database at .reconciler/state.db:")

@@ -19,6 +19,7 @@ from reconciler.cli.options import (
     evaluate_request,
     gitops_options,
     guard_options,
+    note_missing_database,
     paths_argument,
     validation_timeout_option,
 )
@@ -340,6 +341,8 @@ def get(kind: str, name: str | None, db: str | None, fmt: str) -> int:
     k = ALIASES[kind.lower()]
     what = k.plural
     engine = open_engine(db, create=False)
+    if engine is None:
+        note_missing_database(db)
     if engine is not None:
         with translate_db_errors(engine.url, f"listing {what}"):
             rows = list_resources(engine, what, name)
@@ -373,6 +376,8 @@ def history(db: str | None, limit: int, fmt: str) -> int:
     from reconciler.state.queries import list_history
 
     engine = open_engine(db, create=False)
+    if engine is None:
+        note_missing_database(db)
     rows = []
     if engine is not None:
         with translate_db_errors(engine.url, "reading history"):

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from reconciler.cli import cli
-from reconciler.cli.options import db_option, listing_option
+from reconciler.cli.options import db_option, listing_option, note_missing_database
 
 
 @cli.group("experiments")
@@ -57,7 +57,10 @@ def experiments_list(db: str | None, fmt: str) -> int:
     from reconciler.state.db import open_engine
 
     columns = ["name", "status", "task", "agents", "inputs", "repeats", "elapsed_s", "started_at"]
-    emit_batch_rows(experiment_rows(open_engine(db, create=False)), fmt, columns)
+    engine = open_engine(db, create=False)
+    if engine is None:
+        note_missing_database(db)
+    emit_batch_rows(experiment_rows(engine), fmt, columns)
     return 0
 
 

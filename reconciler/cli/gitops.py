@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from reconciler.cli import cli
-from reconciler.cli.options import db_option, evaluate_options, evaluate_request, validation_timeout_option
+from reconciler.cli.options import db_option, evaluate_options, evaluate_request, note_missing_database, validation_timeout_option
 
 
 @cli.command()
@@ -31,6 +31,7 @@ def drift(paths: tuple[str, ...], db: str | None, as_json: bool, detailed_exitco
         from reconciler.manifests.loader import load_manifests
 
         only = {m.key for m in load_manifests(list(paths)).manifests}
+    note_missing_database(db)
     found = detect_drift(load_state(db), only)  # a SQLite file through sqlite3, as plan reads it
     click.echo((render_drift_json if as_json else render_drift_text)(found), nl=False)
     return 2 if detailed_exitcode and found else 0
@@ -167,6 +168,8 @@ def export(db: str | None, out: str | None) -> int:
             )
         )
     engine = open_engine(db, create=False)
+    if engine is None:
+        note_missing_database(db)
     snapshot = StateSnapshot.empty()
     if engine is not None:
         with translate_db_errors(engine.url, "reading the configuration"):

@@ -18,6 +18,18 @@ db_option = click.option(
 listing_option = click.option("-o", "--output", "fmt", type=click.Choice(["table", "json", "yaml"]), default="table")
 
 
+def note_missing_database(db: str | None) -> None:
+    """On stderr, when the state database is a SQLite file that does not exist. A read command
+    reads it as an empty state, as a first plan must; without the note a mistyped ``--db`` or the
+    wrong directory looks like an empty database."""
+    from reconciler.state.db import database_url, plain_sqlite_url, sqlite_path
+
+    plain = plain_sqlite_url(db)  # needs no SQLAlchemy (drift reads a plain SQLite file without it)
+    path = plain[1] if plain is not None else sqlite_path(database_url(db))
+    if path is not None and not path.exists():
+        click.echo(f"note: no database at {path}: nothing has been applied there yet (check --db and the directory)", err=True)
+
+
 def validation_timeout_option(help: str, **shown: Any) -> Any:
     """--validation-timeout: how long apply and watch give each changed provider's probe."""
     return click.option("--validation-timeout", type=click.FloatRange(min=0, min_open=True), default=10.0, help=help, **shown)

@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from reconciler.cli import cli
-from reconciler.cli.options import db_option, listing_option
+from reconciler.cli.options import db_option, listing_option, note_missing_database
 
 
 def _engine(db: str | None, create: bool = False) -> Any:
@@ -354,7 +354,10 @@ def runs_list(db: str | None, fmt: str) -> int:
     from reconciler.state.db import open_engine
 
     columns = ["name", "status", "items", "succeeded", "failed", "accuracy", "tokens", "cost_usd", "elapsed_s", "config", "started_at"]
-    emit_batch_rows(run_rows(open_engine(db, create=False)), fmt, columns)
+    engine = open_engine(db, create=False)
+    if engine is None:
+        note_missing_database(db)
+    emit_batch_rows(run_rows(engine), fmt, columns)
     return 0
 
 
