@@ -341,8 +341,6 @@ def get(kind: str, name: str | None, db: str | None, fmt: str) -> int:
     k = ALIASES[kind.lower()]
     what = k.plural
     engine = open_engine(db, create=False)
-    if engine is None:
-        note_missing_database(db)
     if engine is not None:
         with translate_db_errors(engine.url, f"listing {what}"):
             rows = list_resources(engine, what, name)
@@ -355,6 +353,7 @@ def get(kind: str, name: str | None, db: str | None, fmt: str) -> int:
 
                 rows = with_last_evaluation(engine, rows)
     else:
+        note_missing_database(db)
         rows = []
     if name is not None and not rows:
         raise ReconcilerError(f"no {what[:-1]} named {name!r} in the database", hint=f"list them with `reconciler get {what}`")
@@ -376,12 +375,12 @@ def history(db: str | None, limit: int, fmt: str) -> int:
     from reconciler.state.queries import list_history
 
     engine = open_engine(db, create=False)
-    if engine is None:
-        note_missing_database(db)
     rows = []
     if engine is not None:
         with translate_db_errors(engine.url, "reading history"):
             rows = list_history(engine, limit, plans=fmt != "table")
+    else:
+        note_missing_database(db)
     if fmt == "table":
         for r in rows:
             commit = (r["git_commit"] or "")[:10] + ("+dirty" if r["git_dirty"] else "") if r["git_commit"] else None

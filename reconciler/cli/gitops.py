@@ -168,12 +168,12 @@ def export(db: str | None, out: str | None) -> int:
             )
         )
     engine = open_engine(db, create=False)
-    if engine is None:
-        note_missing_database(db)
     snapshot = StateSnapshot.empty()
     if engine is not None:
         with translate_db_errors(engine.url, "reading the configuration"):
             snapshot = load_snapshot(engine)
+    else:
+        note_missing_database(db)
     docs = export_documents(snapshot)
     for d in docs:
         for note in d.notes:
