@@ -420,6 +420,8 @@ def _apply_until_commit(request: ApplyRequest, hooks: ApplyHooks) -> ApplyOutcom
         new_file = file is not None and file.new  # an empty state, and the key file's place beside the file
         snapshot = load_state(request.db) if new_file else _current_state(existing, request.db, kept)
         engine_now = existing if not isinstance(existing, SqliteFile) else None
+        if request.evaluate is not None and engine_now is None:  # no answer cache yet: keep the answers for after the commit
+            request = replace(request, evaluate=replace(request.evaluate, uncached=[]))
         the_plan = _shown_plan(manifests, snapshot, request, hooks, sources, engine_now)
         if the_plan.is_empty:
             return ApplyOutcome(the_plan, snapshot, engine=engine_now, manifests=manifests)
@@ -433,7 +435,19 @@ def _apply_until_commit(request: ApplyRequest, hooks: ApplyHooks) -> ApplyOutcom
         if existing is None:
             held.enter_context(apply_lock(engine, request.lock_timeout, command=request.command))
         result = run_apply(engine, the_plan, apply_meta(request.command, sources, request.git), extend_enums=request.extend_enums, kept=kept)
+        if request.evaluate is not None and request.evaluate.uncached:
+            _store_answers(_EngineOf(engine)(), request.evaluate.uncached)
     return the_plan, snapshot, engine, result, manifests
+
+
+def _store_answers(engine: Engine, answers: list[Any]) -> None:
+    """The answers an evaluation gave before the database existed, into the answer cache the apply
+    has just created (its own transaction, under the apply lock), so the next evaluation reuses
+    them as it would have with a database from the start."""
+    from reconciler.runs import answer_cache
+
+    with translate_db_errors(engine.url, "storing the evaluation's answers"):
+        answer_cache.store(engine, answers)
 
 
 def _kept_sqlite(existing: Target | None, held: contextlib.ExitStack) -> KeptSqliteState | None:

@@ -38,6 +38,9 @@ class EvaluateOptions:
     notice: Callable[[str], None] = lambda text: None  # where the calls and cost estimate are told
     registry: Any = None  # the agent registry (tests); None: the process's
     use_cache: bool = True
+    # a database with no answer cache yet (a new one): the answers are kept here instead, for an
+    # apply to store once its commit has made the database (None: they are not kept)
+    uncached: list[Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -244,6 +247,8 @@ def _evaluate(
                 outcomes[o.arm].append(o)
         if cache is not None and answers:
             answer_cache.store(cache, answers)
+        elif options.uncached is not None:
+            options.uncached.extend(answers)
 
     settings = ExecutionSettings(max_retries=ev.max_retries, timeout_seconds=ev.timeout_seconds)
     try:

@@ -115,6 +115,29 @@ def test_an_improvement_passes_and_is_recorded(write_manifests, cli_run, sqlite_
     assert (row["accuracy"], row["measured_at"], row["evaluation"]) == ("-", "-", None)
 
 
+def test_apply_evaluate_into_a_new_database_keeps_its_answers(write_manifests, cli_run, db_url: str) -> None:
+    """The evaluation runs before the database exists (a failed gate must leave none behind), so
+    its answers wait in memory and go into the answer cache the apply creates: the next evaluation
+    calls no model for the configuration it already measured. A refused apply keeps nothing."""
+    with StubServer(two_agents) as stub:
+        root = write_config(write_manifests, stub.base_url, BAD, gate={"min_accuracy": 0.6})
+        code, _, err = _apply(cli_run, root, db_url, "--evaluate")
+        assert code == 1 and "gate min_accuracy failed" in err and len(stub.requests) == len(ITEMS)
+        assert cli_run("history", "--db", db_url, "-o", "json")[1].strip() == "[]"  # nothing written
+
+        write_config(write_manifests, stub.base_url, GOOD)
+        code, _, err = _apply(cli_run, root, db_url, "--evaluate")
+        assert code == 0, err
+        assert "Evaluating 1 assignment: 6 model calls (0 answers from the cache)" in err
+        assert len(stub.requests) == 2 * len(ITEMS)
+
+        write_config(write_manifests, stub.base_url, GOOD + " Be brief.")  # before: the applied configuration, cached
+        code, _, err = cli_run("plan", str(root), "--db", db_url, "--evaluate")
+        assert code == 0, err
+        assert "Evaluating 1 assignment: 6 model calls (6 answers from the cache)" in err
+        assert len(stub.requests) == 3 * len(ITEMS)
+
+
 def test_a_new_assignment_has_no_before(write_manifests, cli_run, sqlite_url: str) -> None:
     with StubServer(two_agents) as stub:
         root = write_config(write_manifests, stub.base_url, GOOD)
