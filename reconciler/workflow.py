@@ -436,18 +436,22 @@ def _apply_until_commit(request: ApplyRequest, hooks: ApplyHooks) -> ApplyOutcom
             held.enter_context(apply_lock(engine, request.lock_timeout, command=request.command))
         result = run_apply(engine, the_plan, apply_meta(request.command, sources, request.git), extend_enums=request.extend_enums, kept=kept)
         if request.evaluate is not None and request.evaluate.uncached:
-            _store_answers(_EngineOf(engine)(), request.evaluate.uncached)
+            _store_answers(_EngineOf(engine)(), request.evaluate.uncached, hooks)
     return the_plan, snapshot, engine, result, manifests
 
 
-def _store_answers(engine: Engine, answers: list[Any]) -> None:
+def _store_answers(engine: Engine, answers: list[Any], hooks: ApplyHooks) -> None:
     """The answers an evaluation gave before the database existed, into the answer cache the apply
     has just created (its own transaction, under the apply lock), so the next evaluation reuses
-    them as it would have with a database from the start."""
+    them as it would have with a database from the start. The apply has committed: a failure here
+    is a warning (the next evaluation asks again), not a failed apply."""
     from reconciler.runs import answer_cache
 
-    with translate_db_errors(engine.url, "storing the evaluation's answers"):
-        answer_cache.store(engine, answers)
+    try:
+        with translate_db_errors(engine.url, "storing the evaluation's answers"):
+            answer_cache.store(engine, answers)
+    except ReconcilerError as exc:
+        hooks.warnings(tuple(replace(p, message=f"the evaluation's answers were not cached: {p.message}", severity="warning") for p in exc.problems))
 
 
 def _kept_sqlite(existing: Target | None, held: contextlib.ExitStack) -> KeptSqliteState | None:

@@ -138,6 +138,25 @@ def test_apply_evaluate_into_a_new_database_keeps_its_answers(write_manifests, c
         assert len(stub.requests) == 3 * len(ITEMS)
 
 
+def test_answers_that_cannot_be_cached_after_the_commit_are_a_warning(write_manifests, cli_run, sqlite_url: str, monkeypatch) -> None:
+    """The apply has committed when the kept answers are stored: a database error there is a
+    warning, and the apply still succeeds."""
+    from sqlalchemy.exc import OperationalError
+
+    from reconciler.runs import answer_cache
+
+    def fail(engine, answers):  # type: ignore[no-untyped-def]
+        raise OperationalError("INSERT INTO answer_cache", {}, Exception("disk I/O error"))
+
+    monkeypatch.setattr(answer_cache, "store", fail)
+    with StubServer(two_agents) as stub:
+        root = write_config(write_manifests, stub.base_url, GOOD)
+        code, out, err = _apply(cli_run, root, sqlite_url, "--evaluate")
+    assert code == 0, err
+    assert "Apply complete (#1)" in out
+    assert "warning: the evaluation's answers were not cached: database error while storing the evaluation's answers" in err
+
+
 def test_a_new_assignment_has_no_before(write_manifests, cli_run, sqlite_url: str) -> None:
     with StubServer(two_agents) as stub:
         root = write_config(write_manifests, stub.base_url, GOOD)
