@@ -19,8 +19,8 @@ from reconciler.cli.options import (
     evaluate_request,
     gitops_options,
     guard_options,
-    note_missing_database,
     paths_argument,
+    read_engine,
     validation_timeout_option,
 )
 
@@ -333,14 +333,14 @@ def get(kind: str, name: str | None, db: str | None, fmt: str) -> int:
     """List the resources of one KIND (e.g. providers, agents, tasks, assignments) as stored in the database."""
     from reconciler.errors import ReconcilerError
     from reconciler.kinds import ALIASES
-    from reconciler.state.db import open_engine, translate_db_errors
+    from reconciler.state.db import translate_db_errors
     from reconciler.state.queries import list_resources
 
     if kind.lower() not in ALIASES:
         raise click.BadParameter(f"{kind!r} is not one of {', '.join(sorted(ALIASES))}.", param_hint="'KIND'")
     k = ALIASES[kind.lower()]
     what = k.plural
-    engine = open_engine(db, create=False)
+    engine = read_engine(db)
     if engine is not None:
         with translate_db_errors(engine.url, f"listing {what}"):
             rows = list_resources(engine, what, name)
@@ -353,7 +353,6 @@ def get(kind: str, name: str | None, db: str | None, fmt: str) -> int:
 
                 rows = with_last_evaluation(engine, rows)
     else:
-        note_missing_database(db)
         rows = []
     if name is not None and not rows:
         raise ReconcilerError(f"no {what[:-1]} named {name!r} in the database", hint=f"list them with `reconciler get {what}`")
@@ -371,16 +370,14 @@ def get(kind: str, name: str | None, db: str | None, fmt: str) -> int:
 def history(db: str | None, limit: int, fmt: str) -> int:
     """List past applies: when, who, which commit, what changed."""
     from reconciler.cli.output import emit_rows
-    from reconciler.state.db import open_engine, translate_db_errors
+    from reconciler.state.db import translate_db_errors
     from reconciler.state.queries import list_history
 
-    engine = open_engine(db, create=False)
+    engine = read_engine(db)
     rows = []
     if engine is not None:
         with translate_db_errors(engine.url, "reading history"):
             rows = list_history(engine, limit, plans=fmt != "table")
-    else:
-        note_missing_database(db)
     if fmt == "table":
         for r in rows:
             commit = (r["git_commit"] or "")[:10] + ("+dirty" if r["git_dirty"] else "") if r["git_commit"] else None

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from reconciler.cli import cli
-from reconciler.cli.options import db_option, listing_option, note_missing_database
+from reconciler.cli.options import db_option, listing_option, read_engine
 
 
 @cli.group("experiments")
@@ -54,13 +54,9 @@ def experiments_list(db: str | None, fmt: str) -> int:
     """Every experiment: status, task, agents, inputs."""
     from reconciler.cli.output import emit_batch_rows
     from reconciler.runs.experiment_views import experiment_rows
-    from reconciler.state.db import open_engine
 
     columns = ["name", "status", "task", "agents", "inputs", "repeats", "elapsed_s", "started_at"]
-    engine = open_engine(db, create=False)
-    if engine is None:
-        note_missing_database(db)
-    emit_batch_rows(experiment_rows(engine), fmt, columns)
+    emit_batch_rows(experiment_rows(read_engine(db)), fmt, columns)
     return 0
 
 

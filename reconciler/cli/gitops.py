@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from reconciler.cli import cli
-from reconciler.cli.options import db_option, evaluate_options, evaluate_request, note_missing_database, validation_timeout_option
+from reconciler.cli.options import db_option, evaluate_options, evaluate_request, note_missing_database, read_engine, validation_timeout_option
 
 
 @cli.command()
@@ -155,7 +155,7 @@ def export(db: str | None, out: str | None) -> int:
 
     from reconciler.errors import Location, Problem, ReconcilerError
     from reconciler.gitops.export import FILE_NAMES, export_documents, render_documents
-    from reconciler.state.db import open_engine, translate_db_errors
+    from reconciler.state.db import translate_db_errors
     from reconciler.state.snapshot import StateSnapshot, load_snapshot
 
     target = Path(out) if out else None
@@ -167,13 +167,11 @@ def export(db: str | None, out: str | None) -> int:
                 hint="choose a new or empty directory; export never overwrites files",
             )
         )
-    engine = open_engine(db, create=False)
+    engine = read_engine(db)
     snapshot = StateSnapshot.empty()
     if engine is not None:
         with translate_db_errors(engine.url, "reading the configuration"):
             snapshot = load_snapshot(engine)
-    else:
-        note_missing_database(db)
     docs = export_documents(snapshot)
     for d in docs:
         for note in d.notes:

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 import click
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
     from reconciler.plan.guards import GuardOptions
 
 db_option = click.option(
@@ -16,6 +18,17 @@ db_option = click.option(
     help="State database (default: sqlite .reconciler/state.db; env RECONCILER_DATABASE_URL).",
 )
 listing_option = click.option("-o", "--output", "fmt", type=click.Choice(["table", "json", "yaml"]), default="table")
+
+
+def read_engine(db: str | None) -> Engine | None:
+    """The engine a read command lists from (``open_engine(create=False)``: None is an empty
+    state), with the note below when that is because the SQLite file does not exist."""
+    from reconciler.state.db import open_engine
+
+    engine = open_engine(db, create=False)
+    if engine is None:
+        note_missing_database(db)
+    return engine
 
 
 def note_missing_database(db: str | None) -> None:

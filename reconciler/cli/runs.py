@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from reconciler.cli import cli
-from reconciler.cli.options import db_option, listing_option, note_missing_database
+from reconciler.cli.options import db_option, listing_option, read_engine
 
 
 def _engine(db: str | None, create: bool = False) -> Any:
@@ -351,13 +351,9 @@ def runs_list(db: str | None, fmt: str) -> int:
     """Every run: status, counts, tokens, cost, accuracy."""
     from reconciler.cli.output import emit_batch_rows
     from reconciler.runs.views import run_rows
-    from reconciler.state.db import open_engine
 
     columns = ["name", "status", "items", "succeeded", "failed", "accuracy", "tokens", "cost_usd", "elapsed_s", "config", "started_at"]
-    engine = open_engine(db, create=False)
-    if engine is None:
-        note_missing_database(db)
-    emit_batch_rows(run_rows(engine), fmt, columns)
+    emit_batch_rows(run_rows(read_engine(db)), fmt, columns)
     return 0
 
 
